@@ -1,0 +1,993 @@
+//! The store conformance suite: one set of tests every [`Store`] must pass, run through
+//! a [`Manager`] with a [`ManualClock`] so time-based rules run in milliseconds.
+//!
+//! A store crate runs it with one line in its tests:
+//!
+//! ```ignore
+//! sessiond_core::conformance_tests!(async { MyStore::connect(...).await });
+//! ```
+//!
+//! The expression is a future giving the store (or an `Option` of it: `None` skips the
+//! suite, for stores whose server is absent; the maker must say so loudly). Each test
+//! makes a fresh store, so stores must give each one its own namespace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::events::EventKind;
+use crate::manager::{HeartbeatRequest, Manager, OpenRequest, Resolve};
+use crate::policy::{HeartbeatPolicy, OnFull, OnUserLimit, Policy};
+use crate::session::{Actor, Client, CloseReason};
+use crate::store::{ListQuery, Lookup, StatusFilter, Store};
+use crate::time::{ManualClock, Timestamp};
+use crate::{Error, Token};
+
+/// A store, or none when the suite cannot run here.
+pub trait IntoTestStore {
+    /// The store to test, if any.
+    fn into_test_store(self) -> Option<Arc<dyn Store>>;
+}
+
+impl<S: Store> IntoTestStore for S {
+    fn into_test_store(self) -> Option<Arc<dyn Store>> {
+        Some(Arc::new(self))
+    }
+}
+
+impl<S: Store> IntoTestStore for Option<S> {
+    fn into_test_store(self) -> Option<Arc<dyn Store>> {
+        self.map(|s| Arc::new(s) as Arc<dyn Store>)
+    }
+}
+
+/// Generates one `#[tokio::test]` per conformance test, each on a store made by
+/// `$make` (a future giving a store or an `Option` of one).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@tests $make;
+            open_then_resolve, unknown_token_is_invalid, idle_timeout, absolute_lifetime,
+            heartbeat_and_activity_are_two_clocks, heartbeat_suspend_and_resume,
+            expiry_sweep_closes_then_purges, seats_reject_with_holders,
+            reserved_privileges_skip_seats, evict_idlest, user_limit_reject,
+            user_limit_replace_oldest, take_over, take_over_of_a_stranger_is_refused,
+            bind_ip_refuses_and_keeps_the_session, data_patch_and_versions,
+            write_never_resurrects_a_closed_session, set_privileges_rotates_the_token,
+            close_and_close_all, closed_sessions_keep_their_history, list_filters_and_pages,
+            timed_out_holders_free_their_seats, race_64_opens_10_seats,
+            race_take_over_has_one_winner, race_patches_of_distinct_keys,
+            race_conditional_increments);
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(store) = $crate::conformance::IntoTestStore::into_test_store($make.await) else {
+                    return;
+                };
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+/// The suite's start time: a fixed, realistic instant.
+pub const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn setup(store: Arc<dyn Store>, policy: Policy) -> (Arc<Manager>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let m = Manager::with_clock(store, clock.clone());
+    m.set_policy("app", policy).expect("valid policy");
+    m.set_policy("other", Policy::default())
+        .expect("valid policy");
+    (Arc::new(m), clock)
+}
+
+fn user(u: &str) -> OpenRequest {
+    OpenRequest {
+        user: Some(u.to_string()),
+        ..Default::default()
+    }
+}
+
+const TOUCH: Resolve = Resolve {
+    touch: true,
+    ip: None,
+};
+const PEEK: Resolve = Resolve {
+    touch: false,
+    ip: None,
+};
+
+fn closed_reason(r: Result<crate::Session, Error>) -> CloseReason {
+    match r {
+        Err(Error::SessionClosed(c)) => c.reason,
+        other => panic!("expected a closed session, got {other:?}"),
+    }
+}
+
+/// Open, then resolve by token and read by id; only the token's hash is stored.
+pub async fn open_then_resolve(store: Arc<dyn Store>) {
+    let (m, _) = setup(store.clone(), Policy::default());
+    let o = m
+        .open(
+            "app",
+            OpenRequest {
+                user: Some("ann".into()),
+                privileges: vec!["sales".into()],
+                data: Some(crate::JsonObject::parse(r#"{"n":1}"#).unwrap()),
+                client: Client {
+                    label: Some("desk-1".into()),
+                    ip: Some("10.0.0.7".parse().unwrap()),
+                    user_agent: Some("test".into()),
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(o.token.expose().starts_with("app:"));
+    let s = m.resolve(&o.token, TOUCH).await.unwrap();
+    assert_eq!(s.id, o.session.id);
+    assert_eq!(s.user.as_deref(), Some("ann"));
+    assert!(s.privileges.contains("sales"));
+    assert_eq!(s.data.get("n"), Some(json!(1)));
+    assert_eq!(s.client.label.as_deref(), Some("desk-1"));
+    let by_id = m.get(o.session.id).await.unwrap();
+    assert_eq!(by_id.token_hash, o.token.hash());
+    let stored = store.get(Lookup::Id(o.session.id)).await.unwrap().unwrap();
+    let text = serde_json::to_string(&stored).unwrap();
+    assert!(
+        !text.contains(o.token.expose()),
+        "the token itself must never be stored"
+    );
+    assert_eq!(m.seats("app").await.unwrap().open, 1);
+}
+
+/// A token that matches nothing is refused.
+pub async fn unknown_token_is_invalid(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let r = m.resolve(&Token::from_client("app:00"), TOUCH).await;
+    assert!(matches!(r, Err(Error::InvalidToken)), "{r:?}");
+    assert!(matches!(
+        m.open("nope", OpenRequest::default()).await,
+        Err(Error::UnknownApp(_))
+    ));
+}
+
+/// Activity resets the idle timeout; silence past it closes the session.
+pub async fn idle_timeout(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            idle_timeout_s: 60,
+            ..Default::default()
+        },
+    );
+    let mut events = m.subscribe();
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    clock.advance(Duration::from_secs(50));
+    m.resolve(&o.token, TOUCH).await.unwrap();
+    clock.advance(Duration::from_secs(50));
+    m.resolve(&o.token, PEEK)
+        .await
+        .expect("touched 50 s ago: still open");
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        closed_reason(m.resolve(&o.token, TOUCH).await),
+        CloseReason::IdleTimeout
+    );
+    assert_eq!(
+        closed_reason(m.resolve(&o.token, TOUCH).await),
+        CloseReason::IdleTimeout
+    );
+    let mut kinds = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        kinds.push((e.kind, e.reason, e.by));
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::Opened, None, None),
+            (
+                EventKind::Closed,
+                Some(CloseReason::IdleTimeout),
+                Some(Actor::Expiry)
+            )
+        ]
+    );
+}
+
+/// No activity extends a session past its absolute lifetime.
+pub async fn absolute_lifetime(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            idle_timeout_s: 60,
+            absolute_lifetime_s: 300,
+            ..Default::default()
+        },
+    );
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    for _ in 0..10 {
+        clock.advance(Duration::from_secs(30));
+        m.resolve(&o.token, TOUCH).await.unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        closed_reason(m.resolve(&o.token, TOUCH).await),
+        CloseReason::AbsoluteTimeout
+    );
+}
+
+/// A heartbeat never counts as activity; activity never revives a lost heartbeat.
+pub async fn heartbeat_and_activity_are_two_clocks(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            idle_timeout_s: 120,
+            heartbeat: Some(HeartbeatPolicy {
+                interval_s: 30,
+                grace_s: 60,
+            }),
+            ..Default::default()
+        },
+    );
+    // Beats but no activity: idle timeout.
+    let a = m.open("app", OpenRequest::default()).await.unwrap();
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(30));
+        m.heartbeat(&a.token, None).await.unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        closed_reason(m.heartbeat(&a.token, None).await),
+        CloseReason::IdleTimeout
+    );
+    // Activity but no beats: heartbeat lost after interval + grace.
+    let b = m
+        .open(
+            "app",
+            OpenRequest {
+                heartbeat: Some(HeartbeatRequest {
+                    interval_s: 10,
+                    grace_s: Some(5),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(10));
+    m.resolve(&b.token, TOUCH).await.unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        closed_reason(m.resolve(&b.token, TOUCH).await),
+        CloseReason::HeartbeatLost
+    );
+}
+
+/// A suspended heartbeat leaves only the idle timeout; resuming starts a new window.
+pub async fn heartbeat_suspend_and_resume(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            idle_timeout_s: 600,
+            heartbeat: Some(HeartbeatPolicy {
+                interval_s: 30,
+                grace_s: 60,
+            }),
+            ..Default::default()
+        },
+    );
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    let lookup = Lookup::Token(o.token.hash());
+    let s = m
+        .set_heartbeat(lookup, false, None, None, None)
+        .await
+        .unwrap();
+    assert!(!s.heartbeat.unwrap().active);
+    clock.advance(Duration::from_secs(500));
+    m.resolve(&o.token, TOUCH)
+        .await
+        .expect("no heartbeat needed while suspended");
+    let s = m
+        .set_heartbeat(lookup, true, Some(20), Some(5), None)
+        .await
+        .unwrap();
+    assert_eq!(s.heartbeat.unwrap().interval_s, 20);
+    clock.advance(Duration::from_secs(25));
+    m.heartbeat(&o.token, None)
+        .await
+        .expect("within 20 + 5 s of resuming");
+    clock.advance(Duration::from_secs(26));
+    assert_eq!(
+        closed_reason(m.resolve(&o.token, PEEK).await),
+        CloseReason::HeartbeatLost
+    );
+}
+
+/// The sweeper closes what timed out (one event each) and purges after retention.
+pub async fn expiry_sweep_closes_then_purges(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            idle_timeout_s: 60,
+            retention_s: 3600,
+            ..Default::default()
+        },
+    );
+    let mut events = m.subscribe();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            m.open("app", OpenRequest::default())
+                .await
+                .unwrap()
+                .session
+                .id,
+        );
+    }
+    let keep = m.open("other", OpenRequest::default()).await.unwrap();
+    assert_eq!(m.expire_due(100).await.unwrap().closed.len(), 0);
+    clock.advance(Duration::from_secs(61));
+    let out = m.expire_due(100).await.unwrap();
+    assert_eq!(out.closed.len(), 5);
+    assert!(out
+        .closed
+        .iter()
+        .all(|s| s.closed.unwrap().reason == CloseReason::IdleTimeout));
+    assert_eq!(
+        m.expire_due(100).await.unwrap().closed.len(),
+        0,
+        "each closed once"
+    );
+    let closes = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| e.kind == EventKind::Closed)
+        .count();
+    assert_eq!(closes, 5);
+    assert_eq!(
+        m.get(ids[0]).await.unwrap().closed.unwrap().reason,
+        CloseReason::IdleTimeout
+    );
+    assert_eq!(m.seats("app").await.unwrap().open, 0);
+    clock.advance(Duration::from_secs(3601));
+    let out = m.expire_due(100).await.unwrap();
+    assert_eq!(out.purged, 5);
+    assert!(matches!(m.get(ids[0]).await, Err(Error::NotFound(_))));
+    // The "other" app's default 60-minute idle timeout passed too, then it was kept.
+    assert!(m.get(keep.session.id).await.is_ok());
+}
+
+fn seats(n: u32) -> Policy {
+    Policy {
+        seats: Some(n),
+        reserved_privileges: vec!["admin".into()],
+        ..Default::default()
+    }
+}
+
+/// A full house refuses and lists the seat holders.
+pub async fn seats_reject_with_holders(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, seats(2));
+    let a = m.open("app", user("a")).await.unwrap();
+    let b = m.open("app", user("b")).await.unwrap();
+    match m.open("app", user("c")).await {
+        Err(Error::SeatsExhausted {
+            used,
+            total,
+            holders,
+        }) => {
+            assert_eq!((used, total), (2, 2));
+            let mut got: Vec<_> = holders.iter().map(|h| h.id).collect();
+            got.sort();
+            assert_eq!(got, vec![a.session.id, b.session.id]);
+        }
+        other => panic!("expected seats_exhausted, got {other:?}"),
+    }
+    let s = m.seats("app").await.unwrap();
+    assert_eq!((s.used, s.total, s.open), (2, Some(2), 2));
+    m.close(Lookup::Id(a.session.id), CloseReason::Logout, Actor::User)
+        .await
+        .unwrap();
+    m.open("app", user("c")).await.expect("a seat was freed");
+}
+
+/// Sessions with a reserved privilege get in when the house is full and take no seat.
+pub async fn reserved_privileges_skip_seats(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, seats(1));
+    m.open("app", user("a")).await.unwrap();
+    let admin = m
+        .open(
+            "app",
+            OpenRequest {
+                user: Some("root".into()),
+                privileges: vec!["admin".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("reserved privilege gets in");
+    assert!(!admin.session.counts_seat);
+    let s = m.seats("app").await.unwrap();
+    assert_eq!((s.used, s.open), (1, 2));
+    // Losing the privilege makes the session take a seat.
+    let (s, _) = m
+        .set_privileges(Lookup::Id(admin.session.id), vec![], None, None)
+        .await
+        .unwrap();
+    assert!(s.counts_seat);
+    assert_eq!(m.seats("app").await.unwrap().used, 2);
+}
+
+/// `evict_idlest` closes the session with the oldest activity.
+pub async fn evict_idlest(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            seats: Some(2),
+            on_full: OnFull::EvictIdlest,
+            ..Default::default()
+        },
+    );
+    let a = m.open("app", user("a")).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    let b = m.open("app", user("b")).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    m.resolve(&a.token, TOUCH).await.unwrap();
+    let c = m.open("app", user("c")).await.unwrap();
+    assert_eq!(c.displaced.len(), 1);
+    assert_eq!(c.displaced[0].id, b.session.id);
+    let closure = m.get(b.session.id).await.unwrap().closed.unwrap();
+    assert_eq!(closure.reason, CloseReason::Evicted);
+    assert_eq!(m.seats("app").await.unwrap().used, 2);
+}
+
+/// `max_per_user` with `reject`.
+pub async fn user_limit_reject(store: Arc<dyn Store>) {
+    let (m, _) = setup(
+        store,
+        Policy {
+            max_per_user: Some(2),
+            ..Default::default()
+        },
+    );
+    m.open("app", user("a")).await.unwrap();
+    m.open("app", user("a")).await.unwrap();
+    assert!(matches!(
+        m.open("app", user("a")).await,
+        Err(Error::UserLimit { max: 2 })
+    ));
+    m.open("app", user("b"))
+        .await
+        .expect("other users are not limited");
+    m.open("app", OpenRequest::default())
+        .await
+        .expect("guests are not limited");
+}
+
+/// `max_per_user` with `replace_oldest` (Gambas `Unique`).
+pub async fn user_limit_replace_oldest(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            max_per_user: Some(1),
+            on_user_limit: OnUserLimit::ReplaceOldest,
+            ..Default::default()
+        },
+    );
+    let first = m.open("app", user("a")).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    let second = m.open("app", user("a")).await.unwrap();
+    assert_eq!(second.displaced.len(), 1);
+    assert_eq!(
+        closed_reason(m.resolve(&first.token, TOUCH).await),
+        CloseReason::Replaced
+    );
+    m.resolve(&second.token, TOUCH).await.unwrap();
+    let open = m
+        .list(ListQuery {
+            app: Some("app".into()),
+            status: StatusFilter::Open,
+            user: Some("a".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1);
+}
+
+/// Take-over closes the holder as `taken_over`, by the newcomer, and admits it.
+pub async fn take_over(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, seats(1));
+    let a = m.open("app", user("a")).await.unwrap();
+    let b = m
+        .open(
+            "app",
+            OpenRequest {
+                take_over: Some(a.session.id),
+                ..user("b")
+            },
+        )
+        .await
+        .unwrap();
+    let closure = m.get(a.session.id).await.unwrap().closed.unwrap();
+    assert_eq!(closure.reason, CloseReason::TakenOver);
+    assert_eq!(closure.by, Actor::Session(b.session.id));
+    assert_eq!(
+        closed_reason(m.resolve(&a.token, TOUCH).await),
+        CloseReason::TakenOver
+    );
+    assert_eq!(m.seats("app").await.unwrap().used, 1);
+}
+
+/// Taking over a closed session or one of another app is refused, changing nothing.
+pub async fn take_over_of_a_stranger_is_refused(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, seats(1));
+    let a = m.open("app", user("a")).await.unwrap();
+    let stranger = m.open("other", user("x")).await.unwrap();
+    let r = m
+        .open(
+            "app",
+            OpenRequest {
+                take_over: Some(stranger.session.id),
+                ..user("b")
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(Error::TakeOverTarget)), "{r:?}");
+    m.resolve(&stranger.token, PEEK).await.expect("untouched");
+    m.resolve(&a.token, PEEK).await.expect("untouched");
+}
+
+/// With `bind_ip`, another address gets `IpMismatch` and the session stays as it was.
+pub async fn bind_ip_refuses_and_keeps_the_session(store: Arc<dyn Store>) {
+    let (m, _) = setup(
+        store,
+        Policy {
+            bind_ip: true,
+            ..Default::default()
+        },
+    );
+    let ip = "192.0.2.1".parse().unwrap();
+    let o = m
+        .open(
+            "app",
+            OpenRequest {
+                client: Client {
+                    ip: Some(ip),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let other = Resolve {
+        touch: true,
+        ip: Some("192.0.2.2".parse().unwrap()),
+    };
+    assert!(matches!(
+        m.resolve(&o.token, other).await,
+        Err(Error::IpMismatch)
+    ));
+    let r = m
+        .update_data(
+            Lookup::Token(o.token.hash()),
+            json!({"x": 1}),
+            None,
+            other.ip,
+        )
+        .await;
+    assert!(matches!(r, Err(Error::IpMismatch)));
+    let s = m
+        .resolve(
+            &o.token,
+            Resolve {
+                touch: true,
+                ip: Some(ip),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.version, 1);
+    assert!(s.data.is_empty());
+}
+
+/// Merge patches, `If-Match` and the size limit; refusals change nothing.
+pub async fn data_patch_and_versions(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    let l = Lookup::Token(o.token.hash());
+    let s = m
+        .update_data(l, json!({"cart": {"a": 1, "b": 2}}), Some(1), None)
+        .await
+        .unwrap();
+    assert_eq!(s.version, 2);
+    let s = m
+        .update_data(l, json!({"cart": {"a": null}, "n": 5}), None, None)
+        .await
+        .unwrap();
+    assert_eq!(s.data.get("cart"), Some(json!({"b": 2})));
+    assert_eq!(s.version, 3);
+    let stale = m.update_data(l, json!({"n": 6}), Some(2), None).await;
+    assert!(
+        matches!(stale, Err(Error::VersionMismatch { current: 3 })),
+        "{stale:?}"
+    );
+    let big = "x".repeat(m.limits().max_data_bytes);
+    assert!(matches!(
+        m.update_data(l, json!({ "big": big }), None, None).await,
+        Err(Error::DataTooLarge { .. })
+    ));
+    assert!(matches!(
+        m.update_data(l, json!([1]), None, None).await,
+        Err(Error::BadInput(_))
+    ));
+    let s = m.resolve(&o.token, PEEK).await.unwrap();
+    assert_eq!((s.version, s.data.get("n")), (3, Some(json!(5))));
+    // A touch changes no version.
+    assert_eq!(m.resolve(&o.token, TOUCH).await.unwrap().version, 3);
+}
+
+/// No write brings a closed session back.
+pub async fn write_never_resurrects_a_closed_session(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    let l = Lookup::Token(o.token.hash());
+    m.close(Lookup::Id(o.session.id), CloseReason::Killed, Actor::Admin)
+        .await
+        .unwrap();
+    assert!(matches!(
+        m.update_data(l, json!({"x": 1}), None, None).await,
+        Err(Error::SessionClosed(_))
+    ));
+    assert!(matches!(
+        m.heartbeat(&o.token, None).await,
+        Err(Error::SessionClosed(_))
+    ));
+    assert!(matches!(
+        m.set_heartbeat(l, true, None, None, None).await,
+        Err(Error::SessionClosed(_))
+    ));
+    assert!(matches!(
+        m.set_privileges(Lookup::Id(o.session.id), vec!["x".into()], None, None)
+            .await,
+        Err(Error::SessionClosed(_))
+    ));
+    let s = m.get(o.session.id).await.unwrap();
+    assert!(!s.is_open());
+    assert!(s.data.is_empty());
+    assert!(s.privileges.is_empty());
+}
+
+/// New privileges: new token, same id; the old token is dead at once.
+pub async fn set_privileges_rotates_the_token(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    let info = crate::JsonObject::parse(r#"{"name":"Ann Lee"}"#).unwrap();
+    let (s, token) = m
+        .set_privileges(
+            Lookup::Token(o.token.hash()),
+            vec!["WebAdmin".into()],
+            Some(info),
+            Some("ann".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.id, o.session.id);
+    assert_ne!(token.expose(), o.token.expose());
+    assert!(matches!(
+        m.resolve(&o.token, TOUCH).await,
+        Err(Error::InvalidToken)
+    ));
+    let s = m.resolve(&token, TOUCH).await.unwrap();
+    assert!(s.privileges.contains("WebAdmin"));
+    assert_eq!(s.user.as_deref(), Some("ann"));
+    assert_eq!(s.info.get("name"), Some(json!("Ann Lee")));
+    assert_eq!(s.version, 2);
+}
+
+/// Close one, close all but some; closing twice is refused.
+pub async fn close_and_close_all(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let me = m.open("app", user("me")).await.unwrap();
+    let mut others = Vec::new();
+    for i in 0..5 {
+        others.push(m.open("app", user(&format!("u{i}"))).await.unwrap());
+    }
+    let elsewhere = m.open("other", user("z")).await.unwrap();
+    let gone = m
+        .close(
+            Lookup::Token(others[0].token.hash()),
+            CloseReason::Logout,
+            Actor::User,
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.closed.unwrap().reason, CloseReason::Logout);
+    assert!(matches!(
+        m.close(
+            Lookup::Id(others[0].session.id),
+            CloseReason::Killed,
+            Actor::Admin
+        )
+        .await,
+        Err(Error::SessionClosed(_))
+    ));
+    let closed = m
+        .close_all("app", &[me.session.id], Actor::Session(me.session.id))
+        .await
+        .unwrap();
+    assert_eq!(closed.len(), 4);
+    for o in &others[1..] {
+        let c = m.get(o.session.id).await.unwrap().closed.unwrap();
+        assert_eq!(
+            (c.reason, c.by),
+            (CloseReason::ClosedAll, Actor::Session(me.session.id))
+        );
+    }
+    m.resolve(&me.token, TOUCH).await.expect("kept");
+    m.resolve(&elsewhere.token, TOUCH)
+        .await
+        .expect("other apps untouched");
+    assert_eq!(m.seats("app").await.unwrap().open, 1);
+}
+
+/// Closed sessions stay readable with reason, time and actor until retention ends.
+pub async fn closed_sessions_keep_their_history(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            retention_s: 100,
+            ..Default::default()
+        },
+    );
+    let o = m.open("app", user("a")).await.unwrap();
+    clock.advance(Duration::from_secs(3));
+    m.close(Lookup::Id(o.session.id), CloseReason::Killed, Actor::Admin)
+        .await
+        .unwrap();
+    let c = m.get(o.session.id).await.unwrap().closed.unwrap();
+    assert_eq!(
+        (c.reason, c.by, c.at),
+        (CloseReason::Killed, Actor::Admin, T0.plus_secs(3))
+    );
+    assert_eq!(
+        closed_reason(m.resolve(&o.token, TOUCH).await),
+        CloseReason::Killed
+    );
+    let history = m
+        .list(ListQuery {
+            app: Some("app".into()),
+            status: StatusFilter::Closed,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    clock.advance(Duration::from_secs(101));
+    m.expire_due(10).await.unwrap();
+    assert!(matches!(
+        m.resolve(&o.token, TOUCH).await,
+        Err(Error::InvalidToken)
+    ));
+}
+
+/// Filters by app, status and user; pages by cursor both ways.
+pub async fn list_filters_and_pages(store: Arc<dyn Store>) {
+    let (m, clock) = setup(store, Policy::default());
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        clock.advance(Duration::from_millis(2));
+        let o = m
+            .open("app", user(if i % 2 == 0 { "even" } else { "odd" }))
+            .await
+            .unwrap();
+        ids.push(o.session.id);
+    }
+    m.open("other", user("even")).await.unwrap();
+    m.close(Lookup::Id(ids[0]), CloseReason::Logout, Actor::User)
+        .await
+        .unwrap();
+    let q = |status, user: Option<&str>, after, newest_first, limit| ListQuery {
+        app: Some("app".into()),
+        status,
+        user: user.map(String::from),
+        after,
+        newest_first,
+        limit,
+    };
+    let all = m
+        .list(q(StatusFilter::Any, None, None, false, 100))
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|s| s.id).collect::<Vec<_>>(), ids);
+    let page1 = m
+        .list(q(StatusFilter::Any, None, None, false, 3))
+        .await
+        .unwrap();
+    let page2 = m
+        .list(q(StatusFilter::Any, None, Some(page1[2].id), false, 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        page2.iter().map(|s| s.id).collect::<Vec<_>>(),
+        ids[3..6].to_vec()
+    );
+    let newest = m
+        .list(q(StatusFilter::Any, None, None, true, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        newest.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![ids[6], ids[5]]
+    );
+    let older = m
+        .list(q(StatusFilter::Any, None, Some(ids[5]), true, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        older.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3]]
+    );
+    let open_even = m
+        .list(q(StatusFilter::Open, Some("even"), None, false, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        open_even.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[4], ids[6]]
+    );
+    let closed = m
+        .list(q(StatusFilter::Closed, None, None, false, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        closed.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+    let everywhere = m
+        .list(ListQuery {
+            user: Some("even".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(everywhere.len(), 5);
+}
+
+/// A holder whose timeout passed frees its seat for the next open, even before a sweep.
+pub async fn timed_out_holders_free_their_seats(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            seats: Some(1),
+            idle_timeout_s: 60,
+            ..Default::default()
+        },
+    );
+    let a = m.open("app", user("a")).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    m.open("app", user("b"))
+        .await
+        .expect("the idle holder's seat is free");
+    assert_eq!(
+        closed_reason(m.resolve(&a.token, PEEK).await),
+        CloseReason::IdleTimeout
+    );
+}
+
+/// 64 concurrent opens against 10 free seats admit exactly 10.
+pub async fn race_64_opens_10_seats(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, seats(10));
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let m = m.clone();
+            tokio::spawn(async move { m.open("app", user(&format!("u{i}"))).await })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => admitted += 1,
+            Err(Error::SeatsExhausted { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(admitted, 10);
+    assert_eq!(m.seats("app").await.unwrap().used, 10);
+}
+
+/// Many callers taking over the same holder: exactly one wins.
+pub async fn race_take_over_has_one_winner(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, seats(1));
+    let holder = m.open("app", user("h")).await.unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let m = m.clone();
+            let target = holder.session.id;
+            tokio::spawn(async move {
+                m.open(
+                    "app",
+                    OpenRequest {
+                        take_over: Some(target),
+                        ..user(&format!("u{i}"))
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(Error::TakeOverTarget) | Err(Error::SeatsExhausted { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(m.seats("app").await.unwrap().used, 1);
+}
+
+/// 20 tasks x 50 patches of distinct keys: all 1,000 keys are there.
+pub async fn race_patches_of_distinct_keys(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    let l = Lookup::Token(o.token.hash());
+    let tasks: Vec<_> = (0..20)
+        .map(|t| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                for k in 0..50 {
+                    m.update_data(l, json!({ format!("k{t}_{k}"): k }), None, None)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = m.resolve(&o.token, PEEK).await.unwrap();
+    assert_eq!(s.data.to_map().len(), 1000);
+    assert_eq!(s.version, 1001);
+}
+
+/// 1,000 increments through conditional updates from 20 tasks land at exactly 1,000.
+pub async fn race_conditional_increments(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    let l = Lookup::Token(o.token.hash());
+    let token = o.token.clone();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let m = m.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut done = 0;
+                while done < 50 {
+                    let s = m.resolve(&token, PEEK).await.unwrap();
+                    let n = s.data.get("n").and_then(|v| v.as_u64()).unwrap_or(0);
+                    match m
+                        .update_data(l, json!({ "n": n + 1 }), Some(s.version), None)
+                        .await
+                    {
+                        Ok(_) => done += 1,
+                        Err(Error::VersionMismatch { .. }) => tokio::task::yield_now().await,
+                        Err(e) => panic!("unexpected error {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = m.resolve(&o.token, PEEK).await.unwrap();
+    assert_eq!(s.data.get("n"), Some(json!(1000)));
+}

@@ -1,0 +1,117 @@
+//! [`Error`]: everything a [`crate::Manager`] operation can refuse or fail with. Each
+//! variant maps to one API error code ([`Error::code`]); messages say what happened and
+//! what to do, and never contain a token.
+
+use crate::admission::Refusal;
+use crate::id::SessionId;
+use crate::session::{ChangeError, Closure, Session};
+use crate::store::StoreError;
+
+/// A refused or failed operation. Refusals change nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No app of that name is configured.
+    #[error("no app named {0:?} is configured")]
+    UnknownApp(String),
+    /// The token matches no session.
+    #[error("the token matches no session; open a new one")]
+    InvalidToken,
+    /// No session has that id.
+    #[error("no session has id {0}")]
+    NotFound(SessionId),
+    /// The session is closed.
+    #[error("the session was closed ({}); open a new one", .0.reason)]
+    SessionClosed(Closure),
+    /// Every seat is taken.
+    #[error("all {total} seats are taken; close or take over one of the open sessions")]
+    SeatsExhausted {
+        /// Seats taken.
+        used: u32,
+        /// Seats in all.
+        total: u32,
+        /// The seat holders, so a caller can pick one to take over.
+        holders: Vec<Session>,
+    },
+    /// The user has as many sessions as allowed.
+    #[error("this user already has {max} open session(s), the most allowed")]
+    UserLimit {
+        /// The limit.
+        max: u32,
+    },
+    /// `take_over` named no open session of this app.
+    #[error("the session to take over is not an open session of this app")]
+    TakeOverTarget,
+    /// `If-Match` did not match.
+    #[error("the session changed since version you sent; it is now at version {current}")]
+    VersionMismatch {
+        /// The current version.
+        current: u64,
+    },
+    /// A request from another address than the session's.
+    #[error("this session is bound to the address that opened it")]
+    IpMismatch,
+    /// The storage would grow past its limit.
+    #[error("the session storage would take {size} bytes, over the limit of {limit}")]
+    DataTooLarge {
+        /// Size it would have.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Input that makes no sense.
+    #[error("{0}")]
+    BadInput(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    /// The snake_case code of the API error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::UnknownApp(_) => "unknown_app",
+            Error::InvalidToken => "invalid_token",
+            Error::NotFound(_) => "not_found",
+            Error::SessionClosed(_) => "session_closed",
+            Error::SeatsExhausted { .. } => "seats_exhausted",
+            Error::UserLimit { .. } => "user_limit",
+            Error::TakeOverTarget => "take_over_target",
+            Error::VersionMismatch { .. } => "version_mismatch",
+            Error::IpMismatch => "ip_mismatch",
+            Error::DataTooLarge { .. } => "data_too_large",
+            Error::BadInput(_) => "bad_request",
+            Error::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            Error::Store(_) => "store_error",
+        }
+    }
+}
+
+impl From<ChangeError> for Error {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::Closed(c) => Error::SessionClosed(c),
+            ChangeError::VersionMismatch { current } => Error::VersionMismatch { current },
+            ChangeError::IpMismatch => Error::IpMismatch,
+            ChangeError::DataTooLarge { size, limit } => Error::DataTooLarge { size, limit },
+            ChangeError::BadPatch(m) => Error::BadInput(m),
+        }
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::SeatsExhausted { used, total } => Error::SeatsExhausted {
+                used,
+                total,
+                holders: Vec::new(),
+            },
+            Refusal::UserLimit { max } => Error::UserLimit { max },
+            Refusal::TakeOverTarget => Error::TakeOverTarget,
+        }
+    }
+}
+
+/// Result of a Manager operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,54 @@
+//! The sessiond engine: sessions, their rules, and where they are kept. No HTTP, no
+//! database driver: the server, the web layer and the stores build on this crate.
+//!
+//! - [`Session`] is the model: a public [`SessionId`], a secret [`Token`] (stored only
+//!   as a [`TokenHash`]), app, user, privileges, info, storage, client, times, status.
+//! - [`Policy`] holds an app's rules: idle timeout, absolute lifetime, heartbeat, seats,
+//!   per-user limits, address binding, retention.
+//! - [`Manager`] applies the rules over a [`Store`]; the store only makes each operation
+//!   atomic. [`MemoryStore`] is the in-memory store; other crates add durable ones, and
+//!   every store passes the same conformance suite (feature `conformance`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sessiond_core::{Manager, MemoryStore, OpenRequest, Policy, Resolve};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let manager = Manager::new(Arc::new(MemoryStore::new()));
+//! manager.set_policy("shop", Policy { seats: Some(5), ..Default::default() })?;
+//! let opened = manager.open("shop", OpenRequest { user: Some("ann".into()), ..Default::default() }).await?;
+//! let session = manager.resolve(&opened.token, Resolve { touch: true, ip: None }).await?;
+//! assert_eq!(session.user.as_deref(), Some("ann"));
+//! assert_eq!(manager.seats("shop").await?.used, 1);
+//! # Ok::<_, sessiond_core::Error>(()) }).unwrap();
+//! ```
+
+pub mod admission;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+pub mod events;
+mod id;
+mod json;
+mod manager;
+pub mod memory;
+pub mod policy;
+mod session;
+pub mod store;
+mod time;
+
+pub use error::{Error, Result};
+pub use events::{Event, EventKind};
+pub use id::{BadSessionId, SessionId, Token, TokenHash};
+pub use json::{JsonObject, NotAnObject};
+pub use manager::{
+    valid_app_name, HeartbeatRequest, Limits, Manager, OpenRequest, Opened, Resolve, Seats,
+};
+pub use memory::MemoryStore;
+pub use policy::{HeartbeatPolicy, OnFull, OnUserLimit, Policy, TokenPrefix};
+pub use session::{
+    Actor, Change, ChangeError, Client, CloseReason, Closure, Conditions, Heartbeat, Privileges,
+    Session, Step,
+};
+pub use store::{Lookup, Store, StoreError};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -1,0 +1,652 @@
+//! The [`Manager`]: the one place the session rules run. It validates input, builds
+//! sessions and changes, asks the [`Store`] to apply them atomically, turns outcomes into
+//! [`Error`]s and publishes [`Event`]s. It holds no session state of its own, so any
+//! number of Managers (one per node) can share one store.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::admission::Admission;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+use crate::id::{SessionId, Token};
+use crate::json::JsonObject;
+use crate::policy::{Policy, TokenPrefix, DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_HEARTBEAT_INTERVAL_S};
+use crate::session::{
+    Actor, Change, Client, CloseReason, Conditions, Heartbeat, Privileges, Session, Step,
+};
+use crate::store::{
+    AppCounts, CloseOutcome, Expired, ListQuery, Lookup, ModifyOutcome, OpenOutcome, StatusFilter,
+    Store,
+};
+use crate::time::{Clock, SystemClock, Timestamp};
+
+/// Limits on what callers may send, so no input can grow without bound.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest session storage (`data`) in bytes of JSON.
+    pub max_data_bytes: usize,
+    /// Largest `info` in bytes of JSON.
+    pub max_info_bytes: usize,
+    /// Longest user name, client label or privilege name, in bytes.
+    pub max_name_len: usize,
+    /// Longest user agent, in bytes (longer ones are cut, not refused).
+    pub max_user_agent_len: usize,
+    /// Most privileges per session.
+    pub max_privileges: usize,
+    /// Most ids in a `close_all` exception list.
+    pub max_except: usize,
+    /// Largest page of [`Manager::list`].
+    pub max_page: usize,
+    /// Longest heartbeat interval or grace, and idle timeout, in seconds.
+    pub max_duration_s: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_data_bytes: 64 * 1024,
+            max_info_bytes: 8 * 1024,
+            max_name_len: 256,
+            max_user_agent_len: 512,
+            max_privileges: 64,
+            max_except: 1000,
+            max_page: 1000,
+            max_duration_s: 366 * 24 * 3600,
+        }
+    }
+}
+
+/// A heartbeat asked for at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatRequest {
+    /// Seconds between beats.
+    pub interval_s: u32,
+    /// Extra seconds before the session counts as lost (the app's default when none).
+    pub grace_s: Option<u32>,
+}
+
+/// What to open.
+#[derive(Debug, Clone, Default)]
+pub struct OpenRequest {
+    /// The user, if signed in.
+    pub user: Option<String>,
+    /// Privileges.
+    pub privileges: Vec<String>,
+    /// Public facts about the holder.
+    pub info: Option<JsonObject>,
+    /// Initial storage.
+    pub data: Option<JsonObject>,
+    /// Where the client is.
+    pub client: Client,
+    /// Heartbeat for this session (else the app's default, if any).
+    pub heartbeat: Option<HeartbeatRequest>,
+    /// Idle timeout for this session (else the app's).
+    pub idle_timeout_s: Option<u32>,
+    /// An open session of the app to take over.
+    pub take_over: Option<SessionId>,
+}
+
+/// A session just opened, with the only copy of its token.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The session.
+    pub session: Session,
+    /// Its secret token: hand it to the client, never store or log it.
+    pub token: Token,
+    /// Sessions closed to make room for it.
+    pub displaced: Vec<Session>,
+}
+
+/// How to resolve a token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resolve {
+    /// Count the request as activity.
+    pub touch: bool,
+    /// The caller's address (checked for sessions bound to their IP).
+    pub ip: Option<IpAddr>,
+}
+
+/// Seats of an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seats {
+    /// Seats taken.
+    pub used: u64,
+    /// Seats in all, none when unlimited.
+    pub total: Option<u32>,
+    /// Open sessions (including those that take no seat).
+    pub open: u64,
+}
+
+/// Applies the session rules over a [`Store`].
+pub struct Manager {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    policies: RwLock<HashMap<String, Arc<Policy>>>,
+    limits: Limits,
+    events: broadcast::Sender<Event>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("store", &self.store.kind())
+            .finish()
+    }
+}
+
+/// Whether `name` can name an app: 1 to 64 ASCII letters, digits, `_`, `-` or `.`.
+pub fn valid_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+impl Manager {
+    /// A Manager over `store` on the system clock, with default limits and no apps.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_clock(store, Arc::new(SystemClock))
+    }
+
+    /// A Manager reading time from `clock` (tests pass a [`crate::ManualClock`]).
+    pub fn with_clock(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Manager {
+            store,
+            clock,
+            policies: RwLock::new(HashMap::new()),
+            limits: Limits::default(),
+            events,
+        }
+    }
+
+    /// Replaces the input limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The input limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current time on the Manager's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Adds or replaces an app's policy; takes effect for the next operation.
+    pub fn set_policy(&self, app: &str, policy: Policy) -> Result<()> {
+        if !valid_app_name(app) {
+            return Err(Error::BadInput(format!(
+                "{app:?} is not a valid app name (1 to 64 letters, digits, '_', '-' or '.')"
+            )));
+        }
+        policy
+            .validate()
+            .map_err(|e| Error::BadInput(e.to_string()))?;
+        let mut map = self.policies.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(app.to_string(), Arc::new(policy));
+        Ok(())
+    }
+
+    /// The policy of `app`.
+    pub fn policy(&self, app: &str) -> Result<Arc<Policy>> {
+        let map = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        map.get(app)
+            .cloned()
+            .ok_or_else(|| Error::UnknownApp(app.to_string()))
+    }
+
+    /// The configured apps, sorted.
+    pub fn apps(&self) -> Vec<String> {
+        let map = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = map.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Events from now on. A receiver that falls more than 4096 events behind loses
+    /// the oldest and is told so by `RecvError::Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn publish(&self, kind: EventKind, s: &Session) {
+        // No subscriber is not an error.
+        let _ = self.events.send(Event::of(kind, s, self.clock.now()));
+    }
+
+    fn check_name(&self, what: &str, v: &str) -> Result<()> {
+        if v.is_empty() || v.len() > self.limits.max_name_len || v.chars().any(char::is_control) {
+            return Err(Error::BadInput(format!(
+                "{what} must be 1 to {} bytes with no control characters",
+                self.limits.max_name_len
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_duration(&self, what: &str, v: u32, min: u32) -> Result<()> {
+        if v < min || v > self.limits.max_duration_s {
+            return Err(Error::BadInput(format!(
+                "{what} must be between {min} and {} seconds",
+                self.limits.max_duration_s
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_privileges(&self, privileges: &[String]) -> Result<Privileges> {
+        if privileges.len() > self.limits.max_privileges {
+            return Err(Error::BadInput(format!(
+                "at most {} privileges per session",
+                self.limits.max_privileges
+            )));
+        }
+        for p in privileges {
+            self.check_name("a privilege", p)?;
+        }
+        Ok(Privileges::new(privileges))
+    }
+
+    fn check_info(&self, info: &JsonObject) -> Result<()> {
+        if info.byte_len() > self.limits.max_info_bytes {
+            return Err(Error::BadInput(format!(
+                "info takes {} bytes, over the limit of {}",
+                info.byte_len(),
+                self.limits.max_info_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn new_token(policy: &Policy, app: &str, ip: Option<IpAddr>) -> Token {
+        match &policy.prefix {
+            TokenPrefix::AppName => Token::generate(app),
+            TokenPrefix::ClientIp => {
+                Token::generate(&ip.map_or_else(|| "unknown".to_string(), |i| i.to_string()))
+            }
+            TokenPrefix::Fixed(p) => Token::generate(p),
+        }
+    }
+
+    /// Opens a session in `app`, admitting it atomically under the app's seat and user
+    /// limits (and taking over `req.take_over` if named).
+    pub async fn open(&self, app: &str, req: OpenRequest) -> Result<Opened> {
+        let policy = self.policy(app)?;
+        if let Some(u) = &req.user {
+            self.check_name("user", u)?;
+        }
+        if let Some(l) = &req.client.label {
+            self.check_name("client label", l)?;
+        }
+        let privileges = self.check_privileges(&req.privileges)?;
+        let info = req.info.unwrap_or_default();
+        self.check_info(&info)?;
+        let data = req.data.unwrap_or_default();
+        if data.byte_len() > self.limits.max_data_bytes {
+            return Err(Error::DataTooLarge {
+                size: data.byte_len(),
+                limit: self.limits.max_data_bytes,
+            });
+        }
+        let idle_timeout_s = req.idle_timeout_s.unwrap_or(policy.idle_timeout_s);
+        self.check_duration("idle_timeout_s", idle_timeout_s, 1)?;
+        let heartbeat = match (req.heartbeat, policy.heartbeat) {
+            (Some(h), default) => {
+                let grace_s = h
+                    .grace_s
+                    .or(default.map(|d| d.grace_s))
+                    .unwrap_or(DEFAULT_HEARTBEAT_GRACE_S);
+                self.check_duration("heartbeat.interval_s", h.interval_s, 1)?;
+                self.check_duration("heartbeat.grace_s", grace_s, 0)?;
+                Some(Heartbeat {
+                    interval_s: h.interval_s,
+                    grace_s,
+                    active: true,
+                })
+            }
+            (None, Some(d)) => Some(Heartbeat {
+                interval_s: d.interval_s,
+                grace_s: d.grace_s,
+                active: true,
+            }),
+            (None, None) => None,
+        };
+        let mut client = req.client;
+        if let Some(ua) = &mut client.user_agent {
+            if ua.len() > self.limits.max_user_agent_len {
+                let mut cut = self.limits.max_user_agent_len;
+                while !ua.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                *ua = Box::from(&ua[..cut]);
+            }
+        }
+        let now = self.clock.now();
+        let token = Self::new_token(&policy, app, client.ip);
+        let counts_seat = policy.counts_seat(&privileges);
+        let session = Session {
+            id: SessionId::new(),
+            token_hash: token.hash(),
+            app: Arc::from(app),
+            user: req.user.map(Box::from),
+            privileges,
+            info,
+            data,
+            client,
+            created_at: now,
+            last_activity_at: now,
+            last_heartbeat_at: now,
+            idle_timeout_s,
+            lifetime_s: policy.absolute_lifetime_s,
+            heartbeat,
+            retention_s: policy.retention_s,
+            counts_seat,
+            bind_ip: policy.bind_ip,
+            closed: None,
+            version: 1,
+        };
+        let admission = Admission::from_policy(&policy, req.take_over);
+        match self.store.open(session, &admission, now).await? {
+            OpenOutcome::Opened { session, displaced } => {
+                for d in &displaced {
+                    self.publish(EventKind::Closed, d);
+                }
+                self.publish(EventKind::Opened, &session);
+                Ok(Opened {
+                    session,
+                    token,
+                    displaced,
+                })
+            }
+            OpenOutcome::Refused(r) => {
+                let mut err = Error::from(r);
+                if let Error::SeatsExhausted { holders, .. } = &mut err {
+                    let q = ListQuery {
+                        app: Some(app.to_string()),
+                        status: StatusFilter::Open,
+                        limit: self.limits.max_page,
+                        ..Default::default()
+                    };
+                    *holders = self
+                        .store
+                        .list(&q)
+                        .await?
+                        .into_iter()
+                        .filter(|s| s.counts_seat)
+                        .collect();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs `change` on a session and maps the outcome; `missing` is the error when
+    /// there is no such session.
+    async fn modify(&self, lookup: Lookup, change: &Change, cond: Conditions) -> Result<Session> {
+        let now = self.clock.now();
+        match self.store.modify(lookup, change, &cond, now).await? {
+            ModifyOutcome::Done { session, step } => {
+                if let Step::Expired(_) = step {
+                    self.publish(EventKind::Closed, &session);
+                    if let Some(c) = session.closed {
+                        return Err(Error::SessionClosed(c));
+                    }
+                }
+                Ok(session)
+            }
+            ModifyOutcome::Refused(e) => Err(e.into()),
+            ModifyOutcome::NotFound => Err(match lookup {
+                Lookup::Id(id) => Error::NotFound(id),
+                Lookup::Token(_) => Error::InvalidToken,
+            }),
+        }
+    }
+
+    /// The session a token belongs to; counts as activity when `opts.touch`.
+    pub async fn resolve(&self, token: &Token, opts: Resolve) -> Result<Session> {
+        let change = if opts.touch {
+            Change::Touch
+        } else {
+            Change::Read
+        };
+        let cond = Conditions {
+            expect_version: None,
+            bound_ip: opts.ip,
+        };
+        self.modify(Lookup::Token(token.hash()), &change, cond)
+            .await
+    }
+
+    /// Records a heartbeat (never counts as activity).
+    pub async fn heartbeat(&self, token: &Token, ip: Option<IpAddr>) -> Result<Session> {
+        let cond = Conditions {
+            expect_version: None,
+            bound_ip: ip,
+        };
+        self.modify(Lookup::Token(token.hash()), &Change::Heartbeat, cond)
+            .await
+    }
+
+    /// Suspends, resumes or retunes a session's heartbeat.
+    pub async fn set_heartbeat(
+        &self,
+        lookup: Lookup,
+        active: bool,
+        interval_s: Option<u32>,
+        grace_s: Option<u32>,
+        ip: Option<IpAddr>,
+    ) -> Result<Session> {
+        if let Some(i) = interval_s {
+            self.check_duration("interval_s", i, 1)?;
+        }
+        if let Some(g) = grace_s {
+            self.check_duration("grace_s", g, 0)?;
+        }
+        let change = Change::SetHeartbeat {
+            active,
+            interval_s,
+            grace_s,
+            default_interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
+            default_grace_s: DEFAULT_HEARTBEAT_GRACE_S,
+        };
+        let cond = Conditions {
+            expect_version: None,
+            bound_ip: ip,
+        };
+        let s = self.modify(lookup, &change, cond).await?;
+        self.publish(EventKind::HeartbeatChanged, &s);
+        Ok(s)
+    }
+
+    /// Applies a JSON merge patch to a session's storage, optionally only if it is at
+    /// `expect_version`. Counts as activity.
+    pub async fn update_data(
+        &self,
+        lookup: Lookup,
+        patch: Value,
+        expect_version: Option<u64>,
+        ip: Option<IpAddr>,
+    ) -> Result<Session> {
+        if !patch.is_object() {
+            return Err(Error::BadInput("the patch must be a JSON object".into()));
+        }
+        let change = Change::PatchData {
+            patch,
+            max_bytes: self.limits.max_data_bytes,
+        };
+        let cond = Conditions {
+            expect_version,
+            bound_ip: ip,
+        };
+        self.modify(lookup, &change, cond).await
+    }
+
+    /// Replaces a session's privileges (and optionally info and user). The session keeps
+    /// its id and gets a new token; the old one stops working at once.
+    pub async fn set_privileges(
+        &self,
+        lookup: Lookup,
+        privileges: Vec<String>,
+        info: Option<JsonObject>,
+        user: Option<String>,
+    ) -> Result<(Session, Token)> {
+        let privileges = self.check_privileges(&privileges)?;
+        if let Some(i) = &info {
+            self.check_info(i)?;
+        }
+        if let Some(u) = &user {
+            self.check_name("user", u)?;
+        }
+        let current = self.get_lookup(lookup).await?;
+        let policy = self.policy(&current.app)?;
+        let token = Self::new_token(&policy, &current.app, current.client.ip);
+        let change = Change::SetPrivileges {
+            counts_seat: policy.counts_seat(&privileges),
+            privileges,
+            info,
+            user: user.map(Box::from),
+            token_hash: token.hash(),
+        };
+        let s = self
+            .modify(Lookup::Id(current.id), &change, Conditions::default())
+            .await?;
+        self.publish(EventKind::PrivilegesChanged, &s);
+        Ok((s, token))
+    }
+
+    async fn get_lookup(&self, lookup: Lookup) -> Result<Session> {
+        match self.store.get(lookup).await? {
+            Some(s) => Ok(s),
+            None => Err(match lookup {
+                Lookup::Id(id) => Error::NotFound(id),
+                Lookup::Token(_) => Error::InvalidToken,
+            }),
+        }
+    }
+
+    /// Closes a session for `reason`, recording `by`.
+    pub async fn close(&self, lookup: Lookup, reason: CloseReason, by: Actor) -> Result<Session> {
+        let id = match lookup {
+            Lookup::Id(id) => id,
+            Lookup::Token(_) => self.get_lookup(lookup).await?.id,
+        };
+        match self.store.close(id, reason, by, self.clock.now()).await? {
+            CloseOutcome::Closed(s) => {
+                self.publish(EventKind::Closed, &s);
+                Ok(s)
+            }
+            CloseOutcome::AlreadyClosed(s) => {
+                Err(Error::SessionClosed(s.closed.ok_or(Error::NotFound(id))?))
+            }
+            CloseOutcome::NotFound => Err(match lookup {
+                Lookup::Id(id) => Error::NotFound(id),
+                Lookup::Token(_) => Error::InvalidToken,
+            }),
+        }
+    }
+
+    /// Closes every open session of `app` except those in `except` ("disconnect
+    /// everyone except me"); returns the sessions closed.
+    pub async fn close_all(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        by: Actor,
+    ) -> Result<Vec<Session>> {
+        self.policy(app)?;
+        if except.len() > self.limits.max_except {
+            return Err(Error::BadInput(format!(
+                "at most {} ids in except",
+                self.limits.max_except
+            )));
+        }
+        let closed = self
+            .store
+            .close_all(app, except, CloseReason::ClosedAll, by, self.clock.now())
+            .await?;
+        for s in &closed {
+            self.publish(EventKind::Closed, s);
+        }
+        Ok(closed)
+    }
+
+    /// A session by id, open or closed (until its retention ends). An open session whose
+    /// timeout passed is closed first, so the answer is never stale.
+    pub async fn get(&self, id: SessionId) -> Result<Session> {
+        let s = self.get_lookup(Lookup::Id(id)).await?;
+        if s.is_open() && s.due_reason(self.clock.now()).is_some() {
+            return match self
+                .modify(Lookup::Id(id), &Change::Read, Conditions::default())
+                .await
+            {
+                Ok(s) => Ok(s),
+                Err(Error::SessionClosed(_)) => self.get_lookup(Lookup::Id(id)).await,
+                Err(e) => Err(e),
+            };
+        }
+        Ok(s)
+    }
+
+    /// A page of sessions; the page size is capped by [`Limits::max_page`].
+    pub async fn list(&self, mut query: ListQuery) -> Result<Vec<Session>> {
+        if let Some(app) = &query.app {
+            self.policy(app)?;
+        }
+        query.limit = query.limit.clamp(1, self.limits.max_page);
+        Ok(self.store.list(&query).await?)
+    }
+
+    /// Seats used and total, and open sessions, of `app`.
+    pub async fn seats(&self, app: &str) -> Result<Seats> {
+        let policy = self.policy(app)?;
+        let AppCounts { open, seats_used } = self.store.counts(app).await?;
+        Ok(Seats {
+            used: seats_used,
+            total: policy.seats,
+            open,
+        })
+    }
+
+    /// Closes what timed out and purges what passed retention (at most `limit` each),
+    /// publishing a `closed` event per session closed.
+    pub async fn expire_due(&self, limit: usize) -> Result<Expired> {
+        let out = self.store.expire_due(self.clock.now(), limit).await?;
+        for s in &out.closed {
+            self.publish(EventKind::Closed, s);
+        }
+        Ok(out)
+    }
+
+    /// Runs [`Manager::expire_due`] every `every` until the returned future is dropped.
+    /// Store errors are retried at the next tick.
+    pub async fn run_expiry(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // Drain a large backlog in batches without starving other tasks.
+            while let Ok(out) = self.expire_due(10_000).await {
+                if out.closed.len() < 10_000 && out.purged < 10_000 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! [`MemoryStore`]: sessions in this process's memory, sharded so that resolving and
+//! touching sessions never takes a global lock.
+//!
+//! Layout:
+//! - records live in 64 shards by session id, each with its own deadline index
+//!   (`(deadline, id)` ordered), so expiry reads only what is due;
+//! - a token index (hash → id), sharded the same way by token hash;
+//! - one index per app (open and closed ids in id order, seats taken, sessions per user),
+//!   behind a mutex that serialises admission, close-all and listing within that app.
+//!
+//! Lock order is always app → record shard → token shard, so no two operations can wait
+//! on each other. Reads and touches take only a record shard (and a token shard).
+//!
+//! Every change is reported to an optional [`Journal`] while the record's shard lock is
+//! held, so a journal sees each session's changes in the order they happened. The
+//! embedded durable store is this store plus a journal on disk.
+
+mod hasher;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+
+use crate::admission::{decide, displacing_actor, Admission, AdmissionContext, Decision, Holder};
+use crate::id::{SessionId, TokenHash};
+use crate::session::{Actor, Change, CloseReason, Conditions, Session, Step};
+use crate::store::{
+    AppCounts, CloseOutcome, Expired, ListQuery, Lookup, ModifyOutcome, OpenOutcome, StatusFilter,
+    Store, StoreResult,
+};
+use crate::time::Timestamp;
+use hasher::BuildIdHasher;
+
+const SHARDS: usize = 64;
+
+/// Receives every change of a [`MemoryStore`], in order per session.
+pub trait Journal: Send + Sync + 'static {
+    /// `session` now has this state (a new or changed session).
+    fn put(&self, session: &Session);
+    /// The session `id` is gone (purged after retention).
+    fn remove(&self, id: SessionId);
+}
+
+#[derive(Default)]
+struct Shard {
+    sessions: HashMap<SessionId, Session, BuildIdHasher>,
+    deadlines: BTreeSet<(Timestamp, SessionId)>,
+}
+
+#[derive(Default)]
+struct AppIndex {
+    open: BTreeSet<SessionId>,
+    closed: BTreeSet<SessionId>,
+    seats_used: u64,
+    by_user: HashMap<Box<str>, Vec<SessionId>>,
+}
+
+impl AppIndex {
+    fn add_open(&mut self, s: &Session) {
+        self.open.insert(s.id);
+        self.seats_used += u64::from(s.counts_seat);
+        if let Some(u) = &s.user {
+            self.by_user.entry(u.clone()).or_default().push(s.id);
+        }
+    }
+
+    fn remove_user(&mut self, user: &Option<Box<str>>, id: SessionId) {
+        if let Some(u) = user {
+            if let Some(v) = self.by_user.get_mut(u) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    self.by_user.remove(u);
+                }
+            }
+        }
+    }
+
+    /// `before` was open and `after` is its new state (closed, or re-privileged).
+    fn update(&mut self, before: &Session, after: &Session) {
+        self.seats_used -= u64::from(before.is_open() && before.counts_seat);
+        self.remove_user(&before.user, before.id);
+        if after.is_open() {
+            self.seats_used += u64::from(after.counts_seat);
+            if let Some(u) = &after.user {
+                self.by_user.entry(u.clone()).or_default().push(after.id);
+            }
+        } else {
+            self.open.remove(&after.id);
+            self.closed.insert(after.id);
+        }
+    }
+}
+
+struct Inner {
+    shards: Box<[RwLock<Shard>]>,
+    tokens: Box<[RwLock<HashMap<TokenHash, SessionId, BuildIdHasher>>]>,
+    apps: RwLock<HashMap<Arc<str>, Arc<Mutex<AppIndex>>>>,
+    journal: Option<Arc<dyn Journal>>,
+}
+
+/// Sessions in memory. Cheap to clone (clones share the sessions).
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// An empty store reporting every change to `journal`.
+    pub fn with_journal(journal: Arc<dyn Journal>) -> Self {
+        Self::build(Some(journal))
+    }
+
+    fn build(journal: Option<Arc<dyn Journal>>) -> Self {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+                tokens: (0..SHARDS).map(|_| RwLock::default()).collect(),
+                apps: RwLock::default(),
+                journal,
+            }),
+        }
+    }
+
+    /// Loads sessions (a restart) without reporting them to the journal. A session seen
+    /// twice keeps its last state.
+    pub fn load(&self, sessions: impl IntoIterator<Item = Session>) {
+        for s in sessions {
+            let app = self.app_index(&s.app);
+            let mut idx = lock(&app);
+            let mut shard = write(self.shard(s.id));
+            if let Some(old) = shard.sessions.remove(&s.id) {
+                shard.deadlines.remove(&(old.deadline(), old.id));
+                write(self.token_shard(old.token_hash)).remove(&old.token_hash);
+                if idx.open.remove(&old.id) {
+                    idx.seats_used -= u64::from(old.counts_seat);
+                    idx.remove_user(&old.user, old.id);
+                }
+                idx.closed.remove(&old.id);
+            }
+            if s.is_open() {
+                idx.add_open(&s);
+            } else {
+                idx.closed.insert(s.id);
+            }
+            shard.deadlines.insert((s.deadline(), s.id));
+            write(self.token_shard(s.token_hash)).insert(s.token_hash, s.id);
+            shard.sessions.insert(s.id, s);
+        }
+    }
+
+    /// Calls `f` with every stored session, one shard at a time (a fuzzy snapshot: each
+    /// session is seen in one consistent state, sessions in different shards at
+    /// slightly different times).
+    pub fn for_each(&self, mut f: impl FnMut(&Session)) {
+        for shard in self.inner.shards.iter() {
+            let shard = read(shard);
+            for s in shard.sessions.values() {
+                f(s);
+            }
+        }
+    }
+
+    /// Number of stored sessions, open and closed.
+    pub fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| read(s).sessions.len())
+            .sum()
+    }
+
+    /// Whether the store holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, id: SessionId) -> &RwLock<Shard> {
+        &self.inner.shards[(id.low_bits() as usize) % SHARDS]
+    }
+
+    fn token_shard(&self, h: TokenHash) -> &RwLock<HashMap<TokenHash, SessionId, BuildIdHasher>> {
+        &self.inner.tokens[(h.0 as usize) % SHARDS]
+    }
+
+    fn app_index(&self, app: &str) -> Arc<Mutex<AppIndex>> {
+        if let Some(a) = read(&self.inner.apps).get(app) {
+            return a.clone();
+        }
+        write(&self.inner.apps)
+            .entry(Arc::from(app))
+            .or_default()
+            .clone()
+    }
+
+    fn id_of(&self, lookup: Lookup) -> Option<SessionId> {
+        match lookup {
+            Lookup::Id(id) => Some(id),
+            Lookup::Token(h) => read(self.token_shard(h)).get(&h).copied(),
+        }
+    }
+
+    fn journal_put(&self, s: &Session) {
+        if let Some(j) = &self.inner.journal {
+            j.put(s);
+        }
+    }
+
+    /// Stores the new state of a session held in `shard`, keeping the deadline and token
+    /// indexes right. Called with the shard write lock held.
+    fn replace(&self, shard: &mut Shard, before: &Session, after: Session) {
+        let (old_d, new_d) = (before.deadline(), after.deadline());
+        if old_d != new_d {
+            shard.deadlines.remove(&(old_d, before.id));
+            shard.deadlines.insert((new_d, after.id));
+        }
+        if before.token_hash != after.token_hash {
+            write(self.token_shard(before.token_hash)).remove(&before.token_hash);
+            write(self.token_shard(after.token_hash)).insert(after.token_hash, after.id);
+        }
+        self.journal_put(&after);
+        shard.sessions.insert(after.id, after);
+    }
+
+    /// Closes `id` if open, with the app index locked by the caller.
+    fn close_locked(
+        &self,
+        idx: &mut AppIndex,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> CloseOutcome {
+        let mut shard = write(self.shard(id));
+        let Some(before) = shard.sessions.get(&id).cloned() else {
+            return CloseOutcome::NotFound;
+        };
+        if !before.is_open() {
+            return CloseOutcome::AlreadyClosed(before);
+        }
+        let mut after = before.clone();
+        after.close(reason, by, now);
+        idx.update(&before, &after);
+        self.replace(&mut shard, &before, after.clone());
+        CloseOutcome::Closed(after)
+    }
+
+    /// Expires the due sessions among `ids`, with the app index locked by the caller.
+    fn expire_among(
+        &self,
+        idx: &mut AppIndex,
+        ids: &[SessionId],
+        now: Timestamp,
+        out: &mut Vec<Session>,
+    ) {
+        for &id in ids {
+            let reason = read(self.shard(id))
+                .sessions
+                .get(&id)
+                .and_then(|s| s.due_reason(now));
+            if let Some(r) = reason {
+                if let CloseOutcome::Closed(s) = self.close_locked(idx, id, r, Actor::Expiry, now) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+
+    /// Runs a step that cannot close the session or change its token or seat under the
+    /// record's shard lock alone; falls back to [`Self::modify_slow`] when it might.
+    fn modify_in_shard(
+        &self,
+        id: SessionId,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome> {
+        let mut shard = write(self.shard(id));
+        let Some(before) = shard.sessions.get(&id) else {
+            return Ok(ModifyOutcome::NotFound);
+        };
+        if before.is_open() && before.due_reason(now).is_some() {
+            drop(shard);
+            return self.modify_slow(id, change, cond, now);
+        }
+        let before = before.clone();
+        let mut after = before.clone();
+        Ok(match after.step(change, cond, now) {
+            Err(e) => ModifyOutcome::Refused(e),
+            Ok(Step::Unchanged) => ModifyOutcome::Done {
+                session: after,
+                step: Step::Unchanged,
+            },
+            Ok(step) => {
+                self.replace(&mut shard, &before, after.clone());
+                ModifyOutcome::Done {
+                    session: after,
+                    step,
+                }
+            }
+        })
+    }
+
+    /// Runs a step with the app index locked first: for steps that may close the
+    /// session (a timeout passed) or change its token or seat.
+    fn modify_slow(
+        &self,
+        id: SessionId,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome> {
+        let Some(app) = read(self.shard(id))
+            .sessions
+            .get(&id)
+            .map(|s| s.app.clone())
+        else {
+            return Ok(ModifyOutcome::NotFound);
+        };
+        let app = self.app_index(&app);
+        let mut idx = lock(&app);
+        let mut shard = write(self.shard(id));
+        let Some(before) = shard.sessions.get(&id).cloned() else {
+            return Ok(ModifyOutcome::NotFound);
+        };
+        let mut after = before.clone();
+        Ok(match after.step(change, cond, now) {
+            Err(e) => ModifyOutcome::Refused(e),
+            Ok(Step::Unchanged) => ModifyOutcome::Done {
+                session: after,
+                step: Step::Unchanged,
+            },
+            Ok(step) => {
+                idx.update(&before, &after);
+                self.replace(&mut shard, &before, after.clone());
+                ModifyOutcome::Done {
+                    session: after,
+                    step,
+                }
+            }
+        })
+    }
+
+    fn holder(&self, id: SessionId) -> Option<Holder> {
+        read(self.shard(id))
+            .sessions
+            .get(&id)
+            .filter(|s| s.is_open())
+            .map(Holder::from)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn open(
+        &self,
+        session: Session,
+        adm: &Admission,
+        now: Timestamp,
+    ) -> StoreResult<OpenOutcome> {
+        let app = self.app_index(&session.app);
+        let mut idx = lock(&app);
+        let mut displaced = Vec::new();
+
+        let seats_matter = session.counts_seat && adm.seats.is_some();
+        if seats_matter && idx.seats_used >= u64::from(adm.seats.unwrap_or(0)) {
+            // Full (on paper): free the seats of sessions whose timeout passed first.
+            let ids: Vec<SessionId> = idx.open.iter().copied().collect();
+            self.expire_among(&mut idx, &ids, now, &mut displaced);
+        }
+        let mut ctx = AdmissionContext {
+            seats_used: u32::try_from(idx.seats_used).unwrap_or(u32::MAX),
+            ..Default::default()
+        };
+        if let (Some(user), Some(_)) = (&session.user, adm.max_per_user) {
+            let ids = idx.by_user.get(user).cloned().unwrap_or_default();
+            self.expire_among(&mut idx, &ids, now, &mut displaced);
+            ctx.seats_used = u32::try_from(idx.seats_used).unwrap_or(u32::MAX);
+            let ids = idx.by_user.get(user).cloned().unwrap_or_default();
+            ctx.user_sessions = ids.iter().filter_map(|id| self.holder(*id)).collect();
+        }
+        if let Some(t) = adm.take_over {
+            if idx.open.contains(&t) {
+                ctx.take_over = self.holder(t);
+            }
+        }
+        let want = adm.idlest_wanted(ctx.user_sessions.len());
+        if want > 0 && seats_matter && ctx.seats_used >= adm.seats.unwrap_or(0) {
+            let mut all: Vec<Holder> = idx
+                .open
+                .iter()
+                .filter_map(|id| self.holder(*id))
+                .filter(|h| h.counts_seat)
+                .collect();
+            all.sort_by_key(|h| (h.last_activity_at, h.id));
+            all.truncate(want);
+            ctx.idlest = all;
+        }
+        let close = match decide(adm, session.counts_seat, session.user.is_some(), &ctx) {
+            Decision::Refuse(r) => return Ok(OpenOutcome::Refused(r)),
+            Decision::Admit(close) => close,
+        };
+        for (id, reason) in close {
+            if let CloseOutcome::Closed(s) = self.close_locked(
+                &mut idx,
+                id,
+                reason,
+                displacing_actor(reason, session.id),
+                now,
+            ) {
+                displaced.push(s);
+            }
+        }
+        idx.add_open(&session);
+        let mut shard = write(self.shard(session.id));
+        shard.deadlines.insert((session.deadline(), session.id));
+        write(self.token_shard(session.token_hash)).insert(session.token_hash, session.id);
+        self.journal_put(&session);
+        shard.sessions.insert(session.id, session.clone());
+        Ok(OpenOutcome::Opened { session, displaced })
+    }
+
+    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
+        Ok(self
+            .id_of(lookup)
+            .and_then(|id| read(self.shard(id)).sessions.get(&id).cloned()))
+    }
+
+    async fn modify(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome> {
+        let Some(id) = self.id_of(lookup) else {
+            return Ok(ModifyOutcome::NotFound);
+        };
+        let touches_indexes = matches!(change, Change::SetPrivileges { .. });
+        {
+            // Fast path: reads and coalesced touches need only a read lock.
+            let shard = read(self.shard(id));
+            let Some(s) = shard.sessions.get(&id) else {
+                return Ok(ModifyOutcome::NotFound);
+            };
+            if matches!(change, Change::Read | Change::Touch) && s.due_reason(now).is_none() {
+                let mut copy = s.clone();
+                drop(shard);
+                return Ok(match copy.step(change, cond, now) {
+                    Ok(Step::Unchanged) => ModifyOutcome::Done {
+                        session: copy,
+                        step: Step::Unchanged,
+                    },
+                    Err(e) => ModifyOutcome::Refused(e),
+                    // A touch to write: take the write path below.
+                    Ok(_) => return self.modify_in_shard(id, change, cond, now),
+                });
+            }
+        }
+        if touches_indexes {
+            self.modify_slow(id, change, cond, now)
+        } else {
+            self.modify_in_shard(id, change, cond, now)
+        }
+    }
+
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<CloseOutcome> {
+        let Some(app) = read(self.shard(id))
+            .sessions
+            .get(&id)
+            .map(|s| s.app.clone())
+        else {
+            return Ok(CloseOutcome::NotFound);
+        };
+        let app = self.app_index(&app);
+        let mut idx = lock(&app);
+        Ok(self.close_locked(&mut idx, id, reason, by, now))
+    }
+
+    async fn close_all(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let app = self.app_index(app);
+        let mut idx = lock(&app);
+        let ids: Vec<SessionId> = idx
+            .open
+            .iter()
+            .filter(|id| !except.contains(id))
+            .copied()
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let CloseOutcome::Closed(s) = self.close_locked(&mut idx, id, reason, by, now) {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list(&self, q: &ListQuery) -> StoreResult<Vec<Session>> {
+        let apps: Vec<Arc<Mutex<AppIndex>>> = match &q.app {
+            Some(a) => match read(&self.inner.apps).get(a.as_str()) {
+                Some(idx) => vec![idx.clone()],
+                None => return Ok(Vec::new()),
+            },
+            None => read(&self.inner.apps).values().cloned().collect(),
+        };
+        let mut ids: Vec<SessionId> = Vec::new();
+        for app in apps {
+            let idx = lock(&app);
+            let user_ids;
+            let sets: Vec<Box<dyn Iterator<Item = &SessionId>>> = match (q.status, &q.user) {
+                (StatusFilter::Open, Some(u)) => {
+                    user_ids = idx.by_user.get(u.as_str()).cloned().unwrap_or_default();
+                    vec![Box::new(user_ids.iter())]
+                }
+                (StatusFilter::Open, None) => vec![Box::new(idx.open.iter())],
+                (StatusFilter::Closed, _) => vec![Box::new(idx.closed.iter())],
+                (StatusFilter::Any, _) => {
+                    vec![Box::new(idx.open.iter()), Box::new(idx.closed.iter())]
+                }
+            };
+            for set in sets {
+                ids.extend(set.filter(|id| q.after_cursor(**id)));
+            }
+        }
+        ids.sort_unstable();
+        if q.newest_first {
+            ids.reverse();
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            if out.len() >= q.limit {
+                break;
+            }
+            if let Some(s) = read(self.shard(id)).sessions.get(&id) {
+                if q.matches(s) {
+                    out.push(s.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
+        let Some(app) = read(&self.inner.apps).get(app).cloned() else {
+            return Ok(AppCounts::default());
+        };
+        let idx = lock(&app);
+        Ok(AppCounts {
+            open: idx.open.len() as u64,
+            seats_used: idx.seats_used,
+        })
+    }
+
+    async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
+        let mut due: Vec<SessionId> = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let shard = read(shard);
+            due.extend(
+                shard
+                    .deadlines
+                    .range(..(now, SessionId::from_u128(0)))
+                    .map(|(_, id)| *id)
+                    .take(limit.saturating_mul(2).saturating_sub(due.len())),
+            );
+        }
+        let mut out = Expired::default();
+        for id in due {
+            let Some(app) = read(self.shard(id))
+                .sessions
+                .get(&id)
+                .map(|s| s.app.clone())
+            else {
+                continue;
+            };
+            let app_idx = self.app_index(&app);
+            let mut idx = lock(&app_idx);
+            let mut shard = write(self.shard(id));
+            let Some(s) = shard.sessions.get(&id) else {
+                continue;
+            };
+            if let Some(reason) = s.due_reason(now) {
+                if out.closed.len() >= limit {
+                    continue;
+                }
+                let before = s.clone();
+                let mut after = before.clone();
+                after.close(reason, Actor::Expiry, now);
+                idx.update(&before, &after);
+                self.replace(&mut shard, &before, after.clone());
+                out.closed.push(after);
+            } else if s.is_past_retention(now) && out.purged < limit {
+                let s = shard.sessions.remove(&id).expect("present");
+                shard.deadlines.remove(&(s.deadline(), id));
+                write(self.token_shard(s.token_hash)).remove(&s.token_hash);
+                idx.closed.remove(&id);
+                if let Some(j) = &self.inner.journal {
+                    j.remove(id);
+                }
+                out.purged += 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::conformance_tests!(async { MemoryStore::new() });
+}

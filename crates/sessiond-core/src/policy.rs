@@ -1,0 +1,161 @@
+//! Per-app [`Policy`]: timeouts, heartbeat, seats, per-user limits, address binding,
+//! retention, token prefix and limits. Every field has a default (see the `DEFAULT_*`
+//! constants), so an app with an empty config table is usable.
+
+use serde::{Deserialize, Serialize};
+
+/// Default idle timeout: 60 minutes (4D scalable sessions).
+pub const DEFAULT_IDLE_TIMEOUT_S: u32 = 60 * 60;
+/// Default absolute lifetime: 12 hours.
+pub const DEFAULT_ABSOLUTE_LIFETIME_S: u32 = 12 * 60 * 60;
+/// Default heartbeat interval for client applications: 30 s (Gestan).
+pub const DEFAULT_HEARTBEAT_INTERVAL_S: u32 = 30;
+/// Default browser heartbeat interval: 5 minutes (WEBDEV).
+pub const DEFAULT_BROWSER_HEARTBEAT_INTERVAL_S: u32 = 5 * 60;
+/// Default heartbeat grace: 60 s (WEBDEV's extra minute).
+pub const DEFAULT_HEARTBEAT_GRACE_S: u32 = 60;
+/// Default retention of closed sessions: 7 days.
+pub const DEFAULT_RETENTION_S: u32 = 7 * 24 * 60 * 60;
+/// Default cookie name (Gambas).
+pub const DEFAULT_COOKIE_NAME: &str = "SESSION";
+
+/// What to do when every seat is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Refuse, answering with the seat holders so the caller can pick one to take over.
+    #[default]
+    Reject,
+    /// Close the longest-idle session (`evicted`) to make room.
+    EvictIdlest,
+}
+
+/// What to do when a user already has `max_per_user` open sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUserLimit {
+    /// Refuse the new session.
+    #[default]
+    Reject,
+    /// Close the user's oldest session (`replaced`): Gambas `Unique`.
+    ReplaceOldest,
+}
+
+/// Heartbeat defaults of an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatPolicy {
+    /// Seconds between beats.
+    pub interval_s: u32,
+    /// Extra seconds before a silent session is lost.
+    #[serde(default = "default_grace")]
+    pub grace_s: u32,
+}
+
+fn default_grace() -> u32 {
+    DEFAULT_HEARTBEAT_GRACE_S
+}
+
+/// How tokens of an app are prefixed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenPrefix {
+    /// The app's name.
+    #[default]
+    AppName,
+    /// The client's IP address (Gambas without a prefix).
+    ClientIp,
+    /// A fixed text.
+    #[serde(untagged)]
+    Fixed(String),
+}
+
+/// The rules of one app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Seconds without activity before a session closes.
+    pub idle_timeout_s: u32,
+    /// Seconds after opening before a session closes whatever happens.
+    pub absolute_lifetime_s: u32,
+    /// Heartbeat given to sessions that don't ask for their own; none means sessions
+    /// heartbeat only when they open with one.
+    pub heartbeat: Option<HeartbeatPolicy>,
+    /// Seats (concurrent sessions that count); none means unlimited.
+    pub seats: Option<u32>,
+    /// What a full house does.
+    pub on_full: OnFull,
+    /// Privileges whose sessions take no seat (an administrator can always get in).
+    pub reserved_privileges: Vec<String>,
+    /// Most open sessions per user; none means unlimited.
+    pub max_per_user: Option<u32>,
+    /// What reaching `max_per_user` does.
+    pub on_user_limit: OnUserLimit,
+    /// Refuse requests from another address than the one that opened the session.
+    pub bind_ip: bool,
+    /// Seconds a closed session is kept as history.
+    pub retention_s: u32,
+    /// Token prefix.
+    pub prefix: TokenPrefix,
+    /// Cookie name for web sessions.
+    pub cookie_name: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
+            absolute_lifetime_s: DEFAULT_ABSOLUTE_LIFETIME_S,
+            heartbeat: None,
+            seats: None,
+            on_full: OnFull::Reject,
+            reserved_privileges: Vec::new(),
+            max_per_user: None,
+            on_user_limit: OnUserLimit::Reject,
+            bind_ip: false,
+            retention_s: DEFAULT_RETENTION_S,
+            prefix: TokenPrefix::AppName,
+            cookie_name: DEFAULT_COOKIE_NAME.to_string(),
+        }
+    }
+}
+
+/// A policy value that makes no sense.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid policy: {0}")]
+pub struct InvalidPolicy(pub String);
+
+impl Policy {
+    /// Checks the values make sense together.
+    pub fn validate(&self) -> Result<(), InvalidPolicy> {
+        let bad = |m: &str| Err(InvalidPolicy(m.to_string()));
+        if self.idle_timeout_s == 0 {
+            return bad("idle_timeout_s must be at least 1");
+        }
+        if self.absolute_lifetime_s == 0 {
+            return bad("absolute_lifetime_s must be at least 1");
+        }
+        if let Some(h) = self.heartbeat {
+            if h.interval_s == 0 {
+                return bad("heartbeat.interval_s must be at least 1");
+            }
+        }
+        if self.max_per_user == Some(0) {
+            return bad("max_per_user must be at least 1 (leave it out for no limit)");
+        }
+        if self.cookie_name.is_empty()
+            || !self
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return bad("cookie_name must be letters, digits, '_', '-' or '.'");
+        }
+        Ok(())
+    }
+
+    /// Whether a session with `privileges` takes a seat.
+    pub fn counts_seat(&self, privileges: &crate::session::Privileges) -> bool {
+        !privileges.any_of(&self.reserved_privileges)
+    }
+}

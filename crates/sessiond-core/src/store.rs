@@ -1,0 +1,240 @@
+//! The [`Store`] trait: the atomic operations the rules need, and nothing a caller could
+//! combine into a race. A store decides nothing itself: it gathers what
+//! [`crate::admission::decide`] and [`Session::step`] need inside its own atomic section
+//! (a lock, a transaction, a script) and persists what they produce.
+//!
+//! A store is done when the conformance suite (`sessiond_core::conformance`, feature
+//! `conformance`) passes on it.
+
+use async_trait::async_trait;
+
+use crate::admission::{Admission, Refusal};
+use crate::id::{SessionId, TokenHash};
+use crate::session::{Actor, Change, ChangeError, CloseReason, Conditions, Session, Step};
+use crate::time::Timestamp;
+
+/// How to find a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// By its public id.
+    Id(SessionId),
+    /// By the hash of its token.
+    Token(TokenHash),
+}
+
+/// The answer to [`Store::open`].
+#[derive(Debug, Clone)]
+pub enum OpenOutcome {
+    /// The session is open; `displaced` were closed to make room (taken over, replaced,
+    /// evicted), in the same atomic step.
+    Opened {
+        /// The new session as stored.
+        session: Session,
+        /// Sessions closed to admit it.
+        displaced: Vec<Session>,
+    },
+    /// Admission refused; nothing changed.
+    Refused(Refusal),
+}
+
+/// The answer to [`Store::modify`].
+#[derive(Debug, Clone)]
+pub enum ModifyOutcome {
+    /// The step ran; `session` is the state after it.
+    Done {
+        /// The session after the step.
+        session: Session,
+        /// What the step did (an `Expired` step closed the session).
+        step: Step,
+    },
+    /// The change was refused; nothing changed.
+    Refused(ChangeError),
+    /// No such session.
+    NotFound,
+}
+
+/// The answer to [`Store::close`].
+#[derive(Debug, Clone)]
+pub enum CloseOutcome {
+    /// It was open and is now closed.
+    Closed(Session),
+    /// It was already closed; nothing changed.
+    AlreadyClosed(Session),
+    /// No such session.
+    NotFound,
+}
+
+/// Which sessions [`Store::list`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusFilter {
+    /// Open and closed.
+    #[default]
+    Any,
+    /// Open only.
+    Open,
+    /// Closed only (history).
+    Closed,
+}
+
+/// A page of sessions, ordered by id (that is, by opening time).
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Only this app (all apps when none).
+    pub app: Option<String>,
+    /// Open, closed or both.
+    pub status: StatusFilter,
+    /// Only this user.
+    pub user: Option<String>,
+    /// Start after this id (the last one of the previous page).
+    pub after: Option<SessionId>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+    /// Page size.
+    pub limit: usize,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            app: None,
+            status: StatusFilter::Any,
+            user: None,
+            after: None,
+            newest_first: false,
+            limit: 100,
+        }
+    }
+}
+
+impl ListQuery {
+    /// Whether `s` passes the filters (not the cursor).
+    pub fn matches(&self, s: &Session) -> bool {
+        self.app.as_deref().is_none_or(|a| *s.app == *a)
+            && self
+                .user
+                .as_deref()
+                .is_none_or(|u| s.user.as_deref() == Some(u))
+            && match self.status {
+                StatusFilter::Any => true,
+                StatusFilter::Open => s.is_open(),
+                StatusFilter::Closed => !s.is_open(),
+            }
+    }
+
+    /// Whether `id` lies beyond the cursor in the page order.
+    pub fn after_cursor(&self, id: SessionId) -> bool {
+        match self.after {
+            None => true,
+            Some(a) if self.newest_first => id < a,
+            Some(a) => id > a,
+        }
+    }
+}
+
+/// Counts for one app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppCounts {
+    /// Open sessions.
+    pub open: u64,
+    /// Open sessions that take a seat.
+    pub seats_used: u64,
+}
+
+/// What [`Store::expire_due`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Expired {
+    /// Sessions closed because a timeout passed, as they are now.
+    pub closed: Vec<Session>,
+    /// Closed sessions removed because their retention ended.
+    pub purged: usize,
+}
+
+/// A store failed. Callers fail closed on it: a store error never becomes a fresh
+/// session or a skipped revocation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or is not answering in time.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("the session store holds data it cannot read: {0}")]
+    Corrupt(String),
+    /// A file operation failed.
+    #[error("session store I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// Anything else a backend reports.
+    #[error("session store error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where sessions live. Every method is atomic on its own.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and metrics (`memory`, `file`, `redis`, `postgres`).
+    fn kind(&self) -> &'static str;
+
+    /// Admits and inserts `session` (open, with its token hash) in one atomic step:
+    /// gathers the app's [`crate::admission::AdmissionContext`], runs
+    /// [`crate::admission::decide`], closes the displaced sessions and inserts. Sessions
+    /// whose timeout passed are expired first so they hold no seat.
+    async fn open(
+        &self,
+        session: Session,
+        admission: &Admission,
+        now: Timestamp,
+    ) -> StoreResult<OpenOutcome>;
+
+    /// Reads a session, open or closed, as stored (no expiry check).
+    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>>;
+
+    /// Applies `change` through [`Session::step`] atomically and persists the result.
+    async fn modify(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome>;
+
+    /// Closes an open session.
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<CloseOutcome>;
+
+    /// Closes every open session of `app` but those in `except`; returns those closed.
+    async fn close_all(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>>;
+
+    /// A page of sessions.
+    async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>>;
+
+    /// Open sessions and seats taken in `app`.
+    async fn counts(&self, app: &str) -> StoreResult<AppCounts>;
+
+    /// Closes open sessions whose timeout passed and removes closed ones past retention,
+    /// at most `limit` of each. Cost grows with what is due, not with what is stored.
+    async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired>;
+
+    /// Makes every acknowledged change durable (no-op where writes are durable already).
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Checks the store answers.
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
