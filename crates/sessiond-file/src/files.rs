@@ -1,0 +1,187 @@
+//! The files of a store directory, and recovery.
+//!
+//! ```text
+//! <dir>/LOCK                 held (flock) by the one process using the directory
+//! <dir>/journal-<N>.log      frames appended since snapshot N was started
+//! <dir>/snapshot-<N>.dat     every session as of some moment after journal N began
+//! ```
+//!
+//! Recovery loads the newest complete snapshot `K` (none: empty), then replays every
+//! journal numbered `K` or more, in order. A snapshot is written while the store keeps
+//! changing ("fuzzy"), yet the result is exact: frames are full session states keyed by
+//! id, every change made after journal `K` began is in journal `K` or later, and
+//! replaying them over the snapshot ends each session in its last state. A snapshot
+//! becomes visible only by an atomic rename after it is synced, so a crash mid-snapshot
+//! leaves the previous snapshot and its journals in charge.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use sessiond_core::{MemoryStore, Session, SessionId};
+
+use crate::frame::{self, Record};
+
+fn journal_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("journal-{n}.log"))
+}
+
+fn snapshot_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("snapshot-{n}.dat"))
+}
+
+fn numbered(dir: &Path, prefix: &str, suffix: &str) -> std::io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(suffix))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Makes a rename or a new file in `dir` durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates journal `n`, durable as a directory entry.
+pub fn create_journal(dir: &Path, n: u64) -> std::io::Result<File> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(journal_path(dir, n))?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+/// What recovery found.
+pub struct Recovered {
+    /// The sessions, in their last state.
+    pub sessions: Vec<Session>,
+    /// The journal to keep appending to, its number and its size.
+    pub journal: (File, u64, u64),
+    /// Frames replayed from journals.
+    pub replayed: usize,
+    /// Whether a torn tail was cut off the last journal.
+    pub torn_tail: bool,
+}
+
+/// Reads the directory back into sessions and opens the journal to append to.
+pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
+    let snapshots = numbered(dir, "snapshot-", ".dat")?;
+    let base = snapshots.last().copied().unwrap_or(0);
+    let mut state: HashMap<SessionId, Session> = HashMap::new();
+    let apply = |state: &mut HashMap<SessionId, Session>, r: Record| match r {
+        Record::Put(s) => {
+            state.insert(s.id, *s);
+        }
+        Record::Remove(id) => {
+            state.remove(&id);
+        }
+    };
+    if snapshots.last().is_some() {
+        let bytes = fs::read(snapshot_path(dir, base))?;
+        let d = frame::decode_all(&bytes);
+        if d.torn {
+            return Err(std::io::Error::other(format!(
+                "snapshot-{base}.dat is damaged after {} valid bytes; restore it from a backup",
+                d.valid_len
+            )));
+        }
+        for r in d.records {
+            apply(&mut state, r);
+        }
+    }
+    let journals: Vec<u64> = numbered(dir, "journal-", ".log")?
+        .into_iter()
+        .filter(|n| *n >= base)
+        .collect();
+    let mut replayed = 0;
+    let mut torn_tail = false;
+    for (i, n) in journals.iter().enumerate() {
+        let path = journal_path(dir, *n);
+        let bytes = fs::read(&path)?;
+        let d = frame::decode_all(&bytes);
+        let last = i + 1 == journals.len();
+        if d.torn {
+            if !last {
+                return Err(std::io::Error::other(format!(
+                    "journal-{n}.log is damaged after {} valid bytes and is not the last journal",
+                    d.valid_len
+                )));
+            }
+            // A write cut by a crash: it was never acknowledged. Drop it.
+            let f = OpenOptions::new().write(true).open(&path)?;
+            f.set_len(d.valid_len)?;
+            f.sync_all()?;
+            torn_tail = true;
+        }
+        replayed += d.records.len();
+        for r in d.records {
+            apply(&mut state, r);
+        }
+    }
+    let current = journals.last().copied().unwrap_or(base);
+    let file = create_journal(dir, current)?;
+    let size = file.metadata()?.len();
+    // Files older than the snapshot in use are no longer needed.
+    remove_before(dir, base);
+    Ok(Recovered {
+        sessions: state.into_values().collect(),
+        journal: (file, current, size),
+        replayed,
+        torn_tail,
+    })
+}
+
+fn remove_before(dir: &Path, n: u64) {
+    for (prefix, suffix, path) in [
+        (
+            "journal-",
+            ".log",
+            journal_path as fn(&Path, u64) -> PathBuf,
+        ),
+        ("snapshot-", ".dat", snapshot_path),
+    ] {
+        if let Ok(found) = numbered(dir, prefix, suffix) {
+            for old in found.into_iter().filter(|m| *m < n) {
+                let _ = fs::remove_file(path(dir, old));
+            }
+        }
+    }
+}
+
+/// Writes snapshot `n` of `store`, makes it durable, then removes older files.
+/// Returns the number of sessions written.
+pub fn write_snapshot(dir: &Path, n: u64, store: &MemoryStore) -> std::io::Result<usize> {
+    let tmp = dir.join(format!("snapshot-{n}.tmp"));
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut count = 0usize;
+    let mut result = Ok(());
+    store.for_each(|s| {
+        frame::encode_put(&mut buf, s);
+        count += 1;
+        if buf.len() >= 1 << 16 && result.is_ok() {
+            result = out.write_all(&buf);
+            buf.clear();
+        }
+    });
+    result?;
+    out.write_all(&buf)?;
+    let f = out.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    fs::rename(&tmp, snapshot_path(dir, n))?;
+    sync_dir(dir)?;
+    remove_before(dir, n);
+    Ok(count)
+}

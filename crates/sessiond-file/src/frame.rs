@@ -1,0 +1,92 @@
+//! The on-disk record format shared by journals and snapshots.
+//!
+//! A file is a sequence of frames: `[len: u32 LE][crc32: u32 LE][payload: len bytes]`.
+//! The payload is a tag byte then its body: `P` + a session as JSON (the session's new
+//! state) or `R` + 16 bytes of session id (removed). A frame whose length runs past the
+//! end of the file or whose checksum does not match marks a torn write: reading stops
+//! there.
+
+use sessiond_core::{Session, SessionId};
+
+/// One decoded frame.
+#[derive(Debug)]
+pub enum Record {
+    /// A session's new state.
+    Put(Box<Session>),
+    /// A session removed.
+    Remove(SessionId),
+}
+
+const HEADER: usize = 8;
+
+/// Appends a frame holding `session`'s state to `buf`.
+pub fn encode_put(buf: &mut Vec<u8>, session: &Session) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    buf.push(b'P');
+    // Serialising a Session into memory cannot fail: every field is plain data.
+    serde_json::to_writer(&mut *buf, session).expect("a session serialises");
+    seal(buf, start);
+}
+
+/// Appends a frame recording that `id` was removed.
+pub fn encode_remove(buf: &mut Vec<u8>, id: SessionId) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    buf.push(b'R');
+    buf.extend_from_slice(&id.as_u128().to_be_bytes());
+    seal(buf, start);
+}
+
+fn seal(buf: &mut [u8], start: usize) {
+    let payload = &buf[start + HEADER..];
+    let len = payload.len() as u32;
+    let crc = crc32fast::hash(payload);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What reading a file found.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The valid frames, in order.
+    pub records: Vec<Record>,
+    /// Bytes of valid frames from the start; anything after is a torn tail.
+    pub valid_len: u64,
+    /// Whether the file had bytes after the last valid frame.
+    pub torn: bool,
+}
+
+/// Decodes every valid frame of `bytes`, stopping at the first torn or corrupt one.
+pub fn decode_all(bytes: &[u8]) -> Decoded {
+    let mut records = Vec::new();
+    let mut pos = 0usize;
+    while pos + HEADER <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(pos + HEADER..pos + HEADER + len) else {
+            break;
+        };
+        if len == 0 || crc32fast::hash(payload) != crc {
+            break;
+        }
+        let record = match payload[0] {
+            b'P' => match serde_json::from_slice::<Session>(&payload[1..]) {
+                Ok(s) => Record::Put(Box::new(s)),
+                Err(_) => break,
+            },
+            b'R' if payload.len() == 17 => {
+                let id = u128::from_be_bytes(payload[1..17].try_into().expect("16 bytes"));
+                Record::Remove(SessionId::from_u128(id))
+            }
+            _ => break,
+        };
+        records.push(record);
+        pos += HEADER + len;
+    }
+    Decoded {
+        records,
+        valid_len: pos as u64,
+        torn: pos != bytes.len(),
+    }
+}

@@ -1,0 +1,234 @@
+//! The write-ahead journal: frames appended by the [`sessiond_core::memory::Journal`]
+//! hook while the memory store holds the changed session's lock, written and
+//! `fdatasync`ed by one writer thread in batches (group commit).
+//!
+//! Each appended frame takes a sequence number; the writer publishes the highest number
+//! made durable, and an operation waits for its number before it is acknowledged. Many
+//! concurrent operations share one sync, which is where the throughput comes from.
+//!
+//! When the journal outgrows its threshold the writer rotates to a new journal and a
+//! background thread writes a snapshot of the store; once the snapshot is durable, the
+//! older files are deleted (see [`crate::files`] for why a fuzzy snapshot is correct).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use sessiond_core::memory::Journal;
+use sessiond_core::{MemoryStore, Session, SessionId, StoreError};
+use tokio::sync::watch;
+
+use crate::files;
+use crate::frame;
+
+/// Frames waiting for the writer.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// Sequence number of the last frame appended.
+    seq: u64,
+    shutdown: bool,
+}
+
+/// State shared by the hook, the writer thread and the store.
+pub(crate) struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    durable: watch::Sender<u64>,
+    failed: Mutex<Option<String>>,
+    compacting: AtomicBool,
+    /// The store, set once built (the store holds the hook, the hook needs the store
+    /// for snapshots).
+    pub(crate) store: OnceLock<MemoryStore>,
+    dir: PathBuf,
+    sync: bool,
+    compact_after: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// The last sequence number handed out.
+    pub(crate) fn last_seq(&self) -> u64 {
+        lock(&self.pending).seq
+    }
+
+    /// Waits until every frame up to `seq` is durable, or the journal failed.
+    pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        let mut rx = self.durable.subscribe();
+        loop {
+            if let Some(e) = lock(&self.failed).clone() {
+                return Err(StoreError::Unavailable(format!(
+                    "the journal cannot be written: {e}"
+                )));
+            }
+            if *rx.borrow_and_update() >= seq {
+                return Ok(());
+            }
+            if rx.changed().await.is_err() {
+                return Err(StoreError::Unavailable("the journal writer stopped".into()));
+            }
+        }
+    }
+
+    /// Fails every operation from now on (the disk refused a write).
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        match lock(&self.failed).clone() {
+            Some(e) => Err(StoreError::Unavailable(format!(
+                "the journal cannot be written: {e}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn append(&self, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut p = lock(&self.pending);
+        f(&mut p.buf);
+        p.seq += 1;
+        drop(p);
+        self.wake.notify_one();
+    }
+}
+
+/// The hook the memory store reports changes to.
+pub(crate) struct Hook(pub(crate) Arc<Shared>);
+
+impl Journal for Hook {
+    fn put(&self, session: &Session) {
+        self.0.append(|buf| frame::encode_put(buf, session));
+    }
+
+    fn remove(&self, id: SessionId) {
+        self.0.append(|buf| frame::encode_remove(buf, id));
+    }
+}
+
+/// The writer thread's handle; stopping it drains what is pending first.
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer on `file` (journal number `epoch`, `size` bytes long).
+    pub(crate) fn start(
+        dir: PathBuf,
+        file: File,
+        epoch: u64,
+        size: u64,
+        sync: bool,
+        compact_after: u64,
+        durable_seq: u64,
+    ) -> std::io::Result<Writer> {
+        let (durable, _) = watch::channel(durable_seq);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                seq: durable_seq,
+                ..Default::default()
+            }),
+            wake: Condvar::new(),
+            durable,
+            failed: Mutex::new(None),
+            compacting: AtomicBool::new(false),
+            store: OnceLock::new(),
+            dir,
+            sync,
+            compact_after,
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sessiond-journal".into())
+            .spawn(move || write_loop(s, file, epoch, size))?;
+        Ok(Writer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).shutdown = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_loop(shared: Arc<Shared>, mut file: File, mut epoch: u64, mut size: u64) {
+    let mut batch = Vec::new();
+    loop {
+        let (seq, shutdown) = {
+            let mut p = lock(&shared.pending);
+            while p.buf.is_empty() && !p.shutdown {
+                p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            std::mem::swap(&mut batch, &mut p.buf);
+            (p.seq, p.shutdown)
+        };
+        if !batch.is_empty() {
+            let result = file.write_all(&batch).and_then(|_| {
+                if shared.sync {
+                    file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = result {
+                tracing::error!(error = %e, "journal write failed; the store refuses writes from now on");
+                *lock(&shared.failed) = Some(e.to_string());
+                shared.durable.send_modify(|_| {});
+                return;
+            }
+            size += batch.len() as u64;
+            batch.clear();
+            shared.durable.send_replace(seq);
+        }
+        if shutdown && lock(&shared.pending).buf.is_empty() {
+            return;
+        }
+        if size > shared.compact_after && !shared.compacting.load(Ordering::Acquire) {
+            match rotate(&shared, epoch) {
+                Ok(f) => {
+                    file = f;
+                    epoch += 1;
+                    size = 0;
+                }
+                Err(e) => tracing::warn!(error = %e, "journal rotation failed; will retry"),
+            }
+        }
+    }
+}
+
+/// Starts journal `epoch + 1` and a snapshot thread for it.
+fn rotate(shared: &Arc<Shared>, epoch: u64) -> std::io::Result<File> {
+    let Some(store) = shared.store.get().cloned() else {
+        return Err(std::io::Error::other("store not ready"));
+    };
+    let next = epoch + 1;
+    let file = files::create_journal(&shared.dir, next)?;
+    shared.compacting.store(true, Ordering::Release);
+    let s = shared.clone();
+    std::thread::Builder::new()
+        .name("sessiond-snapshot".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            match files::write_snapshot(&s.dir, next, &store) {
+                Ok(n) => tracing::info!(
+                    sessions = n,
+                    epoch = next,
+                    ms = started.elapsed().as_millis() as u64,
+                    "snapshot written; older journal removed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "snapshot failed; the journal is kept"),
+            }
+            s.compacting.store(false, Ordering::Release);
+        })?;
+    Ok(file)
+}

@@ -1,0 +1,244 @@
+//! The embedded durable store of sessiond, its default: sessions live in a
+//! [`MemoryStore`] (so reads cost what memory costs) and every change is written ahead
+//! to a journal on local disk before it is acknowledged, with snapshots that keep
+//! restarts fast. One directory, one process, no server to run.
+//!
+//! Durability: an operation returns only after its journal frames are written and
+//! `fdatasync`ed, so every acknowledged write survives `kill -9` and power loss (given
+//! a disk that honours sync). Concurrent operations share one sync (group commit).
+//! Touches (activity that changes nothing else) are journaled but not waited for:
+//! losing one in a crash only makes a session look idler by at most a second.
+//!
+//! Why this design rather than SQLite or redb is in `docs/STORES.md`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sessiond_core::{Manager, OpenRequest, Policy, Resolve};
+//! use sessiond_file::FileStore;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let dir = std::env::temp_dir().join(format!("sessiond-doc-{}", std::process::id()));
+//! let store = FileStore::open(&dir)?;
+//! let manager = Manager::new(Arc::new(store));
+//! manager.set_policy("shop", Policy::default())?;
+//! let opened = manager.open("shop", OpenRequest::default()).await?;
+//! drop(manager); // closes the store; reopening finds the session
+//! let manager = Manager::new(Arc::new(FileStore::open(&dir)?));
+//! manager.set_policy("shop", Policy::default())?;
+//! manager.resolve(&opened.token, Resolve::default()).await?;
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<_, sessiond_core::Error>(()) }).unwrap();
+//! ```
+
+mod files;
+mod frame;
+mod journal;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sessiond_core::admission::Admission;
+use sessiond_core::store::{
+    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
+};
+use sessiond_core::{
+    Actor, Change, CloseReason, Conditions, Lookup, MemoryStore, Session, SessionId, Store,
+    StoreError, Timestamp,
+};
+
+use journal::{Hook, Writer};
+
+/// Tuning of a [`FileStore`].
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    /// `fdatasync` each batch before acknowledging it (default true). Turning it off
+    /// keeps writes safe from a process crash but not from power loss.
+    pub sync: bool,
+    /// Journal size after which a snapshot is taken and older files dropped
+    /// (default 64 MiB).
+    pub compact_after_bytes: u64,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            sync: true,
+            compact_after_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The embedded durable store: a directory on local disk.
+pub struct FileStore {
+    mem: MemoryStore,
+    writer: Writer,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
+        Self::open_with(dir, FileOptions::default())
+    }
+
+    /// Opens (creating if needed) the store in `dir`. Fails if another process has it
+    /// open, or if its files are damaged beyond a torn last write.
+    pub fn open_with(dir: impl AsRef<Path>, options: FileOptions) -> Result<FileStore, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Unavailable(format!(
+                "{} is in use by another process (only one sessiond may use a data directory)",
+                dir.display()
+            )));
+        }
+        let rec = files::recover(&dir)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
+        let (file, epoch, size) = rec.journal;
+        tracing::info!(
+            dir = %dir.display(),
+            sessions = rec.sessions.len(),
+            replayed = rec.replayed,
+            torn_tail = rec.torn_tail,
+            "file store opened"
+        );
+        let writer = Writer::start(
+            dir.clone(),
+            file,
+            epoch,
+            size,
+            options.sync,
+            options.compact_after_bytes,
+            0,
+        )?;
+        let mem = MemoryStore::with_journal(Arc::new(Hook(writer.shared.clone())));
+        mem.load(rec.sessions);
+        let _ = writer.shared.store.set(mem.clone());
+        Ok(FileStore {
+            mem,
+            writer,
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The in-memory view (for metrics and tools; changes made through it are journaled).
+    pub fn memory(&self) -> &MemoryStore {
+        &self.mem
+    }
+
+    async fn durable<T>(&self, value: T) -> StoreResult<T> {
+        let shared = &self.writer.shared;
+        shared.wait_durable(shared.last_seq()).await?;
+        Ok(value)
+    }
+}
+
+#[async_trait]
+impl Store for FileStore {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    async fn open(
+        &self,
+        session: Session,
+        admission: &Admission,
+        now: Timestamp,
+    ) -> StoreResult<OpenOutcome> {
+        self.writer.shared.check()?;
+        let out = self.mem.open(session, admission, now).await?;
+        self.durable(out).await
+    }
+
+    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
+        self.mem.get(lookup).await
+    }
+
+    async fn modify(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome> {
+        self.writer.shared.check()?;
+        let out = self.mem.modify(lookup, change, cond, now).await?;
+        match &out {
+            ModifyOutcome::Done { step, .. }
+                if *step != sessiond_core::Step::Unchanged && change.needs_durability() =>
+            {
+                self.durable(out).await
+            }
+            _ => Ok(out),
+        }
+    }
+
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<CloseOutcome> {
+        self.writer.shared.check()?;
+        let out = self.mem.close(id, reason, by, now).await?;
+        self.durable(out).await
+    }
+
+    async fn close_all(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        self.writer.shared.check()?;
+        let out = self.mem.close_all(app, except, reason, by, now).await?;
+        self.durable(out).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
+        self.mem.list(query).await
+    }
+
+    async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
+        self.mem.counts(app).await
+    }
+
+    async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
+        self.writer.shared.check()?;
+        let out = self.mem.expire_due(now, limit).await?;
+        self.durable(out).await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.durable(()).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.writer.shared.check()
+    }
+}

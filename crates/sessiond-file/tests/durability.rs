@@ -1,0 +1,259 @@
+//! Durability of the file store: restarts, compaction, torn writes, exclusive use, and
+//! acknowledged writes surviving SIGKILL of the writing process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sessiond_core::{Lookup, Manager, OpenRequest, Policy, Resolve, Token};
+use sessiond_file::{FileOptions, FileStore};
+
+const CHILD_ENV: &str = "SESSIOND_CRASH_CHILD_DIR";
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sessiond-file-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn manager(dir: &Path, options: FileOptions) -> Arc<Manager> {
+    let m = Manager::new(Arc::new(
+        FileStore::open_with(dir, options).expect("open store"),
+    ));
+    m.set_policy("app", Policy::default()).unwrap();
+    Arc::new(m)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes sessions from 8 tasks and prints each acknowledged write, forever.
+async fn write_forever(m: Arc<Manager>, tasks: usize) {
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                for i in 0u64.. {
+                    let n = i * 100 + t as u64;
+                    let data = sessiond_core::JsonObject::from_value(&json!({ "i": n })).unwrap();
+                    let o = m
+                        .open(
+                            "app",
+                            OpenRequest {
+                                data: Some(data),
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    println!("OPEN {} {n}", o.token.expose());
+                    m.update_data(Lookup::Token(o.token.hash()), json!({ "j": n }), None, None)
+                        .await
+                        .unwrap();
+                    println!("PATCH {} {n}", o.token.expose());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
+/// In a child process (env `SESSIOND_CRASH_CHILD_DIR`): write until killed. In a normal
+/// run: the same writer, stopped cleanly, then every write is found after a reopen.
+#[test]
+fn writer_child_or_clean_restart() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        let m = manager(Path::new(&dir), FileOptions::default());
+        rt().block_on(write_forever(m, 8));
+        return;
+    }
+    let dir = fresh_dir("clean");
+    let rt = rt();
+    let tokens: Vec<(Token, u64)> = rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        let mut v = Vec::new();
+        for n in 0..50u64 {
+            let o = m.open("app", OpenRequest::default()).await.unwrap();
+            m.update_data(Lookup::Token(o.token.hash()), json!({ "j": n }), None, None)
+                .await
+                .unwrap();
+            v.push((o.token, n));
+        }
+        v
+    });
+    rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        for (t, n) in &tokens {
+            let s = m.resolve(t, Resolve::default()).await.unwrap();
+            assert_eq!(s.data.get("j"), Some(json!(n)));
+        }
+    });
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = fresh_dir("crash");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "writer_child_or_clean_restart",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked: Vec<(String, String, u64)> = Vec::new();
+    let start = Instant::now();
+    while acked.len() < 400 && start.elapsed() < Duration::from_secs(20) {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(ack) = parse_ack(&line) {
+            acked.push(ack);
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Lines already in the pipe were printed after their write was acknowledged.
+    acked.extend(lines.map_while(Result::ok).filter_map(|l| parse_ack(&l)));
+    assert!(
+        acked.len() >= 100,
+        "the child acknowledged only {} writes",
+        acked.len()
+    );
+
+    let m = manager(&dir, FileOptions::default());
+    rt().block_on(async {
+        for (kind, token, n) in &acked {
+            let s = m
+                .resolve(&Token::from_client(token.clone()), Resolve::default())
+                .await
+                .unwrap_or_else(|e| panic!("acknowledged {kind} {n} lost: {e}"));
+            let key = if kind == "OPEN" { "i" } else { "j" };
+            assert_eq!(s.data.get(key), Some(json!(n)), "{kind} {n}");
+        }
+    });
+    eprintln!(
+        "{} acknowledged writes all found after SIGKILL",
+        acked.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn parse_ack(line: &str) -> Option<(String, String, u64)> {
+    let mut parts = line.split(' ');
+    let kind = parts.next()?;
+    if kind != "OPEN" && kind != "PATCH" {
+        return None;
+    }
+    Some((
+        kind.to_string(),
+        parts.next()?.to_string(),
+        parts.next()?.parse().ok()?,
+    ))
+}
+
+#[test]
+fn compaction_keeps_every_session_and_drops_old_files() {
+    let dir = fresh_dir("compact");
+    let options = FileOptions {
+        compact_after_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let rt = rt();
+    let tokens = rt.block_on(async {
+        let m = manager(&dir, options.clone());
+        let mut v = Vec::new();
+        for n in 0..400u64 {
+            let o = m.open("app", OpenRequest::default()).await.unwrap();
+            m.update_data(Lookup::Token(o.token.hash()), json!({ "n": n }), None, None)
+                .await
+                .unwrap();
+            v.push((o.token, n));
+        }
+        // Let the last snapshot finish.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        v
+    });
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("snapshot-")),
+        "{names:?}"
+    );
+    let journals = names.iter().filter(|n| n.starts_with("journal-")).count();
+    assert!(journals <= 2, "old journals are removed: {names:?}");
+    rt.block_on(async {
+        let m = manager(&dir, options);
+        for (t, n) in &tokens {
+            let s = m.resolve(t, Resolve::default()).await.unwrap();
+            assert_eq!(s.data.get("n"), Some(json!(n)));
+        }
+    });
+}
+
+#[test]
+fn a_torn_last_write_is_dropped_and_the_rest_kept() {
+    let dir = fresh_dir("torn");
+    let rt = rt();
+    let token = rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        m.open("app", OpenRequest::default()).await.unwrap().token
+    });
+    let journal = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
+        .unwrap();
+    let len = std::fs::metadata(&journal).unwrap().len();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap();
+    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'P', b'{'])
+        .unwrap();
+    drop(f);
+    rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        m.resolve(&token, Resolve::default())
+            .await
+            .expect("the acknowledged session is there");
+        m.open("app", OpenRequest::default())
+            .await
+            .expect("writes go on");
+    });
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > len,
+        "appends after the cut"
+    );
+}
+
+#[test]
+fn a_directory_serves_one_process_at_a_time() {
+    let dir = fresh_dir("lock");
+    let first = FileStore::open(&dir).unwrap();
+    let second = FileStore::open(&dir);
+    assert!(second.is_err());
+    assert!(second.unwrap_err().to_string().contains("in use"));
+    drop(first);
+    FileStore::open(&dir).expect("free again once the first is closed");
+}
