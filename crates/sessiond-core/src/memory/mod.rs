@@ -16,6 +16,7 @@
 //! embedded durable store is this store plus a journal on disk.
 
 mod hasher;
+mod record;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -31,6 +32,7 @@ use crate::store::{
 };
 use crate::time::Timestamp;
 use hasher::BuildIdHasher;
+use record::Records;
 
 const SHARDS: usize = 64;
 
@@ -44,7 +46,7 @@ pub trait Journal: Send + Sync + 'static {
 
 #[derive(Default)]
 struct Shard {
-    sessions: HashMap<SessionId, Session, BuildIdHasher>,
+    sessions: Records,
     deadlines: BTreeSet<(Timestamp, SessionId)>,
 }
 
@@ -152,8 +154,9 @@ impl MemoryStore {
     /// Loads sessions (a restart) without reporting them to the journal. A session seen
     /// twice keeps its last state.
     pub fn load(&self, sessions: impl IntoIterator<Item = Session>) {
-        for s in sessions {
-            let app = self.app_index(&s.app);
+        for mut s in sessions {
+            let (name, app) = self.app_entry(&s.app);
+            s.app = name;
             let mut idx = lock(&app);
             let mut shard = write(self.shard(s.id));
             if let Some(old) = shard.sessions.remove(&s.id) {
@@ -172,7 +175,7 @@ impl MemoryStore {
             }
             shard.deadlines.insert((s.deadline(), s.id));
             write(self.token_shard(s.token_hash)).insert(s.token_hash, s.id);
-            shard.sessions.insert(s.id, s);
+            shard.sessions.insert(s);
         }
     }
 
@@ -183,7 +186,7 @@ impl MemoryStore {
         for shard in self.inner.shards.iter() {
             let shard = read(shard);
             for s in shard.sessions.values() {
-                f(s);
+                f(&s);
             }
         }
     }
@@ -211,13 +214,22 @@ impl MemoryStore {
     }
 
     fn app_index(&self, app: &str) -> Arc<Mutex<AppIndex>> {
-        if let Some(a) = read(&self.inner.apps).get(app) {
-            return a.clone();
+        self.app_entry(app).1
+    }
+
+    /// The app's shared name (so records share one allocation per app) and index.
+    fn app_entry(&self, app: &str) -> (Arc<str>, Arc<Mutex<AppIndex>>) {
+        if let Some((k, v)) = read(&self.inner.apps).get_key_value(app) {
+            return (k.clone(), v.clone());
         }
-        write(&self.inner.apps)
-            .entry(Arc::from(app))
-            .or_default()
-            .clone()
+        let mut apps = write(&self.inner.apps);
+        if let Some((k, v)) = apps.get_key_value(app) {
+            return (k.clone(), v.clone());
+        }
+        let name: Arc<str> = Arc::from(app);
+        let idx = Arc::new(Mutex::default());
+        apps.insert(name.clone(), idx.clone());
+        (name, idx)
     }
 
     fn id_of(&self, lookup: Lookup) -> Option<SessionId> {
@@ -246,7 +258,7 @@ impl MemoryStore {
             write(self.token_shard(after.token_hash)).insert(after.token_hash, after.id);
         }
         self.journal_put(&after);
-        shard.sessions.insert(after.id, after);
+        shard.sessions.insert(after);
     }
 
     /// Closes `id` if open, with the app index locked by the caller.
@@ -259,7 +271,7 @@ impl MemoryStore {
         now: Timestamp,
     ) -> CloseOutcome {
         let mut shard = write(self.shard(id));
-        let Some(before) = shard.sessions.get(&id).cloned() else {
+        let Some(before) = shard.sessions.get(&id) else {
             return CloseOutcome::NotFound;
         };
         if !before.is_open() {
@@ -337,17 +349,13 @@ impl MemoryStore {
         cond: &Conditions,
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome> {
-        let Some(app) = read(self.shard(id))
-            .sessions
-            .get(&id)
-            .map(|s| s.app.clone())
-        else {
+        let Some(app) = read(self.shard(id)).sessions.app_of(&id) else {
             return Ok(ModifyOutcome::NotFound);
         };
         let app = self.app_index(&app);
         let mut idx = lock(&app);
         let mut shard = write(self.shard(id));
-        let Some(before) = shard.sessions.get(&id).cloned() else {
+        let Some(before) = shard.sessions.get(&id) else {
             return Ok(ModifyOutcome::NotFound);
         };
         let mut after = before.clone();
@@ -369,11 +377,7 @@ impl MemoryStore {
     }
 
     fn holder(&self, id: SessionId) -> Option<Holder> {
-        read(self.shard(id))
-            .sessions
-            .get(&id)
-            .filter(|s| s.is_open())
-            .map(Holder::from)
+        read(self.shard(id)).sessions.holder(&id)
     }
 }
 
@@ -447,14 +451,14 @@ impl Store for MemoryStore {
         shard.deadlines.insert((session.deadline(), session.id));
         write(self.token_shard(session.token_hash)).insert(session.token_hash, session.id);
         self.journal_put(&session);
-        shard.sessions.insert(session.id, session.clone());
+        shard.sessions.insert(session.clone());
         Ok(OpenOutcome::Opened { session, displaced })
     }
 
     async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
         Ok(self
             .id_of(lookup)
-            .and_then(|id| read(self.shard(id)).sessions.get(&id).cloned()))
+            .and_then(|id| read(self.shard(id)).sessions.get(&id)))
     }
 
     async fn modify(
@@ -475,7 +479,7 @@ impl Store for MemoryStore {
                 return Ok(ModifyOutcome::NotFound);
             };
             if matches!(change, Change::Read | Change::Touch) && s.due_reason(now).is_none() {
-                let mut copy = s.clone();
+                let mut copy = s;
                 drop(shard);
                 return Ok(match copy.step(change, cond, now) {
                     Ok(Step::Unchanged) => ModifyOutcome::Done {
@@ -502,11 +506,7 @@ impl Store for MemoryStore {
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<CloseOutcome> {
-        let Some(app) = read(self.shard(id))
-            .sessions
-            .get(&id)
-            .map(|s| s.app.clone())
-        else {
+        let Some(app) = read(self.shard(id)).sessions.app_of(&id) else {
             return Ok(CloseOutcome::NotFound);
         };
         let app = self.app_index(&app);
@@ -576,8 +576,8 @@ impl Store for MemoryStore {
                 break;
             }
             if let Some(s) = read(self.shard(id)).sessions.get(&id) {
-                if q.matches(s) {
-                    out.push(s.clone());
+                if q.matches(&s) {
+                    out.push(s);
                 }
             }
         }
@@ -609,11 +609,7 @@ impl Store for MemoryStore {
         }
         let mut out = Expired::default();
         for id in due {
-            let Some(app) = read(self.shard(id))
-                .sessions
-                .get(&id)
-                .map(|s| s.app.clone())
-            else {
+            let Some(app) = read(self.shard(id)).sessions.app_of(&id) else {
                 continue;
             };
             let app_idx = self.app_index(&app);
@@ -626,7 +622,7 @@ impl Store for MemoryStore {
                 if out.closed.len() >= limit {
                     continue;
                 }
-                let before = s.clone();
+                let before = s;
                 let mut after = before.clone();
                 after.close(reason, Actor::Expiry, now);
                 idx.update(&before, &after);
