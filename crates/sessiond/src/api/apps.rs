@@ -1,0 +1,440 @@
+//! What an app key (or the admin token) may do: open sessions, list, read and close
+//! them, change privileges, disconnect everyone but some, and read the app.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sessiond_core::store::{ListQuery, StatusFilter};
+use sessiond_core::{
+    Client, CloseReason, HeartbeatRequest, JsonObject, Lookup, OpenRequest, SessionId,
+};
+use utoipa::{IntoParams, ToSchema};
+
+use super::session::{session_response, tag};
+use super::{Json, Query};
+use crate::auth::{Caller, ClientAddr};
+use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
+use crate::views::{
+    AppList, AppView, ClientView, ClosedCount, SessionPage, SessionView, SessionWithToken,
+};
+
+/// A heartbeat asked for at open.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    /// Seconds between beats.
+    pub interval_s: u32,
+    /// Extra seconds before the session is lost (the app's default when absent).
+    pub grace_s: Option<u32>,
+}
+
+/// What to open.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenBody {
+    /// The user; none for a guest.
+    pub user: Option<String>,
+    /// Privileges.
+    #[serde(default)]
+    pub privileges: Vec<String>,
+    /// Public facts about the holder (an object).
+    #[schema(value_type = Option<Object>)]
+    pub info: Option<Map<String, Value>>,
+    /// Initial storage (an object).
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Map<String, Value>>,
+    /// The client (its IP defaults to the caller's address).
+    pub client: Option<ClientView>,
+    /// A heartbeat for this session (else the app's).
+    pub heartbeat: Option<HeartbeatBody>,
+    /// Idle timeout for this session, in seconds (else the app's).
+    pub idle_timeout_s: Option<u32>,
+    /// Id of an open session of this app to take over (closed as `taken_over`).
+    pub take_over: Option<String>,
+}
+
+fn parse_id(s: &str) -> ApiResult<SessionId> {
+    s.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no session has id {s:?}"),
+        )
+    })
+}
+
+fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult<Client> {
+    let view = view.unwrap_or_default();
+    let ip = match view.ip {
+        Some(ip) => Some(ip.parse().map_err(|_| {
+            ApiError::bad_request(format!("client.ip {ip:?} is not an IP address"))
+        })?),
+        None => addr,
+    };
+    Ok(Client {
+        label: view.label.map(Box::from),
+        ip,
+        user_agent: view.user_agent.map(Box::from),
+    })
+}
+
+/// Opens a session. Admission (seats, per-user limit, take-over) is atomic.
+#[utoipa::path(post, path = "/v1/apps/{app}/sessions", tag = "apps", request_body = OpenBody,
+    params(("app" = String, Path, description = "App name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Opened; `token` is the session's secret", body = SessionWithToken),
+        (status = 400, description = "Bad values", body = crate::views::ErrorBody),
+        (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
+        (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
+        (status = 404, description = "No such app", body = crate::views::ErrorBody),
+        (status = 409, description = "`seats_exhausted` (with `seats` and the open `sessions`), `user_limit` or `take_over_target`", body = crate::views::ErrorBody),
+        (status = 413, description = "Too large", body = crate::views::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::views::ErrorBody),
+        (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody),
+        (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
+pub async fn open(
+    State(st): State<SharedState>,
+    caller: Caller,
+    ClientAddr(addr): ClientAddr,
+    Path(app): Path<String>,
+    Json(body): Json<OpenBody>,
+) -> ApiResult<Response> {
+    caller.check_app(&app)?;
+    let take_over = match body.take_over.as_deref() {
+        Some(t) => Some(t.parse::<SessionId>().map_err(|_| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "take_over_target",
+                "take_over is not the id of an open session of this app",
+            )
+        })?),
+        None => None,
+    };
+    let req = OpenRequest {
+        user: body.user,
+        privileges: body.privileges,
+        info: body.info.as_ref().map(JsonObject::from_map),
+        data: body.data.as_ref().map(JsonObject::from_map),
+        client: client(body.client, addr)?,
+        heartbeat: body.heartbeat.map(|h| HeartbeatRequest {
+            interval_s: h.interval_s,
+            grace_s: h.grace_s,
+        }),
+        idle_timeout_s: body.idle_timeout_s,
+        take_over,
+    };
+    match st.manager.open(&app, req).await {
+        Ok(o) => {
+            let mut resp = (
+                StatusCode::CREATED,
+                axum::Json(SessionWithToken {
+                    session: SessionView::from(&o.session),
+                    token: o.token.expose().to_string(),
+                }),
+            )
+                .into_response();
+            tag(&mut resp, o.session.version);
+            Ok(resp)
+        }
+        Err(e) => {
+            if matches!(
+                e,
+                sessiond_core::Error::SeatsExhausted { .. }
+                    | sessiond_core::Error::UserLimit { .. }
+                    | sessiond_core::Error::TakeOverTarget
+            ) {
+                st.metrics.refusal(&app, e.code());
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Which sessions to list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// `open` (default), `closed` (history) or `any`.
+    pub status: Option<String>,
+    /// Only this user.
+    pub user: Option<String>,
+    /// Cursor: the `next` of the previous page.
+    pub after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+    /// `asc` (oldest first, default) or `desc` (newest first).
+    pub order: Option<String>,
+}
+
+/// Lists an app's sessions (never their tokens), a page at a time.
+#[utoipa::path(get, path = "/v1/apps/{app}/sessions", tag = "apps",
+    params(("app" = String, Path, description = "App name"), ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page", body = SessionPage),
+        (status = 400, description = "Bad parameters", body = crate::views::ErrorBody),
+        (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
+        (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
+        (status = 404, description = "No such app", body = crate::views::ErrorBody)))]
+pub async fn list_sessions(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(app): Path<String>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<SessionPage>> {
+    caller.check_app(&app)?;
+    let status = match p.status.as_deref().unwrap_or("open") {
+        "open" => StatusFilter::Open,
+        "closed" => StatusFilter::Closed,
+        "any" => StatusFilter::Any,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "status {other:?}: use open, closed or any"
+            )))
+        }
+    };
+    let newest_first = match p.order.as_deref().unwrap_or("asc") {
+        "asc" => false,
+        "desc" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "order {other:?}: use asc or desc"
+            )))
+        }
+    };
+    let after = match p.after.as_deref() {
+        Some(a) => Some(a.parse::<SessionId>().map_err(|_| {
+            ApiError::bad_request("after must be a session id (the previous page's next)")
+        })?),
+        None => None,
+    };
+    let max = st.manager.limits().max_page;
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {max}"
+        )));
+    }
+    let page = st
+        .manager
+        .list(ListQuery {
+            app: Some(app),
+            status,
+            user: p.user,
+            after,
+            newest_first,
+            limit,
+        })
+        .await?;
+    let next = (page.len() == limit).then(|| page[page.len() - 1].id.to_string());
+    Ok(Json(SessionPage {
+        sessions: page.iter().map(SessionView::from).collect(),
+        next,
+    }))
+}
+
+/// Reads a session by id, open or closed (until its retention ends).
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "apps",
+    params(("id" = String, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session", body = SessionView),
+        (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
+        (status = 403, description = "A session of another app", body = crate::views::ErrorBody),
+        (status = 404, description = "No such session", body = crate::views::ErrorBody)))]
+pub async fn get_session(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let s = st.manager.get(parse_id(&id)?).await?;
+    caller.check_app(&s.app)?;
+    Ok(session_response(StatusCode::OK, &s))
+}
+
+/// Closes a session as `killed`; its client learns it at its next request or at once
+/// on its event stream.
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "apps",
+    params(("id" = String, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The closed session", body = SessionView),
+        (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
+        (status = 403, description = "A session of another app", body = crate::views::ErrorBody),
+        (status = 404, description = "No such session", body = crate::views::ErrorBody),
+        (status = 410, description = "Already closed", body = crate::views::ErrorBody)))]
+pub async fn kill(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let s = st.manager.get(id).await?;
+    caller.check_app(&s.app)?;
+    let s = st
+        .manager
+        .close(Lookup::Id(id), CloseReason::Killed, caller.actor())
+        .await?;
+    Ok(session_response(StatusCode::OK, &s))
+}
+
+/// New privileges for a session.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrivilegesBody {
+    /// The new set (replaces the old one).
+    pub privileges: Vec<String>,
+    /// New info (an object), or keep.
+    #[schema(value_type = Option<Object>)]
+    pub info: Option<Map<String, Value>>,
+    /// New user, or keep.
+    pub user: Option<String>,
+}
+
+/// Replaces a session's privileges. The session keeps its id and gets a new token (the
+/// old one stops working: no session fixation).
+#[utoipa::path(put, path = "/v1/sessions/{id}/privileges", tag = "apps", request_body = PrivilegesBody,
+    params(("id" = String, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session and its new token", body = SessionWithToken),
+        (status = 400, description = "Bad values", body = crate::views::ErrorBody),
+        (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
+        (status = 403, description = "A session of another app", body = crate::views::ErrorBody),
+        (status = 404, description = "No such session", body = crate::views::ErrorBody),
+        (status = 410, description = "The session is closed", body = crate::views::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::views::ErrorBody),
+        (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody)))]
+pub async fn set_privileges(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<PrivilegesBody>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let current = st.manager.get(id).await?;
+    caller.check_app(&current.app)?;
+    let (s, token) = st
+        .manager
+        .set_privileges(
+            Lookup::Id(id),
+            body.privileges,
+            body.info.as_ref().map(JsonObject::from_map),
+            body.user,
+        )
+        .await?;
+    let mut resp = axum::Json(SessionWithToken {
+        session: SessionView::from(&s),
+        token: token.expose().to_string(),
+    })
+    .into_response();
+    tag(&mut resp, s.version);
+    Ok(resp)
+}
+
+/// Which sessions close-all keeps.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseAllBody {
+    /// Ids of sessions to keep open (say, mine).
+    #[serde(default)]
+    pub except: Vec<String>,
+}
+
+/// Disconnects everyone except some: closes every open session of the app as
+/// `closed_all`, but those in `except`.
+#[utoipa::path(post, path = "/v1/apps/{app}/sessions/close-all", tag = "apps",
+    request_body(content = CloseAllBody, description = "Optional; an empty body closes every session"),
+    params(("app" = String, Path, description = "App name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many were closed", body = ClosedCount),
+        (status = 400, description = "Bad JSON or ids", body = crate::views::ErrorBody),
+        (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
+        (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
+        (status = 404, description = "No such app", body = crate::views::ErrorBody),
+        (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody)))]
+pub async fn close_all(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<ClosedCount>> {
+    caller.check_app(&app)?;
+    let body: CloseAllBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CloseAllBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            if e.is_data() {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    format!("the body does not have the expected fields and types: {e}"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("the body is not valid JSON: {e}"),
+                )
+            }
+        })?
+    };
+    let except = body
+        .except
+        .iter()
+        .map(|s| {
+            s.parse::<SessionId>()
+                .map_err(|_| ApiError::bad_request(format!("except: {s:?} is not a session id")))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let closed = st.manager.close_all(&app, &except, caller.actor()).await?;
+    Ok(Json(ClosedCount {
+        closed: closed.len(),
+    }))
+}
+
+async fn app_view(st: &SharedState, app: &str) -> ApiResult<AppView> {
+    let policy = st.manager.policy(app)?;
+    let seats = st.manager.seats(app).await?;
+    Ok(AppView::new(app, &policy, seats))
+}
+
+/// An app: its policy, seats used and total, open sessions.
+#[utoipa::path(get, path = "/v1/apps/{app}", tag = "apps",
+    params(("app" = String, Path, description = "App name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The app", body = AppView),
+        (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
+        (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
+        (status = 404, description = "No such app", body = crate::views::ErrorBody)))]
+pub async fn get_app(
+    State(st): State<SharedState>,
+    caller: Caller,
+    Path(app): Path<String>,
+) -> ApiResult<Json<AppView>> {
+    caller.check_app(&app)?;
+    Ok(Json(app_view(&st, &app).await?))
+}
+
+/// Every app (admin token only).
+#[utoipa::path(get, path = "/v1/apps", tag = "apps",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The apps", body = AppList),
+        (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
+        (status = 403, description = "Not the admin token", body = crate::views::ErrorBody)))]
+pub async fn list_apps(State(st): State<SharedState>, caller: Caller) -> ApiResult<Json<AppList>> {
+    caller.check_admin()?;
+    let mut apps = Vec::new();
+    for name in st.manager.apps() {
+        apps.push(app_view(&st, &name).await?);
+    }
+    Ok(Json(AppList { apps }))
+}

@@ -1,0 +1,143 @@
+//! The HTTP API v1: [`router`] builds every route over a [`SharedState`], with JSON
+//! errors for unknown routes, wrong methods, bad bodies, timeouts and panics.
+//!
+//! - [`session`]: what a session token may do with its own session;
+//! - [`apps`]: what an app key (or the admin token) may do with an app's sessions;
+//! - [`ops`]: health, readiness, metrics, the OpenAPI document;
+//! - [`events`]: Server-Sent Event streams.
+
+pub mod apps;
+pub mod events;
+pub mod ops;
+pub mod session;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// A JSON body whose rejections are API errors.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Query parameters whose rejections are API errors.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// The whole API.
+pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(
+            "/v1/session",
+            get(session::get_session).delete(session::logout),
+        )
+        .route(
+            "/v1/session/heartbeat",
+            post(session::heartbeat).put(session::set_heartbeat),
+        )
+        .route(
+            "/v1/session/data",
+            axum::routing::patch(session::patch_data),
+        )
+        .route("/v1/session/events", get(events::session_events))
+        .route("/v1/apps", get(apps::list_apps))
+        .route("/v1/apps/{app}", get(apps::get_app))
+        .route(
+            "/v1/apps/{app}/sessions",
+            post(apps::open).get(apps::list_sessions),
+        )
+        .route("/v1/apps/{app}/sessions/close-all", post(apps::close_all))
+        .route("/v1/apps/{app}/events", get(events::app_events))
+        .route(
+            "/v1/sessions/{id}",
+            get(apps::get_session).delete(apps::kill),
+        )
+        .route("/v1/sessions/{id}/privileges", put(apps::set_privileges))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see /openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /openapi.json",
+    )
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; the server log has the details",
+    )
+    .into_response()
+}
+
+/// Times every request (metrics), bounds it in time (event streams excepted) and marks
+/// every answer `Cache-Control: no-store` (sessions must not be cached).
+async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let streaming = route.ends_with("/events");
+    let mut resp = if streaming {
+        next.run(req).await
+    } else {
+        match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long; retry shortly",
+            )
+            .into_response(),
+        }
+    };
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    state.metrics.request(
+        method.as_str(),
+        &route,
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
+    resp
+}

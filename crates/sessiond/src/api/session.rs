@@ -1,0 +1,193 @@
+//! What a session token may do with its own session: read it (and count as activity),
+//! heartbeat, suspend or retune the heartbeat, patch its storage, log out.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use sessiond_core::{Actor, CloseReason, Lookup, Resolve, Session};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Json, Query};
+use crate::auth::{ClientAddr, SessionToken};
+use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
+use crate::views::{HeartbeatAnswer, SessionView, Status};
+
+/// A session answer with its `ETag`.
+pub fn session_response(status: StatusCode, s: &Session) -> Response {
+    let mut resp = (status, axum::Json(SessionView::from(s))).into_response();
+    tag(&mut resp, s.version);
+    resp
+}
+
+/// Sets `ETag: "<version>"`.
+pub fn tag(resp: &mut Response, version: u64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        resp.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+}
+
+/// `GET /v1/session` options.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TouchQuery {
+    /// Count this read as activity (default true).
+    pub touch: Option<bool>,
+}
+
+/// The caller's own session; counts as activity unless `touch=false`.
+#[utoipa::path(get, path = "/v1/session", tag = "session", params(TouchQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session", body = SessionView),
+        (status = 400, description = "Bad query, or a request from another address than the session's (bind_ip)", body = crate::views::ErrorBody),
+        (status = 401, description = "No token, or a token that matches no session", body = crate::views::ErrorBody),
+        (status = 410, description = "The session is closed; `reason` says why", body = crate::views::ErrorBody),
+        (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
+pub async fn get_session(
+    State(st): State<SharedState>,
+    SessionToken(token): SessionToken,
+    ClientAddr(ip): ClientAddr,
+    Query(q): Query<TouchQuery>,
+) -> ApiResult<Response> {
+    let touch = q.touch.unwrap_or(true);
+    let s = st.manager.resolve(&token, Resolve { touch, ip }).await?;
+    Ok(session_response(StatusCode::OK, &s))
+}
+
+/// Records a heartbeat. Never counts as activity.
+#[utoipa::path(post, path = "/v1/session/heartbeat", tag = "session",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Alive; beat again within `next_heartbeat_s`", body = HeartbeatAnswer),
+        (status = 400, description = "bind_ip refused the address", body = crate::views::ErrorBody),
+        (status = 401, description = "Unknown token", body = crate::views::ErrorBody),
+        (status = 410, description = "The session is closed; `reason` says why", body = crate::views::ErrorBody),
+        (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
+pub async fn heartbeat(
+    State(st): State<SharedState>,
+    SessionToken(token): SessionToken,
+    ClientAddr(ip): ClientAddr,
+) -> ApiResult<Json<HeartbeatAnswer>> {
+    let s = st.manager.heartbeat(&token, ip).await?;
+    st.metrics.heartbeat();
+    Ok(Json(HeartbeatAnswer {
+        status: Status::Open,
+        next_heartbeat_s: s.heartbeat.filter(|h| h.active).map(|h| h.interval_s),
+    }))
+}
+
+/// Heartbeat settings to apply.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatChange {
+    /// On (resume) or off (suspend: only the idle timeout applies meanwhile).
+    pub active: bool,
+    /// New interval in seconds.
+    pub interval_s: Option<u32>,
+    /// New grace in seconds.
+    pub grace_s: Option<u32>,
+}
+
+/// Suspends, resumes or retunes this session's heartbeat.
+#[utoipa::path(put, path = "/v1/session/heartbeat", tag = "session", request_body = HeartbeatChange,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session with its new heartbeat", body = SessionView),
+        (status = 400, description = "Bad values", body = crate::views::ErrorBody),
+        (status = 401, description = "Unknown token", body = crate::views::ErrorBody),
+        (status = 410, description = "The session is closed", body = crate::views::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::views::ErrorBody),
+        (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody)))]
+pub async fn set_heartbeat(
+    State(st): State<SharedState>,
+    SessionToken(token): SessionToken,
+    ClientAddr(ip): ClientAddr,
+    Json(body): Json<HeartbeatChange>,
+) -> ApiResult<Response> {
+    let s = st
+        .manager
+        .set_heartbeat(
+            Lookup::Token(token.hash()),
+            body.active,
+            body.interval_s,
+            body.grace_s,
+            ip,
+        )
+        .await?;
+    Ok(session_response(StatusCode::OK, &s))
+}
+
+/// Parses `If-Match`: a quoted or bare version; `*` means any.
+pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let Some(v) = headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    bare.parse().map(Some).map_err(|_| {
+        ApiError::bad_request("If-Match must be a session version, quoted (\"3\") or bare (3)")
+    })
+}
+
+/// Applies a JSON merge patch (RFC 7396) to the storage; with `If-Match`, only if the
+/// session is still at that version. Counts as activity.
+#[utoipa::path(patch, path = "/v1/session/data", tag = "session",
+    request_body(content = Object, description = "JSON merge patch: keys set to null are removed"),
+    params(("If-Match" = Option<String>, Header, description = "Expected version, quoted or bare")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session after the patch (ETag: new version)", body = SessionView),
+        (status = 400, description = "Invalid JSON, a patch that is not an object, or a bad If-Match", body = crate::views::ErrorBody),
+        (status = 401, description = "Unknown token", body = crate::views::ErrorBody),
+        (status = 410, description = "The session is closed", body = crate::views::ErrorBody),
+        (status = 412, description = "The session is at another version; `version` is the current one", body = crate::views::ErrorBody),
+        (status = 413, description = "The body or the resulting storage is over its limit", body = crate::views::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::views::ErrorBody),
+        (status = 422, description = "Wrong types", body = crate::views::ErrorBody)))]
+pub async fn patch_data(
+    State(st): State<SharedState>,
+    SessionToken(token): SessionToken,
+    ClientAddr(ip): ClientAddr,
+    headers: HeaderMap,
+    Json(patch): Json<Value>,
+) -> ApiResult<Response> {
+    let expect = if_match(&headers)?;
+    if !patch.is_object() {
+        return Err(ApiError::bad_request(
+            "the patch must be a JSON object (RFC 7396 merge patch)",
+        ));
+    }
+    let s = st
+        .manager
+        .update_data(Lookup::Token(token.hash()), patch, expect, ip)
+        .await?;
+    Ok(session_response(StatusCode::OK, &s))
+}
+
+/// Logs out: closes the session as `logout`.
+#[utoipa::path(delete, path = "/v1/session", tag = "session",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The closed session", body = SessionView),
+        (status = 401, description = "Unknown token", body = crate::views::ErrorBody),
+        (status = 410, description = "Already closed", body = crate::views::ErrorBody)))]
+pub async fn logout(
+    State(st): State<SharedState>,
+    SessionToken(token): SessionToken,
+) -> ApiResult<Response> {
+    let s = st
+        .manager
+        .close(
+            Lookup::Token(token.hash()),
+            CloseReason::Logout,
+            Actor::User,
+        )
+        .await?;
+    Ok(session_response(StatusCode::OK, &s))
+}

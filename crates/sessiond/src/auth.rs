@@ -1,0 +1,155 @@
+//! Who is calling: [`Caller`] (the admin token or an app key), [`SessionToken`] (a
+//! session's own token), and [`ClientAddr`] (the client's address, behind trusted
+//! proxies). Every credential travels as `Authorization: Bearer <secret>`; secrets are
+//! compared by their SHA-256 digests and never logged.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use sessiond_core::Token;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// The TCP peer of a connection, put in each request's extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// SHA-256 of a secret.
+pub fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|s| !s.is_empty())
+}
+
+/// An operator credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin token: may do everything.
+    Admin,
+    /// The key of this app: may manage this app only.
+    App(String),
+}
+
+impl Caller {
+    /// Refuses (403) an app key used on another app.
+    pub fn check_app(&self, app: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::App(mine) if mine == app => Ok(()),
+            Caller::App(_) => Err(ApiError::forbidden(format!(
+                "this app key does not belong to app {app:?}; use that app's key or the admin token"
+            ))),
+        }
+    }
+
+    /// Refuses (403) anything but the admin token.
+    pub fn check_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::App(_) => Err(ApiError::forbidden("this needs the admin token")),
+        }
+    }
+
+    /// The actor recorded when this caller closes a session.
+    pub fn actor(&self) -> sessiond_core::Actor {
+        match self {
+            Caller::Admin => sessiond_core::Actor::Admin,
+            Caller::App(_) => sessiond_core::Actor::App,
+        }
+    }
+}
+
+impl FromRequestParts<SharedState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(secret) = bearer(parts) else {
+            return Err(ApiError::unauthorized(
+                "send the admin token or an app key as Authorization: Bearer <secret>",
+            ));
+        };
+        let d = digest(secret);
+        if d == state.admin_digest {
+            return Ok(Caller::Admin);
+        }
+        match state.app_keys.get(&d) {
+            Some(app) => Ok(Caller::App(app.clone())),
+            None => Err(ApiError::unauthorized(
+                "the admin token or app key is not valid",
+            )),
+        }
+    }
+}
+
+/// A session's own token.
+#[derive(Debug, Clone)]
+pub struct SessionToken(pub Token);
+
+impl FromRequestParts<SharedState> for SessionToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        match bearer(parts) {
+            Some(t) if t.len() <= 256 => Ok(SessionToken(Token::from_client(t))),
+            Some(_) => Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the token matches no session; open a new one",
+            )),
+            None => Err(ApiError::unauthorized(
+                "send the session token as Authorization: Bearer <token>",
+            )),
+        }
+    }
+}
+
+/// The client's address: the TCP peer, or the first `X-Forwarded-For` hop when the
+/// peer is a trusted proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl FromRequestParts<SharedState> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+        let Some(peer) = peer else {
+            return Ok(ClientAddr(None));
+        };
+        if state.trusted_proxies.contains(&peer) {
+            let forwarded = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok());
+            if let Some(ip) = forwarded {
+                return Ok(ClientAddr(Some(ip)));
+            }
+        }
+        Ok(ClientAddr(Some(peer)))
+    }
+}

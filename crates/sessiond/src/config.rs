@@ -1,0 +1,306 @@
+//! Server configuration: a TOML file, then `SESSIOND_*` environment variables, then
+//! command-line flags, each overriding the one before. Every setting has a default
+//! (the `DEFAULT_*` constants), so `sessiond serve` with nothing at all works, with a
+//! `default` app. `sessiond.example.toml` at the repository root documents every key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sessiond_core::{valid_app_name, Limits, Policy};
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+/// Default data directory (the embedded store and the generated admin token).
+pub const DEFAULT_DATA_DIR: &str = "./sessiond-data";
+/// Default largest request body: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default time to receive a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT_S: u64 = 10;
+/// Default time for a whole request (SSE streams excepted).
+pub const DEFAULT_REQUEST_TIMEOUT_S: u64 = 30;
+/// Default period of the expiry sweep, in milliseconds.
+pub const DEFAULT_EXPIRY_INTERVAL_MS: u64 = 1000;
+/// Default keep-alive comment period of event streams.
+pub const DEFAULT_SSE_KEEPALIVE_S: u64 = 15;
+/// The app that exists out of the box.
+pub const DEFAULT_APP: &str = "default";
+
+/// A secret (admin token, app key) that never prints.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret text. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// The embedded durable store in a directory (`file:` for the data dir, or
+    /// `file:///path`).
+    File(Option<PathBuf>),
+    /// In memory only: lost on exit (`memory:`), for tests and trials.
+    Memory,
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "file" | "file:" | "file://" => Ok(StoreUrl::File(None)),
+            "memory" | "memory:" | "memory://" => Ok(StoreUrl::Memory),
+            _ => match s.strip_prefix("file://") {
+                Some(p) if !p.is_empty() => Ok(StoreUrl::File(Some(PathBuf::from(p)))),
+                _ if s.starts_with("redis://") || s.starts_with("postgres://") || s.starts_with("postgresql://") => Err(
+                    format!("the store {s:?} is not available in this build yet; use file: (default) or memory:"),
+                ),
+                _ => Err(format!("unknown store {s:?}: use file: (the default), file:///path or memory:")),
+            },
+        }
+    }
+}
+
+/// One `[apps.<name>]` table: the app key and the policy.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// The app key (opens and manages this app's sessions); none: only the admin token.
+    pub key: Option<Secret>,
+    /// The rules.
+    pub policy: Policy,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Session store.
+    pub store: StoreUrl,
+    /// The admin token (else generated into the data dir on first start).
+    pub admin_token: Option<Secret>,
+    /// Largest request body in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Seconds to receive request headers.
+    pub header_timeout_s: u64,
+    /// Seconds for a whole request (event streams excepted).
+    pub request_timeout_s: u64,
+    /// Milliseconds between expiry sweeps.
+    pub expiry_interval_ms: u64,
+    /// Seconds between keep-alive comments on event streams.
+    pub sse_keepalive_s: u64,
+    /// Proxies whose first `X-Forwarded-For` hop is taken as the client address.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Input limits.
+    pub limits: Limits,
+    /// The apps, by name.
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut apps = BTreeMap::new();
+        apps.insert(
+            DEFAULT_APP.to_string(),
+            AppConfig {
+                key: None,
+                policy: Policy::default(),
+            },
+        );
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            store: StoreUrl::File(None),
+            admin_token: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_timeout_s: DEFAULT_HEADER_TIMEOUT_S,
+            request_timeout_s: DEFAULT_REQUEST_TIMEOUT_S,
+            expiry_interval_ms: DEFAULT_EXPIRY_INTERVAL_MS,
+            sse_keepalive_s: DEFAULT_SSE_KEEPALIVE_S,
+            trusted_proxies: Vec::new(),
+            limits: Limits::default(),
+            apps,
+        }
+    }
+}
+
+/// The file's shape (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    admin_token: Option<Secret>,
+    max_body_bytes: Option<usize>,
+    header_timeout_s: Option<u64>,
+    request_timeout_s: Option<u64>,
+    expiry_interval_ms: Option<u64>,
+    sse_keepalive_s: Option<u64>,
+    #[serde(default)]
+    trusted_proxies: Vec<IpAddr>,
+    limits: Option<LimitsConfig>,
+    #[serde(default)]
+    apps: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsConfig {
+    max_data_bytes: Option<usize>,
+    max_info_bytes: Option<usize>,
+    max_privileges: Option<usize>,
+    max_page: Option<usize>,
+}
+
+/// A configuration that cannot be used; the message names the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads a TOML configuration file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses TOML configuration text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let mut c = Config::default();
+        if let Some(v) = file.listen {
+            c.listen = v;
+        }
+        if let Some(v) = file.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = file.store {
+            c.store = v.parse().map_err(|e| ConfigError(format!("store: {e}")))?;
+        }
+        c.admin_token = file.admin_token;
+        macro_rules! take {
+            ($($f:ident),*) => { $(if let Some(v) = file.$f { c.$f = v; })* };
+        }
+        take!(
+            max_body_bytes,
+            header_timeout_s,
+            request_timeout_s,
+            expiry_interval_ms,
+            sse_keepalive_s
+        );
+        c.trusted_proxies = file.trusted_proxies;
+        if let Some(l) = file.limits {
+            if let Some(v) = l.max_data_bytes {
+                c.limits.max_data_bytes = v;
+            }
+            if let Some(v) = l.max_info_bytes {
+                c.limits.max_info_bytes = v;
+            }
+            if let Some(v) = l.max_privileges {
+                c.limits.max_privileges = v;
+            }
+            if let Some(v) = l.max_page {
+                c.limits.max_page = v;
+            }
+        }
+        for (name, mut table) in file.apps {
+            if !valid_app_name(&name) {
+                return Err(ConfigError(format!(
+                    "apps.{name}: an app name is 1 to 64 letters, digits, '_', '-' or '.'"
+                )));
+            }
+            let key = match table.remove("key") {
+                None => None,
+                Some(toml::Value::String(k)) if k.len() >= 16 => Some(Secret(k)),
+                Some(_) => {
+                    return Err(ConfigError(format!(
+                        "apps.{name}.key must be a string of at least 16 characters"
+                    )))
+                }
+            };
+            let policy: Policy =
+                toml::Value::Table(table)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| {
+                        ConfigError(format!("apps.{name}: {}", e.message()))
+                    })?;
+            policy
+                .validate()
+                .map_err(|e| ConfigError(format!("apps.{name}: {e}")))?;
+            c.apps.insert(name, AppConfig { key, policy });
+        }
+        Ok(c)
+    }
+
+    /// Where the embedded store keeps its files.
+    pub fn store_dir(&self) -> PathBuf {
+        match &self.store {
+            StoreUrl::File(Some(p)) => p.clone(),
+            _ => self.data_dir.join("store"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_has_the_default_app() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.apps.contains_key(DEFAULT_APP));
+        assert_eq!(c.store, StoreUrl::File(None));
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../../../sessiond.example.toml");
+        let c = Config::from_toml(text).unwrap();
+        let gestan = &c.apps["gestan"];
+        assert_eq!(gestan.policy.seats, Some(10));
+        assert!(gestan.key.is_some());
+        assert_eq!(c.apps["shop"].policy.cookie_name, "4DSID_shop");
+    }
+
+    #[test]
+    fn bad_input_names_the_key() {
+        let e = Config::from_toml("[apps.x]\nidle_timeout_s = 0\n").unwrap_err();
+        assert!(e.0.contains("apps.x"), "{e}");
+        let e = Config::from_toml("[apps.x]\nseatz = 3\n").unwrap_err();
+        assert!(e.0.contains("seatz"), "{e}");
+        let e = Config::from_toml("bogus = 1\n").unwrap_err();
+        assert!(e.0.contains("bogus"), "{e}");
+        let e = Config::from_toml("[apps.x]\nkey = \"short\"\n").unwrap_err();
+        assert!(e.0.contains("16"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2hunter2hunter2")),
+            "Secret(<redacted>)"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! [`ApiError`]: the one error type of the HTTP API. Every failure, from a refused
+//! admission to a malformed body or an unknown route, leaves as
+//! `{"error": "<code>", "message": "<text>", ...}` with a fitting status. Store failures
+//! are logged in full and answered with a short message: internals stay in the log.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use sessiond_core::Error;
+
+use crate::views::SessionView;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+    /// Extra fields merged into the body.
+    pub extra: Map<String, Value>,
+}
+
+impl ApiError {
+    /// An error with no extra fields.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Adds a field to the body.
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+
+    /// 401: no or unknown credential.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: a valid credential that may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 400: input that makes no sense.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = Map::new();
+        body.insert("error".into(), Value::String(self.code.into()));
+        body.insert("message".into(), Value::String(self.message));
+        body.extend(self.extra);
+        let mut resp = (self.status, axum::Json(Value::Object(body))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let code = e.code();
+        let message = e.to_string();
+        match e {
+            Error::UnknownApp(_) | Error::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, code, message)
+            }
+            Error::InvalidToken => ApiError::new(StatusCode::UNAUTHORIZED, code, message),
+            Error::SessionClosed(c) => ApiError::new(StatusCode::GONE, code, message)
+                .with("reason", json!(c.reason))
+                .with("closed_at", json!(c.at.to_rfc3339()))
+                .with("closed_by", json!(c.by.to_string())),
+            Error::SeatsExhausted {
+                used,
+                total,
+                holders,
+            } => ApiError::new(StatusCode::CONFLICT, code, message)
+                .with("seats", json!({"used": used, "total": total}))
+                .with(
+                    "sessions",
+                    Value::Array(
+                        holders
+                            .iter()
+                            .map(|s| json!(SessionView::from(s)))
+                            .collect(),
+                    ),
+                ),
+            Error::UserLimit { max } => {
+                ApiError::new(StatusCode::CONFLICT, code, message).with("max_per_user", json!(max))
+            }
+            Error::TakeOverTarget => ApiError::new(StatusCode::CONFLICT, code, message),
+            Error::VersionMismatch { current } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, code, message)
+                    .with("version", json!(current))
+            }
+            Error::IpMismatch => ApiError::new(StatusCode::BAD_REQUEST, code, message),
+            Error::DataTooLarge { limit, .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+                    .with("limit", json!(limit))
+            }
+            Error::BadInput(_) => ApiError::new(StatusCode::BAD_REQUEST, code, message),
+            Error::Store(sessiond_core::StoreError::Unavailable(detail)) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    "the session store is unavailable; retry shortly",
+                )
+            }
+            Error::Store(err) => {
+                tracing::error!(error = %err, "store error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    code,
+                    "the session store failed; the server log has the details",
+                )
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonSyntaxError(e) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {}", inner(&e)),
+            ),
+            JsonRejection::JsonDataError(e) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!(
+                    "the body does not have the expected fields and types: {}",
+                    inner(&e)
+                ),
+            ),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            JsonRejection::BytesRejection(e) => body_error(e.status()),
+            other => ApiError::new(other.status(), "bad_request", other.body_text()),
+        }
+    }
+}
+
+/// The innermost message of a rejection (serde's own words, without axum's prefix).
+fn inner(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// The error for a body that could not be read.
+pub fn body_error(status: StatusCode) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            "payload_too_large",
+            "the request body is over the size limit",
+        )
+    } else {
+        ApiError::new(status, "bad_request", "the request body could not be read")
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("bad query parameters: {}", inner(&r)),
+        )
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            format!("bad path parameter: {}", inner(&r)),
+        )
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

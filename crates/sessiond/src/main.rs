@@ -1,0 +1,135 @@
+//! The `sessiond` command: `serve` runs the server; the other subcommands are operator
+//! tools that talk to a running server over its HTTP API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sessiond::Config;
+
+/// sessiond: a session manager (cookie sessions, seat-limited client sessions, admin).
+#[derive(Parser)]
+#[command(name = "sessiond", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP API v1).
+    ///
+    /// With no options it listens on 127.0.0.1:7420 and keeps sessions durably under
+    /// ./sessiond-data, with an app named "default"; the admin token is generated into
+    /// ./sessiond-data/admin-token on first start and printed once.
+    #[command(
+        after_help = "Examples:\n  sessiond serve\n  sessiond serve --config sessiond.toml\n  sessiond serve --listen 0.0.0.0:7420 --data-dir /var/lib/sessiond\n  SESSIOND_STORE=memory: sessiond serve"
+    )]
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see sessiond.example.toml).
+    #[arg(long, env = "SESSIOND_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7420].
+    #[arg(long, env = "SESSIOND_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory: the embedded store and the admin token [default: ./sessiond-data].
+    #[arg(long, env = "SESSIOND_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Session store: file: (default, durable, under the data dir), file:///path, or memory:.
+    #[arg(long, env = "SESSIOND_STORE")]
+    store: Option<String>,
+    /// Log filter, e.g. info or sessiond=debug.
+    #[arg(long, env = "SESSIOND_LOG", default_value = "info")]
+    log: String,
+}
+
+fn load(args: &ServeArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(p) => Config::from_file(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(s) = &args.store {
+        config.store = s.parse().map_err(|e| format!("--store: {e}"))?;
+    }
+    if let Ok(t) = std::env::var("SESSIOND_ADMIN_TOKEN") {
+        if t.len() < 16 {
+            return Err("SESSIOND_ADMIN_TOKEN must be at least 16 characters".into());
+        }
+        config.admin_token = Some(sessiond::Secret::new(t));
+    }
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sessiond: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sessiond: cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(1);
+        }
+    };
+    match sessiond::run(listener, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(sessiond::ServeError::Config(e)) => {
+            eprintln!("sessiond: configuration: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("sessiond: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+    }
+}

@@ -1,0 +1,191 @@
+//! Starting and stopping the server: open the store, build the Manager and the router,
+//! accept connections (with a header read timeout) until the shutdown signal, then
+//! drain in-flight requests, end event streams and flush the store.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use sessiond_core::{Manager, MemoryStore, Store, StoreError};
+use sessiond_file::FileStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::auth::{digest, PeerAddr};
+use crate::config::{Config, Secret, StoreUrl};
+use crate::metrics::{MeteredStore, Metrics};
+use crate::state::State;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration cannot be used.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store cannot be opened or flushed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file or socket operation failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store the configuration names.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    Ok(match &config.store {
+        StoreUrl::Memory => Arc::new(MemoryStore::new()),
+        StoreUrl::File(_) => Arc::new(FileStore::open(config.store_dir())?),
+    })
+}
+
+/// The admin token: from the configuration, else from `<data_dir>/admin-token`, else
+/// newly generated into that file (mode 0600) and printed once on standard error.
+pub fn admin_token(config: &Config) -> Result<Secret, ServeError> {
+    if let Some(t) = &config.admin_token {
+        return Ok(t.clone());
+    }
+    let path = config.data_dir.join("admin-token");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let t = text.trim();
+        if t.len() >= 16 {
+            return Ok(Secret::new(t));
+        }
+        return Err(ServeError::Config(format!(
+            "{} is too short to be an admin token",
+            path.display()
+        )));
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let token = sessiond_core::Token::generate("admin");
+    write_secret(&path, token.expose())?;
+    // Printed once, to the operator's terminal, never to the log.
+    eprintln!(
+        "sessiond: generated the admin token into {} (mode 0600):\n\n    {}\n",
+        path.display(),
+        token.expose()
+    );
+    Ok(Secret::new(token.expose()))
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+/// Builds the Manager over `store` with the configured limits and apps.
+pub fn manager(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Manager>, ServeError> {
+    let m = Manager::new(store).with_limits(config.limits.clone());
+    for (name, app) in &config.apps {
+        m.set_policy(name, app.policy.clone())
+            .map_err(|e| ServeError::Config(format!("apps.{name}: {e}")))?;
+    }
+    Ok(Arc::new(m))
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains and flushes.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::default());
+    let store = open_store(&config)?;
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
+    let manager = manager(&config, store)?;
+    let admin = admin_token(&config)?;
+    let mut app_keys = HashMap::new();
+    for (name, app) in &config.apps {
+        if let Some(k) = &app.key {
+            if app_keys.insert(digest(k.expose()), name.clone()).is_some() || k == &admin {
+                return Err(ServeError::Config(format!(
+                    "apps.{name}.key is used twice; every key must be unique"
+                )));
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(State {
+        manager: manager.clone(),
+        admin_digest: digest(admin.expose()),
+        app_keys,
+        trusted_proxies: config.trusted_proxies.clone(),
+        metrics: metrics.clone(),
+        sse_keepalive: Duration::from_secs(config.sse_keepalive_s.max(1)),
+        request_timeout: Duration::from_secs(config.request_timeout_s.max(1)),
+        shutdown: stop_rx,
+    });
+    let router = crate::api::router(state, config.max_body_bytes);
+    let expiry = tokio::spawn(
+        manager
+            .clone()
+            .run_expiry(Duration::from_millis(config.expiry_interval_ms.max(10))),
+    );
+    let follower = tokio::spawn(metrics.follow(manager.clone()));
+
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        store = manager.store().kind(),
+        apps = config.apps.len(),
+        "sessiond serving"
+    );
+    let graceful = GracefulShutdown::new();
+    let header_timeout = Duration::from_secs(config.header_timeout_s.max(1));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = router.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    req
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within 10 s");
+    }
+    expiry.abort();
+    follower.abort();
+    manager.store().flush().await?;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! [`State`]: what every handler shares — the Manager, the credential digests, the
+//! metrics, and the shutdown signal that ends event streams.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessiond_core::Manager;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// Handlers' shared state.
+pub struct State {
+    /// The session engine.
+    pub manager: Arc<Manager>,
+    /// SHA-256 of the admin token.
+    pub admin_digest: [u8; 32],
+    /// SHA-256 of each app key, to its app.
+    pub app_keys: HashMap<[u8; 32], String>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Keep-alive period of event streams.
+    pub sse_keepalive: Duration,
+    /// Time limit of a request (event streams excepted).
+    pub request_timeout: Duration,
+    /// Becomes true when the server begins to shut down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The state as handlers receive it.
+pub type SharedState = Arc<State>;

@@ -1,0 +1,265 @@
+//! The JSON shapes of the API: what a session, an app and the small answers look like
+//! on the wire. Views never carry a token hash; only the open and privilege answers
+//! carry the token itself, once.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sessiond_core::{CloseReason, Policy, Session, Timestamp};
+use utoipa::ToSchema;
+
+/// Where a session's client is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientView {
+    /// A label the client gave itself (machine name, app version...).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The client's address.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The client's user agent.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+}
+
+/// A session's heartbeat settings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HeartbeatView {
+    /// Seconds between beats.
+    pub interval_s: u32,
+    /// Extra seconds before the session is lost.
+    pub grace_s: u32,
+    /// False while suspended.
+    pub active: bool,
+}
+
+/// Open or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Open.
+    Open,
+    /// Closed.
+    Closed,
+}
+
+/// Why a session closed.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonView {
+    /// Logged out.
+    Logout,
+    /// Idle timeout.
+    IdleTimeout,
+    /// Absolute lifetime.
+    AbsoluteTimeout,
+    /// Heartbeats stopped.
+    HeartbeatLost,
+    /// Closed by an admin or the app.
+    Killed,
+    /// Disconnect everyone except me.
+    ClosedAll,
+    /// Another client took the seat over.
+    TakenOver,
+    /// Evicted from a full house.
+    Evicted,
+    /// Replaced by the same user's newer session.
+    Replaced,
+}
+
+impl From<CloseReason> for ReasonView {
+    fn from(r: CloseReason) -> Self {
+        match r {
+            CloseReason::Logout => ReasonView::Logout,
+            CloseReason::IdleTimeout => ReasonView::IdleTimeout,
+            CloseReason::AbsoluteTimeout => ReasonView::AbsoluteTimeout,
+            CloseReason::HeartbeatLost => ReasonView::HeartbeatLost,
+            CloseReason::Killed => ReasonView::Killed,
+            CloseReason::ClosedAll => ReasonView::ClosedAll,
+            CloseReason::TakenOver => ReasonView::TakenOver,
+            CloseReason::Evicted => ReasonView::Evicted,
+            CloseReason::Replaced => ReasonView::Replaced,
+        }
+    }
+}
+
+/// A session as the API shows it (never its token).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionView {
+    /// Public id (UUIDv7).
+    pub id: String,
+    /// App.
+    pub app: String,
+    /// User, none for a guest.
+    pub user: Option<String>,
+    /// Privileges.
+    pub privileges: Vec<String>,
+    /// Public facts about the holder.
+    #[schema(value_type = Object)]
+    pub info: Value,
+    /// The session storage.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// Client.
+    pub client: ClientView,
+    /// Open or closed.
+    pub status: Status,
+    /// Why it closed.
+    pub reason: Option<ReasonView>,
+    /// Who closed it: admin, app, user, expiry, system or session:<id>.
+    pub closed_by: Option<String>,
+    /// When it opened (RFC 3339).
+    pub created_at: String,
+    /// Last activity.
+    pub last_activity_at: String,
+    /// Last heartbeat.
+    pub last_heartbeat_at: String,
+    /// When it closed.
+    pub closed_at: Option<String>,
+    /// When it will close if nothing happens (open sessions).
+    pub expires_at: Option<String>,
+    /// Idle timeout in seconds.
+    pub idle_timeout_s: u32,
+    /// Heartbeat settings.
+    pub heartbeat: Option<HeartbeatView>,
+    /// Whether it takes a seat.
+    pub counts_seat: bool,
+    /// Version (changes on data, privilege or policy changes).
+    pub version: u64,
+}
+
+fn time(t: Timestamp) -> String {
+    t.to_rfc3339()
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        let closed = s.closed;
+        SessionView {
+            id: s.id.to_string(),
+            app: s.app.to_string(),
+            user: s.user.as_deref().map(String::from),
+            privileges: s.privileges.iter().map(String::from).collect(),
+            info: serde_json::from_str(s.info.as_str()).unwrap_or_default(),
+            data: serde_json::from_str(s.data.as_str()).unwrap_or_default(),
+            client: ClientView {
+                label: s.client.label.as_deref().map(String::from),
+                ip: s.client.ip.map(|i| i.to_string()),
+                user_agent: s.client.user_agent.as_deref().map(String::from),
+            },
+            status: if closed.is_some() {
+                Status::Closed
+            } else {
+                Status::Open
+            },
+            reason: closed.map(|c| c.reason.into()),
+            closed_by: closed.map(|c| c.by.to_string()),
+            created_at: time(s.created_at),
+            last_activity_at: time(s.last_activity_at),
+            last_heartbeat_at: time(s.last_heartbeat_at),
+            closed_at: closed.map(|c| time(c.at)),
+            expires_at: closed.is_none().then(|| time(s.deadline())),
+            idle_timeout_s: s.idle_timeout_s,
+            heartbeat: s.heartbeat.map(|h| HeartbeatView {
+                interval_s: h.interval_s,
+                grace_s: h.grace_s,
+                active: h.active,
+            }),
+            counts_seat: s.counts_seat,
+            version: s.version,
+        }
+    }
+}
+
+/// A session with its secret token (open and privilege answers only).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionWithToken {
+    /// The session.
+    #[serde(flatten)]
+    pub session: SessionView,
+    /// The secret bearer token; shown once, keep it safe.
+    pub token: String,
+}
+
+/// A page of sessions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionPage {
+    /// The sessions.
+    pub sessions: Vec<SessionView>,
+    /// Cursor of the next page (pass as `after`), none at the end.
+    pub next: Option<String>,
+}
+
+/// Seats of an app.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeatsView {
+    /// Seats taken.
+    pub used: u64,
+    /// Seats in all, null when unlimited.
+    pub total: Option<u32>,
+}
+
+/// An app: policy and seats.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppView {
+    /// Name.
+    pub name: String,
+    /// Seats used and total.
+    pub seats: SeatsView,
+    /// Open sessions (including those that take no seat).
+    pub open: u64,
+    /// The app's policy.
+    #[schema(value_type = Object)]
+    pub policy: Value,
+    /// The license in force, if any.
+    #[schema(value_type = Option<Object>)]
+    pub license: Option<Value>,
+}
+
+impl AppView {
+    /// The view of app `name`.
+    pub fn new(name: &str, policy: &Policy, seats: sessiond_core::Seats) -> Self {
+        AppView {
+            name: name.to_string(),
+            seats: SeatsView {
+                used: seats.used,
+                total: seats.total,
+            },
+            open: seats.open,
+            policy: serde_json::to_value(policy).unwrap_or_default(),
+            license: None,
+        }
+    }
+}
+
+/// The apps.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppList {
+    /// Every configured app.
+    pub apps: Vec<AppView>,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeartbeatAnswer {
+    /// Always `open` (a closed session answers 410).
+    pub status: Status,
+    /// Seconds until the next beat is due, null if the session has no heartbeat.
+    pub next_heartbeat_s: Option<u32>,
+}
+
+/// Answer to close-all.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClosedCount {
+    /// Sessions closed.
+    pub closed: usize,
+}
+
+/// The error body every failure carries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `session_closed`.
+    pub error: String,
+    /// What happened and what to do.
+    pub message: String,
+}

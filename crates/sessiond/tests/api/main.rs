@@ -1,0 +1,10 @@
+//! Integration tests of the sessiond server over real HTTP on loopback: every endpoint
+//! and error of the API v1 contract, persistence across restarts and `kill -9`, and
+//! a scan of the server's output for leaked tokens.
+
+mod common;
+mod errors;
+mod management;
+mod ops;
+mod process;
+mod session;

@@ -1,0 +1,152 @@
+//! The real binary: restart persistence, acknowledged writes surviving `kill -9`,
+//! graceful SIGTERM, and no token ever in the server's output.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn restart_keeps_sessions_and_data() {
+    let dir = temp_dir("restart");
+    let s = Server::start(config(Some(&dir))).await;
+    let o = s
+        .open(
+            "shop",
+            SHOP_KEY,
+            json!({"user": "ann", "data": {"cart": [1, 2]}}),
+        )
+        .await;
+    let t = token(&o);
+    let (st, _) = s
+        .call(
+            Method::PATCH,
+            "/v1/session/data",
+            Some(&t),
+            Some(json!({"n": 7})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    s.stop().await;
+    let s = Server::start(config(Some(&dir))).await;
+    let (st, v) = s.call(Method::GET, "/v1/session", Some(&t), None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"], json!({"cart": [1, 2], "n": 7}));
+    assert_eq!(v["id"], o["id"]);
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    m: Method,
+    path: &str,
+    secret: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = http.request(m, format!("{base}{path}")).bearer_auth(secret);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let st = resp.status().as_u16();
+    (st, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9_and_no_token_is_logged() {
+    let dir = temp_dir("kill9");
+    let http = reqwest::Client::new();
+    let mut p = Process::start(&dir);
+    let mut issued: Vec<(String, u64)> = Vec::new();
+    for n in 0..40u64 {
+        let (st, v) = call(
+            &http,
+            &p.base,
+            Method::POST,
+            "/v1/apps/default/sessions",
+            ADMIN,
+            Some(json!({"user": format!("u{n}")})),
+        )
+        .await;
+        assert_eq!(st, 201);
+        let t = token(&v);
+        let (st, _) = call(
+            &http,
+            &p.base,
+            Method::PATCH,
+            "/v1/session/data",
+            &t,
+            Some(json!({"n": n})),
+        )
+        .await;
+        assert_eq!(st, 200);
+        if n % 10 == 0 {
+            // Rotation issues a new token: the old one must not leak either.
+            let (st, v) = call(
+                &http,
+                &p.base,
+                Method::PUT,
+                &format!("/v1/sessions/{}/privileges", id(&v)),
+                ADMIN,
+                Some(json!({"privileges": ["x"]})),
+            )
+            .await;
+            assert_eq!(st, 200);
+            issued.push((t, u64::MAX));
+            issued.push((token(&v), n));
+        } else {
+            issued.push((t, n));
+        }
+        // Errors mention no token either.
+        call(
+            &http,
+            &p.base,
+            Method::GET,
+            "/v1/session",
+            &format!("{}x", issued.last().unwrap().0),
+            None,
+        )
+        .await;
+    }
+    p.child.kill().unwrap(); // SIGKILL
+    p.child.wait().unwrap();
+    let first_output = p.output.lock().unwrap().clone();
+    drop(p);
+
+    let mut p = Process::start(&dir);
+    for (t, n) in &issued {
+        let (st, v) = call(
+            &http,
+            &p.base,
+            Method::GET,
+            "/v1/session?touch=false",
+            t,
+            None,
+        )
+        .await;
+        if *n == u64::MAX {
+            assert_eq!(st, 401, "a rotated token stays dead");
+        } else {
+            assert_eq!(st, 200, "session {n} lost after kill -9: {v}");
+            assert_eq!(v["data"]["n"], json!(n));
+        }
+    }
+    let status = p.terminate();
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+    let output = format!("{first_output}{}", p.output.lock().unwrap());
+    assert!(output.contains("sessiond serving"), "the log was captured");
+    for (t, _) in &issued {
+        let key = t.split(':').nth(1).unwrap();
+        assert!(
+            !output.contains(key),
+            "a session token appears in the server output"
+        );
+    }
+    assert!(
+        !output.contains(ADMIN),
+        "the admin token appears in the server output"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
