@@ -58,7 +58,8 @@ macro_rules! conformance_tests {
             close_and_close_all, closed_sessions_keep_their_history, list_filters_and_pages,
             timed_out_holders_free_their_seats, race_64_opens_10_seats,
             race_take_over_has_one_winner, race_patches_of_distinct_keys,
-            race_conditional_increments);
+            race_conditional_increments, expiry_on_many_nodes_closes_each_once,
+            events_cross_nodes);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -990,4 +991,77 @@ pub async fn race_conditional_increments(store: Arc<dyn Store>) {
     }
     let s = m.resolve(&o.token, PEEK).await.unwrap();
     assert_eq!(s.data.get("n"), Some(json!(1000)));
+}
+
+/// Several nodes sweeping the same store close each due session exactly once.
+pub async fn expiry_on_many_nodes_closes_each_once(store: Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let nodes: Vec<Arc<Manager>> = (0..3)
+        .map(|_| {
+            let m = Manager::with_clock(store.clone(), clock.clone());
+            m.set_policy(
+                "app",
+                Policy {
+                    idle_timeout_s: 60,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            Arc::new(m)
+        })
+        .collect();
+    for _ in 0..30 {
+        nodes[0].open("app", OpenRequest::default()).await.unwrap();
+    }
+    clock.advance(Duration::from_secs(61));
+    let tasks: Vec<_> = nodes
+        .iter()
+        .map(|m| {
+            let m = m.clone();
+            tokio::spawn(async move { m.expire_due(1000).await.unwrap().closed.len() })
+        })
+        .collect();
+    let mut closed = 0;
+    for t in tasks {
+        closed += t.await.unwrap();
+    }
+    assert_eq!(closed, 30);
+    assert_eq!(nodes[1].seats("app").await.unwrap().open, 0);
+}
+
+/// With an event bus, a close on one node reaches the subscribers of another.
+pub async fn events_cross_nodes(store: Arc<dyn Store>) {
+    if store.event_bus().is_none() {
+        return;
+    }
+    let a = Arc::new(Manager::new(store.clone()));
+    let b = Arc::new(Manager::new(store.clone()));
+    for m in [&a, &b] {
+        m.set_policy("app", Policy::default()).unwrap();
+    }
+    let relays = [a.start_relay().unwrap(), b.start_relay().unwrap()];
+    let mut on_b = b.subscribe();
+    // Let both relays subscribe before anything happens.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let o = a.open("app", OpenRequest::default()).await.unwrap();
+    a.close(Lookup::Id(o.session.id), CloseReason::Killed, Actor::Admin)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            let e = on_b.recv().await.unwrap();
+            if e.kind == EventKind::Closed && e.id == o.session.id {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the close reached the other node within 1 s");
+    assert_eq!(
+        (got.reason, got.by),
+        (Some(CloseReason::Killed), Some(Actor::Admin))
+    );
+    for r in relays {
+        r.abort();
+    }
 }

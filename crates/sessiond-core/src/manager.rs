@@ -130,6 +130,8 @@ pub struct Manager {
     policies: RwLock<HashMap<String, Arc<Policy>>>,
     limits: Limits,
     events: broadcast::Sender<Event>,
+    /// This node's own events only, for the relay to send to other nodes.
+    outbox: broadcast::Sender<Event>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -164,6 +166,7 @@ impl Manager {
             policies: RwLock::new(HashMap::new()),
             limits: Limits::default(),
             events,
+            outbox: broadcast::channel(4096).0,
         }
     }
 
@@ -227,7 +230,11 @@ impl Manager {
 
     fn publish(&self, kind: EventKind, s: &Session) {
         // No subscriber is not an error.
-        let _ = self.events.send(Event::of(kind, s, self.clock.now()));
+        let e = Event::of(kind, s, self.clock.now());
+        if self.outbox.receiver_count() > 0 {
+            let _ = self.outbox.send(e.clone());
+        }
+        let _ = self.events.send(e);
     }
 
     fn check_name(&self, what: &str, v: &str) -> Result<()> {
@@ -631,6 +638,59 @@ impl Manager {
             self.publish(EventKind::Closed, s);
         }
         Ok(out)
+    }
+
+    /// Relays events between this node and the others sharing the store, when the store
+    /// has an [`crate::events::EventBus`]: this node's events go out, other nodes' come
+    /// into [`Manager::subscribe`]. Returns the relay's task (none without a bus).
+    /// Needs a Tokio runtime.
+    pub fn start_relay(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let bus = self.store.event_bus()?;
+        let origin = {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("the OS random number generator is unavailable");
+            u64::from_le_bytes(b)
+        };
+        let me = self.clone();
+        Some(tokio::spawn(async move {
+            let mut local = me.outbox.subscribe();
+            loop {
+                let mut remote = match bus.subscribe().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event bus unavailable, retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        ev = local.recv() => match ev {
+                            Ok(event) => {
+                                let msg = crate::events::BusMessage { origin, event };
+                                if let Ok(text) = serde_json::to_string(&msg) {
+                                    if let Err(e) = bus.publish(text).await {
+                                        tracing::warn!(error = %e, "event not relayed to other nodes");
+                                    }
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        },
+                        msg = remote.recv() => match msg {
+                            Some(text) => {
+                                let Ok(msg) = serde_json::from_str::<crate::events::BusMessage>(&text) else { continue };
+                                if msg.origin == origin {
+                                    continue;
+                                }
+                                let _ = me.events.send(msg.event);
+                            }
+                            None => break,
+                        },
+                    }
+                }
+            }
+        }))
     }
 
     /// Runs [`Manager::expire_due`] every `every` until the returned future is dropped.

@@ -237,4 +237,10 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    /// The bus that carries events between the nodes sharing this store, for stores
+    /// that several nodes can share (none for an in-process store).
+    fn event_bus(&self) -> Option<std::sync::Arc<dyn crate::events::EventBus>> {
+        None
+    }
 }

@@ -134,6 +134,7 @@ pub async fn run(
             .run_expiry(Duration::from_millis(config.expiry_interval_ms.max(10))),
     );
     let follower = tokio::spawn(metrics.follow(manager.clone()));
+    let relay = manager.start_relay();
 
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -185,6 +186,9 @@ pub async fn run(
     }
     expiry.abort();
     follower.abort();
+    if let Some(r) = relay {
+        r.abort();
+    }
     manager.store().flush().await?;
     tracing::info!("store flushed; bye");
     Ok(())
