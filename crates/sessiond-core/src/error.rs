@@ -42,7 +42,7 @@ pub enum Error {
     #[error("the session to take over is not an open session of this app")]
     TakeOverTarget,
     /// `If-Match` did not match.
-    #[error("the session changed since version you sent; it is now at version {current}")]
+    #[error("the session changed since the version you sent; it is now at version {current}")]
     VersionMismatch {
         /// The current version.
         current: u64,

@@ -23,6 +23,8 @@ pub enum Lookup {
 }
 
 /// The answer to [`Store::open`].
+// Outcomes live for one call; boxing the session would cost an allocation per operation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum OpenOutcome {
     /// The session is open; `displaced` were closed to make room (taken over, replaced,
@@ -38,6 +40,7 @@ pub enum OpenOutcome {
 }
 
 /// The answer to [`Store::modify`].
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ModifyOutcome {
     /// The step ran; `session` is the state after it.

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sessiond::Config;
 
+mod cli;
+
 /// sessiond: a session manager (cookie sessions, seat-limited client sessions, admin).
 #[derive(Parser)]
 #[command(name = "sessiond", version, propagate_version = true)]
@@ -26,6 +28,38 @@ enum Command {
         after_help = "Examples:\n  sessiond serve\n  sessiond serve --config sessiond.toml\n  sessiond serve --listen 0.0.0.0:7420 --data-dir /var/lib/sessiond\n  SESSIOND_STORE=memory: sessiond serve"
     )]
     Serve(ServeArgs),
+    /// List, inspect and close sessions of a running server.
+    #[command(
+        after_help = "Examples:\n  sessiond sessions list --app default\n  sessiond sessions kill 0192f0c1-7a3b-7cde-8f01-23456789abcd\n  sessiond sessions close-all --app gestan --except <my-session-id>\n  sessiond sessions history --app gestan"
+    )]
+    Sessions {
+        #[command(flatten)]
+        remote: cli::Remote,
+        #[command(subcommand)]
+        cmd: cli::SessionsCmd,
+    },
+    /// Show the apps of a running server: policy, seats used and total.
+    #[command(after_help = "Examples:\n  sessiond apps list\n  sessiond apps show gestan --json")]
+    Apps {
+        #[command(flatten)]
+        remote: cli::Remote,
+        #[command(subcommand)]
+        cmd: cli::AppsCmd,
+    },
+}
+
+/// Runs an operator command, mapping failures to exit code 1. API refusals were
+/// already printed by the command; other failures (connection refused) are printed here.
+async fn operator(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !matches!(e.downcast_ref(), Some(sessiond_client::Error::Api { .. })) {
+                eprintln!("sessiond: {e:#}");
+            }
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -131,5 +165,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Sessions { remote, cmd } => operator(cli::run_sessions(&remote, cmd).await).await,
+        Command::Apps { remote, cmd } => operator(cli::run_apps(&remote, cmd).await).await,
     }
 }
