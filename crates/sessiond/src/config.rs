@@ -78,11 +78,14 @@ impl std::str::FromStr for StoreUrl {
     }
 }
 
-/// One `[apps.<name>]` table: the app key and the policy.
+/// One `[apps.<name>]` table: the app key, the license file and the policy.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     /// The app key (opens and manages this app's sessions); none: only the admin token.
     pub key: Option<Secret>,
+    /// A signed license file setting the app's seats and expiry (checked with
+    /// [`Config::license_public_key`], reloaded when it changes).
+    pub license: Option<PathBuf>,
     /// The rules.
     pub policy: Policy,
 }
@@ -112,6 +115,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Input limits.
     pub limits: Limits,
+    /// Ed25519 public key (64 hex digits) that license files must be signed with.
+    pub license_public_key: Option<String>,
     /// The apps, by name.
     pub apps: BTreeMap<String, AppConfig>,
 }
@@ -123,6 +128,7 @@ impl Default for Config {
             DEFAULT_APP.to_string(),
             AppConfig {
                 key: None,
+                license: None,
                 policy: Policy::default(),
             },
         );
@@ -138,6 +144,7 @@ impl Default for Config {
             sse_keepalive_s: DEFAULT_SSE_KEEPALIVE_S,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
+            license_public_key: None,
             apps,
         }
     }
@@ -159,6 +166,7 @@ struct FileConfig {
     #[serde(default)]
     trusted_proxies: Vec<IpAddr>,
     limits: Option<LimitsConfig>,
+    license_public_key: Option<String>,
     #[serde(default)]
     apps: BTreeMap<String, toml::Table>,
 }
@@ -224,6 +232,11 @@ impl Config {
                 c.limits.max_page = v;
             }
         }
+        if let Some(k) = file.license_public_key {
+            crate::license::public_key(&k)
+                .map_err(|e| ConfigError(format!("license_public_key: {e}")))?;
+            c.license_public_key = Some(k);
+        }
         for (name, mut table) in file.apps {
             if !valid_app_name(&name) {
                 return Err(ConfigError(format!(
@@ -239,6 +252,20 @@ impl Config {
                     )))
                 }
             };
+            let license = match table.remove("license") {
+                None => None,
+                Some(toml::Value::String(p)) => Some(PathBuf::from(p)),
+                Some(_) => {
+                    return Err(ConfigError(format!(
+                        "apps.{name}.license must be a file path"
+                    )))
+                }
+            };
+            if license.is_some() && c.license_public_key.is_none() {
+                return Err(ConfigError(format!(
+                    "apps.{name}.license needs license_public_key (the key printed by `sessiond license keygen`)"
+                )));
+            }
             let policy: Policy =
                 toml::Value::Table(table)
                     .try_into()
@@ -248,7 +275,14 @@ impl Config {
             policy
                 .validate()
                 .map_err(|e| ConfigError(format!("apps.{name}: {e}")))?;
-            c.apps.insert(name, AppConfig { key, policy });
+            c.apps.insert(
+                name,
+                AppConfig {
+                    key,
+                    license,
+                    policy,
+                },
+            );
         }
         Ok(c)
     }

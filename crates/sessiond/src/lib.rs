@@ -16,6 +16,8 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod event_log;
+pub mod license;
 pub mod metrics;
 mod serve;
 pub mod state;

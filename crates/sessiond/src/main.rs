@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use sessiond::Config;
 
 mod cli;
+mod connect;
+mod license_cmd;
 
 /// sessiond: a session manager (cookie sessions, seat-limited client sessions, admin).
 #[derive(Parser)]
@@ -38,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::SessionsCmd,
     },
+    /// Take a seat in an app, like a desktop client: heartbeat, listen, exit when closed.
+    Connect(connect::ConnectArgs),
+    /// Make and check signed license files (seats and expiry per app).
+    #[command(subcommand)]
+    License(license_cmd::LicenseCmd),
     /// Show the apps of a running server: policy, seats used and total.
     #[command(after_help = "Examples:\n  sessiond apps list\n  sessiond apps show gestan --json")]
     Apps {
@@ -167,5 +174,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Sessions { remote, cmd } => operator(cli::run_sessions(&remote, cmd).await).await,
         Command::Apps { remote, cmd } => operator(cli::run_apps(&remote, cmd).await).await,
+        Command::License(cmd) => license_cmd::run(cmd),
+        Command::Connect(args) => connect::run(args).await,
     }
 }

@@ -117,6 +117,7 @@ pub async fn run(
         }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let licenses = crate::license::Licenses::new(&config, &manager);
     let state = Arc::new(State {
         manager: manager.clone(),
         admin_digest: digest(admin.expose()),
@@ -126,8 +127,21 @@ pub async fn run(
         sse_keepalive: Duration::from_secs(config.sse_keepalive_s.max(1)),
         request_timeout: Duration::from_secs(config.request_timeout_s.max(1)),
         shutdown: stop_rx,
+        licenses,
+        event_log: Arc::new(crate::event_log::EventLog::default()),
     });
-    let router = crate::api::router(state, config.max_body_bytes);
+    let logger = tokio::spawn(state.event_log.clone().follow(manager.clone()));
+    let router = crate::api::router(state.clone(), config.max_body_bytes);
+    let watcher = state.licenses.any().then(|| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                state.licenses.refresh(&state.manager, false);
+            }
+        })
+    });
     let expiry = tokio::spawn(
         manager
             .clone()
@@ -186,8 +200,9 @@ pub async fn run(
     }
     expiry.abort();
     follower.abort();
-    if let Some(r) = relay {
-        r.abort();
+    logger.abort();
+    for task in [relay, watcher].into_iter().flatten() {
+        task.abort();
     }
     manager.store().flush().await?;
     tracing::info!("store flushed; bye");

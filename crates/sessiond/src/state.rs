@@ -29,6 +29,10 @@ pub struct State {
     pub request_timeout: Duration,
     /// Becomes true when the server begins to shut down.
     pub shutdown: watch::Receiver<bool>,
+    /// Licensed apps.
+    pub licenses: crate::license::Licenses,
+    /// Recent events, for `Last-Event-ID` replay.
+    pub event_log: Arc<crate::event_log::EventLog>,
 }
 
 /// The state as handlers receive it.

@@ -90,7 +90,7 @@ fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult
         (status = 201, description = "Opened; `token` is the session's secret", body = SessionWithToken),
         (status = 400, description = "Bad values", body = crate::views::ErrorBody),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
-        (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
+        (status = 403, description = "An app key of another app (`forbidden`), or the app's license is expired (`license_expired`) or invalid (`license_invalid`)", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody),
         (status = 409, description = "`seats_exhausted` (with `seats` and the open `sessions`), `user_limit` or `take_over_target`", body = crate::views::ErrorBody),
         (status = 413, description = "Too large", body = crate::views::ErrorBody),
@@ -105,6 +105,8 @@ pub async fn open(
     Json(body): Json<OpenBody>,
 ) -> ApiResult<Response> {
     caller.check_app(&app)?;
+    st.manager.policy(&app)?;
+    st.licenses.check_open(&app)?;
     let take_over = match body.take_over.as_deref() {
         Some(t) => Some(t.parse::<SessionId>().map_err(|_| {
             ApiError::new(
@@ -402,7 +404,9 @@ pub async fn close_all(
 async fn app_view(st: &SharedState, app: &str) -> ApiResult<AppView> {
     let policy = st.manager.policy(app)?;
     let seats = st.manager.seats(app).await?;
-    Ok(AppView::new(app, &policy, seats))
+    let mut view = AppView::new(app, &policy, seats);
+    view.license = st.licenses.view(app);
+    Ok(view)
 }
 
 /// An app: its policy, seats used and total, open sessions.

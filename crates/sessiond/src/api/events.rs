@@ -18,12 +18,17 @@ use crate::auth::{Caller, SessionToken};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
-fn frame(e: &Event) -> SseEvent {
+/// A frame for `e`, its `id` the event time (session streams) unless one is given.
+fn frame_with_id(e: &Event, id: Option<u64>) -> SseEvent {
     SseEvent::default()
         .event(e.kind.as_str())
-        .id(e.at.as_millis().to_string())
+        .id(id.unwrap_or(e.at.as_millis()).to_string())
         .json_data(e)
         .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event"))
+}
+
+fn frame(e: &Event) -> SseEvent {
+    frame_with_id(e, None)
 }
 
 fn respond(st: &SharedState, s: BoxStream<'static, Result<SseEvent, Infallible>>) -> Response {
@@ -125,8 +130,11 @@ pub async fn session_events(
 }
 
 /// Every event of an app: `opened`, `closed`, `privileges_changed`, `heartbeat_changed`.
+/// Each frame's `id` is a sequence number; reconnecting with `Last-Event-ID` replays
+/// the events after it (the node keeps the last 10,000).
 #[utoipa::path(get, path = "/v1/apps/{app}/events", tag = "apps",
-    params(("app" = String, Path, description = "App name")),
+    params(("app" = String, Path, description = "App name"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received, to replay what followed")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "text/event-stream of `{event, id, app, user?, reason?, by?, at}`", content_type = "text/event-stream", body = String),
@@ -137,24 +145,46 @@ pub async fn app_events(
     State(st): State<SharedState>,
     caller: Caller,
     Path(app): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     caller.check_app(&app)?;
     st.manager.policy(&app)?;
-    let rx = st.manager.subscribe();
-    let state = (rx, st.shutdown.clone(), app);
-    let s = stream::unfold(state, |(mut rx, mut shutdown, app)| async move {
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let name = app.clone();
+    let (rx, replay) = st.event_log.since(after, move |e| *e.app == *name);
+    let last = replay.last().map_or(after.unwrap_or(0), |(seq, _)| *seq);
+    let numbered = |seq: u64, e: &Event| frame_with_id(e, Some(seq));
+    let replayed: Vec<Result<SseEvent, Infallible>> = replay
+        .iter()
+        .map(|(seq, e)| Ok(numbered(*seq, e)))
+        .collect();
+    let state = (rx, st.shutdown.clone(), app, last);
+    let live = stream::unfold(state, move |(mut rx, mut shutdown, app, last)| async move {
         loop {
-            match next_event(&mut rx, &mut shutdown).await? {
-                Ok(e) if *e.app == *app => return Some((Ok(frame(&e)), (rx, shutdown, app))),
+            if *shutdown.borrow() {
+                return None;
+            }
+            let next = tokio::select! {
+                r = rx.recv() => r,
+                _ = shutdown.changed() => return None,
+            };
+            match next {
+                Ok((seq, e)) if seq > last && *e.app == *app => {
+                    return Some((Ok(numbered(seq, &e)), (rx, shutdown, app, seq)));
+                }
                 Ok(_) => continue,
-                Err(n) => {
+                Err(RecvError::Lagged(n)) => {
                     let lag = SseEvent::default()
                         .event("lagged")
                         .data(format!("{{\"missed\":{n}}}"));
-                    return Some((Ok(lag), (rx, shutdown, app)));
+                    return Some((Ok(lag), (rx, shutdown, app, last)));
                 }
+                Err(RecvError::Closed) => return None,
             }
         }
     });
-    Ok(respond(&st, s.boxed()))
+    Ok(respond(&st, stream::iter(replayed).chain(live).boxed()))
 }

@@ -161,9 +161,15 @@ pub struct Process {
 
 impl Process {
     pub fn start(dir: &Path) -> Process {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts the binary with extra `serve` arguments.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sessiond"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(extra)
             .env("SESSIOND_ADMIN_TOKEN", ADMIN)
             .env("SESSIOND_LOG", "debug")
             .env_remove("SESSIOND_CONFIG")

@@ -8,4 +8,6 @@ mod errors;
 mod management;
 mod ops;
 mod process;
+mod seat_client;
+mod seats;
 mod session;

@@ -1,0 +1,273 @@
+//! `sessiond connect`: the reference seat client, behaving like the Gestan client.
+//!
+//! It opens a seat; when the house is full it shows the holders and asks which to take
+//! over (or quits); it heartbeats at the interval the server gives; it listens to its
+//! event stream; when its session is closed it prints why and exits with a code per
+//! reason; Ctrl-C logs out cleanly. Flags make it usable in scripts.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use sessiond_client::{Client, CloseReason, Error, OpenRequest, Session};
+
+/// The exit code for a session closed for `reason` (listed in `--help`).
+fn exit_code(reason: &CloseReason) -> u8 {
+    match reason {
+        CloseReason::Killed => 10,
+        CloseReason::ClosedAll => 11,
+        CloseReason::TakenOver => 12,
+        CloseReason::HeartbeatLost => 13,
+        CloseReason::IdleTimeout => 14,
+        CloseReason::AbsoluteTimeout => 15,
+        CloseReason::Evicted => 16,
+        CloseReason::Replaced => 17,
+        CloseReason::Logout => 18,
+        CloseReason::Other(_) => 19,
+    }
+}
+
+fn explain(reason: &CloseReason) -> &'static str {
+    match reason {
+        CloseReason::Killed => "an administrator closed this session",
+        CloseReason::ClosedAll => "an administrator disconnected everyone",
+        CloseReason::TakenOver => "another client took this seat over",
+        CloseReason::HeartbeatLost => "the server stopped hearing from this client",
+        CloseReason::IdleTimeout => "the session was idle too long",
+        CloseReason::AbsoluteTimeout => "the session reached its maximum lifetime",
+        CloseReason::Evicted => "the session was evicted to make room",
+        CloseReason::Replaced => "the same user connected elsewhere",
+        CloseReason::Logout => "the session was logged out",
+        CloseReason::Other(_) => "the session was closed",
+    }
+}
+
+/// What to do when every seat is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnFull {
+    /// Show the holders and ask which to take over (the default on a terminal).
+    Ask,
+    /// Quit with exit code 3 (the default when not on a terminal).
+    Quit,
+    /// Take over the seat idle the longest.
+    TakeOverIdlest,
+}
+
+/// `sessiond connect` flags.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes:\n  0   logged out with Ctrl-C\n  1   error\n  3   house full, no seat taken\n  4   refused (user limit, license)\n  10  killed\n  11  closed_all\n  12  taken_over\n  13  heartbeat_lost\n  14  idle_timeout\n  15  absolute_timeout\n  16  evicted\n  17  replaced\n  18  logged out elsewhere\n\nExamples:\n  sessiond connect --app gestan --user ann --label desk-1 --token \"$GESTAN_KEY\"\n  sessiond connect --app gestan --user bob --on-full take-over-idlest"
+)]
+pub struct ConnectArgs {
+    /// URL of the sessiond server.
+    #[arg(long, env = "SESSIOND_SERVER", default_value = "http://127.0.0.1:7420")]
+    pub server: String,
+    /// The app key (or admin token).
+    #[arg(long, env = "SESSIOND_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory of a local server, to read its admin token when --token is absent.
+    #[arg(long, env = "SESSIOND_DATA_DIR", default_value = "./sessiond-data")]
+    pub data_dir: std::path::PathBuf,
+    /// The app to take a seat in.
+    #[arg(long)]
+    pub app: String,
+    /// The user.
+    #[arg(long)]
+    pub user: String,
+    /// A label for this client (machine name...).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Heartbeat interval in seconds (default: the app's, else 30).
+    #[arg(long)]
+    pub heartbeat: Option<u32>,
+    /// What to do when every seat is taken.
+    #[arg(long, value_enum)]
+    pub on_full: Option<OnFull>,
+    /// Take over this session's seat right away (non-interactive).
+    #[arg(long)]
+    pub take_over: Option<String>,
+}
+
+fn short_time(t: &str) -> &str {
+    t.get(11..19).unwrap_or(t)
+}
+
+fn holder_line(i: usize, s: &Session) -> String {
+    format!(
+        "  [{i}] {:<12} {:<14} {:<15} opened {}  last activity {}  last heartbeat {}",
+        s.user.as_deref().unwrap_or("(guest)"),
+        s.client.label.as_deref().unwrap_or("-"),
+        s.client.ip.as_deref().unwrap_or("-"),
+        short_time(&s.created_at),
+        short_time(&s.last_activity_at),
+        short_time(&s.last_heartbeat_at),
+    )
+}
+
+async fn ask(prompt: String) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        print!("{prompt}");
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim().to_string()),
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Runs the seat client to its end; the exit code says how it ended.
+pub async fn run(args: ConnectArgs) -> ExitCode {
+    let token = args.token.clone().or_else(|| {
+        std::fs::read_to_string(args.data_dir.join("admin-token"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    });
+    let app_client = match Client::new(&args.server, token) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sessiond: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let interactive = std::io::stdin().is_terminal();
+    let on_full = args.on_full.unwrap_or(if interactive {
+        OnFull::Ask
+    } else {
+        OnFull::Quit
+    });
+    let mut take_over = args.take_over.clone();
+    let opened = loop {
+        let req = OpenRequest {
+            user: Some(args.user.clone()),
+            client: Some(sessiond_client::ClientInfo {
+                label: args.label.clone(),
+                ip: None,
+                user_agent: Some(format!("sessiond-connect/{}", env!("CARGO_PKG_VERSION"))),
+            }),
+            heartbeat: args.heartbeat.map(|i| sessiond_client::HeartbeatRequest {
+                interval_s: i,
+                grace_s: None,
+            }),
+            take_over: take_over.take(),
+            ..Default::default()
+        };
+        match app_client.open_session(&args.app, &req).await {
+            Ok(o) => break o,
+            Err(e) => {
+                if let Some(full) = e.seats_exhausted() {
+                    let total = full.seats.total.map_or("?".to_string(), |t| t.to_string());
+                    println!("All {total} seats of {} are taken:", args.app);
+                    for (i, s) in full.sessions.iter().enumerate() {
+                        println!("{}", holder_line(i + 1, s));
+                    }
+                    let choice = match on_full {
+                        OnFull::Quit => None,
+                        OnFull::TakeOverIdlest => full
+                            .sessions
+                            .iter()
+                            .min_by(|a, b| a.last_activity_at.cmp(&b.last_activity_at))
+                            .map(|s| s.id.clone()),
+                        OnFull::Ask => {
+                            let answer = ask(
+                                "Take over which seat? Enter its number, or q to quit: ".into(),
+                            )
+                            .await;
+                            answer
+                                .and_then(|a| a.parse::<usize>().ok())
+                                .and_then(|n| full.sessions.get(n.wrapping_sub(1)))
+                                .map(|s| s.id.clone())
+                        }
+                    };
+                    match choice {
+                        Some(id) => {
+                            println!("Taking over seat {id}...");
+                            take_over = Some(id);
+                            continue;
+                        }
+                        None => {
+                            println!("No seat taken; quitting.");
+                            return ExitCode::from(3);
+                        }
+                    }
+                }
+                if e.code() == Some("take_over_target") {
+                    println!("That seat was freed or taken meanwhile; trying again.");
+                    continue;
+                }
+                eprintln!("sessiond: cannot connect: {e}");
+                let refused = matches!(
+                    e.code(),
+                    Some("user_limit" | "license_expired" | "license_invalid")
+                );
+                return ExitCode::from(if refused { 4 } else { 1 });
+            }
+        }
+    };
+    let session = opened.session;
+    let me = match Client::new(&args.server, Some(opened.token.expose().to_string())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sessiond: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut interval = session
+        .heartbeat
+        .as_ref()
+        .map_or(30, |h| h.interval_s)
+        .max(1);
+    println!(
+        "Connected to {} as {} (session {}). Heartbeat every {interval} s. Press Ctrl-C to disconnect.",
+        args.app, args.user, session.id
+    );
+    let closed = |reason: CloseReason, by: Option<String>| -> ExitCode {
+        let by = by.map(|b| format!(", by {b}")).unwrap_or_default();
+        println!("Disconnected: {} ({reason}{by}).", explain(&reason));
+        ExitCode::from(exit_code(&reason))
+    };
+    let mut events = me.session_events().await.ok();
+    let mut beat = tokio::time::interval(Duration::from_secs(u64::from(interval)));
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            _ = beat.tick() => match me.heartbeat().await {
+                Ok(ack) => {
+                    if let Some(next) = ack.next_heartbeat_s.filter(|n| *n != interval && *n > 0) {
+                        interval = next;
+                        beat = tokio::time::interval(Duration::from_secs(u64::from(next)));
+                        beat.tick().await;
+                    }
+                }
+                Err(e) if e.is_session_closed() => {
+                    let by = match &e { Error::Api { body, .. } => body["closed_by"].as_str().map(String::from), _ => None };
+                    return closed(e.close_reason().unwrap_or(CloseReason::Other("unknown".into())), by);
+                }
+                Err(e) => eprintln!("heartbeat failed (will retry): {e}"),
+            },
+            ev = async { match events.as_mut() { Some(s) => s.next_event().await, None => std::future::pending().await } } => match ev {
+                Ok(Some(ev)) if ev.is_closed() => {
+                    let by = ev.data["by"].as_str().map(String::from);
+                    return closed(ev.close_reason().unwrap_or(CloseReason::Other("unknown".into())), by);
+                }
+                Ok(Some(_)) => {}
+                _ => {
+                    // The stream ended (server restart, network): reconnect shortly; the
+                    // heartbeat still tells us if the session was closed meanwhile.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    events = me.session_events().await.ok();
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                match me.logout().await {
+                    Ok(_) => println!("Logged out."),
+                    Err(e) => eprintln!("logout failed: {e}"),
+                }
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `sessiond license keygen|issue|verify`: making and checking signed license files.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use sessiond::license::{self, License};
+
+/// License commands.
+#[derive(Subcommand)]
+pub enum LicenseCmd {
+    /// Create an Ed25519 key pair for signing licenses.
+    ///
+    /// Writes the secret key to <DIR>/license-signing.key (mode 0600; keep it off the
+    /// servers) and the public key to <DIR>/license-signing.pub; the public key goes in
+    /// the server's config as `license_public_key`.
+    #[command(after_help = "Example:\n  sessiond license keygen --dir ./keys")]
+    Keygen {
+        /// Where to write the two key files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a license: seats and expiry of one app, for one licensee.
+    #[command(
+        after_help = "Example:\n  sessiond license issue --key keys/license-signing.key --app gestan \\\n      --seats 10 --expires 2027-12-31 --licensee 'ACME Corp' --out gestan.license"
+    )]
+    Issue {
+        /// The secret key file from `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The app the license is for.
+        #[arg(long)]
+        app: String,
+        /// Concurrent seats.
+        #[arg(long)]
+        seats: u32,
+        /// Last valid day, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        expires: String,
+        /// Who the license is for.
+        #[arg(long)]
+        licensee: String,
+        /// Output file (standard output when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a license file's signature and dates.
+    ///
+    /// Exits 0 when valid, 1 when expired, 2 when invalid (forged, tampered, wrong app).
+    #[command(
+        after_help = "Example:\n  sessiond license verify gestan.license --public-key keys/license-signing.pub --app gestan"
+    )]
+    Verify {
+        /// The license file.
+        file: PathBuf,
+        /// The public key: 64 hex digits, or a file holding them.
+        #[arg(long)]
+        public_key: String,
+        /// Also check the license is for this app.
+        #[arg(long)]
+        app: Option<String>,
+    },
+}
+
+fn read_key(text_or_path: &str) -> Result<String, String> {
+    let p = std::path::Path::new(text_or_path);
+    if p.exists() {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("{}: {e}", p.display()))
+    } else {
+        Ok(text_or_path.trim().to_string())
+    }
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Runs a license command.
+pub fn run(cmd: LicenseCmd) -> ExitCode {
+    match cmd {
+        LicenseCmd::Keygen { dir } => {
+            let (secret, public) = license::keygen();
+            let key = dir.join("license-signing.key");
+            let publ = dir.join("license-signing.pub");
+            if let Err(e) = std::fs::create_dir_all(&dir)
+                .and_then(|_| write_private(&key, &format!("{secret}\n")))
+                .and_then(|_| std::fs::write(&publ, format!("{public}\n")))
+            {
+                eprintln!("sessiond: cannot write the keys in {}: {e} (existing keys are never overwritten)", dir.display());
+                return ExitCode::from(1);
+            }
+            println!(
+                "secret key: {} (mode 0600; keep it off the servers)",
+                key.display()
+            );
+            println!("public key: {}", publ.display());
+            println!("\nPut this in the server's config:\n\n  license_public_key = \"{public}\"");
+            ExitCode::SUCCESS
+        }
+        LicenseCmd::Issue {
+            key,
+            app,
+            seats,
+            expires,
+            licensee,
+            out,
+        } => {
+            let secret = match read_key(&key.display().to_string()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("sessiond: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let l = License {
+                app,
+                expires,
+                issued: license::today(),
+                licensee,
+                seats,
+            };
+            let text = match license::issue(&l, &secret) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("sessiond: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match out {
+                Some(p) => {
+                    if let Err(e) = std::fs::write(&p, &text) {
+                        eprintln!("sessiond: cannot write {}: {e}", p.display());
+                        return ExitCode::from(1);
+                    }
+                    println!(
+                        "license for {} ({} seats of {}, until {}) written to {}",
+                        l.licensee,
+                        l.seats,
+                        l.app,
+                        l.expires,
+                        p.display()
+                    );
+                }
+                None => print!("{text}"),
+            }
+            ExitCode::SUCCESS
+        }
+        LicenseCmd::Verify {
+            file,
+            public_key,
+            app,
+        } => {
+            let key = match read_key(&public_key)
+                .map_err(|e| e.to_string())
+                .and_then(|k| license::public_key(&k).map_err(|e| e.to_string()))
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("sessiond: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("sessiond: {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match license::verify(&text, &key, app.as_deref()) {
+                Ok(l) => {
+                    let expired = license::parse_date(&l.expires).is_none_or(|end| {
+                        use sessiond_core::Clock;
+                        sessiond_core::SystemClock.now() >= end
+                    });
+                    println!(
+                        "licensee: {}\napp:      {}\nseats:    {}\nissued:   {}\nexpires:  {}",
+                        l.licensee, l.app, l.seats, l.issued, l.expires
+                    );
+                    if expired {
+                        println!("status:   EXPIRED");
+                        ExitCode::from(1)
+                    } else {
+                        println!("status:   valid");
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    println!("status:   INVALID: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
