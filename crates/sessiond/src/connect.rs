@@ -159,8 +159,11 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
             Ok(o) => break o,
             Err(e) => {
                 if let Some(full) = e.seats_exhausted() {
-                    let total = full.seats.total.map_or("?".to_string(), |t| t.to_string());
-                    println!("All {total} seats of {} are taken:", args.app);
+                    match full.seats.total {
+                        Some(1) => println!("The only seat of {} is taken:", args.app),
+                        Some(n) => println!("All {n} seats of {} are taken:", args.app),
+                        None => println!("Every seat of {} is taken:", args.app),
+                    }
                     for (i, s) in full.sessions.iter().enumerate() {
                         println!("{}", holder_line(i + 1, s));
                     }

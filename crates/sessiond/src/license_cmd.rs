@@ -141,7 +141,7 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
                         return ExitCode::from(1);
                     }
                     println!(
-                        "license for {} ({} seats of {}, until {}) written to {}",
+                        "license for {} ({} seat(s) of {}, until {}) written to {}",
                         l.licensee,
                         l.seats,
                         l.app,

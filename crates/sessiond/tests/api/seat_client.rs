@@ -121,7 +121,7 @@ fn second_client_takes_over_and_the_first_exits_with_12() {
     tmux.start("bob", &client("bob", "pc-bob"));
     let screen = tmux.wait_for("bob", "Take over which seat?");
     assert!(
-        screen.contains("All 1 seats of gestan are taken"),
+        screen.contains("The only seat of gestan is taken"),
         "{screen}"
     );
     assert!(
