@@ -59,6 +59,7 @@ macro_rules! conformance_tests {
             timed_out_holders_free_their_seats, race_64_opens_10_seats,
             race_take_over_has_one_winner, race_patches_of_distinct_keys,
             race_conditional_increments, expiry_on_many_nodes_closes_each_once,
+            a_refused_open_changes_nothing,
             events_cross_nodes);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -1064,4 +1065,60 @@ pub async fn events_cross_nodes(store: Arc<dyn Store>) {
     for r in relays {
         r.abort();
     }
+}
+
+/// A refused open changes nothing, not even the timed-out sessions it looked at: they
+/// are closed once, with their event, by whoever closes them next.
+pub async fn a_refused_open_changes_nothing(store: Arc<dyn Store>) {
+    let (m, clock) = setup(store, seats(1));
+    let mut events = m.subscribe();
+    let a = m
+        .open(
+            "app",
+            OpenRequest {
+                idle_timeout_s: Some(10),
+                ..user("a")
+            },
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(11));
+    let bogus = OpenRequest {
+        take_over: Some(crate::SessionId::new()),
+        ..user("b")
+    };
+    assert!(matches!(
+        m.open("app", bogus).await,
+        Err(Error::TakeOverTarget)
+    ));
+    let out = m.expire_due(100).await.unwrap();
+    assert_eq!(
+        out.closed.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![a.session.id]
+    );
+    let closes = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| e.kind == EventKind::Closed && e.id == a.session.id)
+        .count();
+    assert_eq!(closes, 1, "one closed event for the timed-out session");
+    // Admitted opens close timed-out holders themselves, with their event too.
+    let b = m
+        .open(
+            "app",
+            OpenRequest {
+                idle_timeout_s: Some(10),
+                ..user("b")
+            },
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(11));
+    let c = m.open("app", user("c")).await.unwrap();
+    assert_eq!(
+        c.displaced.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![b.session.id]
+    );
+    assert_eq!(
+        c.displaced[0].closed.unwrap().reason,
+        CloseReason::IdleTimeout
+    );
 }

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod event_log;
 pub mod license;

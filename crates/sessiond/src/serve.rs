@@ -129,9 +129,13 @@ pub async fn run(
         shutdown: stop_rx,
         licenses,
         event_log: Arc::new(crate::event_log::EventLog::default()),
+        console: Default::default(),
     });
     let logger = tokio::spawn(state.event_log.clone().follow(manager.clone()));
-    let router = crate::api::router(state.clone(), config.max_body_bytes);
+    let api = crate::api::router(state.clone(), config.max_body_bytes);
+    let router = api
+        .clone()
+        .merge(crate::console::router(state.clone(), api));
     let watcher = state.licenses.any().then(|| {
         let state = state.clone();
         tokio::spawn(async move {

@@ -31,6 +31,8 @@ pub struct State {
     pub shutdown: watch::Receiver<bool>,
     /// Licensed apps.
     pub licenses: crate::license::Licenses,
+    /// Signed-in admin console browsers.
+    pub console: crate::console::ConsoleSessions,
     /// Recent events, for `Last-Event-ID` replay.
     pub event_log: Arc<crate::event_log::EventLog>,
 }

@@ -284,27 +284,6 @@ impl MemoryStore {
         CloseOutcome::Closed(after)
     }
 
-    /// Expires the due sessions among `ids`, with the app index locked by the caller.
-    fn expire_among(
-        &self,
-        idx: &mut AppIndex,
-        ids: &[SessionId],
-        now: Timestamp,
-        out: &mut Vec<Session>,
-    ) {
-        for &id in ids {
-            let reason = read(self.shard(id))
-                .sessions
-                .get(&id)
-                .and_then(|s| s.due_reason(now));
-            if let Some(r) = reason {
-                if let CloseOutcome::Closed(s) = self.close_locked(idx, id, r, Actor::Expiry, now) {
-                    out.push(s);
-                }
-            }
-        }
-    }
-
     /// Runs a step that cannot close the session or change its token or seat under the
     /// record's shard lock alone; falls back to [`Self::modify_slow`] when it might.
     fn modify_in_shard(
@@ -398,24 +377,44 @@ impl Store for MemoryStore {
         let mut displaced = Vec::new();
 
         let seats_matter = session.counts_seat && adm.seats.is_some();
+        // Sessions whose timeout passed hold no seat and no user slot. They are closed
+        // only if the open is admitted, so a refusal changes nothing (the sweeper
+        // closes them later, with their events).
+        let mut due: Vec<(SessionId, CloseReason, bool)> = Vec::new();
+        let mut find_due = |this: &Self, ids: &[SessionId]| {
+            for id in ids {
+                if due.iter().any(|(d, _, _)| d == id) {
+                    continue;
+                }
+                if let Some(s) = read(this.shard(*id)).sessions.get(id) {
+                    if let Some(r) = s.due_reason(now) {
+                        due.push((*id, r, s.counts_seat));
+                    }
+                }
+            }
+        };
         if seats_matter && idx.seats_used >= u64::from(adm.seats.unwrap_or(0)) {
-            // Full (on paper): free the seats of sessions whose timeout passed first.
             let ids: Vec<SessionId> = idx.open.iter().copied().collect();
-            self.expire_among(&mut idx, &ids, now, &mut displaced);
+            find_due(self, &ids);
         }
+        let user_ids = match (&session.user, adm.max_per_user) {
+            (Some(user), Some(_)) => idx.by_user.get(user).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        find_due(self, &user_ids);
+        let is_due = |id: &SessionId| due.iter().any(|(d, _, _)| d == id);
+        let freed = due.iter().filter(|(_, _, counts)| *counts).count() as u64;
         let mut ctx = AdmissionContext {
-            seats_used: u32::try_from(idx.seats_used).unwrap_or(u32::MAX),
+            seats_used: u32::try_from(idx.seats_used - freed).unwrap_or(u32::MAX),
+            user_sessions: user_ids
+                .iter()
+                .filter(|id| !is_due(id))
+                .filter_map(|id| self.holder(*id))
+                .collect(),
             ..Default::default()
         };
-        if let (Some(user), Some(_)) = (&session.user, adm.max_per_user) {
-            let ids = idx.by_user.get(user).cloned().unwrap_or_default();
-            self.expire_among(&mut idx, &ids, now, &mut displaced);
-            ctx.seats_used = u32::try_from(idx.seats_used).unwrap_or(u32::MAX);
-            let ids = idx.by_user.get(user).cloned().unwrap_or_default();
-            ctx.user_sessions = ids.iter().filter_map(|id| self.holder(*id)).collect();
-        }
         if let Some(t) = adm.take_over {
-            if idx.open.contains(&t) {
+            if idx.open.contains(&t) && !is_due(&t) {
                 ctx.take_over = self.holder(t);
             }
         }
@@ -424,6 +423,7 @@ impl Store for MemoryStore {
             let mut all: Vec<Holder> = idx
                 .open
                 .iter()
+                .filter(|id| !is_due(id))
                 .filter_map(|id| self.holder(*id))
                 .filter(|h| h.counts_seat)
                 .collect();
@@ -435,6 +435,13 @@ impl Store for MemoryStore {
             Decision::Refuse(r) => return Ok(OpenOutcome::Refused(r)),
             Decision::Admit(close) => close,
         };
+        for (id, reason, _) in &due {
+            if let CloseOutcome::Closed(s) =
+                self.close_locked(&mut idx, *id, *reason, Actor::Expiry, now)
+            {
+                displaced.push(s);
+            }
+        }
         for (id, reason) in close {
             if let CloseOutcome::Closed(s) = self.close_locked(
                 &mut idx,

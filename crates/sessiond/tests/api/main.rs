@@ -4,6 +4,7 @@
 
 mod cli;
 mod common;
+mod console;
 mod errors;
 mod management;
 mod ops;

@@ -1,0 +1,139 @@
+//! The PostgreSQL session store of sessiond: sessions shared by any number of nodes,
+//! each operation one statement or one transaction, admission exact across nodes, and
+//! events between nodes over `LISTEN`/`NOTIFY`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use sessiond_core::{Manager, OpenRequest, Policy};
+//! use sessiond_postgres::{PostgresOptions, PostgresStore};
+//!
+//! # async fn run() -> Result<(), sessiond_core::Error> {
+//! let store = PostgresStore::connect(
+//!     "postgres://postgres@127.0.0.1:5432/test",
+//!     PostgresOptions::default(),
+//! )
+//! .await?;
+//! let manager = Arc::new(Manager::new(Arc::new(store)));
+//! manager.set_policy("shop", Policy { seats: Some(10), ..Default::default() })?;
+//! manager.start_relay(); // closes made on other nodes reach this node's subscribers
+//! let opened = manager.open("shop", OpenRequest::default()).await?;
+//! # let _ = opened; Ok(()) }
+//! ```
+//!
+//! # Schema
+//!
+//! Everything lives in one schema ([`PostgresOptions::schema`], default `sessiond`),
+//! created on connect by versioned migrations (`<schema>.schema_migrations`). They run
+//! inside one transaction holding `pg_advisory_xact_lock` keyed by the schema name, so
+//! nodes starting together apply each migration exactly once.
+//!
+//! - `sessions`: one row per session, open or closed (until its retention ends).
+//!   `id uuid` primary key; `token_hash bytea` unique (the first 128 bits of the token's
+//!   SHA-256: the token itself is never stored); `app`; `user_name` (`user` is a
+//!   reserved word); `open`; `counts_seat`; `deadline`, `created_at`,
+//!   `last_activity_at` (`bigint` milliseconds since the Unix epoch, exactly the core's
+//!   `Timestamp`; read them with `to_timestamp(created_at / 1000.0)`); `version`; and
+//!   `body json`, the whole session in the core's serde form. `body` is the truth; the
+//!   other columns are copies of what queries filter, sort and lock on, rewritten from
+//!   it at every write. `json` rather than `jsonb` keeps the storage's key order as
+//!   clients wrote it.
+//! - Indexes: `token_hash` (unique; every resolve), `(app, open)` (admission counts,
+//!   close-all, lists), `(app, user_name)` (per-user limits and lists), and
+//!   `(open, deadline)`, which expiry reads from its low end: the cost of a sweep grows
+//!   with what is due, not with what is stored.
+//! - `apps`: one row per app, created on first use; it holds nothing but the lock
+//!   that serialises the app's admissions.
+//!
+//! # Atomicity
+//!
+//! The rules stay in the core: the store reads inside a transaction, with row locks,
+//! runs [`Session::step`](sessiond_core::Session::step) or
+//! [`decide`](sessiond_core::admission::decide) in Rust, writes, and commits. At
+//! `READ COMMITTED`, each statement after a lock sees every transaction that held the
+//! lock before.
+//!
+//! - **Lock order** is the same everywhere: the app's row in `apps`, then session rows
+//!   (in id order where there are several). Admission, close-all and privilege changes
+//!   (which can make a session take a seat) lock the app row first; a change or a close
+//!   of one session locks only its row; expiry locks with `SKIP LOCKED` and never
+//!   waits. No two operations can wait on each other in a cycle; should PostgreSQL
+//!   report a deadlock or a serialization failure all the same, the transaction is run
+//!   again (a few times, with jittered pauses).
+//! - **Admission** (`open`): lock the app row; count the seats taken; when full, close
+//!   the app's sessions whose timeout passed; close the user's timed-out sessions;
+//!   read the user's sessions, the take-over target and the idlest seat holders as
+//!   `decide` asks; close whom it displaces; insert. N opens racing for S seats on any
+//!   number of nodes admit exactly S. An open that no rule can refuse (it takes no
+//!   seat or the app has no seat limit, no per-user limit applies, no take-over) is a
+//!   plain insert with no lock. A refused open changes nothing.
+//! - **Changes** (`modify`): a read or a touch is one `SELECT` by token hash outside
+//!   any transaction; if `step` finds nothing to write (a read, a touch within the
+//!   coalescing window, a refusal), that is all. Otherwise the row is locked
+//!   (`SELECT ... FOR UPDATE`), `step` runs again on the locked state and the result
+//!   is written. A closed session refuses every change, so no write resurrects one.
+//! - **Expiry** (`expire_due`): `SELECT ... WHERE open AND deadline < now ORDER BY
+//!   deadline LIMIT n FOR UPDATE SKIP LOCKED`; each node closes the rows it got, so
+//!   several nodes sweeping at once close each due session exactly once. Closed
+//!   sessions past retention are deleted the same way. Both go in transactions of at
+//!   most 500 rows and a call stops early once half its time limit is spent, so a
+//!   large backlog drains over several calls rather than timing out in one.
+//!
+//! # Time limits
+//!
+//! Every operation, including the wait for a pooled connection, must finish within
+//! [`PostgresOptions::op_timeout`] (default 2 s) or fails with
+//! [`StoreError::Unavailable`]; so does any failure to reach the server. An operation
+//! abandoned on its deadline takes its connection out of the pool (it may still have a
+//! statement running), asks the server to cancel it and closes it; the pool opens a
+//! fresh one. Each pooled connection also runs with `statement_timeout` equal to the
+//! operation limit and `idle_in_transaction_session_timeout` of twice that plus a
+//! second, so the server frees the locks of a client that went away. Migrations at
+//! connect may take up to 60 s (they may wait for another node's).
+//!
+//! # Durability: what a PostgreSQL crash can lose
+//!
+//! An operation returns once PostgreSQL acknowledged its commit. What that promise is
+//! worth depends on the server's `synchronous_commit`:
+//!
+//! - `on` (PostgreSQL's default) or stricter: an acknowledged open, close, storage
+//!   patch, heartbeat or privilege change survives a server crash or power loss (given
+//!   storage that honours `fsync`). With a synchronous standby (`on`, `remote_apply`)
+//!   it survives a failover too; with asynchronous replication, a failover can lose
+//!   the last acknowledged transactions.
+//! - `off` (for the server, the database or the role): commits are acknowledged before
+//!   the WAL reaches disk. A server crash (not a client or network failure) can lose
+//!   the transactions of the last `3 × wal_writer_delay` (about 600 ms by default), each
+//!   whole: a session just opened disappears (its token becomes invalid), a close is
+//!   undone (the session is open again until its timeout or the next close), a patch
+//!   is lost. The data stays consistent: never half an admission, never a seat counted
+//!   twice.
+//! - Touches: with [`PostgresOptions::async_touches`] (the default) this store commits
+//!   touch writes, and only those, with `SET LOCAL synchronous_commit TO OFF`, as the
+//!   core allows for changes that need no durability: a crash loses at most the last
+//!   ~600 ms of activity, so a session can only look idler than it was, never outlive
+//!   its timeouts.
+//!
+//! Events (`NOTIFY`) are not durable: a node that is disconnected when one is sent
+//! never receives it, and learns the state at its next read.
+//!
+//! # Connecting
+//!
+//! TLS is not supported (`NoTls`): reach PostgreSQL over a trusted network or a local
+//! socket tunnel. Behind PgBouncer, use session pooling: the store relies on prepared
+//! statements, startup options and a `LISTEN` connection.
+
+mod admit;
+mod bus;
+mod db;
+mod error;
+mod ops;
+mod rows;
+mod schema;
+mod store;
+
+pub use bus::{PostgresEventBus, MAX_PAYLOAD};
+pub use error::PostgresError;
+pub use store::{PostgresOptions, PostgresStore};
+
+#[doc(no_inline)]
+pub use sessiond_core::StoreError;

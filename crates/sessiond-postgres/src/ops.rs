@@ -1,0 +1,277 @@
+//! Every store operation but admission: reads, changes through [`Session::step`],
+//! closes, lists, counts and expiry. Each takes a connection and runs either one
+//! statement or one transaction; retries and deadlines are the caller's
+//! ([`crate::db`]).
+//!
+//! Locks: a change locks its session's row (`SELECT ... FOR UPDATE`) and nothing else,
+//! except a privilege change, which can take a seat and so locks the app row first,
+//! like admission and close-all. Expiry locks with `SKIP LOCKED` and never waits, so
+//! several nodes sweeping at once split the due sessions between them.
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{GenericClient, Object};
+use sessiond_core::store::{
+    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, StatusFilter,
+};
+use sessiond_core::{
+    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Step, Timestamp,
+};
+use tokio_postgres::types::ToSql;
+
+use crate::admit::{expire_rows, lock_app};
+use crate::error::PgResult;
+use crate::rows::{self, decode, hash_bytes, ts, uuid};
+use crate::schema::Sql;
+
+/// Reads a session by `lookup`, locking its row (`lock`) or not.
+async fn fetch(
+    c: &impl GenericClient,
+    sql: &Sql,
+    lookup: Lookup,
+    lock: bool,
+) -> PgResult<Option<Session>> {
+    let row = match lookup {
+        Lookup::Id(id) => {
+            let text = if lock {
+                &sql.lock_by_id
+            } else {
+                &sql.get_by_id
+            };
+            rows::query_opt(c, text, &[&uuid(id)]).await?
+        }
+        Lookup::Token(h) => {
+            let text = if lock {
+                &sql.lock_by_token
+            } else {
+                &sql.get_by_token
+            };
+            rows::query_opt(c, text, &[&hash_bytes(h)]).await?
+        }
+    };
+    row.map(|r| decode(r.try_get(0)?)).transpose()
+}
+
+/// A session as stored, in one statement.
+pub(crate) async fn get(c: &Object, sql: &Sql, lookup: Lookup) -> PgResult<Option<Session>> {
+    fetch(c, sql, lookup, false).await
+}
+
+/// Applies `change` through [`Session::step`].
+///
+/// Reads and touches first read the row without a transaction: when the step reports
+/// nothing to write (a read, a coalesced touch, a refusal) that one statement is the
+/// whole operation. Otherwise the row is locked, the step runs again on the locked
+/// state and the result is written in the same transaction. Touches commit with
+/// `synchronous_commit = off` when `async_touches` is set.
+pub(crate) async fn modify(
+    c: &mut Object,
+    sql: &Sql,
+    lookup: Lookup,
+    change: &Change,
+    cond: &Conditions,
+    now: Timestamp,
+    async_touches: bool,
+) -> PgResult<ModifyOutcome> {
+    let mut lock_app_of = None;
+    match change {
+        Change::Read | Change::Touch => {
+            let Some(mut s) = fetch(&*c, sql, lookup, false).await? else {
+                return Ok(ModifyOutcome::NotFound);
+            };
+            match s.step(change, cond, now) {
+                Ok(Step::Unchanged) => {
+                    return Ok(ModifyOutcome::Done {
+                        session: s,
+                        step: Step::Unchanged,
+                    })
+                }
+                Err(e) => return Ok(ModifyOutcome::Refused(e)),
+                // Something to write: redo it under the row lock.
+                Ok(_) => {}
+            }
+        }
+        Change::SetPrivileges { .. } => {
+            // It can make the session take a seat: serialise with admission.
+            let Some(s) = fetch(&*c, sql, lookup, false).await? else {
+                return Ok(ModifyOutcome::NotFound);
+            };
+            lock_app_of = Some(s.app);
+        }
+        _ => {}
+    }
+
+    let tx = c.transaction().await?;
+    if let Some(app) = &lock_app_of {
+        lock_app(&tx, sql, app).await?;
+    }
+    let Some(mut s) = fetch(&tx, sql, lookup, true).await? else {
+        tx.rollback().await?;
+        return Ok(ModifyOutcome::NotFound);
+    };
+    match s.step(change, cond, now) {
+        Err(e) => {
+            tx.rollback().await?;
+            Ok(ModifyOutcome::Refused(e))
+        }
+        Ok(Step::Unchanged) => {
+            tx.rollback().await?;
+            Ok(ModifyOutcome::Done {
+                session: s,
+                step: Step::Unchanged,
+            })
+        }
+        Ok(step) => {
+            if async_touches && matches!(change, Change::Touch) && step == Step::Changed {
+                // Losing a touch in a server crash only makes the session look idler.
+                let (set, write) = tokio::join!(
+                    tx.batch_execute("SET LOCAL synchronous_commit TO OFF"),
+                    rows::update(&tx, sql, &s)
+                );
+                set?;
+                write?;
+            } else {
+                rows::update(&tx, sql, &s).await?;
+            }
+            tx.commit().await?;
+            Ok(ModifyOutcome::Done { session: s, step })
+        }
+    }
+}
+
+/// Closes one open session.
+pub(crate) async fn close(
+    c: &mut Object,
+    sql: &Sql,
+    id: SessionId,
+    reason: CloseReason,
+    by: Actor,
+    now: Timestamp,
+) -> PgResult<CloseOutcome> {
+    let tx = c.transaction().await?;
+    let Some(mut s) = fetch(&tx, sql, Lookup::Id(id), true).await? else {
+        tx.rollback().await?;
+        return Ok(CloseOutcome::NotFound);
+    };
+    if !s.close(reason, by, now) {
+        tx.rollback().await?;
+        return Ok(CloseOutcome::AlreadyClosed(s));
+    }
+    rows::update(&tx, sql, &s).await?;
+    tx.commit().await?;
+    Ok(CloseOutcome::Closed(s))
+}
+
+/// Closes every open session of `app` but those in `except`.
+pub(crate) async fn close_all(
+    c: &mut Object,
+    sql: &Sql,
+    app: &str,
+    except: &[SessionId],
+    reason: CloseReason,
+    by: Actor,
+    now: Timestamp,
+) -> PgResult<Vec<Session>> {
+    let tx = c.transaction().await?;
+    lock_app(&tx, sql, app).await?;
+    let except: Vec<uuid::Uuid> = except.iter().map(|id| uuid(*id)).collect();
+    let locked = rows::query(&tx, &sql.lock_open_except, &[&app, &except]).await?;
+    let mut closed = rows::decode_rows(&locked)?;
+    closed.retain_mut(|s| s.close(reason, by, now));
+    rows::update_many(&tx, sql, &closed).await?;
+    tx.commit().await?;
+    Ok(closed)
+}
+
+/// A page of sessions, exactly as [`ListQuery`] describes it.
+pub(crate) async fn list(c: &Object, sql: &Sql, q: &ListQuery) -> PgResult<Vec<Session>> {
+    if q.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut text = format!("SELECT body::text FROM {}.sessions WHERE true", sql.schema);
+    let after = q.after.map(uuid);
+    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(app) = &q.app {
+        params.push(app);
+        text += &format!(" AND app = ${}", params.len());
+    }
+    if let Some(user) = &q.user {
+        params.push(user);
+        text += &format!(" AND user_name = ${}", params.len());
+    }
+    match q.status {
+        StatusFilter::Any => {}
+        StatusFilter::Open => text += " AND open",
+        StatusFilter::Closed => text += " AND NOT open",
+    }
+    let order = if q.newest_first { "DESC" } else { "ASC" };
+    if let Some(after) = &after {
+        params.push(after);
+        let op = if q.newest_first { "<" } else { ">" };
+        text += &format!(" AND id {op} ${}", params.len());
+    }
+    params.push(&limit);
+    text += &format!(" ORDER BY id {order} LIMIT ${}", params.len());
+    let found = rows::query(c, &text, &params).await?;
+    rows::decode_rows(&found)
+}
+
+/// Open sessions and seats taken in `app`.
+pub(crate) async fn counts(c: &Object, sql: &Sql, app: &str) -> PgResult<AppCounts> {
+    let found = rows::query(c, &sql.counts, &[&app]).await?;
+    let Some(row) = found.first() else {
+        return Ok(AppCounts::default());
+    };
+    let (open, seats): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(AppCounts {
+        open: u64::try_from(open).unwrap_or(0),
+        seats_used: u64::try_from(seats).unwrap_or(0),
+    })
+}
+
+/// Rows one expiry transaction takes at most.
+const EXPIRY_BATCH: usize = 500;
+
+/// Closes up to `limit` open sessions whose timeout passed and deletes up to `limit`
+/// closed ones past retention. Both read the deadline index from its low end and skip
+/// rows another node holds, so each due session is closed once, by one node.
+///
+/// The work goes in batches of [`EXPIRY_BATCH`], each its own transaction, and stops
+/// early once `budget` is spent: a large backlog then drains over several calls
+/// instead of one call that never fits in the operation's time limit. Purging runs
+/// first: if closing then fails, no closed session goes unreported (its event would be
+/// lost), while a purge that goes unreported loses nothing.
+pub(crate) async fn expire_due(
+    c: &mut Object,
+    sql: &Sql,
+    now: Timestamp,
+    limit: usize,
+    budget: Duration,
+) -> PgResult<Expired> {
+    let started = Instant::now();
+    let now_ms = ts(now);
+    let mut out = Expired::default();
+    while out.purged < limit {
+        let batch = EXPIRY_BATCH.min(limit - out.purged);
+        let n = i64::try_from(batch).unwrap_or(i64::MAX);
+        let purged = rows::execute(&*c, &sql.purge, &[&now_ms, &n]).await?;
+        out.purged += usize::try_from(purged).unwrap_or(usize::MAX);
+        if purged < n.unsigned_abs() || started.elapsed() > budget {
+            break;
+        }
+    }
+    while out.closed.len() < limit && started.elapsed() <= budget {
+        let batch = EXPIRY_BATCH.min(limit - out.closed.len());
+        let n = i64::try_from(batch).unwrap_or(i64::MAX);
+        let tx = c.transaction().await?;
+        let due = rows::query(&tx, &sql.due_open, &[&now_ms, &n]).await?;
+        let closed = expire_rows(&tx, sql, &due, now).await?;
+        tx.commit().await?;
+        out.closed.extend(closed);
+        if due.len() < batch {
+            break;
+        }
+    }
+    Ok(out)
+}

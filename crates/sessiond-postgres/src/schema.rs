@@ -1,0 +1,235 @@
+//! The database schema: the name check, the migrations (applied on connect, once, under
+//! an advisory lock so several nodes can start together) and the text of every
+//! statement the store runs, with the schema name filled in once at connect.
+
+use crate::error::{PgResult, PostgresError};
+
+/// Longest schema name accepted (leaves room for the `_events` channel suffix within
+/// PostgreSQL's 63-byte identifiers).
+pub(crate) const MAX_SCHEMA_LEN: usize = 48;
+
+/// Checks a schema name: lowercase ASCII letters, digits and `_`, not starting with a
+/// digit. Keeping to unquoted-identifier characters means the name reads the same in
+/// `psql` as in the store, and can be embedded in SQL text safely.
+pub(crate) fn check_schema(name: &str) -> PgResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SCHEMA_LEN
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && !name.starts_with("pg_")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(PostgresError::BadSchema(name.to_string()))
+    }
+}
+
+/// The migrations, in order; each runs once per schema, in its own transaction.
+/// `{s}` is the quoted schema name. Never edit a released migration: add one.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE {s}.apps (
+    app text PRIMARY KEY
+);
+CREATE TABLE {s}.sessions (
+    id uuid PRIMARY KEY,
+    token_hash bytea NOT NULL UNIQUE CHECK (octet_length(token_hash) = 16),
+    app text NOT NULL,
+    user_name text,
+    open boolean NOT NULL,
+    counts_seat boolean NOT NULL,
+    deadline bigint NOT NULL,
+    created_at bigint NOT NULL,
+    last_activity_at bigint NOT NULL,
+    version bigint NOT NULL,
+    body json NOT NULL
+);
+CREATE INDEX sessions_app_open_idx ON {s}.sessions (app, open);
+CREATE INDEX sessions_app_user_idx ON {s}.sessions (app, user_name);
+CREATE INDEX sessions_deadline_idx ON {s}.sessions (open, deadline);
+"#,
+)];
+
+/// Applies the migrations that `schema` lacks. Safe to run from many nodes at once: a
+/// transaction-scoped advisory lock keyed by the schema name serialises them, and the
+/// `schema_migrations` table records what ran.
+pub(crate) async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -> PgResult<()> {
+    let s = quoted(schema);
+    let tx = client.transaction().await?;
+    // Migrations may wait for another node's; give them longer than one operation.
+    tx.batch_execute("SET LOCAL statement_timeout = '60s'")
+        .await?;
+    // 0x73657373 is "sess": the advisory-lock class of sessiond.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(1936028531, hashtext($1))",
+        &[&schema],
+    )
+    .await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await?;
+    let done: Vec<i32> = tx
+        .query(&format!("SELECT version FROM {s}.schema_migrations"), &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (version, text) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        tx.batch_execute(&text.replace("{s}", &s)).await?;
+        tx.execute(
+            &format!("INSERT INTO {s}.schema_migrations (version) VALUES ($1)"),
+            &[version],
+        )
+        .await?;
+        tracing::info!(schema, version, "applied PostgreSQL store migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `name` as a quoted identifier (names are checked, so no quote can be inside).
+pub(crate) fn quoted(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// The text of every fixed statement, with the schema filled in.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    /// The quoted schema name, for statements built per call (lists).
+    pub schema: String,
+    pub insert: String,
+    pub update_one: String,
+    pub update_many: String,
+    pub get_by_id: String,
+    pub get_by_token: String,
+    pub lock_by_id: String,
+    pub lock_by_token: String,
+    pub lock_app: String,
+    pub insert_app: String,
+    pub seats_used: String,
+    pub due_in_app: String,
+    pub due_of_user: String,
+    pub user_holders: String,
+    pub take_over_holder: String,
+    pub idlest: String,
+    pub lock_many: String,
+    pub lock_open_except: String,
+    pub counts: String,
+    pub due_open: String,
+    pub purge: String,
+}
+
+impl Sql {
+    /// The statements for `schema` (already checked).
+    pub(crate) fn new(schema: &str) -> Sql {
+        let s = quoted(schema);
+        let t = format!("{s}.sessions");
+        let holder = "SELECT id, created_at, last_activity_at, counts_seat";
+        Sql {
+            insert: format!(
+                "INSERT INTO {t} (id, token_hash, app, user_name, open, counts_seat, deadline, \
+                 created_at, last_activity_at, version, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::json)"
+            ),
+            update_one: format!(
+                "UPDATE {t} SET token_hash = $2, user_name = $3, open = $4, counts_seat = $5, \
+                 deadline = $6, last_activity_at = $7, version = $8, body = $9::text::json \
+                 WHERE id = $1"
+            ),
+            update_many: format!(
+                "UPDATE {t} AS s SET token_hash = u.token_hash, user_name = u.user_name, \
+                 open = u.open, counts_seat = u.counts_seat, deadline = u.deadline, \
+                 last_activity_at = u.last_activity_at, version = u.version, body = u.body::json \
+                 FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::bool[], $5::bool[], \
+                 $6::int8[], $7::int8[], $8::int8[], $9::text[]) \
+                 AS u(id, token_hash, user_name, open, counts_seat, deadline, last_activity_at, \
+                 version, body) WHERE s.id = u.id"
+            ),
+            get_by_id: format!("SELECT body::text FROM {t} WHERE id = $1"),
+            get_by_token: format!("SELECT body::text FROM {t} WHERE token_hash = $1"),
+            lock_by_id: format!("SELECT body::text FROM {t} WHERE id = $1 FOR UPDATE"),
+            lock_by_token: format!("SELECT body::text FROM {t} WHERE token_hash = $1 FOR UPDATE"),
+            lock_app: format!("SELECT 1 FROM {s}.apps WHERE app = $1 FOR UPDATE"),
+            insert_app: format!("INSERT INTO {s}.apps (app) VALUES ($1) ON CONFLICT DO NOTHING"),
+            seats_used: format!("SELECT count(*) FROM {t} WHERE app = $1 AND open AND counts_seat"),
+            due_in_app: format!(
+                "SELECT body::text FROM {t} WHERE app = $1 AND open AND deadline < $2 \
+                 ORDER BY id FOR UPDATE"
+            ),
+            due_of_user: format!(
+                "SELECT body::text FROM {t} WHERE app = $1 AND user_name = $2 AND open \
+                 AND deadline < $3 ORDER BY id FOR UPDATE"
+            ),
+            user_holders: format!("{holder} FROM {t} WHERE app = $1 AND user_name = $2 AND open"),
+            take_over_holder: format!("{holder} FROM {t} WHERE id = $1 AND app = $2 AND open"),
+            idlest: format!(
+                "{holder} FROM {t} WHERE app = $1 AND open AND counts_seat \
+                 ORDER BY last_activity_at, id LIMIT $2"
+            ),
+            lock_many: format!(
+                "SELECT body::text FROM {t} WHERE id = ANY($1) AND open ORDER BY id FOR UPDATE"
+            ),
+            lock_open_except: format!(
+                "SELECT body::text FROM {t} WHERE app = $1 AND open AND NOT (id = ANY($2)) \
+                 ORDER BY id FOR UPDATE"
+            ),
+            counts: format!(
+                "SELECT count(*), count(*) FILTER (WHERE counts_seat) FROM {t} \
+                 WHERE app = $1 AND open"
+            ),
+            due_open: format!(
+                "SELECT body::text FROM {t} WHERE open AND deadline < $1 \
+                 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ),
+            purge: format!(
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE NOT open \
+                 AND deadline < $1 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ),
+            schema: s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["sessiond", "sessiond_test_0a1b", "_x", "a1"] {
+            assert!(check_schema(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(MAX_SCHEMA_LEN + 1);
+        for bad in [
+            "",
+            "1abc",
+            "Sessiond",
+            "a-b",
+            "a\"b",
+            "a b",
+            "pg_temp",
+            long.as_str(),
+        ] {
+            assert!(check_schema(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn statements_name_the_schema() {
+        let sql = Sql::new("abc");
+        assert!(sql.insert.contains("\"abc\".sessions"));
+        assert!(sql.lock_app.contains("\"abc\".apps"));
+        assert!(MIGRATIONS[0].1.contains("{s}.sessions"));
+    }
+}

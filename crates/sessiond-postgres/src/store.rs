@@ -1,0 +1,300 @@
+//! [`PostgresStore`] and its [`PostgresOptions`]: connecting (URL, pool, server-side
+//! time limits, migrations) and the [`Store`] trait, each method a bounded, retried
+//! call into [`crate::admit`] or [`crate::ops`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod, Runtime};
+use sessiond_core::admission::Admission;
+use sessiond_core::events::EventBus;
+use sessiond_core::store::{
+    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
+};
+use sessiond_core::{
+    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Store, StoreError,
+    Timestamp,
+};
+use tokio_postgres::NoTls;
+
+use crate::bus::PostgresEventBus;
+use crate::db::{retrying, Db};
+use crate::error::{PgResult, PostgresError};
+use crate::schema::{self, Sql};
+use crate::{admit, ops};
+
+/// How long migrations at connect may take (they may wait for another node's).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Settings of a [`PostgresStore`].
+///
+/// ```
+/// use std::time::Duration;
+/// use sessiond_postgres::PostgresOptions;
+///
+/// let options = PostgresOptions {
+///     schema: "crm_sessions".into(),
+///     op_timeout: Duration::from_millis(500),
+///     ..Default::default()
+/// };
+/// assert_eq!(options.pool_size, 16);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The schema every table lives in (default `sessiond`): 1 to 48 lowercase ASCII
+    /// letters, digits or `_`, not starting with a digit. Stores with different schemas
+    /// in one database are independent (their events too).
+    pub schema: String,
+    /// Most pooled connections (default 16). The event bus uses one more, outside the
+    /// pool, while something subscribes.
+    pub pool_size: usize,
+    /// Time limit of every operation, waiting for a connection included (default 2 s).
+    pub op_timeout: Duration,
+    /// Commit touch writes without waiting for the WAL flush (default true); see the
+    /// crate docs on durability.
+    pub async_touches: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: "sessiond".into(),
+            pool_size: 16,
+            op_timeout: Duration::from_secs(2),
+            async_touches: true,
+        }
+    }
+}
+
+/// Sessions in PostgreSQL, shared by every node that connects to the same database
+/// and schema. Cheap to clone (clones share the pool).
+#[derive(Clone)]
+pub struct PostgresStore {
+    db: Arc<Db>,
+    bus: Arc<PostgresEventBus>,
+    schema: Arc<str>,
+    async_touches: bool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .field("op_timeout", &self.db.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`,
+    /// or the `key=value` form), creates or migrates the schema, and returns the store.
+    ///
+    /// Fails with [`StoreError::Unavailable`] when PostgreSQL cannot be reached within
+    /// `op_timeout`, and with [`StoreError::Backend`] (holding a [`PostgresError`]) for
+    /// a bad URL or schema name or a refused login.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        Ok(Self::try_connect(url, options).await?)
+    }
+
+    async fn try_connect(url: &str, options: PostgresOptions) -> PgResult<Self> {
+        schema::check_schema(&options.schema)?;
+        let op_timeout = options.op_timeout.max(Duration::from_millis(1));
+        let mut config: tokio_postgres::Config = url.parse().map_err(PostgresError::BadUrl)?;
+        tune(&mut config, op_timeout);
+        let manager = deadpool_postgres::Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(op_timeout))
+            .create_timeout(Some(op_timeout))
+            .recycle_timeout(Some(op_timeout))
+            .build()?;
+        let db = Arc::new(Db {
+            pool,
+            sql: Sql::new(&options.schema),
+            op_timeout,
+        });
+
+        let mut conn = db.bounded("connect", db.conn()).await?;
+        match tokio::time::timeout(
+            MIGRATION_TIMEOUT,
+            schema::migrate(&mut conn, &options.schema),
+        )
+        .await
+        {
+            Ok(done) => {
+                conn.release();
+                done?;
+            }
+            Err(_) => {
+                return Err(PostgresError::Timeout {
+                    what: "the schema migrations",
+                    timeout: MIGRATION_TIMEOUT,
+                })
+            }
+        }
+
+        let channel = format!("{}_events", options.schema);
+        Ok(PostgresStore {
+            bus: Arc::new(PostgresEventBus::new(db.clone(), config, channel)),
+            db,
+            schema: Arc::from(options.schema),
+            async_touches: options.async_touches,
+        })
+    }
+
+    /// The schema the store's tables live in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The event bus (also what [`Store::event_bus`] returns).
+    pub fn bus(&self) -> &PostgresEventBus {
+        &self.bus
+    }
+}
+
+/// Connection settings the store relies on: a connect timeout, TCP keepalives, and the
+/// server-side statement and idle-in-transaction timeouts (see the crate docs).
+fn tune(config: &mut tokio_postgres::Config, op_timeout: Duration) {
+    config.connect_timeout(op_timeout);
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    if config.get_application_name().is_none() {
+        config.application_name("sessiond");
+    }
+    let ms = op_timeout.as_millis().max(1);
+    let ours = format!(
+        "-c statement_timeout={ms} -c idle_in_transaction_session_timeout={}",
+        ms * 2 + 1000
+    );
+    let options = match config.get_options() {
+        Some(theirs) if !theirs.is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    config.options(options);
+}
+
+/// Runs `$body` (which may use `$c`, a `&mut Conn`) on a pooled connection, retrying
+/// aborted transactions, all within the operation deadline.
+macro_rules! run {
+    ($store:expr, $what:literal, |$c:ident| $body:expr) => {{
+        let db = &*$store.db;
+        let out: PgResult<_> = db
+            .bounded($what, async {
+                #[allow(unused_mut)]
+                let mut $c = db.conn().await?;
+                let out = retrying!($body);
+                $c.release();
+                out
+            })
+            .await;
+        out.map_err(StoreError::from)
+    }};
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn open(
+        &self,
+        session: Session,
+        admission: &Admission,
+        now: Timestamp,
+    ) -> StoreResult<OpenOutcome> {
+        let sql = &self.db.sql;
+        run!(self, "open", |c| admit::open(
+            &mut c, sql, &session, admission, now
+        )
+        .await)
+    }
+
+    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
+        let sql = &self.db.sql;
+        run!(self, "get", |c| ops::get(&c, sql, lookup).await)
+    }
+
+    async fn modify(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome> {
+        let (sql, touches) = (&self.db.sql, self.async_touches);
+        run!(self, "modify", |c| ops::modify(
+            &mut c, sql, lookup, change, cond, now, touches
+        )
+        .await)
+    }
+
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<CloseOutcome> {
+        let sql = &self.db.sql;
+        run!(self, "close", |c| ops::close(
+            &mut c, sql, id, reason, by, now
+        )
+        .await)
+    }
+
+    async fn close_all(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        let sql = &self.db.sql;
+        run!(self, "close_all", |c| ops::close_all(
+            &mut c, sql, app, except, reason, by, now
+        )
+        .await)
+    }
+
+    async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
+        let sql = &self.db.sql;
+        run!(self, "list", |c| ops::list(&c, sql, query).await)
+    }
+
+    async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
+        let sql = &self.db.sql;
+        run!(self, "counts", |c| ops::counts(&c, sql, app).await)
+    }
+
+    async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
+        // Leave room in the deadline for the batch under way when the budget runs out.
+        let (sql, budget) = (&self.db.sql, self.db.op_timeout / 2);
+        run!(self, "expire_due", |c| ops::expire_due(
+            &mut c, sql, now, limit, budget
+        )
+        .await)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        run!(self, "ping", |c| c
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(PostgresError::from))
+    }
+
+    fn event_bus(&self) -> Option<Arc<dyn EventBus>> {
+        Some(self.bus.clone())
+    }
+}

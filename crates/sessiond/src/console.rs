@@ -1,0 +1,258 @@
+//! The admin console at `/admin`: static pages embedded in the binary (no build step),
+//! a sign-in with the admin token or an app key, and a same-origin proxy from
+//! `/admin/api/...` to the API so the page never holds the secret.
+//!
+//! Signing in creates a console session: a random id in an `HttpOnly`,
+//! `SameSite=Strict` cookie scoped to `/admin`; the credential stays on the server.
+//! Requests that change anything must come from the console's own page: they carry the
+//! `X-Sessiond-Console` header (which a cross-site form cannot send) and, when the
+//! browser sends `Origin`, it must be this server.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use tower::ServiceExt;
+
+use crate::auth::digest;
+use crate::config::Secret;
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+const COOKIE: &str = "sessiond_console";
+const LIFETIME: Duration = Duration::from_secs(8 * 3600);
+const CSRF_HEADER: &str = "x-sessiond-console";
+
+const INDEX: &str = include_str!("../console/index.html");
+const LOGIN: &str = include_str!("../console/login.html");
+const SCRIPT: &str = include_str!("../console/console.js");
+const STYLE: &str = include_str!("../console/console.css");
+
+/// Who a console session is.
+#[derive(Clone)]
+struct Signed {
+    secret: Secret,
+    /// `None` for the admin token, the app's name for an app key.
+    app: Option<String>,
+    expires: Instant,
+}
+
+/// The console's signed-in browsers.
+#[derive(Default)]
+pub struct ConsoleSessions(Mutex<HashMap<String, Signed>>);
+
+impl ConsoleSessions {
+    fn get(&self, headers: &HeaderMap) -> Option<Signed> {
+        let id = cookie(headers)?;
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        map.retain(|_, s| s.expires > now);
+        map.get(&id).cloned()
+    }
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest == host)
+}
+
+fn page(html: &str, status: StatusCode) -> Response {
+    let mut r = (status, Html(html.to_string())).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// The console's routes, proxying to `api`.
+pub fn router(state: SharedState, api: Router) -> Router {
+    Router::new()
+        .route("/admin", get(index))
+        .route("/admin/", get(index))
+        .route("/admin/login", post(login))
+        .route("/admin/logout", post(logout))
+        .route("/admin/whoami", get(whoami))
+        .route(
+            "/admin/assets/console.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    SCRIPT,
+                )
+            }),
+        )
+        .route(
+            "/admin/assets/console.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }),
+        )
+        .route("/admin/api/{*rest}", any(proxy))
+        .with_state((state, api))
+}
+
+type ConsoleState = (SharedState, Router);
+
+async fn index(State((st, _)): State<ConsoleState>, headers: HeaderMap) -> Response {
+    match st.console.get(&headers) {
+        Some(_) => page(INDEX, StatusCode::OK),
+        None => page(&LOGIN.replace("{{error}}", ""), StatusCode::OK),
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(
+    State((st, _)): State<ConsoleState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return ApiError::forbidden("sign in from the console's own page").into_response();
+    }
+    let d = digest(form.token.trim());
+    let app = if d == st.admin_digest {
+        None
+    } else if let Some(app) = st.app_keys.get(&d) {
+        Some(app.clone())
+    } else {
+        tracing::info!("console sign-in refused: unknown token");
+        let html = LOGIN.replace(
+            "{{error}}",
+            "<p class=\"error\" role=\"alert\">That token is not the admin token or an app key.</p>",
+        );
+        return page(&html, StatusCode::UNAUTHORIZED);
+    };
+    let id = sessiond_core::Token::generate("console")
+        .expose()
+        .to_string();
+    let id = id.trim_start_matches("console:").to_string();
+    tracing::info!(role = app.as_deref().unwrap_or("admin"), "console sign-in");
+    st.console
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            id.clone(),
+            Signed {
+                secret: Secret::new(form.token.trim()),
+                app,
+                expires: Instant::now() + LIFETIME,
+            },
+        );
+    let mut r = Redirect::to("/admin").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}",
+        LIFETIME.as_secs()
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn logout(State((st, _)): State<ConsoleState>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return ApiError::forbidden("sign out from the console's own page").into_response();
+    }
+    if let Some(id) = cookie(&headers) {
+        st.console
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+    let mut r = Redirect::to("/admin").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "sessiond_console=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    r
+}
+
+async fn whoami(State((st, _)): State<ConsoleState>, headers: HeaderMap) -> Response {
+    match st.console.get(&headers) {
+        Some(s) => axum::Json(serde_json::json!({
+            "role": if s.app.is_some() { "app" } else { "admin" },
+            "app": s.app,
+        }))
+        .into_response(),
+        None => ApiError::unauthorized("sign in to the console first").into_response(),
+    }
+}
+
+async fn proxy(State((st, api)): State<ConsoleState>, req: Request) -> Response {
+    let Some(signed) = st.console.get(req.headers()) else {
+        return ApiError::unauthorized("sign in to the console first").into_response();
+    };
+    if req.method() != Method::GET
+        && (req.headers().get(CSRF_HEADER).is_none() || !same_origin(req.headers()))
+    {
+        return ApiError::forbidden("changes must come from the console's own page")
+            .into_response();
+    }
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .trim_start_matches("/admin/api");
+    let Ok(uri) = path_and_query.parse::<Uri>() else {
+        return ApiError::bad_request("bad path").into_response();
+    };
+    parts.uri = uri;
+    parts.headers.remove(header::COOKIE);
+    match HeaderValue::from_str(&format!("Bearer {}", signed.secret.expose())) {
+        Ok(v) => {
+            parts.headers.insert(header::AUTHORIZATION, v);
+        }
+        Err(_) => return ApiError::unauthorized("sign in again").into_response(),
+    }
+    // A fresh request: the outer route's extensions (its path parameters) must not leak
+    // into the API's routing. Only the peer address is carried over.
+    let mut inner = Request::new(Body::new(body));
+    *inner.method_mut() = parts.method;
+    *inner.uri_mut() = parts.uri;
+    *inner.headers_mut() = parts.headers;
+    if let Some(peer) = parts.extensions.get::<crate::auth::PeerAddr>() {
+        inner.extensions_mut().insert(*peer);
+    }
+    match api.oneshot(inner).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
