@@ -59,6 +59,46 @@ pub enum StoreUrl {
     File(Option<PathBuf>),
     /// In memory only: lost on exit (`memory:`), for tests and trials.
     Memory,
+    /// PostgreSQL (`postgres://user@host:port/db`), shared by many nodes. A
+    /// `namespace=NAME` query parameter picks the schema (default `sessiond`).
+    Postgres {
+        /// The connection URL, without the namespace parameter.
+        url: String,
+        /// The schema.
+        namespace: Option<String>,
+    },
+    /// Redis (`redis://host:port/db`), shared by many nodes. A `namespace=NAME` query
+    /// parameter picks the key prefix (default `sessiond`).
+    Redis {
+        /// The connection URL, without the namespace parameter.
+        url: String,
+        /// The key prefix.
+        namespace: Option<String>,
+    },
+}
+
+/// Splits a `namespace=NAME` query parameter off a URL.
+fn split_namespace(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut namespace = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix("namespace=") {
+            Some(ns) => {
+                namespace = Some(ns.to_string());
+                false
+            }
+            None => !kv.is_empty(),
+        })
+        .collect();
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, namespace)
 }
 
 impl std::str::FromStr for StoreUrl {
@@ -69,10 +109,17 @@ impl std::str::FromStr for StoreUrl {
             "memory" | "memory:" | "memory://" => Ok(StoreUrl::Memory),
             _ => match s.strip_prefix("file://") {
                 Some(p) if !p.is_empty() => Ok(StoreUrl::File(Some(PathBuf::from(p)))),
-                _ if s.starts_with("redis://") || s.starts_with("postgres://") || s.starts_with("postgresql://") => Err(
-                    format!("the store {s:?} is not available in this build yet; use file: (default) or memory:"),
-                ),
-                _ => Err(format!("unknown store {s:?}: use file: (the default), file:///path or memory:")),
+                _ if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+                    let (url, namespace) = split_namespace(s);
+                    Ok(StoreUrl::Postgres { url, namespace })
+                }
+                _ if s.starts_with("redis://") => {
+                    let (url, namespace) = split_namespace(s);
+                    Ok(StoreUrl::Redis { url, namespace })
+                }
+                _ => Err(format!(
+                    "unknown store {s:?}: use file: (the default), file:///path, memory:, postgres://... or redis://..."
+                )),
             },
         }
     }
@@ -328,6 +375,26 @@ mod tests {
         assert!(e.0.contains("bogus"), "{e}");
         let e = Config::from_toml("[apps.x]\nkey = \"short\"\n").unwrap_err();
         assert!(e.0.contains("16"), "{e}");
+    }
+
+    #[test]
+    fn store_urls_parse_with_their_namespace() {
+        assert_eq!(
+            "postgres://postgres@127.0.0.1/test?namespace=node_a&sslmode=disable"
+                .parse::<StoreUrl>(),
+            Ok(StoreUrl::Postgres {
+                url: "postgres://postgres@127.0.0.1/test?sslmode=disable".into(),
+                namespace: Some("node_a".into())
+            })
+        );
+        assert_eq!(
+            "redis://127.0.0.1:6379".parse::<StoreUrl>(),
+            Ok(StoreUrl::Redis {
+                url: "redis://127.0.0.1:6379".into(),
+                namespace: None
+            })
+        );
+        assert!("mysql://x".parse::<StoreUrl>().is_err());
     }
 
     #[test]

@@ -326,4 +326,7 @@ impl Store for MeteredStore {
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }
+    fn event_bus(&self) -> Option<Arc<dyn sessiond_core::events::EventBus>> {
+        self.inner.event_bus()
+    }
 }

@@ -38,10 +38,22 @@ pub enum ServeError {
 }
 
 /// Opens the store the configuration names.
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     Ok(match &config.store {
         StoreUrl::Memory => Arc::new(MemoryStore::new()),
         StoreUrl::File(_) => Arc::new(FileStore::open(config.store_dir())?),
+        StoreUrl::Postgres { url, namespace } => {
+            let mut options = sessiond_postgres::PostgresOptions::default();
+            if let Some(ns) = namespace {
+                options.schema = ns.clone();
+            }
+            Arc::new(sessiond_postgres::PostgresStore::connect(url, options).await?)
+        }
+        StoreUrl::Redis { .. } => {
+            return Err(ServeError::Config(
+                "the Redis store is not in this build yet".into(),
+            ));
+        }
     })
 }
 
@@ -102,7 +114,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
     let manager = manager(&config, store)?;
     let admin = admin_token(&config)?;

@@ -7,6 +7,7 @@ mod common;
 mod console;
 mod errors;
 mod management;
+mod multinode;
 mod ops;
 mod process;
 mod seat_client;
