@@ -92,7 +92,8 @@ fn page(html: &str, status: StatusCode) -> Response {
         ),
     );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // `no-referrer` would make browsers send `Origin: null` on the sign-in form.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     r
 }
 

@@ -49,10 +49,12 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
             }
             Arc::new(sessiond_postgres::PostgresStore::connect(url, options).await?)
         }
-        StoreUrl::Redis { .. } => {
-            return Err(ServeError::Config(
-                "the Redis store is not in this build yet".into(),
-            ));
+        StoreUrl::Redis { url, namespace } => {
+            let mut options = sessiond_redis::RedisOptions::default();
+            if let Some(ns) = namespace {
+                options.prefix = ns.clone();
+            }
+            Arc::new(sessiond_redis::RedisStore::connect(url, options).await?)
         }
     })
 }

@@ -70,6 +70,22 @@ impl Server {
         let task = tokio::spawn(sessiond::run(listener, config, async {
             let _ = rx.await;
         }));
+        // Wait until it serves; a server that failed to start says why.
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if task.is_finished() {
+                panic!("the server did not start: {:?}", task.await);
+            }
+            if http
+                .get(format!("http://{addr}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         Server {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),

@@ -9,6 +9,7 @@ mod errors;
 mod management;
 mod multinode;
 mod ops;
+mod outage;
 mod process;
 mod seat_client;
 mod seats;

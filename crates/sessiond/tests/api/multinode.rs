@@ -135,3 +135,8 @@ async fn multi_node(kind: &str) {
 async fn three_nodes_on_postgres() {
     multi_node("postgres").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_on_redis() {
+    multi_node("redis").await;
+}

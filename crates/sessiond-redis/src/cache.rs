@@ -1,0 +1,121 @@
+//! The node-local cache of facts that never change for a session's life: which app and
+//! id a token hash belongs to, and which app an id belongs to. With it a resolve costs
+//! one round trip (read the record) instead of two (index, then record).
+//!
+//! Caching these is safe because the record stays the truth: a token found through the
+//! cache is accepted only if the record still holds that token's hash, so a rotated or
+//! purged token fails at once on every node. Only the record is never cached.
+//!
+//! The cache is bounded with two generations: entries go into the young one; when it is
+//! full it becomes the old one (dropping the previous old one); a hit in the old one is
+//! promoted. Recently used entries survive, memory stays under the bound, and there is
+//! no per-entry bookkeeping.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Mutex, MutexGuard};
+
+/// A bounded map of at most `capacity` entries (0 disables it).
+#[derive(Debug)]
+pub(crate) struct Cache<K, V> {
+    half: usize,
+    gens: Mutex<Generations<K, V>>,
+}
+
+#[derive(Debug)]
+struct Generations<K, V> {
+    young: HashMap<K, V>,
+    old: HashMap<K, V>,
+}
+
+impl<K: Hash + Eq, V: Clone> Cache<K, V> {
+    /// A cache holding at most `capacity` entries.
+    pub fn new(capacity: usize) -> Self {
+        Cache {
+            half: capacity / 2,
+            gens: Mutex::new(Generations {
+                young: HashMap::new(),
+                old: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Generations<K, V>> {
+        self.gens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The value of `key`, if cached.
+    pub fn get(&self, key: &K) -> Option<V> {
+        if self.half == 0 {
+            return None;
+        }
+        let mut g = self.lock();
+        if let Some(v) = g.young.get(key) {
+            return Some(v.clone());
+        }
+        let (k, v) = g.old.remove_entry(key)?;
+        let out = v.clone();
+        Self::put(&mut g, self.half, k, v);
+        Some(out)
+    }
+
+    /// Remembers `key` → `value`.
+    pub fn insert(&self, key: K, value: V) {
+        if self.half == 0 {
+            return;
+        }
+        let mut g = self.lock();
+        Self::put(&mut g, self.half, key, value);
+    }
+
+    fn put(g: &mut Generations<K, V>, half: usize, key: K, value: V) {
+        if g.young.len() >= half && !g.young.contains_key(&key) {
+            g.old = std::mem::take(&mut g.young);
+        }
+        g.young.insert(key, value);
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&self, key: &K) {
+        if self.half == 0 {
+            return;
+        }
+        let mut g = self.lock();
+        g.young.remove(key);
+        g.old.remove(key);
+    }
+
+    /// Number of entries held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        let g = self.lock();
+        g.young.len() + g.old.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_bounded_and_keeps_what_is_used() {
+        let c = Cache::new(10);
+        for i in 0..100 {
+            c.insert(i, i * 2);
+            // Key 0 is used all the time: it must survive the churn.
+            assert_eq!(c.get(&0), Some(0));
+            assert!(c.len() <= 10);
+        }
+        assert_eq!(c.get(&99), Some(198));
+        assert_eq!(c.get(&1), None, "old unused entries are dropped");
+        c.remove(&0);
+        assert_eq!(c.get(&0), None);
+    }
+
+    #[test]
+    fn zero_capacity_caches_nothing() {
+        let c = Cache::new(0);
+        c.insert(1, 1);
+        assert_eq!(c.get(&1), None);
+    }
+}

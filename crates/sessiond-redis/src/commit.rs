@@ -1,0 +1,274 @@
+//! Writing: how a session's new state becomes one group of a [`Commit`] (the record, its
+//! expected revision, and the index entries that change), and how a commit runs through
+//! the `COMMIT` script.
+//!
+//! The index entries of a session follow from its state alone ([`memberships`]), so a
+//! write is the difference between the entries of the state before and after. That
+//! keeps the indexes right for every change without a case per operation.
+
+use std::collections::HashMap;
+
+use redis::aio::ConnectionManager;
+use sessiond_core::Session;
+
+use crate::error::{Error, Result};
+use crate::keys::AppKeys;
+use crate::scripts::COMMIT;
+
+/// A session as read from Redis, with the revision of its record.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    /// Write counter of the record (starts at 1, +1 on every write).
+    pub rev: u64,
+    /// The session.
+    pub session: Session,
+}
+
+impl Stored {
+    /// Decodes a record's `rev` and `json` fields.
+    pub fn decode(rev: &str, json: &str) -> Result<Stored> {
+        let rev = rev
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("a session record has a bad revision {rev:?}")))?;
+        Ok(Stored {
+            rev,
+            session: serde_json::from_str(json)?,
+        })
+    }
+
+    /// Decodes a flat `rev, json, rev, json, ...` list from a script.
+    pub fn decode_list(flat: &[String]) -> Result<Vec<Stored>> {
+        flat.chunks_exact(2)
+            .map(|pair| Stored::decode(&pair[0], &pair[1]))
+            .collect()
+    }
+}
+
+/// The index entries (key, score) a session in this state has. The member is its id.
+pub(crate) fn memberships(keys: &AppKeys, s: &Session) -> Vec<(String, u64)> {
+    let deadline = s.deadline().as_millis();
+    if !s.is_open() {
+        return vec![(keys.closed(), 0), (keys.purge(), deadline)];
+    }
+    let mut m = vec![(keys.open(), 0), (keys.due(), deadline)];
+    if s.counts_seat {
+        m.push((keys.seated(), s.last_activity_at.as_millis()));
+    }
+    if let Some(u) = &s.user {
+        m.push((keys.user(u), 0));
+    }
+    m
+}
+
+/// What admission sees of a session: whether it is open, takes a seat, and whose it is.
+/// A write that changes it must move the app's revision.
+fn admission_view(s: Option<&Session>) -> Option<(bool, Option<&str>)> {
+    s.filter(|s| s.is_open())
+        .map(|s| (s.counts_seat, s.user.as_deref()))
+}
+
+/// The answer of the `COMMIT` script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// The app's revision or (in all-or-nothing mode) a record's revision moved:
+    /// nothing was written.
+    Conflict,
+    /// Per group, whether it was written.
+    Applied(Vec<bool>),
+}
+
+/// A batch of session writes for one app, applied by one script run.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    keys: Vec<String>,
+    positions: HashMap<String, usize>,
+    expect_app_rev: Option<u64>,
+    all_or_nothing: bool,
+    groups: Vec<String>,
+    count: usize,
+}
+
+impl Commit {
+    /// An empty batch; `all_or_nothing` refuses it whole if any record moved, else stale
+    /// groups are skipped and reported.
+    pub fn new(keys: &AppKeys, all_or_nothing: bool) -> Commit {
+        Commit {
+            keys: vec![keys.rev()],
+            positions: HashMap::new(),
+            expect_app_rev: None,
+            all_or_nothing,
+            groups: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Applies nothing unless the app's revision is still `rev`.
+    pub fn expect_app_rev(&mut self, rev: u64) {
+        self.expect_app_rev = Some(rev);
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn position(&mut self, key: String) -> usize {
+        if let Some(p) = self.positions.get(&key) {
+            return *p;
+        }
+        self.keys.push(key.clone());
+        let p = self.keys.len();
+        self.positions.insert(key, p);
+        p
+    }
+
+    /// Adds a write of one session: `before` as read (none for a new session), `after`
+    /// its new state (none to delete it). Applied only if the record is still at
+    /// `before`'s revision.
+    pub fn write(
+        &mut self,
+        keys: &AppKeys,
+        before: Option<&Stored>,
+        after: Option<&Session>,
+    ) -> Result<()> {
+        let Some(id) = after.or(before.map(|b| &b.session)).map(|s| s.id) else {
+            return Ok(());
+        };
+        let rec = self.position(keys.record(id));
+        let member = id.to_string();
+        let old = before.map_or_else(Vec::new, |b| memberships(keys, &b.session));
+        let new = after.map_or_else(Vec::new, |s| memberships(keys, s));
+        let bump = admission_view(before.map(|b| &b.session)) != admission_view(after);
+        let mut g = vec![
+            rec.to_string(),
+            before.map_or(0, |b| b.rev).to_string(),
+            if bump { "1" } else { "0" }.to_string(),
+        ];
+        match after {
+            Some(s) => {
+                g.push("put".into());
+                g.push(serde_json::to_string(s).map_err(|e| Error::Corrupt(e.to_string()))?);
+            }
+            None => g.push("del".into()),
+        }
+        let mut ops = Vec::new();
+        let mut nops = 0;
+        for (key, _) in old.iter().filter(|(k, _)| !new.iter().any(|(n, _)| n == k)) {
+            let p = self.position(key.clone());
+            ops.extend(["zr".into(), p.to_string(), member.clone()]);
+            nops += 1;
+        }
+        for (key, score) in new.iter().filter(|m| !old.contains(m)) {
+            let p = self.position(key.clone());
+            ops.extend([
+                "za".into(),
+                p.to_string(),
+                score.to_string(),
+                member.clone(),
+            ]);
+            nops += 1;
+        }
+        g.push(nops.to_string());
+        g.extend(ops);
+        self.groups.extend(g);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Runs the batch.
+    pub async fn run(&self, conn: &mut ConnectionManager) -> Result<Committed> {
+        if self.is_empty() {
+            return Ok(Committed::Applied(Vec::new()));
+        }
+        let mut inv = COMMIT.prepare_invoke();
+        for k in &self.keys {
+            inv.key(k);
+        }
+        inv.arg(
+            self.expect_app_rev
+                .map_or_else(String::new, |r| r.to_string()),
+        );
+        inv.arg(if self.all_or_nothing { "all" } else { "each" });
+        for a in &self.groups {
+            inv.arg(a);
+        }
+        let out: Vec<i64> = inv.invoke_async(conn).await?;
+        match out.split_first() {
+            Some((1, flags)) if flags.len() == self.count => {
+                Ok(Committed::Applied(flags.iter().map(|f| *f == 1).collect()))
+            }
+            Some((0, _)) => Ok(Committed::Conflict),
+            _ => Err(Error::Corrupt(format!(
+                "unexpected answer from the commit script: {out:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Keys;
+    use sessiond_core::{Actor, CloseReason, Timestamp};
+
+    fn session() -> Session {
+        serde_json::from_value(serde_json::json!({
+            "id": sessiond_core::SessionId::new(),
+            "token_hash": "0123456789abcdef0123456789abcdef",
+            "app": "shop",
+            "user": "ann",
+            "created_at": 1000,
+            "last_activity_at": 1000,
+            "last_heartbeat_at": 1000,
+            "idle_timeout_s": 60,
+            "lifetime_s": 3600,
+            "retention_s": 10,
+            "counts_seat": true,
+            "version": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_touch_moves_scores_without_bumping_the_app() {
+        let keys = Keys::new("p").unwrap().app("shop").unwrap();
+        let before = Stored {
+            rev: 3,
+            session: session(),
+        };
+        let mut after = before.session.clone();
+        after.last_activity_at = Timestamp(2000);
+        let mut c = Commit::new(&keys, true);
+        c.write(&keys, Some(&before), Some(&after)).unwrap();
+        // rec position, expected rev, no bump, put, json, 2 ops (due and seated).
+        assert_eq!(&c.groups[..4], &["2", "3", "0", "put"]);
+        assert_eq!(c.groups[5], "2");
+        assert!(c.groups[6..].iter().all(|a| a != "zr"));
+    }
+
+    #[test]
+    fn a_close_moves_the_session_between_indexes_and_bumps() {
+        let keys = Keys::new("p").unwrap().app("shop").unwrap();
+        let before = Stored {
+            rev: 1,
+            session: session(),
+        };
+        let mut after = before.session.clone();
+        after.close(CloseReason::Killed, Actor::Admin, Timestamp(5000));
+        let mut c = Commit::new(&keys, false);
+        c.write(&keys, Some(&before), Some(&after)).unwrap();
+        assert_eq!(&c.groups[1..4], &["1", "1", "put"]);
+        let zr = c.groups.iter().filter(|a| *a == "zr").count();
+        let za = c.groups.iter().filter(|a| *a == "za").count();
+        // Out of open, due, seated, user; into closed, purge.
+        assert_eq!((zr, za), (4, 2));
+        // A purge deletes the record and its last entries.
+        let mut d = Commit::new(&keys, false);
+        let closed = Stored {
+            rev: 2,
+            session: after,
+        };
+        d.write(&keys, Some(&closed), None).unwrap();
+        assert_eq!(&d.groups[1..5], &["2", "0", "del", "2"]);
+    }
+}

@@ -1,0 +1,114 @@
+//! Expiry: closing sessions whose timeout passed and purging closed ones past their
+//! retention. Each known app costs one round trip to read what is due (`GATHER_DUE`),
+//! plus one commit when something is; nothing else is read, so the cost grows with what
+//! is due.
+//!
+//! Several nodes may sweep at once. Every close and purge is a revision-checked write
+//! applied per session (`each` mode): of two nodes that read the same due session, one
+//! writes it and the other's write is skipped and not reported, so each session is
+//! closed (and its event published) exactly once.
+
+use sessiond_core::store::Expired;
+use sessiond_core::{Actor, Session, SessionId, Timestamp, TokenHash};
+
+use crate::commit::{Commit, Committed, Stored};
+use crate::error::Result;
+use crate::keys::AppKeys;
+use crate::scripts::GATHER_DUE;
+use crate::{backoff, RedisStore};
+
+impl RedisStore {
+    pub(crate) async fn expire(&self, now: Timestamp, limit: usize) -> Result<Expired> {
+        let apps: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.inner.keys.apps())
+            .query_async(&mut self.conn())
+            .await?;
+        let mut out = Expired::default();
+        for app in apps {
+            if out.closed.len() >= limit && out.purged >= limit {
+                break;
+            }
+            let keys = match self.inner.keys.app(&app) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an app name unusable in keys");
+                    continue;
+                }
+            };
+            self.expire_app(&keys, now, limit, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// Expires and purges what is due in one app, adding to `out` up to `limit` each.
+    async fn expire_app(
+        &self,
+        keys: &AppKeys,
+        now: Timestamp,
+        limit: usize,
+        out: &mut Expired,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            let to_close = limit.saturating_sub(out.closed.len());
+            let to_purge = limit.saturating_sub(out.purged);
+            if to_close == 0 && to_purge == 0 {
+                return Ok(());
+            }
+            let (due, purge): (Vec<String>, Vec<String>) = GATHER_DUE
+                .key(keys.rev())
+                .key(keys.due())
+                .key(keys.purge())
+                .arg(keys.record_prefix())
+                .arg(now.as_millis())
+                .arg(to_close)
+                .arg(to_purge)
+                .invoke_async(&mut self.conn())
+                .await?;
+            let mut commit = Commit::new(keys, false);
+            // Per group: the session closed, or the (token, id) of the one purged.
+            let mut planned: Vec<Result<Session, (TokenHash, SessionId)>> = Vec::new();
+            for before in Stored::decode_list(&due)? {
+                if let Some(reason) = before.session.due_reason(now) {
+                    let mut after = before.session.clone();
+                    after.close(reason, Actor::Expiry, now);
+                    commit.write(keys, Some(&before), Some(&after))?;
+                    planned.push(Ok(after));
+                }
+            }
+            for before in Stored::decode_list(&purge)? {
+                if before.session.is_past_retention(now) {
+                    commit.write(keys, Some(&before), None)?;
+                    planned.push(Err((before.session.token_hash, before.session.id)));
+                }
+            }
+            if commit.is_empty() {
+                return Ok(());
+            }
+            let Committed::Applied(flags) = commit.run(&mut self.conn()).await? else {
+                continue;
+            };
+            let mut conflicts = false;
+            let (mut tokens, mut ids) = (Vec::new(), Vec::new());
+            for (p, applied) in planned.into_iter().zip(flags) {
+                match (p, applied) {
+                    (_, false) => conflicts = true,
+                    (Ok(closed), true) => out.closed.push(closed),
+                    (Err((token, id)), true) => {
+                        out.purged += 1;
+                        tokens.push(token);
+                        ids.push(id);
+                    }
+                }
+            }
+            self.unindex(&tokens, &ids).await;
+            if !conflicts {
+                return Ok(());
+            }
+            // Another node wrote some of these meanwhile: read again, and take only
+            // what is still due.
+            attempt += 1;
+            backoff(attempt).await;
+        }
+    }
+}

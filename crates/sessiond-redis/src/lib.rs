@@ -1,0 +1,426 @@
+//! A sessiond [`Store`] over Redis 7 (or Valkey), shared by every node that points at
+//! the same server and prefix, with events between nodes over Redis pub/sub.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use sessiond_core::{Manager, OpenRequest, Policy};
+//! use sessiond_redis::{RedisOptions, RedisStore};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?;
+//! let manager = Arc::new(Manager::new(Arc::new(store)));
+//! manager.set_policy("shop", Policy { seats: Some(5), ..Default::default() })?;
+//! manager.start_relay(); // closes made on other nodes reach this node's subscribers
+//! let opened = manager.open("shop", OpenRequest::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Atomicity without a second copy of the rules
+//!
+//! Every write is optimistic: Rust reads what it needs, runs the core's pure logic
+//! ([`Session::step`], [`sessiond_core::admission::decide`]), then commits with the one
+//! `COMMIT` Lua script, which applies all of the operation's writes at once only if
+//! nothing it read has moved since, else reports a conflict and Rust starts over.
+//! "Moved" is told by revision counters:
+//!
+//! - each session record has a `rev` that every write increments (touches included),
+//!   so a write computed from a stale read never lands: no lost update, and a write
+//!   never resurrects a closed session (the close moved the `rev`);
+//! - each app has a `rev` that every change of *who holds what* increments (an open, a
+//!   close, new privileges that change the seat or user). Admission (open) commits only
+//!   if the app's `rev` is what it read, so N concurrent opens against S seats admit
+//!   exactly S, and concurrent take-overs of one holder have one winner.
+//!
+//! What admission reads is one consistent snapshot taken by the `GATHER_OPEN` script
+//! (seats used, the user's open sessions, the take-over target, and, when the house is
+//! full, the sessions past their deadline and the idlest seat holders), so a refusal is
+//! as exact as an admission. Conflicts are retried with a short jittered backoff until
+//! the operation's timeout; each retry starts from a fresh read. Within one node,
+//! writers of the same session (and admissions to the same app) also take turns on a
+//! local queue, so contention costs a wait rather than a storm of failed commits; the
+//! revision checks alone keep nodes from overwriting each other.
+//!
+//! # Key layout
+//!
+//! With `<p>` the prefix ([`RedisOptions::prefix`], default `sessiond`), an app's keys
+//! share the hash tag `{<app>}`, so in Redis Cluster they live in one slot and every
+//! script touches one slot only:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `<p>:{<app>}:s:<id>` | hash | `rev` (write counter), `json` (the [`Session`] as JSON, with the token's hash only) |
+//! | `<p>:{<app>}:rev` | string | the app's revision |
+//! | `<p>:{<app>}:open` / `:closed` | sorted set, scores 0 | open / closed ids, in id order (lists page through them by id) |
+//! | `<p>:{<app>}:seated` | sorted set | open seat-taking ids scored by last activity (seats used, idlest holders) |
+//! | `<p>:{<app>}:u:<user>` | sorted set, scores 0 | the user's open ids |
+//! | `<p>:{<app>}:due` | sorted set | open ids scored by [`Session::deadline`] in ms |
+//! | `<p>:{<app>}:purge` | sorted set | closed ids scored by the end of their retention in ms |
+//!
+//! Global keys, never mixed with an app's keys in one script:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `<p>:apps` | set | names of the apps that ever held a session (what expiry walks) |
+//! | `<p>:t:<token hash>` | string | `<app>\n<id>`: resolving a token |
+//! | `<p>:i:<id>` | string | `<app>`: reading a session by id |
+//! | `<p>:events` | pub/sub channel | the [`EventBus`](sessiond_core::events::EventBus) |
+//!
+//! The two index entries are written before the session's record and removed after it
+//! (purge, token rotation), and a token is accepted only if the record still holds its
+//! hash, so the record is always the truth. Both entries also carry a TTL (lifetime +
+//! retention + one day) so that one orphaned by a crash between two steps disappears;
+//! the expiry sweep (which the server runs every few seconds) purges records long
+//! before that, unless it stalls for more than a day.
+//!
+//! # Costs
+//!
+//! - A resolve is one round trip (read the record) when the node-local cache knows the
+//!   token's app and id, which never change for a token's life; the record itself is
+//!   never cached, so a close or rotation made on any node is seen at once. A touch
+//!   that [`Session::step`] coalesces (`Unchanged`) writes nothing.
+//! - Expiry walks the known apps and takes only what is due from `due` and `purge`, so
+//!   its cost grows with what is due, not with what is stored. Several nodes may sweep
+//!   at once: each close is a revision-checked write, so each session closes once.
+//!
+//! # Failures and what a Redis crash can lose
+//!
+//! Every operation is bounded by [`RedisOptions::op_timeout`]; a timeout or a lost
+//! connection answers [`StoreError::Unavailable`] (the connection is re-established in
+//! the background). A write that timed out may still have been applied: a timed-out
+//! open may leave a session that no client holds, which then idles out.
+//!
+//! The store is as durable as the server is configured to be. With persistence off, a
+//! Redis restart loses every session (clients must sign in again) and the list of apps
+//! (it is rebuilt as sessions open). With AOF `appendfsync everysec` (the usual choice)
+//! a crash loses at most about the last second of writes; with `always`, nothing that
+//! was acknowledged. Because the AOF keeps writes in order and index entries are
+//! written before their record and removed after it, a crash that loses the last writes
+//! can leave an entry that points to nothing (rejected, then expired), never a record
+//! its token cannot reach. A replica promoted after a failover may miss the last
+//! writes its primary acknowledged (Redis replication is asynchronous). Events are at
+//! most once: a node that was disconnected from pub/sub misses what was sent meanwhile,
+//! and its clients learn the state at their next request.
+//!
+//! Redis Cluster: the layout and scripts are cluster-safe (one slot per script, global
+//! keys alone); this crate connects to a single endpoint (a standalone server, or a
+//! proxy in front of a cluster).
+
+mod bus;
+mod cache;
+mod commit;
+mod error;
+mod expiry;
+mod keys;
+mod open;
+mod read;
+mod scripts;
+mod write;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sessiond_core::admission::Admission;
+use sessiond_core::store::{
+    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
+};
+use sessiond_core::{
+    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Store, StoreError,
+    Timestamp, TokenHash,
+};
+
+pub use bus::RedisBus;
+pub use error::Error;
+
+use cache::Cache;
+use keys::Keys;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "sessiond";
+/// The default bound of every operation.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default number of entries of each node-local cache.
+pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+
+/// How a [`RedisStore`] connects and names its keys.
+///
+/// ```
+/// use std::time::Duration;
+/// use sessiond_redis::RedisOptions;
+///
+/// let options = RedisOptions::default()
+///     .with_prefix("shop-prod")
+///     .with_op_timeout(Duration::from_millis(500))
+///     .with_cache_capacity(10_000);
+/// assert_eq!(options.prefix, "shop-prod");
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Namespace of every key (and of the event channel), so several deployments can
+    /// share one server. No `{` or `}`. Default `sessiond`.
+    pub prefix: String,
+    /// The longest any operation may take, retries included; past it the operation
+    /// fails with [`StoreError::Unavailable`]. Also bounds connecting. Default 2 s.
+    pub op_timeout: Duration,
+    /// Entries kept by each node-local cache (token → app and id, id → app); below 2
+    /// disables caching. Default 100,000 (a few MiB).
+    pub cache_capacity: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            prefix: DEFAULT_PREFIX.to_string(),
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// Sets [`RedisOptions::prefix`].
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`RedisOptions::op_timeout`].
+    pub fn with_op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// Sets [`RedisOptions::cache_capacity`].
+    pub fn with_cache_capacity(mut self, entries: usize) -> Self {
+        self.cache_capacity = entries;
+        self
+    }
+}
+
+/// Sessions in Redis. Cheap to clone (clones share the connection and caches).
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    keys: Keys,
+    op_timeout: Duration,
+    tokens: Cache<TokenHash, (Arc<str>, SessionId)>,
+    ids: Cache<SessionId, Arc<str>>,
+    stripes: Stripes,
+    bus: Arc<RedisBus>,
+}
+
+/// Node-local queues for writers of the same session (or admissions of the same app).
+///
+/// Correctness never depends on them (the revision checks do that, across nodes too);
+/// they only make this node's writers of one session take turns instead of failing each
+/// other's commits, which under contention turns many wasted round trips into a queue.
+/// An operation holds at most one stripe at a time, so they cannot deadlock.
+struct Stripes(Box<[tokio::sync::Mutex<()>]>);
+
+impl Stripes {
+    const COUNT: usize = 256;
+
+    fn new() -> Self {
+        Stripes(
+            (0..Self::COUNT)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        )
+    }
+
+    /// The queue of session `id`.
+    async fn session(&self, id: SessionId) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0[(id.low_bits() as usize) % Self::COUNT].lock().await
+    }
+
+    /// The admission queue of `app`.
+    async fn app(&self, app: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(app);
+        self.0[(h as usize) % Self::COUNT].lock().await
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.keys.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the server at `url` (`redis://[user:password@]host[:port][/db]`) and
+    /// checks that it answers, within [`RedisOptions::op_timeout`]. Needs a Tokio
+    /// runtime. A server that is down gives [`StoreError::Unavailable`]; use
+    /// [`RedisStore::connect_lazy`] to start without one.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
+        let store = Self::connect_lazy(url, options)?;
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// Prepares a store for the server at `url` without contacting it: the first
+    /// operation connects (and fails with [`StoreError::Unavailable`] while the server
+    /// is down). Fails only on a bad URL or prefix. Must be called within a Tokio
+    /// runtime.
+    pub fn connect_lazy(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
+        let keys = Keys::new(&options.prefix)?;
+        let client = redis::Client::open(url).map_err(Error::from)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.op_timeout))
+            .set_response_timeout(Some(options.op_timeout))
+            .set_number_of_retries(0);
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(Error::from)?;
+        let bus = Arc::new(RedisBus::new(
+            client,
+            conn.clone(),
+            keys.channel(),
+            options.op_timeout,
+        ));
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conn,
+                keys,
+                op_timeout: options.op_timeout,
+                tokens: Cache::new(options.cache_capacity),
+                ids: Cache::new(options.cache_capacity),
+                stripes: Stripes::new(),
+                bus,
+            }),
+        })
+    }
+
+    /// The key prefix of this store.
+    pub fn prefix(&self) -> &str {
+        self.inner.keys.prefix()
+    }
+
+    /// The event bus of this store's prefix.
+    pub fn bus(&self) -> Arc<RedisBus> {
+        self.inner.bus.clone()
+    }
+
+    /// Deletes every key under this store's prefix (all sessions of all apps), for tests
+    /// and resets. Walks the keyspace with `SCAN`, so it may take a while on a large
+    /// server; it is not bounded by the operation timeout.
+    pub async fn delete_all(&self) -> Result<usize, StoreError> {
+        read::delete_prefix(self.conn(), self.inner.keys.prefix())
+            .await
+            .map_err(StoreError::from)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// Runs `fut` within the operation timeout, mapping errors into [`StoreError`].
+    async fn bounded<T>(&self, fut: impl Future<Output = error::Result<T>>) -> StoreResult<T> {
+        match tokio::time::timeout(self.inner.op_timeout, fut).await {
+            Ok(r) => r.map_err(StoreError::from),
+            Err(_) => Err(Error::TimedOut(self.inner.op_timeout).into()),
+        }
+    }
+}
+
+/// Waits a little before retrying after a conflict: nothing the first time, then a
+/// random pause growing to 10 ms, so contenders spread out.
+async fn backoff(attempt: u32) {
+    if attempt < 2 {
+        tokio::task::yield_now().await;
+        return;
+    }
+    let mut b = [0u8; 2];
+    let jitter = match getrandom::fill(&mut b) {
+        Ok(()) => u64::from(u16::from_le_bytes(b)),
+        Err(_) => u64::from(attempt) * 7919,
+    };
+    let cap = u64::from(attempt.min(10)) * 1000;
+    tokio::time::sleep(Duration::from_micros(jitter % cap.max(1))).await;
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn open(
+        &self,
+        session: Session,
+        admission: &Admission,
+        now: Timestamp,
+    ) -> StoreResult<OpenOutcome> {
+        self.bounded(self.open_session(session, admission, now))
+            .await
+    }
+
+    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
+        self.bounded(async { Ok(self.fetch(lookup).await?.map(|(_, s)| s.session)) })
+            .await
+    }
+
+    async fn modify(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome> {
+        self.bounded(self.modify_session(lookup, change, cond, now))
+            .await
+    }
+
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<CloseOutcome> {
+        self.bounded(self.close_session(id, reason, by, now)).await
+    }
+
+    async fn close_all(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        self.bounded(self.close_all_sessions(app, except, reason, by, now))
+            .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
+        self.bounded(self.list_sessions(query)).await
+    }
+
+    async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
+        self.bounded(self.app_counts(app)).await
+    }
+
+    async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
+        self.bounded(self.expire(now, limit)).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.bounded(async {
+            let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn event_bus(&self) -> Option<Arc<dyn sessiond_core::events::EventBus>> {
+        Some(self.inner.bus.clone())
+    }
+}

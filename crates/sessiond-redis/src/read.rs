@@ -1,0 +1,266 @@
+//! Reading: finding a session by id or token (through the node-local cache, then the
+//! global indexes), reading records, listing pages in id order, and counting.
+
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use sessiond_core::store::{AppCounts, ListQuery, StatusFilter};
+use sessiond_core::{Lookup, Session, SessionId};
+
+use crate::commit::Stored;
+use crate::error::{Error, Result};
+use crate::keys::AppKeys;
+use crate::RedisStore;
+
+/// Largest number of ids a list reads from each index per round trip.
+const LIST_CHUNK_MAX: usize = 500;
+
+impl RedisStore {
+    /// The app and id `lookup` names, from the cache or the global index.
+    pub(crate) async fn locate(&self, lookup: Lookup) -> Result<Option<(Arc<str>, SessionId)>> {
+        let inner = &self.inner;
+        match lookup {
+            Lookup::Id(id) => {
+                if let Some(app) = inner.ids.get(&id) {
+                    return Ok(Some((app, id)));
+                }
+                let app: Option<String> = redis::cmd("GET")
+                    .arg(inner.keys.id(id))
+                    .query_async(&mut self.conn())
+                    .await?;
+                Ok(app.map(|a| {
+                    let app: Arc<str> = Arc::from(a);
+                    inner.ids.insert(id, app.clone());
+                    (app, id)
+                }))
+            }
+            Lookup::Token(h) => {
+                if let Some(found) = inner.tokens.get(&h) {
+                    return Ok(Some(found));
+                }
+                let entry: Option<String> = redis::cmd("GET")
+                    .arg(inner.keys.token(h))
+                    .query_async(&mut self.conn())
+                    .await?;
+                let Some(entry) = entry else { return Ok(None) };
+                let (app, id) = entry
+                    .split_once('\n')
+                    .and_then(|(a, i)| Some((Arc::<str>::from(a), i.parse().ok()?)))
+                    .ok_or_else(|| Error::Corrupt("a token index entry is malformed".into()))?;
+                inner.tokens.insert(h, (app.clone(), id));
+                inner.ids.insert(id, app.clone());
+                Ok(Some((app, id)))
+            }
+        }
+    }
+
+    /// Reads the record of `id` in `keys`' app.
+    pub(crate) async fn read_record(
+        &self,
+        keys: &AppKeys,
+        id: SessionId,
+    ) -> Result<Option<Stored>> {
+        let (rev, json): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(keys.record(id))
+            .arg("rev")
+            .arg("json")
+            .query_async(&mut self.conn())
+            .await?;
+        match (rev, json) {
+            (Some(rev), Some(json)) => Ok(Some(Stored::decode(&rev, &json)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads the records of `ids` in one round trip; missing ones are `None`.
+    pub(crate) async fn read_records(
+        &self,
+        keys: &AppKeys,
+        ids: &[SessionId],
+    ) -> Result<Vec<Option<Stored>>> {
+        let names: Vec<String> = ids.iter().map(|id| keys.record(*id)).collect();
+        self.read_keys(&names).await
+    }
+
+    /// Reads the records named `names` in one round trip; missing ones are `None`.
+    async fn read_keys(&self, names: &[String]) -> Result<Vec<Option<Stored>>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.cmd("HMGET").arg(name).arg("rev").arg("json");
+        }
+        let rows: Vec<(Option<String>, Option<String>)> =
+            pipe.query_async(&mut self.conn()).await?;
+        rows.into_iter()
+            .map(|row| match row {
+                (Some(rev), Some(json)) => Stored::decode(&rev, &json).map(Some),
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
+    /// The session `lookup` names, with its app's keys. A token is accepted only if the
+    /// record still holds its hash (the index and cache are hints; the record decides).
+    pub(crate) async fn fetch(&self, lookup: Lookup) -> Result<Option<(AppKeys, Stored)>> {
+        match self.locate(lookup).await? {
+            Some((app, id)) => self.fetch_located(lookup, &app, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`RedisStore::fetch`] once [`RedisStore::locate`] found `lookup` in `app` as `id`.
+    pub(crate) async fn fetch_located(
+        &self,
+        lookup: Lookup,
+        app: &str,
+        id: SessionId,
+    ) -> Result<Option<(AppKeys, Stored)>> {
+        let keys = self.inner.keys.app(app)?;
+        let found = self.read_record(&keys, id).await?;
+        let found = match (found, lookup) {
+            (Some(s), Lookup::Token(h)) if s.session.token_hash != h => None,
+            (found, _) => found,
+        };
+        if found.is_none() {
+            if let Lookup::Token(h) = lookup {
+                self.inner.tokens.remove(&h);
+            }
+        }
+        Ok(found.map(|s| (keys, s)))
+    }
+
+    /// A page of sessions, as [`sessiond_core::MemoryStore`] pages: ids after the cursor
+    /// in id order (or reverse), filtered, at most `limit`.
+    pub(crate) async fn list_sessions(&self, q: &ListQuery) -> Result<Vec<Session>> {
+        let apps: Vec<String> = match &q.app {
+            Some(a) => vec![a.clone()],
+            None => {
+                redis::cmd("SMEMBERS")
+                    .arg(self.inner.keys.apps())
+                    .query_async(&mut self.conn())
+                    .await?
+            }
+        };
+        let mut streams: Vec<(usize, String)> = Vec::new();
+        let mut app_keys: Vec<AppKeys> = Vec::new();
+        for app in &apps {
+            let Ok(k) = self.inner.keys.app(app) else {
+                continue;
+            };
+            let i = app_keys.len();
+            match (q.status, &q.user) {
+                (StatusFilter::Open, Some(u)) => streams.push((i, k.user(u))),
+                (StatusFilter::Open, None) => streams.push((i, k.open())),
+                (StatusFilter::Closed, _) => streams.push((i, k.closed())),
+                (StatusFilter::Any, _) => {
+                    streams.push((i, k.open()));
+                    streams.push((i, k.closed()));
+                }
+            }
+            app_keys.push(k);
+        }
+        let chunk = q.limit.clamp(16, LIST_CHUNK_MAX);
+        let mut cursor = q.after;
+        let mut out = Vec::new();
+        while out.len() < q.limit && !streams.is_empty() {
+            let mut pipe = redis::pipe();
+            for (_, key) in &streams {
+                let from = cursor.map_or_else(|| "-".to_string(), |c| format!("({c}"));
+                if q.newest_first {
+                    let from = cursor.map_or_else(|| "+".to_string(), |c| format!("({c}"));
+                    pipe.cmd("ZREVRANGEBYLEX").arg(key).arg(from).arg("-");
+                } else {
+                    pipe.cmd("ZRANGEBYLEX").arg(key).arg(from).arg("+");
+                }
+                pipe.arg("LIMIT").arg(0).arg(chunk);
+            }
+            let found: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
+            let mut candidates: Vec<(SessionId, usize)> = Vec::new();
+            for ((app, _), ids) in streams.iter().zip(&found) {
+                for id in ids {
+                    let id = id.parse().map_err(|_| {
+                        Error::Corrupt(format!("an index holds {id:?}, not a session id"))
+                    })?;
+                    candidates.push((id, *app));
+                }
+            }
+            let last_round = candidates.len() < chunk;
+            candidates.sort_unstable();
+            if q.newest_first {
+                candidates.reverse();
+            }
+            candidates.truncate(chunk);
+            let Some(&(last, _)) = candidates.last() else {
+                break;
+            };
+            let names: Vec<String> = candidates
+                .iter()
+                .map(|(id, app)| app_keys[*app].record(*id))
+                .collect();
+            for s in self.read_keys(&names).await?.into_iter().flatten() {
+                if out.len() < q.limit && q.matches(&s.session) {
+                    out.push(s.session);
+                }
+            }
+            if last_round {
+                break;
+            }
+            cursor = Some(last);
+        }
+        Ok(out)
+    }
+
+    /// Open sessions and seats taken in `app`, read together.
+    pub(crate) async fn app_counts(&self, app: &str) -> Result<AppCounts> {
+        let keys = self.inner.keys.app(app)?;
+        let (open, seats_used): (u64, u64) = redis::pipe()
+            .atomic()
+            .cmd("ZCARD")
+            .arg(keys.open())
+            .cmd("ZCARD")
+            .arg(keys.seated())
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(AppCounts { open, seats_used })
+    }
+}
+
+/// Deletes every key under `prefix`; returns how many.
+pub(crate) async fn delete_prefix(mut conn: ConnectionManager, prefix: &str) -> Result<usize> {
+    let pattern = format!("{}:*", escape_glob(prefix));
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        for key in keys {
+            // One key per DEL: keys of different apps live in different cluster slots.
+            let n: usize = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
+            deleted += n;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// `s` with the glob characters of `SCAN MATCH` escaped.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

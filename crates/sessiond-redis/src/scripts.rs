@@ -1,0 +1,170 @@
+//! The Lua scripts. None of them knows a session rule: `COMMIT` checks revisions and
+//! applies writes that Rust computed with the core's logic; the `GATHER_*` scripts read
+//! a consistent snapshot of what that logic needs in one round trip.
+//!
+//! Every script is given the app's revision key as `KEYS[1]`, so a cluster client
+//! routes it to the app's slot. `COMMIT` is given every key it touches. The gather
+//! scripts also read session records whose ids they find in an index: they build those
+//! key names from the app's record prefix, which carries the same hash tag, so every key
+//! they touch is in the one slot of `KEYS[1]` (what Redis Cluster requires of a script).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Checks revisions, then applies every write of a batch, or none.
+///
+/// `KEYS[1]` is the app's revision counter, the rest are record and index keys named by
+/// position in `ARGV`. `ARGV` is `expected app rev` (empty: no check), `mode` (`all`:
+/// any stale record refuses the whole batch; `each`: stale records' groups are skipped),
+/// then groups of: record key position, expected record rev (`0`: must not exist),
+/// bump (`1` if the group changes who is open, so the app rev must move), action (`put`
+/// followed by the JSON, or `del`), number of index ops, then the ops: `za`, key
+/// position, score, member (ZADD) or `zr`, key position, member (ZREM).
+///
+/// Returns `{0}` on a conflict of the whole batch, else `{1, applied_1, applied_2, ...}`
+/// with one flag per group.
+pub(crate) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local a = ARGV
+if a[1] ~= '' and (redis.call('GET', KEYS[1]) or '0') ~= a[1] then
+  return {0}
+end
+local groups = {}
+local i = 3
+while i <= #a do
+  local g = {rec = tonumber(a[i]), expect = a[i + 1], bump = a[i + 2], action = a[i + 3]}
+  i = i + 4
+  if g.action == 'put' then
+    g.json = a[i]
+    i = i + 1
+  end
+  g.nops = tonumber(a[i])
+  g.ops = i + 1
+  i = i + 1
+  for _ = 1, g.nops do
+    if a[i] == 'za' then i = i + 4 else i = i + 3 end
+  end
+  groups[#groups + 1] = g
+end
+local out = {1}
+for n, g in ipairs(groups) do
+  local ok = (redis.call('HGET', KEYS[g.rec], 'rev') or '0') == g.expect
+  if not ok and a[2] == 'all' then
+    return {0}
+  end
+  out[n + 1] = ok and 1 or 0
+end
+local bump = false
+for n, g in ipairs(groups) do
+  if out[n + 1] == 1 then
+    local key = KEYS[g.rec]
+    if g.action == 'put' then
+      redis.call('HSET', key, 'rev', tostring(tonumber(g.expect) + 1), 'json', g.json)
+    else
+      redis.call('DEL', key)
+    end
+    local j = g.ops
+    for _ = 1, g.nops do
+      if a[j] == 'za' then
+        redis.call('ZADD', KEYS[tonumber(a[j + 1])], a[j + 2], a[j + 3])
+        j = j + 4
+      else
+        redis.call('ZREM', KEYS[tonumber(a[j + 1])], a[j + 2])
+        j = j + 3
+      end
+    end
+    if g.bump == '1' then bump = true end
+  end
+end
+if bump then redis.call('INCR', KEYS[1]) end
+return out
+"#,
+    )
+});
+
+/// Reads what admission needs, as one snapshot.
+///
+/// `KEYS`: app rev, open, seated, due, the user's open set. `ARGV`: record prefix, now
+/// (ms), seats (empty when seats do not matter for this open), due limit, idlest
+/// wanted besides the user's sessions (each of which may be displaced too, so one more
+/// is read per user session), take-over id (empty: none), read the user's sessions
+/// (`1`/`0`).
+///
+/// Returns `{app rev, seats used, user, take_over, due, idlest}` where each list is
+/// flat `rev, json, rev, json, ...`. `due` (open sessions past their deadline) and
+/// `idlest` (seat holders by last activity, skipping the due ones) are read only when
+/// the seats are all taken on paper.
+pub(crate) static GATHER_OPEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local function rec(out, id)
+  local r = redis.call('HMGET', ARGV[1] .. id, 'rev', 'json')
+  if r[1] and r[2] then
+    out[#out + 1] = r[1]
+    out[#out + 1] = r[2]
+  end
+end
+local rev = redis.call('GET', KEYS[1]) or '0'
+local used = redis.call('ZCARD', KEYS[3])
+local user, take, due, idlest = {}, {}, {}, {}
+local want = tonumber(ARGV[5])
+if ARGV[7] == '1' then
+  local ids = redis.call('ZRANGE', KEYS[5], 0, -1)
+  for _, id in ipairs(ids) do rec(user, id) end
+  if want > 0 then want = want + #ids end
+end
+if ARGV[6] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[6]) then rec(take, ARGV[6]) end
+if ARGV[3] ~= '' and used >= tonumber(ARGV[3]) then
+  local skip = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[4]))) do
+    skip[id] = true
+    rec(due, id)
+  end
+  local from = 0
+  local found = 0
+  while found < want do
+    local ids = redis.call('ZRANGE', KEYS[3], from, from + want + 15)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      if found < want and not skip[id] then
+        rec(idlest, id)
+        found = found + 1
+      end
+    end
+    from = from + #ids
+  end
+end
+return {rev, used, user, take, due, idlest}
+"#,
+    )
+});
+
+/// Reads an app's due work: open sessions past their deadline and closed ones past
+/// their retention, at most `limit` of each.
+///
+/// `KEYS`: app rev, due, purge. `ARGV`: record prefix, now (ms), due limit, purge limit.
+/// Returns `{due, purge}`, each flat `rev, json, ...`. An index entry whose record is
+/// gone (deleted by hand) is dropped, so it cannot hold the queue up.
+pub(crate) static GATHER_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local function read(key, limit)
+  local out = {}
+  if limit <= 0 then return out end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[2], 'LIMIT', 0, limit)) do
+    local r = redis.call('HMGET', ARGV[1] .. id, 'rev', 'json')
+    if r[1] and r[2] then
+      out[#out + 1] = r[1]
+      out[#out + 1] = r[2]
+    else
+      redis.call('ZREM', key, id)
+    end
+  end
+  return out
+end
+return {read(KEYS[2], tonumber(ARGV[3])), read(KEYS[3], tonumber(ARGV[4]))}
+"#,
+    )
+});

@@ -1,0 +1,323 @@
+//! The write operations: open, modify, close, close-all. Each one reads, runs the core's
+//! logic, and commits through the revision-checked script, starting over on a conflict
+//! (bounded by the operation timeout, see [`RedisStore::bounded`]).
+//!
+//! Global index entries (token → app and id, id → app) are written before the record
+//! they point to and removed after it, so an entry never points to a session that
+//! exists and is not its own; a stale entry only ever points to nothing.
+
+use sessiond_core::admission::Admission;
+use sessiond_core::store::{CloseOutcome, ModifyOutcome, OpenOutcome};
+use sessiond_core::{
+    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Step, Timestamp, TokenHash,
+};
+
+use crate::commit::{Commit, Committed};
+use crate::error::Result;
+use crate::open::{gather, needs_snapshot, plan, Plan};
+use crate::{backoff, RedisStore};
+
+/// Extra life of index entries past the session's own, so a late sweep still finds them.
+const INDEX_SLACK_MS: u64 = 24 * 3600 * 1000;
+
+/// Sessions closed by close-all per commit.
+const CLOSE_ALL_BATCH: usize = 128;
+
+/// How long index entries of `s` must live from `now` (ms): until its absolute lifetime
+/// and retention have both passed, plus slack.
+fn index_ttl_ms(s: &Session, now: Timestamp) -> u64 {
+    let end = s
+        .created_at
+        .plus_secs(u64::from(s.lifetime_s) + u64::from(s.retention_s));
+    end.millis_since(now).saturating_add(INDEX_SLACK_MS)
+}
+
+impl RedisStore {
+    /// Writes the global entries of a new session: its app among the known apps, its
+    /// token and its id.
+    async fn index_new(&self, s: &Session, now: Timestamp) -> Result<()> {
+        let keys = &self.inner.keys;
+        let ttl = index_ttl_ms(s, now);
+        let () = redis::pipe()
+            .cmd("SADD")
+            .arg(keys.apps())
+            .arg(&*s.app)
+            .ignore()
+            .cmd("SET")
+            .arg(keys.token(s.token_hash))
+            .arg(format!("{}\n{}", s.app, s.id))
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(keys.id(s.id))
+            .arg(&*s.app)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the token entry of `s` under `token` (a rotation).
+    async fn index_token(&self, s: &Session, token: TokenHash, now: Timestamp) -> Result<()> {
+        let () = redis::cmd("SET")
+            .arg(self.inner.keys.token(token))
+            .arg(format!("{}\n{}", s.app, s.id))
+            .arg("PX")
+            .arg(index_ttl_ms(s, now))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes global entries, best effort: a leftover entry points to nothing (or to a
+    /// record that no longer holds that token) and expires by itself.
+    pub(crate) async fn unindex(&self, tokens: &[TokenHash], ids: &[SessionId]) {
+        for h in tokens {
+            self.inner.tokens.remove(h);
+        }
+        if tokens.is_empty() && ids.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for h in tokens {
+            pipe.cmd("DEL").arg(self.inner.keys.token(*h)).ignore();
+        }
+        for id in ids {
+            pipe.cmd("DEL").arg(self.inner.keys.id(*id)).ignore();
+        }
+        let done: redis::RedisResult<()> = pipe.query_async(&mut self.conn()).await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "stale session index entries left to expire");
+        }
+    }
+
+    fn remember(&self, s: &Session) {
+        self.inner.ids.insert(s.id, s.app.clone());
+        self.inner
+            .tokens
+            .insert(s.token_hash, (s.app.clone(), s.id));
+    }
+
+    pub(crate) async fn open_session(
+        &self,
+        session: Session,
+        adm: &Admission,
+        now: Timestamp,
+    ) -> Result<OpenOutcome> {
+        let keys = self.inner.keys.app(&session.app)?;
+        let _turn = match needs_snapshot(&session, adm) {
+            true => Some(self.inner.stripes.app(&session.app).await),
+            false => None,
+        };
+        let mut indexed = false;
+        let mut attempt = 0;
+        loop {
+            let (commit, displaced) = if needs_snapshot(&session, adm) {
+                let snap = gather(&mut self.conn(), &keys, &session, adm, now).await?;
+                match plan(&keys, &session, adm, now, snap)? {
+                    Plan::Admit { commit, displaced } => (commit, displaced),
+                    Plan::Refuse(r) => {
+                        if indexed {
+                            self.unindex(&[session.token_hash], &[session.id]).await;
+                        }
+                        return Ok(OpenOutcome::Refused(r));
+                    }
+                }
+            } else {
+                let mut commit = Commit::new(&keys, true);
+                commit.write(&keys, None, Some(&session))?;
+                (commit, Vec::new())
+            };
+            if !indexed {
+                self.index_new(&session, now).await?;
+                indexed = true;
+            }
+            match commit.run(&mut self.conn()).await? {
+                Committed::Applied(_) => {
+                    self.remember(&session);
+                    return Ok(OpenOutcome::Opened { session, displaced });
+                }
+                Committed::Conflict => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn modify_session(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> Result<ModifyOutcome> {
+        let new_token = match change {
+            Change::SetPrivileges { token_hash, .. } => Some(*token_hash),
+            _ => None,
+        };
+        let Some((app, id)) = self.locate(lookup).await? else {
+            return Ok(ModifyOutcome::NotFound);
+        };
+        // Writers take turns in the node's queue for this session. Reads, touches (which
+        // rarely write) and conditional writes (which a concurrent write dooms anyway,
+        // and whose caller wants to know at once) take a turn only once they lost a race.
+        let mut turn = match change {
+            Change::Read | Change::Touch => None,
+            _ if cond.expect_version.is_some() => None,
+            _ => Some(self.inner.stripes.session(id).await),
+        };
+        let mut new_token_indexed = false;
+        let drop_new_token = |indexed: bool| async move {
+            if let (true, Some(h)) = (indexed, new_token) {
+                self.unindex(&[h], &[]).await;
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            let Some((keys, before)) = self.fetch_located(lookup, &app, id).await? else {
+                drop_new_token(new_token_indexed).await;
+                return Ok(ModifyOutcome::NotFound);
+            };
+            let mut after = before.session.clone();
+            let step = match after.step(change, cond, now) {
+                Err(e) => {
+                    drop_new_token(new_token_indexed).await;
+                    return Ok(ModifyOutcome::Refused(e));
+                }
+                Ok(Step::Unchanged) => {
+                    return Ok(ModifyOutcome::Done {
+                        session: after,
+                        step: Step::Unchanged,
+                    })
+                }
+                Ok(step) => step,
+            };
+            let rotated = after.token_hash != before.session.token_hash;
+            if rotated && !new_token_indexed {
+                self.index_token(&after, after.token_hash, now).await?;
+                new_token_indexed = true;
+            }
+            let mut commit = Commit::new(&keys, true);
+            commit.write(&keys, Some(&before), Some(&after))?;
+            match commit.run(&mut self.conn()).await? {
+                Committed::Applied(_) => {
+                    drop(turn);
+                    if rotated {
+                        self.unindex(&[before.session.token_hash], &[]).await;
+                        self.remember(&after);
+                    } else {
+                        // Say the session timed out on a retry: the new token is unused.
+                        drop_new_token(new_token_indexed).await;
+                    }
+                    return Ok(ModifyOutcome::Done {
+                        session: after,
+                        step,
+                    });
+                }
+                Committed::Conflict => {
+                    if turn.is_none() {
+                        turn = Some(self.inner.stripes.session(id).await);
+                    }
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn close_session(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> Result<CloseOutcome> {
+        let _turn = self.inner.stripes.session(id).await;
+        let mut attempt = 0;
+        loop {
+            let Some((keys, before)) = self.fetch(Lookup::Id(id)).await? else {
+                return Ok(CloseOutcome::NotFound);
+            };
+            if !before.session.is_open() {
+                return Ok(CloseOutcome::AlreadyClosed(before.session));
+            }
+            let mut after = before.session.clone();
+            after.close(reason, by, now);
+            let mut commit = Commit::new(&keys, true);
+            commit.write(&keys, Some(&before), Some(&after))?;
+            match commit.run(&mut self.conn()).await? {
+                Committed::Applied(_) => return Ok(CloseOutcome::Closed(after)),
+                Committed::Conflict => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+            }
+        }
+    }
+
+    /// Closes the sessions open when it starts (but `except`), in batches; each session
+    /// is closed by a revision-checked write, so one closed meanwhile by someone else is
+    /// skipped, never closed twice.
+    pub(crate) async fn close_all_sessions(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> Result<Vec<Session>> {
+        let keys = self.inner.keys.app(app)?;
+        let open: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.open())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await?;
+        let ids: Vec<SessionId> = open
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .filter(|id| !except.contains(id))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(CLOSE_ALL_BATCH) {
+            let mut pending = batch.to_vec();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let mut commit = Commit::new(&keys, false);
+                let mut planned = Vec::new();
+                for before in self
+                    .read_records(&keys, &pending)
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s.session.is_open())
+                {
+                    let mut after = before.session.clone();
+                    after.close(reason, by, now);
+                    commit.write(&keys, Some(&before), Some(&after))?;
+                    planned.push(after);
+                }
+                let Committed::Applied(flags) = commit.run(&mut self.conn()).await? else {
+                    continue;
+                };
+                pending.clear();
+                for (after, applied) in planned.into_iter().zip(flags) {
+                    if applied {
+                        out.push(after);
+                    } else {
+                        pending.push(after.id);
+                    }
+                }
+                if !pending.is_empty() {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,286 @@
+//! Checks specific to the Redis store: failing fast and cleanly without a server, the
+//! key layout it promises, and the round trips a resolve costs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sessiond_core::admission::Admission;
+use sessiond_core::store::ListQuery;
+use sessiond_core::{
+    Actor, Change, CloseReason, Conditions, Lookup, Manager, ManualClock, OpenRequest, Policy,
+    Resolve, SessionId, Store, StoreError, Timestamp, Token,
+};
+use sessiond_redis::{RedisOptions, RedisStore};
+
+use super::{fresh_store, server_url};
+
+mod nodes;
+
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn assert_unavailable<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>) {
+    assert!(
+        matches!(r, Err(StoreError::Unavailable(_))),
+        "{what}: expected Unavailable, got {r:?}"
+    );
+}
+
+/// Runs every operation of `store` and checks each fails `Unavailable` within `bound`.
+async fn every_operation_is_unavailable(store: &RedisStore, bound: Duration) {
+    let session = {
+        let m = Manager::new(Arc::new(sessiond_core::MemoryStore::new()));
+        m.set_policy("app", Policy::default()).unwrap();
+        m.open("app", OpenRequest::default()).await.unwrap().session
+    };
+    let id = session.id;
+    let now = T0;
+    macro_rules! check {
+        ($what:literal, $op:expr) => {{
+            let started = Instant::now();
+            let r = $op.await;
+            assert!(
+                started.elapsed() < bound,
+                "{} took {:?}",
+                $what,
+                started.elapsed()
+            );
+            assert_unavailable($what, r);
+        }};
+    }
+    check!("ping", store.ping());
+    check!(
+        "open",
+        store.open(session.clone(), &Admission::default(), now)
+    );
+    check!("get", store.get(Lookup::Id(id)));
+    check!(
+        "modify",
+        store.modify(
+            Lookup::Token(session.token_hash),
+            &Change::Touch,
+            &Conditions::default(),
+            now
+        )
+    );
+    check!(
+        "close",
+        store.close(id, CloseReason::Killed, Actor::Admin, now)
+    );
+    check!(
+        "close_all",
+        store.close_all("app", &[], CloseReason::ClosedAll, Actor::App, now)
+    );
+    check!("list", store.list(&ListQuery::default()));
+    check!("counts", store.counts("app"));
+    check!("expire_due", store.expire_due(now, 10));
+    let bus = store.event_bus().expect("a bus");
+    check!("publish", bus.publish("x".into()));
+    check!("subscribe", bus.subscribe());
+}
+
+/// A closed port: connecting says `Unavailable` at once, and a lazily connected store
+/// answers `Unavailable` to every operation within the operation timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_port_is_unavailable_not_a_panic_or_a_hang() {
+    let url = "redis://127.0.0.1:1";
+    let timeout = Duration::from_millis(300);
+    let options = RedisOptions::default().with_op_timeout(timeout);
+    let started = Instant::now();
+    assert_unavailable("connect", RedisStore::connect(url, options.clone()).await);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let store = RedisStore::connect_lazy(url, options).expect("a valid URL");
+    every_operation_is_unavailable(&store, timeout + Duration::from_millis(500)).await;
+}
+
+/// A server that accepts connections but never answers: every operation gives up at
+/// the operation timeout instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock); // keep it open, say nothing
+        }
+    });
+    let timeout = Duration::from_millis(300);
+    let options = RedisOptions::default().with_op_timeout(timeout);
+    let store = RedisStore::connect_lazy(&format!("redis://{addr}"), options).unwrap();
+    every_operation_is_unavailable(&store, timeout + Duration::from_millis(500)).await;
+    hold.abort();
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bad_prefix = RedisOptions::default().with_prefix("a{b}");
+        assert!(RedisStore::connect_lazy("redis://127.0.0.1:6379", bad_prefix).is_err());
+        assert!(RedisStore::connect_lazy("nope://x", RedisOptions::default()).is_err());
+    });
+}
+
+/// Sends a marker through a plain connection and collects the commands MONITOR saw
+/// naming `prefix` until the marker, leaving out those a script ran.
+async fn commands_until_marker(
+    monitor: &mut (impl futures_util::Stream<Item = String> + Unpin),
+    raw: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Vec<String> {
+    let marker = format!("{prefix}:marker:{}", SessionId::new());
+    let _: String = redis::cmd("ECHO")
+        .arg(&marker)
+        .query_async(raw)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, monitor.next()).await {
+        if line.contains(&marker) {
+            return seen;
+        }
+        if line.contains(prefix) && !line.contains(" lua]") {
+            seen.push(line);
+        }
+    }
+    panic!("the marker never came back through MONITOR");
+}
+
+/// The documented layout, no token at rest, and the promised cost of a resolve: one
+/// round trip with the token's place cached, two without, and no write for a touch
+/// that changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_and_resolve_cost() {
+    let Some(test_store) = fresh_store().await else {
+        return;
+    };
+    let store = test_store.0.clone();
+    let prefix = store.prefix().to_string();
+    let client = redis::Client::open(server_url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+
+    let clock = Arc::new(ManualClock::new(T0));
+    let m = Manager::with_clock(Arc::new(store.clone()), clock.clone());
+    m.set_policy("shop", Policy::default()).unwrap();
+    let o = m
+        .open(
+            "shop",
+            OpenRequest {
+                user: Some("ann".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = o.session.id;
+
+    let record = format!("{prefix}:{{shop}}:s:{id}");
+    let (rev, json): (String, String) = redis::cmd("HMGET")
+        .arg(&record)
+        .arg("rev")
+        .arg("json")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(rev, "1");
+    assert!(!json.contains(o.token.expose()), "no token at rest");
+    let hash = o.token.hash().to_hex();
+    let entry: String = redis::cmd("GET")
+        .arg(format!("{prefix}:t:{hash}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(entry, format!("shop\n{id}"));
+    let apps: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}:apps"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(apps, vec!["shop".to_string()]);
+    for (name, member) in [
+        ("open", true),
+        ("due", true),
+        ("seated", true),
+        ("u:ann", true),
+    ] {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(format!("{prefix}:{{shop}}:{name}"))
+            .arg(id.to_string())
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(score.is_some(), member, "{name}");
+    }
+
+    let mut monitor = client
+        .get_async_monitor()
+        .await
+        .unwrap()
+        .into_on_message::<String>();
+    let peek = Resolve {
+        touch: false,
+        ip: None,
+    };
+    let touch = Resolve {
+        touch: true,
+        ip: None,
+    };
+    commands_until_marker(&mut monitor, &mut raw, &prefix).await;
+
+    m.resolve(&o.token, peek).await.unwrap();
+    let seen = commands_until_marker(&mut monitor, &mut raw, &prefix).await;
+    assert_eq!(seen.len(), 1, "cached resolve: {seen:#?}");
+
+    clock.advance(Duration::from_millis(200));
+    m.resolve(&o.token, touch).await.unwrap();
+    let seen = commands_until_marker(&mut monitor, &mut raw, &prefix).await;
+    assert_eq!(seen.len(), 1, "coalesced touch writes nothing: {seen:#?}");
+
+    // Another node, cold cache: the token index, then the record.
+    let other = RedisStore::connect(&server_url(), RedisOptions::default().with_prefix(&prefix))
+        .await
+        .unwrap();
+    let n = Manager::with_clock(Arc::new(other), clock.clone());
+    n.set_policy("shop", Policy::default()).unwrap();
+    n.resolve(&o.token, peek).await.unwrap();
+    let seen = commands_until_marker(&mut monitor, &mut raw, &prefix).await;
+    assert_eq!(seen.len(), 2, "cold resolve: {seen:#?}");
+
+    clock.advance(Duration::from_secs(2));
+    n.resolve(&o.token, touch).await.unwrap();
+    let seen = commands_until_marker(&mut monitor, &mut raw, &prefix).await;
+    assert_eq!(
+        seen.len(),
+        2,
+        "a touch that writes: read + commit: {seen:#?}"
+    );
+    let rev: String = redis::cmd("HGET")
+        .arg(&record)
+        .arg("rev")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(rev, "2");
+
+    // A close made through one node is seen at once through the other's cache.
+    m.close(Lookup::Id(id), CloseReason::Killed, Actor::Admin)
+        .await
+        .unwrap();
+    assert!(n.resolve(&o.token, peek).await.is_err());
+    assert!(matches!(
+        n.resolve(&Token::from_client("shop:00"), peek).await,
+        Err(sessiond_core::Error::InvalidToken)
+    ));
+    drop(test_store);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "test keys are cleaned up: {left:?}");
+}

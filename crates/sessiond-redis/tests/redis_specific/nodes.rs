@@ -1,0 +1,121 @@
+//! The conformance races again, with every call going to the next of several stores
+//! (own connection, cache and local queues each) sharing one prefix: the nodes of a
+//! deployment. Within one store, local queues keep writers of a session from colliding;
+//! here only the revision checks of the scripts stand between the nodes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use sessiond_core::admission::Admission;
+use sessiond_core::conformance;
+use sessiond_core::store::{
+    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
+};
+use sessiond_core::{
+    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Store, Timestamp,
+};
+use sessiond_redis::{RedisOptions, RedisStore};
+
+use crate::{fresh_store, server_url, TestStore};
+
+/// Several stores on one prefix, used in turn.
+struct Nodes {
+    nodes: Vec<RedisStore>,
+    next: AtomicUsize,
+    _cleanup: TestStore,
+}
+
+impl Nodes {
+    async fn new(n: usize) -> Option<Nodes> {
+        let first = fresh_store().await?;
+        let mut nodes = vec![first.0.clone()];
+        for _ in 1..n {
+            let options = RedisOptions::default().with_prefix(first.0.prefix());
+            nodes.push(RedisStore::connect(&server_url(), options).await.ok()?);
+        }
+        Some(Nodes {
+            nodes,
+            next: AtomicUsize::new(0),
+            _cleanup: first,
+        })
+    }
+
+    fn node(&self) -> &RedisStore {
+        &self.nodes[self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len()]
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Nodes {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+    async fn open(&self, s: Session, adm: &Admission, now: Timestamp) -> StoreResult<OpenOutcome> {
+        self.node().open(s, adm, now).await
+    }
+    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
+        self.node().get(lookup).await
+    }
+    async fn modify(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome> {
+        self.node().modify(lookup, change, cond, now).await
+    }
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<CloseOutcome> {
+        self.node().close(id, reason, by, now).await
+    }
+    async fn close_all(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        self.node().close_all(app, except, reason, by, now).await
+    }
+    async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
+        self.node().list(query).await
+    }
+    async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
+        self.node().counts(app).await
+    }
+    async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
+        self.node().expire_due(now, limit).await
+    }
+}
+
+macro_rules! across_nodes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(nodes) = Nodes::new(4).await else {
+                    return;
+                };
+                conformance::$name(Arc::new(nodes)).await;
+            }
+        )*
+    };
+}
+
+across_nodes!(
+    race_64_opens_10_seats,
+    race_take_over_has_one_winner,
+    race_patches_of_distinct_keys,
+    race_conditional_increments,
+    expiry_on_many_nodes_closes_each_once,
+    evict_idlest,
+    user_limit_replace_oldest,
+    close_and_close_all,
+);

@@ -1,0 +1,133 @@
+// Browser tests of the sessiond admin console (headless Chromium via playwright-core).
+// Run with: tests/console/run.sh (it starts the server and sets the variables below).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.SESSIOND_URL;
+const ADMIN = process.env.ADMIN_TOKEN;
+const KEY = process.env.APP_KEY;
+const OUT = process.env.ARTIFACTS || "artifacts/console";
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+});
+after(async () => { await browser?.close(); });
+
+async function api(method, path, token, body) {
+  const r = await fetch(BASE + path, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: r.status, body: await r.json().catch(() => null) };
+}
+
+const open = async (user, label) => (await api("POST", "/v1/apps/gestan/sessions", KEY, { user, client: { label } })).body;
+
+async function signedIn(viewport = { width: 1280, height: 800 }) {
+  const page = await browser.newPage({ viewport });
+  await page.goto(BASE + "/admin");
+  await page.getByLabel("Admin token or app key").fill(ADMIN);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Apps" }).waitFor();
+  return page;
+}
+
+test("a wrong token is refused", async () => {
+  const page = await browser.newPage();
+  await page.goto(BASE + "/admin");
+  await page.getByLabel("Admin token or app key").fill("not-a-real-token");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").waitFor();
+  assert.match(await page.getByRole("alert").innerText(), /not the admin token or an app key/);
+  await page.screenshot({ path: `${OUT}/sign-in-refused.png` });
+  await page.close();
+});
+
+test("sign in and see the apps with their seats", async () => {
+  const page = await signedIn();
+  await page.getByRole("article", { name: "App gestan" }).waitFor();
+  const card = page.getByRole("article", { name: "App gestan" });
+  assert.match(await card.innerText(), /Seats/);
+  assert.equal(await card.locator("meter").getAttribute("max"), "5");
+  await page.screenshot({ path: `${OUT}/apps.png`, fullPage: true });
+  await page.close();
+});
+
+test("a session opened through the API appears live, and a kill reaches its client", async () => {
+  const page = await signedIn();
+  await page.getByRole("button", { name: "Manage gestan" }).click();
+  await page.getByRole("heading", { name: "Sessions of gestan" }).waitFor();
+  const s = await open("live-ann", "pc-live");
+  const row = page.locator(`tr[data-id="${s.id}"]`);
+  await row.waitFor({ timeout: 5000 });
+  assert.match(await row.innerText(), /live-ann/);
+  assert.match(await row.innerText(), /pc-live/);
+  await page.screenshot({ path: `${OUT}/sessions-live.png`, fullPage: true });
+  await row.getByRole("button", { name: /Disconnect live-ann/ }).click();
+  await page.getByRole("dialog").waitFor();
+  await page.screenshot({ path: `${OUT}/kill-confirm.png` });
+  await page.locator("#confirm-ok").click();
+  await row.waitFor({ state: "detached", timeout: 5000 });
+  const r = await api("GET", "/v1/session", s.token);
+  assert.equal(r.status, 410);
+  assert.equal(r.body.reason, "killed");
+  assert.equal(r.body.closed_by, "admin");
+  await page.close();
+});
+
+test("disconnect everyone except the sessions I keep, then read the history", async () => {
+  const keep = await open("ops-me", "console-pc");
+  const others = [await open("bob", "pc-bob"), await open("cid", "pc-cid")];
+  const page = await signedIn();
+  await page.getByRole("button", { name: "Manage gestan" }).click();
+  await page.locator(`tr[data-id="${keep.id}"]`).waitFor();
+  await page.getByLabel("I am").fill("ops-me");
+  await page.getByLabel("I am").press("Tab");
+  await page.getByRole("button", { name: "Disconnect everyone except…" }).click();
+  await page.getByRole("dialog").waitFor();
+  const count = await page.locator("#confirm-body .count").innerText();
+  assert.equal(count, "2 sessions will be disconnected.");
+  assert.equal(await page.getByRole("checkbox", { name: /ops-me/ }).isChecked(), true, "my own session is kept by default");
+  await page.screenshot({ path: `${OUT}/close-all-confirm.png` });
+  await page.locator("#confirm-ok").click();
+  await page.locator("#live").getByText("Disconnected 2 sessions.").waitFor();
+  assert.equal((await api("GET", "/v1/session", keep.token)).status, 200);
+  for (const o of others) {
+    const r = await api("GET", "/v1/session", o.token);
+    assert.equal(r.status, 410);
+    assert.equal(r.body.reason, "closed_all");
+  }
+  await page.getByRole("tab", { name: "History" }).click();
+  const history = page.locator("#history tbody");
+  await history.locator(`tr[data-id="${others[0].id}"]`).waitFor();
+  const text = await history.innerText();
+  assert.match(text, /closed_all\s+admin/);
+  assert.match(text, /killed\s+admin/);
+  await page.screenshot({ path: `${OUT}/history.png`, fullPage: true });
+  await page.goto(BASE + "/admin");
+  await page.getByRole("article", { name: "App gestan" }).locator("svg rect.opens").first().waitFor();
+  await page.screenshot({ path: `${OUT}/overview.png`, fullPage: true });
+  await page.close();
+});
+
+test("an app key sees only its app; the console works at phone width and from the keyboard", async () => {
+  const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+  await page.goto(BASE + "/admin");
+  await page.getByLabel("Admin token or app key").fill(KEY);
+  await page.keyboard.press("Enter");
+  await page.getByText("Signed in with the key of gestan").waitFor();
+  assert.equal(await page.getByRole("article").count(), 1);
+  await page.getByRole("button", { name: "Manage gestan" }).focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Sessions of gestan" }).waitFor();
+  await page.screenshot({ path: `${OUT}/sessions-phone.png`, fullPage: true });
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("Admin token or app key").waitFor();
+  await page.close();
+});

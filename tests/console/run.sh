@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Browser tests of the admin console: builds sessiond, starts it on a free loopback
+# port (memory store, known tokens), drives /admin in headless Chromium with
+# playwright-core, keeps screenshots in artifacts/console/, stops the server.
+# Without node or /usr/bin/chromium it says so and skips, unless CI=true.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+missing=""
+command -v node >/dev/null 2>&1 || missing="node"
+[ -x /usr/bin/chromium ] || missing="${missing:+$missing and }/usr/bin/chromium"
+if [ -n "$missing" ]; then
+  if [ "${CI:-}" = "true" ]; then echo "console browser tests: $missing required in CI" >&2; exit 1; fi
+  echo "SKIPPED: console browser tests ($missing not installed; apt-get install chromium, and node)" >&2
+  exit 0
+fi
+
+if [ ! -d "$here/node_modules/playwright-core" ]; then
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+cargo build --quiet -p sessiond
+
+data=$(mktemp -d)
+cat > "$data/sessiond.toml" <<TOML
+admin_token = "console-test-admin-token-0001"
+store = "memory:"
+expiry_interval_ms = 200
+[apps.gestan]
+key = "gestan-console-test-key-0001"
+seats = 5
+heartbeat = { interval_s = 30, grace_s = 60 }
+[apps.shop]
+key = "shop-console-test-key-00001"
+TOML
+log="$data/server.log"
+SESSIOND_LOG=info target/debug/sessiond serve --config "$data/sessiond.toml" --listen 127.0.0.1:0 --data-dir "$data" 2>"$log" &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 1 100); do
+  port=$(sed -n 's/.*listen=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -n 1)
+  [ -n "${port:-}" ] && break
+  sleep 0.1
+done
+[ -n "${port:-}" ] || { echo "console tests: the server did not start" >&2; cat "$log" >&2; exit 1; }
+
+mkdir -p "$root/artifacts/console"
+cd "$here"
+SESSIOND_URL="http://127.0.0.1:$port" \
+ADMIN_TOKEN="console-test-admin-token-0001" \
+APP_KEY="gestan-console-test-key-0001" \
+ARTIFACTS="$root/artifacts/console" \
+  node --test --test-concurrency=1 console.test.mjs
