@@ -231,6 +231,16 @@ pub trait Store: Send + Sync + 'static {
     /// at most `limit` of each. Cost grows with what is due, not with what is stored.
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired>;
 
+    /// Stores `session` exactly as given, open or closed, replacing any session with the
+    /// same id, with no admission and no event: for migrations between stores and for
+    /// restores, never for serving. Indexes (token, app, user, deadline) follow.
+    async fn import(&self, session: Session) -> StoreResult<()> {
+        let _ = session;
+        Err(StoreError::Backend(
+            format!("the {} store cannot import sessions", self.kind()).into(),
+        ))
+    }
+
     /// Makes every acknowledged change durable (no-op where writes are durable already).
     async fn flush(&self) -> StoreResult<()> {
         Ok(())

@@ -90,9 +90,24 @@ impl Shared {
         let mut p = lock(&self.pending);
         f(&mut p.buf);
         p.seq += 1;
+        let seq = p.seq;
         drop(p);
+        LAST_APPENDED.with(|l| l.set(l.get().max(seq)));
         self.wake.notify_one();
     }
+}
+
+thread_local! {
+    /// The highest sequence number this thread appended since [`take_appended`]. The
+    /// memory store's operations never yield, so an operation's frames are all appended
+    /// on the thread that polled it: the store waits for its own frames only, not for
+    /// later writers' (which would cost an extra group-commit cycle under load).
+    static LAST_APPENDED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Returns and clears this thread's highest appended sequence number (0: none).
+pub(crate) fn take_appended() -> u64 {
+    LAST_APPENDED.with(|l| l.replace(0))
 }
 
 /// The hook the memory store reports changes to.

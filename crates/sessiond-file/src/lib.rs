@@ -148,10 +148,20 @@ impl FileStore {
         &self.mem
     }
 
+    /// Waits until the frames the operation just appended (on this thread, see
+    /// [`journal::take_appended`]) are durable.
     async fn durable<T>(&self, value: T) -> StoreResult<T> {
-        let shared = &self.writer.shared;
-        shared.wait_durable(shared.last_seq()).await?;
+        let seq = journal::take_appended();
+        if seq > 0 {
+            self.writer.shared.wait_durable(seq).await?;
+        }
         Ok(value)
+    }
+
+    /// Clears this thread's record of appended frames before an operation.
+    fn begin(&self) -> StoreResult<()> {
+        journal::take_appended();
+        self.writer.shared.check()
     }
 }
 
@@ -167,7 +177,7 @@ impl Store for FileStore {
         admission: &Admission,
         now: Timestamp,
     ) -> StoreResult<OpenOutcome> {
-        self.writer.shared.check()?;
+        self.begin()?;
         let out = self.mem.open(session, admission, now).await?;
         self.durable(out).await
     }
@@ -183,7 +193,7 @@ impl Store for FileStore {
         cond: &Conditions,
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome> {
-        self.writer.shared.check()?;
+        self.begin()?;
         let out = self.mem.modify(lookup, change, cond, now).await?;
         match &out {
             ModifyOutcome::Done { step, .. }
@@ -202,7 +212,7 @@ impl Store for FileStore {
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<CloseOutcome> {
-        self.writer.shared.check()?;
+        self.begin()?;
         let out = self.mem.close(id, reason, by, now).await?;
         self.durable(out).await
     }
@@ -215,7 +225,7 @@ impl Store for FileStore {
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
-        self.writer.shared.check()?;
+        self.begin()?;
         let out = self.mem.close_all(app, except, reason, by, now).await?;
         self.durable(out).await
     }
@@ -229,13 +239,20 @@ impl Store for FileStore {
     }
 
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
-        self.writer.shared.check()?;
+        self.begin()?;
         let out = self.mem.expire_due(now, limit).await?;
         self.durable(out).await
     }
 
-    async fn flush(&self) -> StoreResult<()> {
+    async fn import(&self, session: Session) -> StoreResult<()> {
+        self.begin()?;
+        self.mem.import(session).await?;
         self.durable(()).await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        let shared = &self.writer.shared;
+        shared.wait_durable(shared.last_seq()).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -10,6 +10,7 @@ use sessiond::Config;
 mod cli;
 mod connect;
 mod license_cmd;
+mod migrate;
 
 /// sessiond: a session manager (cookie sessions, seat-limited client sessions, admin).
 #[derive(Parser)]
@@ -42,6 +43,8 @@ enum Command {
     },
     /// Take a seat in an app, like a desktop client: heartbeat, listen, exit when closed.
     Connect(connect::ConnectArgs),
+    /// Copy every session (open and history) from one store to another.
+    Migrate(migrate::MigrateArgs),
     /// Make and check signed license files (seats and expiry per app).
     #[command(subcommand)]
     License(license_cmd::LicenseCmd),
@@ -176,5 +179,6 @@ async fn main() -> ExitCode {
         Command::Apps { remote, cmd } => operator(cli::run_apps(&remote, cmd).await).await,
         Command::License(cmd) => license_cmd::run(cmd),
         Command::Connect(args) => connect::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
     }
 }

@@ -320,6 +320,9 @@ impl Store for MeteredStore {
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
         timed!(self, "expire_due", self.inner.expire_due(now, limit))
     }
+    async fn import(&self, session: Session) -> StoreResult<()> {
+        timed!(self, "import", self.inner.import(session))
+    }
     async fn flush(&self) -> StoreResult<()> {
         self.inner.flush().await
     }

@@ -154,6 +154,10 @@ impl MemoryStore {
     /// Loads sessions (a restart) without reporting them to the journal. A session seen
     /// twice keeps its last state.
     pub fn load(&self, sessions: impl IntoIterator<Item = Session>) {
+        self.put_all(sessions, false);
+    }
+
+    fn put_all(&self, sessions: impl IntoIterator<Item = Session>, journal: bool) {
         for mut s in sessions {
             let (name, app) = self.app_entry(&s.app);
             s.app = name;
@@ -175,6 +179,9 @@ impl MemoryStore {
             }
             shard.deadlines.insert((s.deadline(), s.id));
             write(self.token_shard(s.token_hash)).insert(s.token_hash, s.id);
+            if journal {
+                self.journal_put(&s);
+            }
             shard.sessions.insert(s);
         }
     }
@@ -600,6 +607,11 @@ impl Store for MemoryStore {
             open: idx.open.len() as u64,
             seats_used: idx.seats_used,
         })
+    }
+
+    async fn import(&self, session: Session) -> StoreResult<()> {
+        self.put_all([session], true);
+        Ok(())
     }
 
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {

@@ -1,0 +1,193 @@
+//! The session cookie on the wire: finding it in a request's `Cookie` headers and
+//! writing the `Set-Cookie` line that sets or removes it. Hand-written rather than a
+//! cookie crate because the layer needs exactly one cookie with fixed attributes, and
+//! the attributes are the security contract, so they are spelled out here.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::http::header::COOKIE;
+use axum::http::HeaderMap;
+
+/// Longest cookie value taken as a token; anything longer cannot be one.
+const MAX_TOKEN_LEN: usize = 256;
+
+/// How the session cookie is written (all but the per-request `Secure` decision).
+#[derive(Debug, Clone)]
+pub(crate) struct CookieSpec {
+    /// The configured name, without the `__Host-` prefix.
+    pub name: String,
+    /// `Path` attribute.
+    pub path: String,
+    /// `Domain` attribute, if any.
+    pub domain: Option<String>,
+    /// `Max-Age` attribute, if the cookie should outlive the browser session.
+    pub max_age: Option<Duration>,
+    /// Always send `Secure`.
+    pub secure: bool,
+    /// Use the `__Host-` prefix (forces `Secure`, `Path=/`, no `Domain`).
+    pub host_prefix: bool,
+}
+
+impl CookieSpec {
+    /// The name as it travels, with the `__Host-` prefix when asked for.
+    pub fn wire_name(&self) -> String {
+        if self.host_prefix {
+            format!("__Host-{}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// The `Set-Cookie` value that hands `token` to the browser.
+    pub fn set(&self, token: &str, secure: bool) -> String {
+        let mut out = format!("{}={token}", self.wire_name());
+        self.attributes(&mut out, secure);
+        if let Some(age) = self.max_age {
+            let _ = write!(out, "; Max-Age={}", age.as_secs());
+        }
+        out
+    }
+
+    /// The `Set-Cookie` value that removes the cookie. It repeats the path, domain and
+    /// `Secure` of the cookie it removes, since browsers match on them.
+    pub fn remove(&self, secure: bool) -> String {
+        let mut out = format!("{}=", self.wire_name());
+        self.attributes(&mut out, secure);
+        out.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
+        out
+    }
+
+    fn attributes(&self, out: &mut String, secure: bool) {
+        if self.host_prefix {
+            out.push_str("; Path=/");
+        } else {
+            let _ = write!(out, "; Path={}", self.path);
+            if let Some(d) = &self.domain {
+                let _ = write!(out, "; Domain={d}");
+            }
+        }
+        out.push_str("; HttpOnly; SameSite=Lax");
+        if secure || self.secure || self.host_prefix {
+            out.push_str("; Secure");
+        }
+    }
+}
+
+/// Whether `name` can be a cookie name: RFC 6265 token characters.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether `v` is safe as a `Path` or `Domain` attribute value.
+pub(crate) fn valid_attribute(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';')
+}
+
+/// The first value of cookie `name` in the request that could be a token: cookie-octets
+/// only, not empty, not absurdly long. Values that cannot be tokens are skipped, so they
+/// never cost a store lookup.
+pub(crate) fn find(headers: &HeaderMap, name: &str) -> Option<String> {
+    for header in headers.get_all(COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for pair in text.split(';') {
+            let Some((n, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if n.trim() != name {
+                continue;
+            }
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            if !v.is_empty() && v.len() <= MAX_TOKEN_LEN && v.bytes().all(is_cookie_octet) {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// RFC 6265 `cookie-octet`.
+fn is_cookie_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn spec() -> CookieSpec {
+        CookieSpec {
+            name: "SESSION".into(),
+            path: "/app".into(),
+            domain: Some("example.com".into()),
+            max_age: None,
+            secure: false,
+            host_prefix: false,
+        }
+    }
+
+    #[test]
+    fn finds_the_named_cookie_among_others_and_headers() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; SESSIONX=2"));
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("b=2;  SESSION=app:00ff ; c=3"),
+        );
+        assert_eq!(find(&h, "SESSION").as_deref(), Some("app:00ff"));
+        assert_eq!(find(&h, "nope"), None);
+    }
+
+    #[test]
+    fn skips_values_that_cannot_be_tokens() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("SESSION=; SESSION=a\\b"));
+        assert_eq!(find(&h, "SESSION"), None);
+        h.append(COOKIE, HeaderValue::from_static("SESSION=\"x:1\""));
+        assert_eq!(find(&h, "SESSION").as_deref(), Some("x:1"));
+    }
+
+    #[test]
+    fn set_and_remove_carry_the_same_scope() {
+        let s = spec();
+        assert_eq!(
+            s.set("t:1", true),
+            "SESSION=t:1; Path=/app; Domain=example.com; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert_eq!(
+            s.remove(false),
+            "SESSION=; Path=/app; Domain=example.com; HttpOnly; SameSite=Lax; \
+             Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+    }
+
+    #[test]
+    fn host_prefix_forces_secure_root_path_and_no_domain() {
+        let s = CookieSpec {
+            host_prefix: true,
+            max_age: Some(Duration::from_secs(60)),
+            ..spec()
+        };
+        assert_eq!(
+            s.set("t:1", false),
+            "__Host-SESSION=t:1; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=60"
+        );
+    }
+
+    #[test]
+    fn names_and_attributes_are_checked() {
+        assert!(valid_name("4DSID_MyApp"));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name("a=b"));
+        assert!(valid_attribute("/x"));
+        assert!(!valid_attribute("/x; Secure"));
+    }
+}

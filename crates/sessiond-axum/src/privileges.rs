@@ -1,0 +1,155 @@
+//! Privileges and the session's end, as handlers see them: [`Session::set_privileges`]
+//! (login: a new token, so a new cookie), [`Session::has_privilege`],
+//! [`Session::is_guest`], [`Session::abandon`] (logout) and [`Session::set_heartbeat`]
+//! (WEBDEV's `SessionHeartBeatEnable` from server code). Split from `session.rs`, which
+//! owns loading and storage.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sessiond_core::{Actor, CloseReason, Error, JsonObject, Lookup};
+
+use crate::error::SessionError;
+use crate::session::{CookieAction, Session};
+
+/// New privileges for a session: what [`Session::set_privileges`] takes (4D's
+/// `Session.setPrivileges`).
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    /// The privileges (the whole set: it replaces the current one).
+    pub privileges: Vec<String>,
+    /// The signed-in user, if any (kept as it was when none).
+    pub user: Option<String>,
+    /// Public facts about the user, e.g. `{"userName": "Ann Martin"}` (kept as it was
+    /// when none).
+    pub info: Option<Map<String, Value>>,
+}
+
+impl Session {
+    /// Gives the session new privileges (and optionally a user and info): the token
+    /// changes and the response carries the new cookie, so a token fixed before login
+    /// is worthless after it. The id stays. Requests already running with the old
+    /// cookie finish normally (they address the session by id once loaded). A guest with
+    /// nothing stored becomes a stored session here.
+    pub async fn set_privileges(&self, grant: Grant) -> Result<(), SessionError> {
+        let mut st = self.inner.state.lock().await;
+        self.load(&mut st).await?;
+        let cfg = &self.inner.config;
+        if let Some(rec) = st.record.clone() {
+            let mut lock = cfg.locks.lock(rec.id).await;
+            let info = grant.info.as_ref().map(JsonObject::from_map);
+            let res = cfg
+                .manager
+                .set_privileges(
+                    Lookup::Id(rec.id),
+                    grant.privileges.clone(),
+                    info,
+                    grant.user.clone(),
+                )
+                .await;
+            match res {
+                Ok((s, token)) => {
+                    lock.remember(&s);
+                    st.record = Some(s);
+                    st.cookie = CookieAction::Set(token);
+                    return Ok(());
+                }
+                Err(Error::SessionClosed(_) | Error::NotFound(_)) => st.record = None,
+                Err(e) => return Err(self.fail(&mut st, e)),
+            }
+        }
+        self.create(&mut st, Map::new(), Some(grant))
+            .await
+            .map(drop)
+    }
+
+    /// Whether the session holds privilege `name` (4D's `hasPrivilege`).
+    pub async fn has_privilege(&self, name: &str) -> Result<bool, SessionError> {
+        Ok(self
+            .record()
+            .await?
+            .is_some_and(|r| r.privileges.contains(name)))
+    }
+
+    /// Whether this is a guest session: no user and no privileges (4D's `isGuest`).
+    pub async fn is_guest(&self) -> Result<bool, SessionError> {
+        Ok(self
+            .record()
+            .await?
+            .is_none_or(|r| r.user.is_none() && r.privileges.is_empty()))
+    }
+
+    /// The signed-in user, if any.
+    pub async fn user(&self) -> Result<Option<String>, SessionError> {
+        Ok(self.record().await?.and_then(|r| r.user.map(String::from)))
+    }
+
+    /// Ends the session (closed as `logout`) and removes the cookie; the rest of the
+    /// request sees a fresh guest (Gambas `Session.Abandon`, 4D `WEB CLOSE SESSION`).
+    pub async fn abandon(&self) -> Result<(), SessionError> {
+        let mut st = self.inner.state.lock().await;
+        self.load(&mut st).await?;
+        if let Some(rec) = st.record.take() {
+            let res = self
+                .inner
+                .config
+                .manager
+                .close(Lookup::Id(rec.id), CloseReason::Logout, Actor::User)
+                .await;
+            match res {
+                Ok(_) | Err(Error::SessionClosed(_) | Error::NotFound(_)) => {}
+                Err(e) => {
+                    st.record = Some(rec);
+                    return Err(self.fail(&mut st, e));
+                }
+            }
+        }
+        if self.inner.incoming.is_some() || matches!(st.cookie, CookieAction::Set(_)) {
+            st.cookie = CookieAction::Remove;
+        }
+        Ok(())
+    }
+
+    /// Turns the session's heartbeat on (at `interval`, else the layer's) or off (WEBDEV
+    /// `SessionHeartBeatEnable`). Off, only the idle timeout applies (the user went to an
+    /// external payment page); on, the session ends `heartbeat_lost` once no beat came
+    /// for interval + grace. Answers false when there is no stored session to change.
+    pub async fn set_heartbeat(
+        &self,
+        active: bool,
+        interval: Option<Duration>,
+    ) -> Result<bool, SessionError> {
+        let mut st = self.inner.state.lock().await;
+        self.load(&mut st).await?;
+        let Some(rec) = st.record.clone() else {
+            return Ok(false);
+        };
+        let cfg = &self.inner.config;
+        let interval_s = interval
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1))
+            .unwrap_or(cfg.heartbeat.interval_s);
+        let mut lock = cfg.locks.lock(rec.id).await;
+        let res = cfg
+            .manager
+            .set_heartbeat(
+                Lookup::Id(rec.id),
+                active,
+                Some(interval_s),
+                Some(cfg.heartbeat.grace_s),
+                self.inner.ip,
+            )
+            .await;
+        match res {
+            Ok(s) => {
+                lock.remember(&s);
+                st.record = Some(s);
+                Ok(true)
+            }
+            Err(Error::SessionClosed(_) | Error::NotFound(_)) => {
+                st.record = None;
+                Ok(false)
+            }
+            Err(e) => Err(self.fail(&mut st, e)),
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! [`Session`]: the web session of one request, as handlers see it (the axum extractor).
+//!
+//! It starts as a handle on the request's cookie and nothing else: the store is asked
+//! for the session the first time a handler looks at it (then once per request, and the
+//! look counts as activity, coalesced by the core), and a guest session is written only
+//! when something is stored in it. Every storage change is a JSON merge patch applied by
+//! the Manager; read-modify-write is conditional on the session's version and retried,
+//! so concurrent requests never lose each other's changes. Which cookie the response
+//! carries (new token, removal, nothing) is decided here and written by the layer.
+//! Privileges, logout and the heartbeat switch are in `privileges.rs`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sessiond_core::{
+    Client, Error, JsonObject, Lookup, OpenRequest, Resolve, Session as Record, SessionId, Token,
+};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::error::{Failure, SessionError};
+use crate::layer::Config;
+use crate::patch;
+use crate::privileges::Grant;
+
+/// Attempts of a conditional update before giving up with [`SessionError::Contention`].
+/// Only writers on other nodes (or the heartbeat endpoint) can make one fail: requests of
+/// this process queue on a per-session lock first.
+const MAX_ATTEMPTS: u32 = 64;
+
+/// The web session of the current request: an axum extractor (needs a
+/// [`crate::SessionLayer`] on the route) and a cheap handle that can be cloned.
+///
+/// Every method is async because the first one to run loads the session from the store;
+/// a request that never calls one costs the store nothing.
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("app", &self.inner.config.app)
+            .field("has_cookie", &self.inner.incoming.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the response must do with the cookie.
+#[derive(Default)]
+pub(crate) enum CookieAction {
+    /// Nothing.
+    #[default]
+    Keep,
+    /// Hand this token to the browser.
+    Set(Token),
+    /// Remove the cookie.
+    Remove,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// Whether the incoming cookie has been resolved.
+    pub(crate) loaded: bool,
+    /// The session as last seen, when there is a stored, open one.
+    pub(crate) record: Option<Record>,
+    pub(crate) cookie: CookieAction,
+    /// A failure the whole request must answer with (fail closed).
+    fatal: Option<Failure>,
+}
+
+pub(crate) struct Handle {
+    pub(crate) config: Arc<Config>,
+    pub(crate) incoming: Option<Token>,
+    pub(crate) ip: Option<IpAddr>,
+    user_agent: Option<Box<str>>,
+    pub(crate) state: AsyncMutex<State>,
+}
+
+/// What a storage change wants: the patch to apply, whether it was computed from the
+/// current value (then it is applied only at that version), and the answer.
+struct Plan<R> {
+    patch: Map<String, Value>,
+    exact: bool,
+    out: R,
+}
+
+impl Session {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        incoming: Option<Token>,
+        ip: Option<IpAddr>,
+        user_agent: Option<Box<str>>,
+    ) -> Self {
+        Session {
+            inner: Arc::new(Handle {
+                config,
+                incoming,
+                ip,
+                user_agent,
+                state: AsyncMutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The session's public id, if it is stored (none for a guest nothing was stored
+    /// for yet).
+    pub async fn id(&self) -> Result<Option<SessionId>, SessionError> {
+        Ok(self.record().await?.map(|r| r.id))
+    }
+
+    /// The whole session as the engine sees it (user, privileges, info, storage, times),
+    /// if it is stored.
+    pub async fn record(&self) -> Result<Option<Record>, SessionError> {
+        let mut st = self.inner.state.lock().await;
+        self.load(&mut st).await?;
+        Ok(st.record.clone())
+    }
+
+    /// The value stored under `key`, decoded as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let Some(rec) = self.record().await? else {
+            return Ok(None);
+        };
+        match rec.data.get(key) {
+            None => Ok(None),
+            Some(v) => decode(key, v).map(Some),
+        }
+    }
+
+    /// The keys of the session storage, sorted.
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        let Some(rec) = self.record().await? else {
+            return Ok(Vec::new());
+        };
+        let mut keys: Vec<String> = rec.data.to_map().into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Stores `value` under `key`, replacing what was there; creates the session (and
+    /// sets its cookie) if this guest had none. A value that serialises to `null`
+    /// removes the key, as in Gambas.
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let new = encode(key, &value)?;
+        let key = key.to_string();
+        self.write(move |data| {
+            let mut patch = Map::new();
+            if new.is_object() {
+                // Replacing an object needs a patch computed from the current one.
+                let old = data.get(&key).cloned().unwrap_or(Value::Null);
+                if let Some(p) = patch::diff(&old, &new) {
+                    patch.insert(key.clone(), p);
+                }
+                return Ok(Plan {
+                    patch,
+                    exact: true,
+                    out: (),
+                });
+            }
+            patch.insert(key.clone(), new.clone());
+            Ok(Plan {
+                patch,
+                exact: false,
+                out: (),
+            })
+        })
+        .await
+    }
+
+    /// Removes `key`, answering the value it held.
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        self.write(|data| {
+            let Some(old) = data.get(key) else {
+                return Ok(Plan {
+                    patch: Map::new(),
+                    exact: true,
+                    out: None,
+                });
+            };
+            let out = decode(key, old.clone())?;
+            let mut patch = Map::new();
+            patch.insert(key.to_string(), Value::Null);
+            Ok(Plan {
+                patch,
+                exact: true,
+                out: Some(out),
+            })
+        })
+        .await
+    }
+
+    /// Atomically replaces the value under `key` with `f(current)` and answers the new
+    /// value: concurrent updates of the same session, on this node or others, never
+    /// lose one another (4D's `Use (Session.storage)`). `f` may run more than once.
+    ///
+    /// ```
+    /// # async fn handler(session: sessiond_axum::Session) -> Result<(), sessiond_axum::SessionError> {
+    /// let n = session.update("n", |n: Option<i64>| n.unwrap_or(0) + 1).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update<T, F>(&self, key: &str, mut f: F) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        self.write(|data| {
+            let cur = match data.get(key) {
+                Some(v) => Some(decode::<T>(key, v.clone())?),
+                None => None,
+            };
+            let next = f(cur);
+            let new = encode(key, &next)?;
+            let old = data.get(key).cloned().unwrap_or(Value::Null);
+            let mut patch = Map::new();
+            if let Some(p) = patch::diff(&old, &new) {
+                patch.insert(key.to_string(), p);
+            }
+            Ok(Plan {
+                patch,
+                exact: true,
+                out: next,
+            })
+        })
+        .await
+    }
+
+    /// Atomically edits the whole storage: `f` gets a copy to change (and may run more
+    /// than once); what it changed is applied as one patch at the version it saw.
+    pub async fn update_all<R, F>(&self, mut f: F) -> Result<R, SessionError>
+    where
+        F: FnMut(&mut Map<String, Value>) -> R,
+    {
+        self.write(|data| {
+            let mut copy = data.clone();
+            let out = f(&mut copy);
+            Ok(Plan {
+                patch: patch::diff_maps(data, &copy),
+                exact: true,
+                out,
+            })
+        })
+        .await
+    }
+
+    /// Resolves the incoming cookie once. An unknown or closed token, or one of another
+    /// app, leaves a fresh guest; a store failure or a wrong address fails the request.
+    pub(crate) async fn load(&self, st: &mut State) -> Result<(), SessionError> {
+        if st.loaded {
+            return Ok(());
+        }
+        let cfg = &self.inner.config;
+        if let Some(token) = &self.inner.incoming {
+            let opts = Resolve {
+                touch: true,
+                ip: self.inner.ip,
+            };
+            match cfg.manager.resolve(token, opts).await {
+                Ok(s) if *s.app == *cfg.app => st.record = Some(s),
+                Ok(_) | Err(Error::InvalidToken | Error::SessionClosed(_)) => {}
+                Err(e) => return Err(self.fail(st, e)),
+            }
+        }
+        st.loaded = true;
+        Ok(())
+    }
+
+    /// Opens a new session holding `data` (and `grant`), to be handed out by cookie.
+    pub(crate) async fn create(
+        &self,
+        st: &mut State,
+        data: Map<String, Value>,
+        grant: Option<Grant>,
+    ) -> Result<Record, SessionError> {
+        let grant = grant.unwrap_or_default();
+        let req = OpenRequest {
+            user: grant.user,
+            privileges: grant.privileges,
+            info: grant.info.as_ref().map(JsonObject::from_map),
+            data: Some(JsonObject::from_map(&data)),
+            client: Client {
+                label: None,
+                ip: self.inner.ip,
+                user_agent: self.inner.user_agent.clone(),
+            },
+            ..Default::default()
+        };
+        match self
+            .inner
+            .config
+            .manager
+            .open(&self.inner.config.app, req)
+            .await
+        {
+            Ok(opened) => {
+                st.record = Some(opened.session.clone());
+                st.cookie = CookieAction::Set(opened.token);
+                Ok(opened.session)
+            }
+            Err(e) => Err(self.fail(st, e)),
+        }
+    }
+
+    /// Runs a storage change: computes it from the current storage with `plan`, applies
+    /// it (at that version when the plan says so), and on a version conflict re-reads
+    /// and tries again. A guest gets a new session holding the change.
+    async fn write<R>(
+        &self,
+        mut plan: impl FnMut(&Map<String, Value>) -> Result<Plan<R>, SessionError>,
+    ) -> Result<R, SessionError> {
+        let mut st = self.inner.state.lock().await;
+        self.load(&mut st).await?;
+        let cfg = &self.inner.config;
+        if let Some(rec) = st.record.clone() {
+            let mut lock = cfg.locks.lock(rec.id).await;
+            let mut cur = lock.newest(rec);
+            for attempt in 0..MAX_ATTEMPTS {
+                let data = cur.data.to_map();
+                let p = plan(&data)?;
+                if p.patch.is_empty() {
+                    st.record = Some(cur);
+                    return Ok(p.out);
+                }
+                let expect = p.exact.then_some(cur.version);
+                let res = cfg
+                    .manager
+                    .update_data(
+                        Lookup::Id(cur.id),
+                        Value::Object(p.patch),
+                        expect,
+                        self.inner.ip,
+                    )
+                    .await;
+                match res {
+                    Ok(s) => {
+                        lock.remember(&s);
+                        st.record = Some(s);
+                        return Ok(p.out);
+                    }
+                    Err(Error::VersionMismatch { .. }) => match cfg.manager.get(cur.id).await {
+                        Ok(s) if s.is_open() => {
+                            cur = s;
+                            backoff(attempt).await;
+                        }
+                        Ok(_) | Err(Error::NotFound(_)) => break,
+                        Err(e) => return Err(self.fail(&mut st, e)),
+                    },
+                    // Closed while this request ran: what is stored now goes to a fresh
+                    // guest, as for a closed cookie.
+                    Err(Error::SessionClosed(_) | Error::NotFound(_)) => break,
+                    Err(e) => return Err(self.fail(&mut st, e)),
+                }
+                if attempt + 1 == MAX_ATTEMPTS {
+                    return Err(SessionError::Contention);
+                }
+            }
+            st.record = None;
+        }
+        let p = plan(&Map::new())?;
+        let mut data = Map::new();
+        patch::apply(&mut data, &p.patch);
+        // Only removals (of nothing): still nothing stored, so still no session.
+        if data.is_empty() {
+            return Ok(p.out);
+        }
+        self.create(&mut st, data, None).await?;
+        Ok(p.out)
+    }
+
+    pub(crate) fn fail(&self, st: &mut State, e: Error) -> SessionError {
+        let e = SessionError::from(e);
+        if e.is_fatal() && st.fatal.is_none() {
+            st.fatal = Some(e.to_failure());
+        }
+        e
+    }
+
+    /// Eager mode: makes sure a stored session exists before the handler runs.
+    pub(crate) async fn ensure_stored(&self) -> Result<(), SessionError> {
+        let mut st = self.inner.state.lock().await;
+        self.load(&mut st).await?;
+        if st.record.is_none() {
+            self.create(&mut st, Map::new(), None).await?;
+        }
+        Ok(())
+    }
+
+    /// What the response must carry: a failure to answer with instead, or a cookie.
+    pub(crate) async fn outcome(&self) -> (Option<Failure>, CookieAction) {
+        let mut st = self.inner.state.lock().await;
+        (st.fatal.take(), std::mem::take(&mut st.cookie))
+    }
+}
+
+/// Waits a little before retrying a conflicting update, with jitter so that competing
+/// nodes spread out.
+async fn backoff(attempt: u32) {
+    if attempt < 2 {
+        tokio::task::yield_now().await;
+        return;
+    }
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let cap_us = 200u64 << attempt.min(6);
+    let us = u64::from(u16::from_le_bytes(b)) % cap_us;
+    tokio::time::sleep(Duration::from_micros(us)).await;
+}
+
+fn decode<T: DeserializeOwned>(key: &str, v: Value) -> Result<T, SessionError> {
+    serde_json::from_value(v).map_err(|source| SessionError::Decode {
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(key: &str, v: &T) -> Result<Value, SessionError> {
+    serde_json::to_value(v).map_err(|source| SessionError::Encode {
+        key: key.to_string(),
+        source,
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = SessionError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(SessionError::MissingLayer)
+    }
+}

@@ -1,0 +1,116 @@
+//! Real races on one session: parallel requests setting distinct keys, and increments
+//! through `update` from many clients, on one node and on two nodes sharing a store.
+//! Exact counts are asserted.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use axum::Router;
+use sessiond_axum::SessionLayer;
+use sessiond_core::{Manager, Policy};
+use sessiond_file::FileStore;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_parallel_requests_setting_distinct_keys_all_persist() {
+    let dir = TempDir::new();
+    let id = {
+        let m = Manager::new(Arc::new(FileStore::open(dir.path()).unwrap()));
+        m.set_policy(APP, Policy::default()).unwrap();
+        let app = routes(SessionLayer::new(Arc::new(m), APP).unwrap());
+        let pair = new_session(&app).await;
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let (app, pair) = (app.clone(), pair.clone());
+            tasks.push(tokio::spawn(async move {
+                call(Method::POST, &format!("/set/k{i:02}/v{i}"))
+                    .cookie(&pair)
+                    .send(&app)
+                    .await
+            }));
+        }
+        for t in tasks {
+            let r = t.await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            assert!(r.set_cookies().is_empty());
+        }
+        let keys = call(Method::GET, "/keys")
+            .cookie(&pair)
+            .send(&app)
+            .await
+            .json();
+        assert_eq!(keys.as_array().unwrap().len(), 21, "{keys}");
+        id_of(&app, &pair).await.unwrap()
+        // The router, the Manager and the store are dropped here.
+    };
+    // Reopened from disk: every key is there.
+    let m = Manager::new(Arc::new(FileStore::open(dir.path()).unwrap()));
+    m.set_policy(APP, Policy::default()).unwrap();
+    let s = m.get(id).await.unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            s.data.get(&format!("k{i:02}")),
+            Some(serde_json::json!(format!("v{i}")))
+        );
+    }
+}
+
+/// Sends `total` increments from `clients` parallel clients, client `c` going through
+/// `nodes[c % nodes.len()]`; answers every value the increments returned.
+async fn increments(nodes: &[Router], pair: &str, clients: usize, total: usize) -> Vec<u64> {
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let app = nodes[c % nodes.len()].clone();
+        let pair = pair.to_string();
+        let n = total / clients;
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::with_capacity(n);
+            for _ in 0..n {
+                let r = call(Method::POST, "/incr").cookie(&pair).send(&app).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+                seen.push(r.body.parse::<u64>().unwrap());
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_increments_from_twenty_clients_land_at_exactly_a_thousand() {
+    let (m, _dir) = file_manager(Policy::default());
+    let app = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let pair = call(Method::POST, "/login/ann")
+        .send(&app)
+        .await
+        .cookie_pair();
+
+    let seen = increments(std::slice::from_ref(&app), &pair, 20, 1000).await;
+    let distinct: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(distinct.len(), 1000, "every increment saw its own value");
+    assert_eq!(distinct.iter().next_back(), Some(&1000));
+    let r = call(Method::GET, "/get/n").cookie(&pair).send(&app).await;
+    assert_eq!(r.body, "1000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_sharing_a_store_lose_no_increment() {
+    // Two layers are two app nodes: they share the store but no in-process lock, so
+    // their updates really conflict and must be retried on the session version.
+    let m = memory_manager(Policy::default());
+    let a = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let b = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let pair = new_session(&a).await;
+
+    let seen = increments(&[a.clone(), b], &pair, 20, 1000).await;
+    let distinct: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(distinct.len(), 1000);
+    let r = call(Method::GET, "/get/n").cookie(&pair).send(&a).await;
+    assert_eq!(r.body, "1000");
+}

@@ -1,0 +1,70 @@
+//! Fail closed: with the store unavailable, requests that need the session answer 503,
+//! never a fresh guest, even when the handler ignores the error.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::http::{header, Method, StatusCode};
+use sessiond_axum::SessionLayer;
+use sessiond_core::{Manager, Policy};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn an_unavailable_store_answers_503_and_never_a_fresh_guest() {
+    let store = Arc::new(FaultyStore::default());
+    let m = Manager::new(store.clone());
+    m.set_policy(APP, Policy::default()).unwrap();
+    let app = routes(SessionLayer::new(Arc::new(m), APP).unwrap());
+    let pair = call(Method::POST, "/login/admin")
+        .send(&app)
+        .await
+        .cookie_pair();
+
+    store.down.store(true, Ordering::SeqCst);
+    for (method, path, cookie) in [
+        (Method::GET, "/whoami", pair.as_str()),
+        (Method::GET, "/get/a", pair.as_str()),
+        (Method::GET, "/ignore-error", pair.as_str()),
+        (Method::POST, "/set/a/1", pair.as_str()),
+        (Method::POST, "/logout", pair.as_str()),
+        (Method::GET, "/admin", pair.as_str()),
+        (Method::POST, "/set/a/1", ""),
+    ] {
+        let r = call(method, path).cookie(cookie).send(&app).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            r.body
+        );
+        assert_eq!(r.json()["error"], "store_unavailable");
+        assert!(
+            !r.body.contains("connection refused"),
+            "details stay in the log"
+        );
+        assert!(r.set_cookies().is_empty(), "{path}: no new cookie");
+        assert_eq!(r.headers[header::RETRY_AFTER], "1");
+    }
+    let r = call(Method::POST, "/_sessiond/heartbeat")
+        .cookie(&pair)
+        .json("{}")
+        .send(&app)
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Routes that never touch the session still work.
+    let r = call(Method::GET, "/bare").cookie(&pair).send(&app).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    store.down.store(false, Ordering::SeqCst);
+    let who = call(Method::GET, "/whoami")
+        .cookie(&pair)
+        .send(&app)
+        .await
+        .json();
+    assert_eq!(
+        (who["user"].as_str(), who["admin"].as_bool()),
+        (Some("admin"), Some(true)),
+        "the session survived the outage"
+    );
+}

@@ -1,0 +1,12 @@
+//! Integration tests of sessiond-axum through a real axum router (driven with `oneshot`),
+//! on the real FileStore in a temporary directory, the MemoryStore, and a fault
+//! injector around a real MemoryStore. One binary, a module per area.
+
+mod addresses;
+mod common;
+mod concurrency;
+mod cookies;
+mod faults;
+mod heartbeat;
+mod privileges;
+mod storage;

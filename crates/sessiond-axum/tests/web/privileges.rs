@@ -1,0 +1,186 @@
+//! Privileges: token rotation on login, requests in flight across it, logout, and the
+//! guard layer.
+
+use std::sync::Arc;
+
+use axum::http::{header, Method, StatusCode};
+use sessiond_axum::SessionLayer;
+use sessiond_core::{CloseReason, Policy};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn set_privileges_rotates_the_token_and_keeps_id_and_storage() {
+    let (m, _dir) = file_manager(Policy::default());
+    let app = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let old = new_session(&app).await;
+    let id = id_of(&app, &old).await.unwrap();
+
+    let r = call(Method::POST, "/login/admin")
+        .cookie(&old)
+        .send(&app)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    let new = r.cookie_pair();
+    assert_ne!(new, old);
+
+    let who = call(Method::GET, "/whoami")
+        .cookie(&new)
+        .send(&app)
+        .await
+        .json();
+    assert_eq!(who["id"], id.to_string(), "same session");
+    assert_eq!(
+        (
+            who["user"].as_str(),
+            who["guest"].as_bool(),
+            who["admin"].as_bool()
+        ),
+        (Some("admin"), Some(false), Some(true))
+    );
+    let r = call(Method::GET, "/get/a").cookie(&new).send(&app).await;
+    assert_eq!(r.body, "\"1\"", "storage kept across login");
+
+    let who = call(Method::GET, "/whoami")
+        .cookie(&old)
+        .send(&app)
+        .await
+        .json();
+    assert_eq!(who["guest"], true, "the old token is dead");
+    assert!(who["id"].is_null());
+    let s = m.get(id).await.unwrap();
+    assert_eq!(s.info.get("userName"), Some(serde_json::json!("ADMIN")));
+}
+
+#[tokio::test]
+async fn a_guest_that_logs_in_gets_its_first_cookie_at_login() {
+    let m = memory_manager(Policy::default());
+    let app = routes(SessionLayer::new(m, APP).unwrap());
+    let r = call(Method::POST, "/login/bob").send(&app).await;
+    let pair = r.cookie_pair();
+    let who = call(Method::GET, "/whoami")
+        .cookie(&pair)
+        .send(&app)
+        .await
+        .json();
+    assert_eq!(
+        (
+            who["user"].as_str(),
+            who["guest"].as_bool(),
+            who["admin"].as_bool()
+        ),
+        (Some("bob"), Some(false), Some(false))
+    );
+}
+
+#[tokio::test]
+async fn requests_in_flight_survive_a_rotation_and_do_not_clobber_the_new_cookie() {
+    let (m, _dir) = file_manager(Policy::default());
+    let gate = Arc::new(Gate::default());
+    let app = routes_with_gate(SessionLayer::new(m, APP).unwrap(), gate.clone());
+    let old = new_session(&app).await;
+
+    let slow = {
+        let (app, old) = (app.clone(), old.clone());
+        tokio::spawn(async move {
+            call(Method::POST, "/slow-write")
+                .cookie(&old)
+                .send(&app)
+                .await
+        })
+    };
+    gate.loaded.notified().await;
+    let new = call(Method::POST, "/login/ann")
+        .cookie(&old)
+        .send(&app)
+        .await
+        .cookie_pair();
+    gate.resume.notify_one();
+    let r = slow.await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "written"));
+    assert!(
+        r.set_cookies().is_empty(),
+        "the slow request must not reset the cookie"
+    );
+
+    let r = call(Method::GET, "/get/late").cookie(&new).send(&app).await;
+    assert_eq!(r.body, "1", "its write landed in the rotated session");
+}
+
+#[tokio::test]
+async fn abandon_closes_as_logout_and_the_removal_repeats_the_cookie_scope() {
+    let (m, _dir) = file_manager(Policy::default());
+    let layer = SessionLayer::new(m.clone(), APP)
+        .unwrap()
+        .with_cookie_path("/app")
+        .with_cookie_domain("example.com")
+        .with_secure(true);
+    let app = routes(layer);
+    let pair = new_session(&app).await;
+    let id = id_of(&app, &pair).await.unwrap();
+
+    let r = call(Method::POST, "/logout").cookie(&pair).send(&app).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.set_cookie(),
+        "SESSION=; Path=/app; Domain=example.com; HttpOnly; SameSite=Lax; Secure; \
+         Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+    );
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    let closed = m.get(id).await.unwrap().closed.unwrap();
+    assert_eq!(closed.reason, CloseReason::Logout);
+
+    let who = call(Method::GET, "/whoami")
+        .cookie(&pair)
+        .send(&app)
+        .await
+        .json();
+    assert_eq!(who["guest"], true);
+}
+
+#[tokio::test]
+async fn the_guard_answers_403_or_sends_guests_to_log_in() {
+    let (m, _dir) = file_manager(Policy::default());
+    let app = routes(SessionLayer::new(m, APP).unwrap());
+
+    let r = call(Method::GET, "/admin").send(&app).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json()["error"], "forbidden");
+    let r = call(Method::GET, "/admin")
+        .header("accept", "text/html")
+        .send(&app)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("WebAdmin privilege"));
+
+    let r = call(Method::GET, "/admin-login?tab=2").send(&app).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers[header::LOCATION],
+        "/login?next=/admin-login%3Ftab%3D2"
+    );
+
+    // Signed in without the privilege: 403 even where guests are redirected.
+    let user = call(Method::POST, "/login/bob")
+        .send(&app)
+        .await
+        .cookie_pair();
+    for path in ["/admin", "/admin-login"] {
+        let r = call(Method::GET, path).cookie(&user).send(&app).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+    }
+
+    let admin = call(Method::POST, "/login/admin")
+        .send(&app)
+        .await
+        .cookie_pair();
+    for path in ["/admin", "/admin-login"] {
+        let r = call(Method::GET, path).cookie(&admin).send(&app).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (StatusCode::OK, "admin page"),
+            "{path}"
+        );
+    }
+}

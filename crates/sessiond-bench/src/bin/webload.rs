@@ -1,0 +1,242 @@
+//! A load generator for the sessiond-axum benchmark app (`examples/bench-app`): keeps N
+//! HTTP/1.1 connections busy against one route for a fixed time and reports requests
+//! per second, latency percentiles and the ratio to the bare route measured in the same
+//! run, as a markdown table.
+//!
+//! Run with (bench-app already running, e.g. `cargo run --release -p bench-app`):
+//! `cargo run --release -p sessiond-bench --bin webload -- --server http://127.0.0.1:8045`
+//!
+//! Scenarios:
+//! - `bare`: `GET /bare`, no session work (the baseline)
+//! - `read`: `GET /read` with a cookie (one session per connection): resolve + read
+//! - `counter`: `GET /counter` with a cookie: an atomic, durable increment per request
+//! - `counter-new`: `GET /counter` without a cookie: a new session per request
+//!
+//! With `--rounds N` every scenario runs N times, interleaved, and the median round is
+//! reported, which steadies the ratios on a busy machine. Every request loop is bounded
+//! by `--seconds`; only the given (loopback) server is hit.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::header::{COOKIE, HOST, SET_COOKIE};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+struct Args {
+    server: String,
+    seconds: u64,
+    connections: usize,
+    rounds: usize,
+    scenarios: Vec<String>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        server: "http://127.0.0.1:8045".into(),
+        seconds: 5,
+        connections: 32,
+        rounds: 1,
+        scenarios: vec![
+            "bare".into(),
+            "read".into(),
+            "counter".into(),
+            "counter-new".into(),
+        ],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--server" => a.server = val(),
+            "--seconds" => a.seconds = val().parse().expect("--seconds N"),
+            "--connections" => a.connections = val().parse().expect("--connections N"),
+            "--rounds" => a.rounds = val().parse::<usize>().expect("--rounds N").max(1),
+            "--scenarios" => a.scenarios = val().split(',').map(String::from).collect(),
+            "--bench" => {}
+            "-h" | "--help" => {
+                println!(
+                    "webload [--server http://127.0.0.1:8045] [--seconds 5] [--connections 32] \
+                     [--rounds 1] [--scenarios bare,read,counter,counter-new]\n\n\
+                     bare: GET /bare (no session work, the baseline)\n\
+                     read: GET /read with a cookie (one session per connection)\n\
+                     counter: GET /counter with a cookie (atomic durable increment)\n\
+                     counter-new: GET /counter without a cookie (a new session per request)"
+                );
+                std::process::exit(0);
+            }
+            other => panic!("unknown flag {other} (see --help)"),
+        }
+    }
+    if !a.scenarios.iter().any(|s| s == "bare") {
+        a.scenarios.insert(0, "bare".into());
+    }
+    a
+}
+
+type Conn = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(host: &str) -> Conn {
+    let stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connect to bench-app");
+    stream.set_nodelay(true).ok();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// Sends `GET path`; answers the status and the cookie pair set, if any.
+async fn get(conn: &mut Conn, host: &str, path: &str, cookie: &str) -> (u16, Option<String>) {
+    let mut b = Request::get(path).header(HOST, host);
+    if !cookie.is_empty() {
+        b = b.header(COOKIE, cookie);
+    }
+    conn.ready().await.expect("connection ready");
+    let resp = conn
+        .send_request(b.body(Empty::new()).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status().as_u16();
+    let set = resp
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(String::from);
+    resp.into_body().collect().await.expect("body");
+    (status, set)
+}
+
+struct Outcome {
+    requests: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
+    let (path, with_cookie) = match scenario {
+        "bare" => ("/bare", false),
+        "read" => ("/read", true),
+        "counter" => ("/counter", true),
+        "counter-new" => ("/counter", false),
+        other => panic!("unknown scenario {other} (see --help)"),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let mut conn = connect(host).await;
+        let cookie = if with_cookie {
+            let (status, set) = get(&mut conn, host, "/counter", "").await;
+            assert_eq!(status, 200, "creating a session");
+            set.expect("the first /counter sets the session cookie")
+        } else {
+            String::new()
+        };
+        let (host, stop) = (host.to_string(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut n, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(100_000));
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let (status, _) = get(&mut conn, &host, path, &cookie).await;
+                lat.push(t.elapsed());
+                n += 1;
+                if status != 200 {
+                    errors += 1;
+                }
+            }
+            (n, errors, lat)
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut out = Outcome {
+        requests: 0,
+        errors: 0,
+        latencies: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    for t in tasks {
+        let (n, e, l) = t.await.expect("worker");
+        out.requests += n;
+        out.errors += e;
+        out.latencies.extend(l);
+    }
+    out.elapsed = start.elapsed();
+    out.latencies.sort_unstable();
+    out
+}
+
+fn pct(l: &[Duration], p: f64) -> f64 {
+    if l.is_empty() {
+        return 0.0;
+    }
+    l[((l.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3
+}
+
+fn label(scenario: &str) -> &'static str {
+    match scenario {
+        "bare" => "`/bare`",
+        "read" => "`/read` with a cookie",
+        "counter" => "`/counter` with a cookie",
+        "counter-new" => "`/counter` without a cookie (new session)",
+        _ => "?",
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let host = args
+        .server
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    println!(
+        "{} connections, {} s per scenario, {} round(s), server {}\n",
+        args.connections, args.seconds, args.rounds, args.server
+    );
+    // rounds[scenario] = outcomes, one per round; rounds interleave the scenarios.
+    let mut results: Vec<Vec<Outcome>> = args.scenarios.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.rounds {
+        for (i, s) in args.scenarios.iter().enumerate() {
+            results[i].push(run(&args, &host, s).await);
+        }
+    }
+    let median = |v: &mut Vec<Outcome>| -> Outcome {
+        v.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
+        v.remove(v.len() / 2)
+    };
+    let medians: Vec<Outcome> = results.iter_mut().map(median).collect();
+    let bare = args
+        .scenarios
+        .iter()
+        .position(|s| s == "bare")
+        .map(|i| medians[i].rps());
+    println!("| scenario | requests/s | ratio to /bare | p50 ms | p99 ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (s, o) in args.scenarios.iter().zip(&medians) {
+        let ratio = bare.map_or("-".to_string(), |b| format!("{:.2}", o.rps() / b));
+        println!(
+            "| {} | {:.0} | {ratio} | {:.2} | {:.2} | {} |",
+            label(s),
+            o.rps(),
+            pct(&o.latencies, 0.5),
+            pct(&o.latencies, 0.99),
+            o.errors
+        );
+    }
+}

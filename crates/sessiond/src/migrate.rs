@@ -1,0 +1,213 @@
+//! `sessiond migrate --from URL --to URL`: copies every session, open and closed, from
+//! one store to another, with a progress bar and a count check at the end.
+//!
+//! Sessions are copied as they are (ids, token hashes, times, history), so clients keep
+//! their tokens across the move. Stop the servers using the source first: a file store
+//! refuses a second user anyway, and a live source would change under the copy.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use sessiond::{Config, StoreUrl};
+use sessiond_core::store::{ListQuery, StatusFilter};
+use sessiond_core::{SessionId, Store};
+
+/// `sessiond migrate` flags.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Store URLs: file: (the data dir's store), file:///path/to/store, postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix]\n\nExamples:\n  sessiond migrate --from file: --to 'postgres://postgres@127.0.0.1/sessions'\n  sessiond migrate --from redis://10.0.0.5:6379 --to file:///var/lib/sessiond/store"
+)]
+pub struct MigrateArgs {
+    /// The store to copy from.
+    #[arg(long)]
+    pub from: String,
+    /// The store to copy into (sessions with the same id are replaced).
+    #[arg(long)]
+    pub to: String,
+    /// Data directory that `file:` refers to.
+    #[arg(long, env = "SESSIOND_DATA_DIR", default_value = "./sessiond-data")]
+    pub data_dir: PathBuf,
+    /// Sessions read per page.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
+}
+
+async fn open(url: &str, data_dir: &std::path::Path) -> Result<std::sync::Arc<dyn Store>, String> {
+    let store: StoreUrl = url.parse()?;
+    if store == StoreUrl::Memory {
+        return Err(
+            "memory: holds nothing across processes; migrate from or to a durable store".into(),
+        );
+    }
+    let config = Config {
+        store,
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    };
+    sessiond::open_store(&config)
+        .await
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+/// Every session id of `store`, page by page.
+async fn all_ids(
+    store: &dyn Store,
+    batch: usize,
+    mut each: impl FnMut(&[sessiond_core::Session]),
+) -> Result<u64, String> {
+    let mut after: Option<SessionId> = None;
+    let mut n = 0u64;
+    loop {
+        let page = store
+            .list(&ListQuery {
+                app: None,
+                status: StatusFilter::Any,
+                user: None,
+                after,
+                newest_first: false,
+                limit: batch,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        n += page.len() as u64;
+        each(&page);
+        match page.last() {
+            Some(last) if page.len() == batch => after = Some(last.id),
+            _ => return Ok(n),
+        }
+    }
+}
+
+struct Progress {
+    total: u64,
+    done: u64,
+    started: Instant,
+    tty: bool,
+    last_decile: u64,
+}
+
+impl Progress {
+    fn show(&mut self) {
+        let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
+        let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        if self.tty {
+            let filled = (pct as usize * 30) / 100;
+            eprint!(
+                "\r[{}{}] {:>8}/{} {pct:>3}%  {rate:.0}/s ",
+                "#".repeat(filled),
+                "-".repeat(30 - filled),
+                self.done,
+                self.total
+            );
+            let _ = std::io::stderr().flush();
+        } else if pct / 10 > self.last_decile || self.done == self.total {
+            self.last_decile = pct / 10;
+            eprintln!("copied {}/{} ({pct}%, {rate:.0}/s)", self.done, self.total);
+        }
+    }
+}
+
+/// Runs the migration; exit 0 when every session was found in the destination.
+pub async fn run(args: MigrateArgs) -> ExitCode {
+    let (from, to) = match (
+        open(&args.from, &args.data_dir).await,
+        open(&args.to, &args.data_dir).await,
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("sessiond: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let batch = usize::from(args.batch);
+    eprintln!(
+        "counting the sessions of {} ({})...",
+        args.from,
+        from.kind()
+    );
+    let total = match all_ids(from.as_ref(), batch, |_| {}).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("sessiond: reading {}: {e}", args.from);
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!("copying {total} sessions into {} ({})", args.to, to.kind());
+    let mut progress = Progress {
+        total,
+        done: 0,
+        started: Instant::now(),
+        tty: std::io::stderr().is_terminal(),
+        last_decile: 0,
+    };
+    let mut copied: HashSet<SessionId> = HashSet::new();
+    let mut after: Option<SessionId> = None;
+    loop {
+        let page = match from
+            .list(&ListQuery {
+                app: None,
+                status: StatusFilter::Any,
+                user: None,
+                after,
+                newest_first: false,
+                limit: batch,
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("\nsessiond: reading {}: {e}", args.from);
+                return ExitCode::from(1);
+            }
+        };
+        for s in &page {
+            if let Err(e) = to.import(s.clone()).await {
+                eprintln!("\nsessiond: writing session {} into {}: {e}", s.id, args.to);
+                return ExitCode::from(1);
+            }
+            copied.insert(s.id);
+            progress.done += 1;
+            if progress.done.is_multiple_of(100) {
+                progress.show();
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == batch => after = Some(last.id),
+            _ => break,
+        }
+    }
+    progress.show();
+    if progress.tty {
+        eprintln!();
+    }
+    if let Err(e) = to.flush().await {
+        eprintln!("sessiond: flushing {}: {e}", args.to);
+        return ExitCode::from(1);
+    }
+    let mut found = 0u64;
+    let counted = all_ids(to.as_ref(), batch, |page| {
+        found += page.iter().filter(|s| copied.contains(&s.id)).count() as u64;
+    })
+    .await;
+    if let Err(e) = counted {
+        eprintln!("sessiond: checking {}: {e}", args.to);
+        return ExitCode::from(1);
+    }
+    println!(
+        "source: {total} sessions; copied: {}; found in the destination: {found}",
+        copied.len()
+    );
+    if found == total && copied.len() as u64 == total {
+        println!("count check passed");
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "count check FAILED: the destination lacks {} session(s)",
+            total.saturating_sub(found)
+        );
+        ExitCode::from(1)
+    }
+}

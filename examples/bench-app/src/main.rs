@@ -1,0 +1,81 @@
+//! Run with: `cargo run --release -p bench-app -- --listen 127.0.0.1:8045 --store file --data-dir ./bench-app-data`
+//!
+//! Parses flags, opens the store, binds and serves until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bench_app::StoreKind;
+use clap::Parser;
+
+/// A minimal sessiond-axum app for load tests.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// Address to listen on.
+    #[arg(long, env = "BENCH_APP_LISTEN", default_value = "127.0.0.1:8045")]
+    listen: SocketAddr,
+    /// Session store.
+    #[arg(long, env = "BENCH_APP_STORE", value_enum, default_value = "file")]
+    store: StoreKind,
+    /// Directory of the file store.
+    #[arg(long, env = "BENCH_APP_DATA_DIR", default_value = "./bench-app-data")]
+    data_dir: PathBuf,
+    /// Diagnostics only: do not fdatasync the file store's journal (writes then survive
+    /// a process crash but not a power loss). Never use it for published figures.
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let flags = Flags::parse();
+    match run(flags).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-app: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(flags: Flags) -> Result<(), Box<dyn std::error::Error>> {
+    let manager = bench_app::manager(flags.store, &flags.data_dir, !flags.no_fsync)?;
+    let app = bench_app::app(manager.clone())?;
+    let expiry = tokio::spawn(manager.run_expiry(Duration::from_secs(1)));
+    let listener = tokio::net::TcpListener::bind(flags.listen).await?;
+    println!(
+        "bench-app listening on http://{} ({:?} store{})",
+        listener.local_addr()?,
+        flags.store,
+        if flags.no_fsync {
+            ", NO FSYNC: diagnostics only"
+        } else {
+            ""
+        }
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    expiry.abort();
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,231 @@
+//! Run with: `cargo run -p crm` (this module holds its request handlers).
+//!
+//! The CRM's handlers, following the 4D scalable-sessions example: `authenticate` checks
+//! the password against the stored hash, gives the session the user's privileges (a new
+//! token and cookie) and `{"userName"}` info, and loads the top 3 customers into session
+//! storage once (4D's `Use (Session.storage) If (Session.storage.myTop3=Null)`); other
+//! pages read them from the session.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sessiond_axum::{Grant, Session, SessionError};
+use sessiond_core::store::{ListQuery, StatusFilter};
+use sessiond_core::{Manager, SessionId};
+
+use crate::data::{Customer, Datastore, DEMO_LOGINS};
+use crate::pages;
+use crate::{APP, WEB_ADMIN};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The session engine (for the WebAdmin list and the debug endpoint).
+    pub manager: Arc<Manager>,
+    /// Sales people and customers.
+    pub data: Arc<Datastore>,
+    /// The idle timeout, shown on the payment page.
+    pub idle_timeout_s: u32,
+}
+
+/// The session storage key of the top 3 customers (as in the 4D example).
+pub const TOP3_KEY: &str = "myTop3";
+
+/// `?next=` of the login page.
+#[derive(Debug, Deserialize)]
+pub struct Next {
+    #[serde(default)]
+    next: String,
+}
+
+/// The login form (`userId`, `password`, as in `authenticate.shtml`).
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(rename = "userId", default)]
+    user_id: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// Only same-site paths: never an open redirect.
+fn safe_next(next: &str) -> &str {
+    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
+    if ok {
+        next
+    } else {
+        "/home"
+    }
+}
+
+fn login_page(state: &AppState, error: Option<&str>, next: &str) -> Html<String> {
+    let names: Vec<String> = DEMO_LOGINS
+        .iter()
+        .map(|d| {
+            state
+                .data
+                .sales_person(d.user_id)
+                .map(|p| {
+                    let admin = if p.web_admin { ", WebAdmin" } else { "" };
+                    format!("{}{admin}", p.display_name())
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    Html(pages::login(error, next, &DEMO_LOGINS, &names))
+}
+
+/// `GET /`: home when signed in, else the login page.
+pub async fn index(session: Session) -> Result<Redirect, SessionError> {
+    Ok(if session.is_guest().await? {
+        Redirect::to("/authenticate.shtml")
+    } else {
+        Redirect::to("/home")
+    })
+}
+
+/// `GET /authenticate.shtml`: the login form.
+pub async fn login_form(State(state): State<AppState>, Query(q): Query<Next>) -> Html<String> {
+    login_page(&state, None, safe_next(&q.next))
+}
+
+/// `POST /authenticate`: checks the password, then privileges and the top 3.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, SessionError> {
+    let user_id: Option<u32> = form.user_id.trim().parse().ok();
+    let data = state.data.clone();
+    let password = form.password;
+    // Argon2 is deliberately slow: keep it off the async worker threads.
+    let person = tokio::task::spawn_blocking(move || {
+        data.check_login(user_id, &password).map(|p| p.user_id)
+    })
+    .await
+    .ok()
+    .flatten()
+    .and_then(|id| state.data.sales_person(id));
+    let Some(person) = person else {
+        // One message for both cases, so the form does not reveal which ids exist.
+        let page = login_page(
+            &state,
+            Some("Unknown user id or wrong password."),
+            safe_next(&form.next),
+        );
+        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+    };
+    let mut info = Map::new();
+    info.insert("userName".into(), Value::from(person.display_name()));
+    session
+        .set_privileges(Grant {
+            privileges: person.privileges(),
+            user: Some(person.user_id.to_string()),
+            info: Some(info),
+        })
+        .await?;
+    let top3 = state.data.top3(person.user_id);
+    session
+        .update(TOP3_KEY, |current: Option<Vec<Customer>>| {
+            current.unwrap_or_else(|| top3.clone())
+        })
+        .await?;
+    tracing::info!(user = person.user_id, "signed in");
+    Ok(Redirect::to(safe_next(&form.next)).into_response())
+}
+
+/// The signed-in user's display name, whether they are WebAdmin, and the session id.
+async fn who(session: &Session) -> Result<(String, bool, String), SessionError> {
+    let rec = session.record().await?;
+    let name = rec
+        .as_ref()
+        .and_then(|r| r.info.get("userName"))
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let admin = rec
+        .as_ref()
+        .is_some_and(|r| r.privileges.contains(WEB_ADMIN));
+    let id = rec.map(|r| r.id.to_string()).unwrap_or_default();
+    Ok((name, admin, id))
+}
+
+/// `GET /home`: the top 3, from session storage.
+pub async fn home(session: Session) -> Result<Html<String>, SessionError> {
+    let (name, admin, id) = who(&session).await?;
+    let top3: Vec<Customer> = session.get(TOP3_KEY).await?.unwrap_or_default();
+    Ok(Html(pages::home(&name, &top3, admin, &id)))
+}
+
+/// `GET /payment`: the external payment step, heartbeat off.
+pub async fn payment(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Html<String>, SessionError> {
+    let (_, admin, id) = who(&session).await?;
+    Ok(Html(pages::payment(state.idle_timeout_s, admin, &id)))
+}
+
+/// `GET /admin`: the open sessions (WebAdmin only).
+pub async fn admin(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Response, SessionError> {
+    let (_, _, id) = who(&session).await?;
+    let q = ListQuery {
+        app: Some(APP.to_string()),
+        status: StatusFilter::Open,
+        newest_first: true,
+        limit: 200,
+        ..Default::default()
+    };
+    let sessions = state.manager.list(q).await.map_err(SessionError::from)?;
+    Ok(Html(pages::admin(&sessions, &id)).into_response())
+}
+
+/// `POST /logout`: closes the session (`logout`) and removes the cookie.
+pub async fn logout(session: Session) -> Result<Redirect, SessionError> {
+    session.abandon().await?;
+    Ok(Redirect::to("/authenticate.shtml"))
+}
+
+/// `GET /debug/sessions/{id}` (with `--debug-endpoints` only): a session's status and
+/// close reason by its public id, for tests that watch a session end. Reading it is not
+/// activity.
+pub async fn debug_session(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<SessionId>() else {
+        return (StatusCode::BAD_REQUEST, "not a session id").into_response();
+    };
+    match state.manager.get(id).await {
+        Ok(s) => Json(json!({
+            "id": s.id,
+            "status": if s.is_open() { "open" } else { "closed" },
+            "reason": s.closed.map(|c| c.reason),
+            "user": s.user,
+            "heartbeat": s.heartbeat,
+            "last_activity_ms": s.last_activity_at.as_millis(),
+            "last_heartbeat_ms": s.last_heartbeat_at.as_millis(),
+        }))
+        .into_response(),
+        Err(sessiond_core::Error::NotFound(_)) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => SessionError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next("/admin?x=1"), "/admin?x=1");
+        for bad in ["https://evil.example", "//evil.example", "/\\evil", ""] {
+            assert_eq!(safe_next(bad), "/home");
+        }
+    }
+}

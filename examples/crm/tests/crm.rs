@@ -1,0 +1,259 @@
+//! Run with: `cargo nextest run -p crm`
+//!
+//! The CRM through its real router on the real file store: login and the top 3 loaded
+//! once into session storage, wrong passwords, the WebAdmin guard, logout, the heartbeat
+//! script on every page, and the debug endpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use crm::{Settings, StoreKind};
+use serde_json::{json, Value};
+use sessiond_core::{CloseReason, Lookup, Manager, SessionId};
+use tower::ServiceExt;
+
+struct Crm {
+    app: Router,
+    manager: Arc<Manager>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Crm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn crm(debug_endpoints: bool) -> Crm {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "crm-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let settings = Settings {
+        store: StoreKind::File,
+        data_dir: dir.clone(),
+        debug_endpoints,
+        ..Default::default()
+    };
+    let manager = crm::manager(&settings).unwrap();
+    let app = crm::app(manager.clone(), &settings).unwrap();
+    Crm { app, manager, dir }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn cookie(&self) -> Option<String> {
+        self.headers
+            .get(header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+    }
+
+    fn location(&self) -> &str {
+        self.headers[header::LOCATION].to_str().unwrap()
+    }
+}
+
+async fn send(app: &Router, method: Method, uri: &str, cookie: &str, form: Option<&str>) -> Reply {
+    let mut b = Request::builder().method(method).uri(uri);
+    if !cookie.is_empty() {
+        b = b.header(header::COOKIE, cookie);
+    }
+    let body = match form {
+        Some(f) => {
+            b = b.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            Body::from(f.to_string())
+        }
+        None => Body::empty(),
+    };
+    let res = app.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+async fn login(app: &Router, cookie: &str, user: u32, password: &str) -> Reply {
+    let form = format!("userId={user}&password={password}");
+    send(app, Method::POST, "/authenticate", cookie, Some(&form)).await
+}
+
+fn session_id(page: &str) -> SessionId {
+    let start = page.find("id=\"session-id\">").unwrap() + "id=\"session-id\">".len();
+    page[start..start + 36].parse().unwrap()
+}
+
+#[tokio::test]
+async fn login_loads_the_top_3_into_session_storage_once() {
+    let c = crm(false);
+    let r = login(&c.app, "", 1, "ann-demo-pass").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/home");
+    let cookie = r.cookie().unwrap();
+    assert!(cookie.starts_with("4DSID_CRM=crm:"), "{cookie}");
+
+    let home = send(&c.app, Method::GET, "/home", &cookie, None).await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("Welcome, Ann Martin"));
+    let at = |name: &str| home.body.find(name).unwrap();
+    assert!(at("Cobalt Systems") < at("Acme Industries"));
+    assert!(at("Acme Industries") < at("Blue Ocean Travel"));
+    assert!(!home.body.contains("Étoile SA"), "only three");
+    assert!(home.body.contains("/_sessiond/heartbeat.js"));
+
+    let id = session_id(&home.body);
+    let s = c.manager.get(id).await.unwrap();
+    assert_eq!(s.user.as_deref(), Some("1"));
+    assert_eq!(s.info.get("userName"), Some(json!("Ann Martin")));
+    assert_eq!(
+        s.data.get(crm::TOP3_KEY).unwrap()[0]["name"],
+        "Cobalt Systems"
+    );
+
+    // Loaded once: signing in again in the same session keeps what storage holds.
+    let marker = json!({crm::TOP3_KEY: [{"name": "Kept", "city": "X", "totalPurchase": 1}]});
+    c.manager
+        .update_data(Lookup::Id(id), marker, None, None)
+        .await
+        .unwrap();
+    let r = login(&c.app, &cookie, 1, "ann-demo-pass").await;
+    let cookie = r.cookie().unwrap();
+    let home = send(&c.app, Method::GET, "/home", &cookie, None).await;
+    assert!(home.body.contains("Kept") && !home.body.contains("Cobalt"));
+    assert_eq!(session_id(&home.body), id, "same session, new token");
+}
+
+#[tokio::test]
+async fn wrong_passwords_and_unknown_ids_get_the_same_refusal() {
+    let c = crm(false);
+    for (user, password) in [(1, "bruno-demo-pass"), (42, "ann-demo-pass")] {
+        let r = login(&c.app, "", user, password).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(r.body.contains("Unknown user id or wrong password."));
+        assert!(r.cookie().is_none(), "no session for a failed login");
+    }
+    let r = send(
+        &c.app,
+        Method::POST,
+        "/authenticate",
+        "",
+        Some("userId=abc"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn webadmin_is_for_webadmins_only() {
+    let c = crm(false);
+    let r = send(&c.app, Method::GET, "/admin", "", None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/authenticate.shtml?next=/admin");
+
+    let bruno = login(&c.app, "", 2, "bruno-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    let r = send(&c.app, Method::GET, "/admin", &bruno, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let home = send(&c.app, Method::GET, "/home", &bruno, None).await;
+    assert!(!home.body.contains("id=\"admin-link\""));
+
+    let form = "userId=1&password=ann-demo-pass&next=%2Fadmin";
+    let r = send(&c.app, Method::POST, "/authenticate", "", Some(form)).await;
+    assert_eq!(r.location(), "/admin", "back where the guard sent us from");
+    let r = send(&c.app, Method::GET, "/admin", &r.cookie().unwrap(), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("WebAdmin: open sessions"));
+    assert!(r.body.contains("Bruno Petit") && r.body.contains("Ann Martin"));
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_removes_the_cookie() {
+    let c = crm(false);
+    let cookie = login(&c.app, "", 3, "chloe-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    let id = session_id(&send(&c.app, Method::GET, "/home", &cookie, None).await.body);
+    let r = send(&c.app, Method::POST, "/logout", &cookie, None).await;
+    assert_eq!(r.location(), "/authenticate.shtml");
+    let removal = r.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(removal.starts_with("4DSID_CRM=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"));
+    assert_eq!(
+        c.manager.get(id).await.unwrap().closed.unwrap().reason,
+        CloseReason::Logout
+    );
+    let r = send(&c.app, Method::GET, "/home", &cookie, None).await;
+    assert_eq!(r.location(), "/authenticate.shtml?next=/home");
+}
+
+#[tokio::test]
+async fn the_payment_page_turns_the_heartbeat_off_and_debug_shows_status() {
+    let c = crm(true);
+    let cookie = login(&c.app, "", 1, "ann-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    let page = send(&c.app, Method::GET, "/payment", &cookie, None).await;
+    assert!(page.body.contains("heartbeat.js\" data-active=\"false\""));
+    let id = session_id(&page.body);
+
+    let r = send(
+        &c.app,
+        Method::GET,
+        &format!("/debug/sessions/{id}"),
+        "",
+        None,
+    )
+    .await;
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["reason"].as_null()),
+        (Some("open"), Some(()))
+    );
+    send(&c.app, Method::POST, "/logout", &cookie, None).await;
+    let r = send(
+        &c.app,
+        Method::GET,
+        &format!("/debug/sessions/{id}"),
+        "",
+        None,
+    )
+    .await;
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["reason"].as_str()),
+        (Some("closed"), Some("logout"))
+    );
+
+    let off = crm(false);
+    let r = send(
+        &off.app,
+        Method::GET,
+        &format!("/debug/sessions/{id}"),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "debug endpoints are off by default"
+    );
+}

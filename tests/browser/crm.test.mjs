@@ -1,0 +1,176 @@
+// Browser tests of the CRM example (examples/crm) in headless Chromium, through
+// playwright-core with the system's /usr/bin/chromium (no browser download).
+//
+// Run with: tests/browser/run.sh (it builds the CRM, starts two servers with short
+// timeouts and sets the variables below), or by hand with the servers already running:
+//   CRM_URL=http://127.0.0.1:PORT CRM_IDLE_URL=http://127.0.0.1:PORT2 \
+//   ARTIFACTS_DIR=../../artifacts/browser node --test crm.test.mjs
+//
+// CRM_URL:      heartbeat every 2 s, grace 1 s (heartbeat timeout 3 s), idle timeout 30 s
+// CRM_IDLE_URL: heartbeat every 2 s, grace 1 s, idle timeout 6 s
+// Both serve /debug/sessions/{id}: a session's status and close reason by its public id
+// (reading it is not activity). Each test saves a screenshot into ARTIFACTS_DIR.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const CRM = required('CRM_URL');
+const CRM_IDLE = required('CRM_IDLE_URL');
+const ARTIFACTS = process.env.ARTIFACTS_DIR || 'artifacts';
+const HEARTBEAT_TIMEOUT_MS = (2 + 1) * 1000;
+const IDLE_TIMEOUT_MS = 6 * 1000;
+
+function required(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run tests/browser/run.sh`);
+  return v.replace(/\/$/, '');
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+let browser;
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+async function login(page, base, userId, password) {
+  await page.goto(`${base}/authenticate.shtml`);
+  await page.fill('#userId', String(userId));
+  await page.fill('#password', password);
+  await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/authenticate')), page.click('#login')]);
+}
+
+async function sessionStatus(base, id) {
+  const r = await fetch(`${base}/debug/sessions/${id}`);
+  assert.equal(r.status, 200, `debug endpoint for ${id}`);
+  return r.json();
+}
+
+/** Polls until the session is closed; answers its status and how long that took. */
+async function waitClosed(base, id, limitMs) {
+  const start = Date.now();
+  for (;;) {
+    const s = await sessionStatus(base, id);
+    if (s.status === 'closed') return { s, waitedMs: Date.now() - start };
+    if (Date.now() - start > limitMs) assert.fail(`session ${id} still open after ${limitMs} ms`);
+    await sleep(200);
+  }
+}
+
+test('a sales person logs in and sees their top 3 customers', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await login(page, CRM, 1, 'ann-demo-pass');
+  assert.equal(new URL(page.url()).pathname, '/home');
+  assert.equal(await page.textContent('#welcome'), 'Welcome, Ann Martin');
+  const customers = await page.$$eval('#top3 td.customer', (tds) => tds.map((t) => t.textContent));
+  assert.deepEqual(customers, ['Cobalt Systems', 'Acme Industries', 'Blue Ocean Travel']);
+
+  const [cookie] = (await context.cookies()).filter((c) => c.name === '4DSID_CRM');
+  assert.ok(cookie, 'the 4DSID_CRM cookie is set');
+  assert.equal(cookie.httpOnly, true);
+  assert.equal(cookie.sameSite, 'Lax');
+  assert.equal(cookie.path, '/');
+  assert.equal(await page.evaluate(() => document.cookie.includes('4DSID_CRM')), false, 'not readable from script');
+  await page.waitForFunction(() => document.getElementById('heartbeat-state').textContent.startsWith('on'));
+  await shot(page, 'login-top3');
+  await context.close();
+});
+
+test('the WebAdmin page refuses a sales person without the privilege and admits one with it', async () => {
+  const bruno = await browser.newContext();
+  const page = await bruno.newPage();
+  await login(page, CRM, 2, 'bruno-demo-pass');
+  const refused = await page.goto(`${CRM}/admin`);
+  assert.equal(refused.status(), 403);
+  assert.match(await page.textContent('body'), /needs the WebAdmin privilege/);
+  await shot(page, 'webadmin-refused');
+  await bruno.close();
+
+  const ann = await browser.newContext();
+  const admin = await ann.newPage();
+  await admin.goto(`${CRM}/admin`);
+  assert.equal(new URL(admin.url()).pathname, '/authenticate.shtml', 'a guest is sent to log in');
+  await admin.fill('#userId', '1');
+  await admin.fill('#password', 'ann-demo-pass');
+  await Promise.all([admin.waitForURL(/\/admin$/), admin.click('#login')]);
+  assert.equal(await admin.textContent('#admin-title'), 'WebAdmin: open sessions');
+  assert.match(await admin.textContent('#sessions'), /Ann Martin/);
+  await admin.waitForFunction(() => document.getElementById('heartbeat-state').textContent.startsWith('on'));
+  await shot(admin, 'webadmin-admitted');
+  await ann.close();
+});
+
+test('an open page keeps its session past the heartbeat timeout; closing it ends the session heartbeat_lost', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await login(page, CRM, 3, 'chloe-demo-pass');
+  const id = (await page.textContent('#session-id')).trim();
+  await page.waitForFunction(() => window.sessiondHeartbeat && window.sessiondHeartbeat.beats >= 1);
+  const first = await sessionStatus(CRM, id);
+  assert.equal(first.heartbeat.active, true);
+  assert.equal(first.heartbeat.interval_s, 2);
+
+  // More than twice the heartbeat timeout with the page open and no user activity.
+  await sleep(2 * HEARTBEAT_TIMEOUT_MS + 1000);
+  const alive = await sessionStatus(CRM, id);
+  assert.equal(alive.status, 'open', 'the open page kept it');
+  assert.ok(alive.last_heartbeat_ms > first.last_heartbeat_ms, 'beats arrived');
+  assert.equal(alive.last_activity_ms, first.last_activity_ms, 'beats are not activity');
+  await shot(page, 'heartbeat-open');
+
+  await context.close();
+  const { s, waitedMs } = await waitClosed(CRM, id, HEARTBEAT_TIMEOUT_MS + 5000);
+  assert.equal(s.reason, 'heartbeat_lost');
+  assert.ok(waitedMs <= HEARTBEAT_TIMEOUT_MS + 2500, `closed ${waitedMs} ms after the page`);
+
+  // What a user coming back sees: the login page.
+  const again = await browser.newPage();
+  await again.goto(`${CRM}/home`);
+  assert.equal(new URL(again.url()).pathname, '/authenticate.shtml');
+  await shot(again, 'heartbeat-lost-back-to-login');
+  await again.close();
+});
+
+test('a page with the heartbeat off lives until the idle timeout', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await login(page, CRM_IDLE, 1, 'ann-demo-pass');
+  await page.goto(`${CRM_IDLE}/payment`);
+  const loadedAt = Date.now();
+  const id = (await page.textContent('#session-id')).trim();
+  await page.waitForFunction(() => window.sessiondHeartbeat?.status === 'open' && !window.sessiondHeartbeat.active);
+  assert.equal((await sessionStatus(CRM_IDLE, id)).heartbeat.active, false);
+
+  // Past the heartbeat timeout, within the idle timeout: still open.
+  await sleep(HEARTBEAT_TIMEOUT_MS + 1500);
+  assert.equal((await sessionStatus(CRM_IDLE, id)).status, 'open', 'no heartbeat needed here');
+  await shot(page, 'heartbeat-off-payment');
+
+  const { s } = await waitClosed(CRM_IDLE, id, IDLE_TIMEOUT_MS + 5000);
+  assert.equal(s.reason, 'idle_timeout');
+  const lived = Date.now() - loadedAt;
+  assert.ok(lived >= IDLE_TIMEOUT_MS - 1000, `lived ${lived} ms`);
+
+  await page.reload();
+  assert.equal(new URL(page.url()).pathname, '/authenticate.shtml', 'the session is gone');
+  await shot(page, 'idle-timeout-back-to-login');
+  await context.close();
+});
