@@ -44,11 +44,13 @@ fi
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
+  # start() runs in a command substitution (a subshell), so its pids are in a file.
+  if [ -f "$WORK/pids" ]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/pids"
+    sleep 0.2
+  fi
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
   done
   rm -rf "$WORK"
 }
@@ -62,6 +64,7 @@ start() {
   "$CRM_BIN" --listen 127.0.0.1:0 --data-dir "$WORK/$name-data" --debug-endpoints \
     --expiry-every-ms 200 "$@" >"$WORK/$name.log" 2>&1 &
   PIDS+=("$!")
+  echo "$!" >>"$WORK/pids"
   local url=""
   for _ in $(seq 1 150); do
     url="$(sed -n 's|^crm listening on \(http://[0-9.:]*\)/.*|\1|p' "$WORK/$name.log" | head -n1)"
