@@ -59,7 +59,7 @@ macro_rules! conformance_tests {
             timed_out_holders_free_their_seats, race_64_opens_10_seats,
             race_take_over_has_one_winner, race_patches_of_distinct_keys,
             race_conditional_increments, expiry_on_many_nodes_closes_each_once,
-            a_refused_open_changes_nothing,
+            a_refused_open_changes_nothing, import_copies_sessions_verbatim,
             events_cross_nodes);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -1121,4 +1121,100 @@ pub async fn a_refused_open_changes_nothing(store: Arc<dyn Store>) {
         c.displaced[0].closed.unwrap().reason,
         CloseReason::IdleTimeout
     );
+}
+
+/// `import` stores a session as given (open or closed), replaces one with the same id,
+/// and keeps every index right: by token, counts, lists, expiry.
+pub async fn import_copies_sessions_verbatim(store: Arc<dyn Store>) {
+    let (m, clock) = setup(store.clone(), seats(5));
+    m.set_policy("copy", Policy::default()).unwrap();
+    let a = m
+        .open(
+            "app",
+            OpenRequest {
+                privileges: vec!["sales".into()],
+                data: Some(crate::JsonObject::parse(r#"{"n":1}"#).unwrap()),
+                heartbeat: Some(HeartbeatRequest {
+                    interval_s: 30,
+                    grace_s: Some(5),
+                }),
+                idle_timeout_s: Some(60),
+                ..user("ann")
+            },
+        )
+        .await
+        .unwrap();
+    let b = m.open("app", user("bob")).await.unwrap();
+    m.close(Lookup::Id(b.session.id), CloseReason::Killed, Actor::Admin)
+        .await
+        .unwrap();
+    let copy = |s: crate::Session| crate::Session {
+        id: crate::SessionId::new(),
+        app: Arc::from("copy"),
+        token_hash: Token::generate("x").hash(),
+        ..s
+    };
+    let mut ca = copy(store.get(Lookup::Id(a.session.id)).await.unwrap().unwrap());
+    let cb = copy(store.get(Lookup::Id(b.session.id)).await.unwrap().unwrap());
+    store.import(ca.clone()).await.unwrap();
+    store.import(cb.clone()).await.unwrap();
+    assert_eq!(
+        store.get(Lookup::Id(ca.id)).await.unwrap().as_ref(),
+        Some(&ca)
+    );
+    assert_eq!(
+        store
+            .get(Lookup::Token(ca.token_hash))
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&ca)
+    );
+    assert_eq!(
+        store.get(Lookup::Id(cb.id)).await.unwrap().as_ref(),
+        Some(&cb)
+    );
+    let counts = store.counts("copy").await.unwrap();
+    assert_eq!((counts.open, counts.seats_used), (1, 1));
+    let closed = m
+        .list(ListQuery {
+            app: Some("copy".into()),
+            status: StatusFilter::Closed,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(closed, vec![cb.clone()]);
+    // Importing again replaces.
+    ca.data = crate::JsonObject::parse(r#"{"n":2}"#).unwrap();
+    ca.version += 1;
+    store.import(ca.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .get(Lookup::Id(ca.id))
+            .await
+            .unwrap()
+            .unwrap()
+            .data
+            .get("n"),
+        Some(json!(2))
+    );
+    assert_eq!(store.counts("copy").await.unwrap().open, 1);
+    // Moving a session to another app leaves nothing behind in the first.
+    let mut moved = ca.clone();
+    moved.app = Arc::from("app");
+    store.import(moved.clone()).await.unwrap();
+    assert_eq!(store.counts("copy").await.unwrap().open, 0);
+    assert_eq!(store.counts("app").await.unwrap().open, 2);
+    store.import(ca.clone()).await.unwrap();
+    assert_eq!(store.counts("app").await.unwrap().open, 1);
+    // The source is untouched, and the copy expires on its own deadline.
+    assert_eq!(store.counts("app").await.unwrap().open, 1);
+    clock.advance(Duration::from_secs(61));
+    let out = m.expire_due(100).await.unwrap();
+    let mut ids: Vec<_> = out.closed.iter().map(|s| s.id).collect();
+    ids.sort();
+    let mut want = vec![a.session.id, ca.id];
+    want.sort();
+    assert_eq!(ids, want);
 }

@@ -503,6 +503,14 @@ impl Session {
                 Ok(Step::Changed)
             }
             Change::Heartbeat => {
+                // Coalesced like touches: a beat within the granularity of the recorded one
+                // writes nothing (the deadline then counts from the earlier beat: never later).
+                let granularity = self
+                    .heartbeat
+                    .map_or(1000, |h| (u64::from(h.interval_s) * 1000 / 30).min(1000));
+                if now.millis_since(self.last_heartbeat_at) < granularity.max(1) {
+                    return Ok(Step::Unchanged);
+                }
                 self.last_heartbeat_at = now;
                 Ok(Step::Changed)
             }
@@ -650,6 +658,22 @@ mod tests {
             Ok(Step::Changed)
         );
         assert_eq!(s.version, 1, "a touch does not change the version");
+    }
+
+    #[test]
+    fn heartbeats_are_coalesced_within_the_granularity() {
+        let mut s = session();
+        let c = Conditions::default();
+        assert_eq!(
+            s.step(&Change::Heartbeat, &c, Timestamp(999)),
+            Ok(Step::Unchanged)
+        );
+        assert_eq!(s.last_heartbeat_at, Timestamp(0));
+        assert_eq!(
+            s.step(&Change::Heartbeat, &c, Timestamp(1000)),
+            Ok(Step::Changed)
+        );
+        assert_eq!(s.last_heartbeat_at, Timestamp(1000));
     }
 
     #[test]

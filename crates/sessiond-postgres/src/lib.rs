@@ -52,8 +52,9 @@
 //! `READ COMMITTED`, each statement after a lock sees every transaction that held the
 //! lock before.
 //!
-//! - **Lock order** is the same everywhere: the app's row in `apps`, then session rows
-//!   (in id order where there are several). Admission, close-all and privilege changes
+//! - **Lock order** is the same everywhere: the app's row in `apps` (rows, in name
+//!   order, for an import that moves a session between apps), then session rows (in id
+//!   order where there are several). Admission, close-all, imports and privilege changes
 //!   (which can make a session take a seat) lock the app row first; a change or a close
 //!   of one session locks only its row; expiry locks with `SKIP LOCKED` and never
 //!   waits. No two operations can wait on each other in a cycle; should PostgreSQL
@@ -71,6 +72,12 @@
 //!   coalescing window, a refusal), that is all. Otherwise the row is locked
 //!   (`SELECT ... FOR UPDATE`), `step` runs again on the locked state and the result
 //!   is written. A closed session refuses every change, so no write resurrects one.
+//! - **Imports** (`import`, for migrations and restores): lock the app row of the
+//!   session (creating it, as admission does) and, if the stored session with that id
+//!   belongs to another app, that app's row too, in name order; lock the session row;
+//!   upsert every column from the session as given. No admission runs, but none can
+//!   interleave with it either, so the counts an admission reads stay exact. A token
+//!   hash already held by another session is refused (the unique index).
 //! - **Expiry** (`expire_due`): `SELECT ... WHERE open AND deadline < now ORDER BY
 //!   deadline LIMIT n FOR UPDATE SKIP LOCKED`; each node closes the rows it got, so
 //!   several nodes sweeping at once close each due session exactly once. Closed

@@ -5,7 +5,8 @@
 //!
 //! Locks: a change locks its session's row (`SELECT ... FOR UPDATE`) and nothing else,
 //! except a privilege change, which can take a seat and so locks the app row first,
-//! like admission and close-all. Expiry locks with `SKIP LOCKED` and never waits, so
+//! like admission and close-all; an import locks the rows of the apps it writes to and
+//! takes a session from, then the session's. Expiry locks with `SKIP LOCKED` and never waits, so
 //! several nodes sweeping at once split the due sessions between them.
 
 use std::time::{Duration, Instant};
@@ -181,6 +182,42 @@ pub(crate) async fn close_all(
     rows::update_many(&tx, sql, &closed).await?;
     tx.commit().await?;
     Ok(closed)
+}
+
+/// Stores `s` exactly as given, replacing the session with its id, without admission
+/// (what [`sessiond_core::Store::import`] promises).
+///
+/// Locks as admission does, so an import and an admission never interleave: the row of
+/// `s`'s app in `apps` (created if need be) and, when the stored session belongs to
+/// another app, that app's row too (an admission there may have picked it as a holder
+/// to displace), both in name order; then the session's row. Should the session move
+/// to yet another app between the first read and its row lock (another import), the
+/// transaction starts over. The write itself is one upsert of every column.
+pub(crate) async fn import(c: &mut Object, sql: &Sql, s: &Session) -> PgResult<()> {
+    let id = uuid(s.id);
+    let app_of = |row: Option<tokio_postgres::Row>| -> PgResult<Option<String>> {
+        row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+    };
+    loop {
+        let tx = c.transaction().await?;
+        let was = app_of(rows::query_opt(&tx, &sql.app_of, &[&id]).await?)?;
+        let mut apps: Vec<&str> = vec![&*s.app];
+        if let Some(old) = was.as_deref().filter(|old| *old != &*s.app) {
+            apps.push(old);
+        }
+        apps.sort_unstable();
+        for app in &apps {
+            lock_app(&tx, sql, app).await?;
+        }
+        let is = app_of(rows::query_opt(&tx, &sql.lock_app_of, &[&id]).await?)?;
+        if is.as_deref().is_some_and(|app| !apps.contains(&app)) {
+            tx.rollback().await?;
+            continue;
+        }
+        rows::upsert(&tx, sql, s).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
 }
 
 /// A page of sessions, exactly as [`ListQuery`] describes it.

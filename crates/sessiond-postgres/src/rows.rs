@@ -114,6 +114,30 @@ pub(crate) async fn insert(c: &impl GenericClient, sql: &Sql, s: &Session) -> Pg
     Ok(())
 }
 
+/// Inserts `s`, or overwrites every column of the session with its id (an import).
+pub(crate) async fn upsert(c: &impl GenericClient, sql: &Sql, s: &Session) -> PgResult<()> {
+    let v = Columns::of(s)?;
+    let stmt = c.prepare_cached(&sql.upsert).await?;
+    c.execute(
+        &stmt,
+        &[
+            &v.id,
+            &v.token_hash,
+            &v.app,
+            &v.user,
+            &v.open,
+            &v.counts_seat,
+            &v.deadline,
+            &v.created_at,
+            &v.last_activity_at,
+            &v.version,
+            &v.body,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Writes the new state of one existing session.
 pub(crate) async fn update(c: &impl GenericClient, sql: &Sql, s: &Session) -> PgResult<()> {
     let v = Columns::of(s)?;

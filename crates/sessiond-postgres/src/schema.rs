@@ -109,12 +109,15 @@ pub(crate) struct Sql {
     /// The quoted schema name, for statements built per call (lists).
     pub schema: String,
     pub insert: String,
+    pub upsert: String,
     pub update_one: String,
     pub update_many: String,
     pub get_by_id: String,
     pub get_by_token: String,
     pub lock_by_id: String,
     pub lock_by_token: String,
+    pub app_of: String,
+    pub lock_app_of: String,
     pub lock_app: String,
     pub insert_app: String,
     pub seats_used: String,
@@ -142,6 +145,16 @@ impl Sql {
                  created_at, last_activity_at, version, body) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::json)"
             ),
+            upsert: format!(
+                "INSERT INTO {t} (id, token_hash, app, user_name, open, counts_seat, deadline, \
+                 created_at, last_activity_at, version, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::json) \
+                 ON CONFLICT (id) DO UPDATE SET token_hash = EXCLUDED.token_hash, \
+                 app = EXCLUDED.app, user_name = EXCLUDED.user_name, open = EXCLUDED.open, \
+                 counts_seat = EXCLUDED.counts_seat, deadline = EXCLUDED.deadline, \
+                 created_at = EXCLUDED.created_at, last_activity_at = EXCLUDED.last_activity_at, \
+                 version = EXCLUDED.version, body = EXCLUDED.body"
+            ),
             update_one: format!(
                 "UPDATE {t} SET token_hash = $2, user_name = $3, open = $4, counts_seat = $5, \
                  deadline = $6, last_activity_at = $7, version = $8, body = $9::text::json \
@@ -160,6 +173,8 @@ impl Sql {
             get_by_token: format!("SELECT body::text FROM {t} WHERE token_hash = $1"),
             lock_by_id: format!("SELECT body::text FROM {t} WHERE id = $1 FOR UPDATE"),
             lock_by_token: format!("SELECT body::text FROM {t} WHERE token_hash = $1 FOR UPDATE"),
+            app_of: format!("SELECT app FROM {t} WHERE id = $1"),
+            lock_app_of: format!("SELECT app FROM {t} WHERE id = $1 FOR UPDATE"),
             lock_app: format!("SELECT 1 FROM {s}.apps WHERE app = $1 FOR UPDATE"),
             insert_app: format!("INSERT INTO {s}.apps (app) VALUES ($1) ON CONFLICT DO NOTHING"),
             seats_used: format!("SELECT count(*) FROM {t} WHERE app = $1 AND open AND counts_seat"),

@@ -286,6 +286,11 @@ impl Store for PostgresStore {
         .await)
     }
 
+    async fn import(&self, session: Session) -> StoreResult<()> {
+        let sql = &self.db.sql;
+        run!(self, "import", |c| ops::import(&mut c, sql, &session).await)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         run!(self, "ping", |c| c
             .simple_query("SELECT 1")

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sessiond_core::{Error, Lookup, Manager, OpenRequest, Policy, Store, StoreError};
+use sessiond_core::{Error, Lookup, Manager, OpenRequest, Policy, Store, StoreError, Token};
 use sessiond_postgres::{PostgresOptions, PostgresStore};
 
 fn quick(schema: &str, op_timeout: Duration) -> PostgresOptions {
@@ -179,6 +179,63 @@ async fn only_the_token_hash_is_stored() {
     let key = o.token.expose().split_once(':').unwrap().1;
     assert!(!body.contains(key));
     assert_eq!(hash, o.token.hash().0.to_be_bytes().to_vec());
+}
+
+/// An import of a session under an id that lives in another app moves it: one row, in
+/// the new app (whose admission-lock row exists), found by its new token only, counted
+/// there and no longer in its old app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_moves_a_session_between_apps() {
+    let Some(store) = common::fresh_store().await else {
+        return;
+    };
+    let (url, schema) = (store.url.clone(), store.schema.clone());
+    let store = Arc::new(store);
+    let m = Manager::new(store.clone());
+    m.set_policy("shop", Policy::default()).unwrap();
+    let o = m
+        .open(
+            "shop",
+            OpenRequest {
+                user: Some("ann".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let moved = sessiond_core::Session {
+        app: Arc::from("depot"),
+        token_hash: Token::generate("depot").hash(),
+        version: o.session.version + 1,
+        ..o.session.clone()
+    };
+    store.import(moved.clone()).await.unwrap();
+    assert_eq!(
+        store.get(Lookup::Id(moved.id)).await.unwrap(),
+        Some(moved.clone())
+    );
+    assert_eq!(
+        store.get(Lookup::Token(moved.token_hash)).await.unwrap(),
+        Some(moved.clone())
+    );
+    assert_eq!(
+        store.get(Lookup::Token(o.token.hash())).await.unwrap(),
+        None
+    );
+    assert_eq!(store.counts("shop").await.unwrap().open, 0);
+    assert_eq!(store.counts("depot").await.unwrap().seats_used, 1);
+    let raw = common::raw_client(&url).await;
+    let row = raw
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM \"{schema}\".sessions), \
+                 (SELECT count(*) FROM \"{schema}\".apps WHERE app = 'depot')"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 //!
 //! Caching these is safe because the record stays the truth: a token found through the
 //! cache is accepted only if the record still holds that token's hash, so a rotated or
-//! purged token fails at once on every node. Only the record is never cached.
+//! purged token fails at once on every node. Only the record is never cached. The one
+//! write that changes a session's app is an import (a migration or restore); a lookup
+//! that then misses in the cached app forgets the entry and asks the global index again.
 //!
 //! The cache is bounded with two generations: entries go into the young one; when it is
 //! full it becomes the old one (dropping the previous old one); a hit in the old one is

@@ -131,6 +131,28 @@ impl Commit {
         before: Option<&Stored>,
         after: Option<&Session>,
     ) -> Result<()> {
+        self.group(keys, before, after, false)
+    }
+
+    /// Adds a write like [`Commit::write`] that also moves the app's revision whatever
+    /// it changes: for states that did not come from the core's logic (imports), so
+    /// that every admission in flight reads the app again.
+    pub fn overwrite(
+        &mut self,
+        keys: &AppKeys,
+        before: Option<&Stored>,
+        after: Option<&Session>,
+    ) -> Result<()> {
+        self.group(keys, before, after, true)
+    }
+
+    fn group(
+        &mut self,
+        keys: &AppKeys,
+        before: Option<&Stored>,
+        after: Option<&Session>,
+        force_bump: bool,
+    ) -> Result<()> {
         let Some(id) = after.or(before.map(|b| &b.session)).map(|s| s.id) else {
             return Ok(());
         };
@@ -138,7 +160,8 @@ impl Commit {
         let member = id.to_string();
         let old = before.map_or_else(Vec::new, |b| memberships(keys, &b.session));
         let new = after.map_or_else(Vec::new, |s| memberships(keys, s));
-        let bump = admission_view(before.map(|b| &b.session)) != admission_view(after);
+        let bump =
+            force_bump || admission_view(before.map(|b| &b.session)) != admission_view(after);
         let mut g = vec![
             rec.to_string(),
             before.map_or(0, |b| b.rev).to_string(),
@@ -270,5 +293,23 @@ mod tests {
         };
         d.write(&keys, Some(&closed), None).unwrap();
         assert_eq!(&d.groups[1..5], &["2", "0", "del", "2"]);
+    }
+
+    #[test]
+    fn an_overwrite_bumps_the_app_even_when_nobody_moves() {
+        let keys = Keys::new("p").unwrap().app("shop").unwrap();
+        let before = Stored {
+            rev: 4,
+            session: session(),
+        };
+        let mut after = before.session.clone();
+        after.version += 1;
+        let mut c = Commit::new(&keys, true);
+        c.overwrite(&keys, Some(&before), Some(&after)).unwrap();
+        assert_eq!(&c.groups[..4], &["2", "4", "1", "put"]);
+        // A new record: expected to be absent.
+        let mut n = Commit::new(&keys, true);
+        n.overwrite(&keys, None, Some(&after)).unwrap();
+        assert_eq!(&n.groups[1..4], &["0", "1", "put"]);
     }
 }

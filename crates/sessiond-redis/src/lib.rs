@@ -31,6 +31,12 @@
 //!   if the app's `rev` is what it read, so N concurrent opens against S seats admit
 //!   exactly S, and concurrent take-overs of one holder have one winner.
 //!
+//! An import (for migrations and restores) runs no rule: it writes the session as
+//! given through the same `COMMIT` script, against the revision of the record it
+//! replaces, and moves the app's revision whatever it changes, so admissions and writes
+//! in flight on every node read again. A session moved to another app by an import is
+//! deleted from its old app afterwards, by a commit of that app.
+//!
 //! What admission reads is one consistent snapshot taken by the `GATHER_OPEN` script
 //! (seats used, the user's open sessions, the take-over target, and, when the house is
 //! full, the sessions past their deadline and the idlest seat holders), so a refusal is
@@ -75,9 +81,10 @@
 //! # Costs
 //!
 //! - A resolve is one round trip (read the record) when the node-local cache knows the
-//!   token's app and id, which never change for a token's life; the record itself is
-//!   never cached, so a close or rotation made on any node is seen at once. A touch
-//!   that [`Session::step`] coalesces (`Unchanged`) writes nothing.
+//!   token's app and id, which never change for a token's life (but through an import,
+//!   after which a miss reads the index once more); the record itself is never cached,
+//!   so a close or rotation made on any node is seen at once. A touch that
+//!   [`Session::step`] coalesces (`Unchanged`) writes nothing.
 //! - Expiry walks the known apps and takes only what is due from `due` and `purge`, so
 //!   its cost grows with what is due, not with what is stored. Several nodes may sweep
 //!   at once: each close is a revision-checked write, so each session closes once.
@@ -410,6 +417,10 @@ impl Store for RedisStore {
 
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
         self.bounded(self.expire(now, limit)).await
+    }
+
+    async fn import(&self, session: Session) -> StoreResult<()> {
+        self.bounded(self.import_session(session)).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

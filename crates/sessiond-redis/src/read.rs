@@ -104,13 +104,33 @@ impl RedisStore {
     /// The session `lookup` names, with its app's keys. A token is accepted only if the
     /// record still holds its hash (the index and cache are hints; the record decides).
     pub(crate) async fn fetch(&self, lookup: Lookup) -> Result<Option<(AppKeys, Stored)>> {
-        match self.locate(lookup).await? {
+        let Some((app, id)) = self.locate(lookup).await? else {
+            return Ok(None);
+        };
+        if let Some(found) = self.fetch_located(lookup, &app, id).await? {
+            return Ok(Some(found));
+        }
+        match self.relocate(lookup, &app).await? {
             Some((app, id)) => self.fetch_located(lookup, &app, id).await,
             None => Ok(None),
         }
     }
 
+    /// After [`RedisStore::fetch_located`] found nothing in `app`: where the global index
+    /// puts `lookup` now, if that is another app. A cached place is stale only when an
+    /// import moved the session to another app; the miss dropped it from the cache, so
+    /// this reads the index (one more round trip, on misses only).
+    pub(crate) async fn relocate(
+        &self,
+        lookup: Lookup,
+        app: &str,
+    ) -> Result<Option<(Arc<str>, SessionId)>> {
+        Ok(self.locate(lookup).await?.filter(|(a, _)| **a != *app))
+    }
+
     /// [`RedisStore::fetch`] once [`RedisStore::locate`] found `lookup` in `app` as `id`.
+    /// On a miss the cached place of `lookup` is forgotten: the token's when the record
+    /// is gone or holds another token, the id's when the record is gone.
     pub(crate) async fn fetch_located(
         &self,
         lookup: Lookup,
@@ -119,6 +139,9 @@ impl RedisStore {
     ) -> Result<Option<(AppKeys, Stored)>> {
         let keys = self.inner.keys.app(app)?;
         let found = self.read_record(&keys, id).await?;
+        if found.is_none() {
+            self.inner.ids.remove(&id);
+        }
         let found = match (found, lookup) {
             (Some(s), Lookup::Token(h)) if s.session.token_hash != h => None,
             (found, _) => found,

@@ -1,6 +1,7 @@
-//! The write operations: open, modify, close, close-all. Each one reads, runs the core's
-//! logic, and commits through the revision-checked script, starting over on a conflict
-//! (bounded by the operation timeout, see [`RedisStore::bounded`]).
+//! The write operations: open, modify, close, close-all, and import. Each one reads,
+//! runs the core's logic (an import has none: it writes what it is given), and commits
+//! through the revision-checked script, starting over on a conflict (bounded by the
+//! operation timeout, see [`RedisStore::bounded`]).
 //!
 //! Global index entries (token → app and id, id → app) are written before the record
 //! they point to and removed after it, so an entry never points to a session that
@@ -159,7 +160,7 @@ impl RedisStore {
             Change::SetPrivileges { token_hash, .. } => Some(*token_hash),
             _ => None,
         };
-        let Some((app, id)) = self.locate(lookup).await? else {
+        let Some((mut app, id)) = self.locate(lookup).await? else {
             return Ok(ModifyOutcome::NotFound);
         };
         // Writers take turns in the node's queue for this session. Reads, touches (which
@@ -179,6 +180,11 @@ impl RedisStore {
         let mut attempt = 0;
         loop {
             let Some((keys, before)) = self.fetch_located(lookup, &app, id).await? else {
+                // An import may have moved it since this node cached its place.
+                if let Some((moved, _)) = self.relocate(lookup, &app).await? {
+                    app = moved;
+                    continue;
+                }
                 drop_new_token(new_token_indexed).await;
                 return Ok(ModifyOutcome::NotFound);
             };
@@ -257,6 +263,65 @@ impl RedisStore {
                 }
             }
         }
+    }
+
+    /// Stores `session` exactly as given, replacing the session with its id, without
+    /// admission (what [`sessiond_core::Store::import`] promises).
+    ///
+    /// The global entries go first, as for an open (the app among the known apps, the
+    /// token, the id), with a TTL counted from the session's creation, so they last its
+    /// whole lifetime and retention whenever the import runs. Then the record, through
+    /// the `COMMIT` script: checked against the revision of the record it replaces (a
+    /// concurrent write makes it read again), moving that revision, and moving the
+    /// app's revision whatever changed, so every write and admission in flight on any
+    /// node reads again. The index entries follow from the difference between the two
+    /// states, as for any write. A session that lived in another app (the id index
+    /// named it) is then deleted there, by a revision-checked commit of that app. A
+    /// token the replaced session held and the new one does not is unindexed last.
+    pub(crate) async fn import_session(&self, session: Session) -> Result<()> {
+        let keys = self.inner.keys.app(&session.app)?;
+        let id = session.id;
+        let _turn = self.inner.stripes.session(id).await;
+        // From the index, not the cache: where the session lives before it is rewritten.
+        let was: Option<String> = redis::cmd("GET")
+            .arg(self.inner.keys.id(id))
+            .query_async(&mut self.conn())
+            .await?;
+        self.index_new(&session, session.created_at).await?;
+        let mut stale = Vec::new();
+        let mut attempt = 0;
+        loop {
+            let before = self.read_record(&keys, id).await?;
+            let mut commit = Commit::new(&keys, true);
+            commit.overwrite(&keys, before.as_ref(), Some(&session))?;
+            match commit.run(&mut self.conn()).await? {
+                Committed::Applied(_) => {
+                    stale.extend(before.map(|b| b.session.token_hash));
+                    break;
+                }
+                Committed::Conflict => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+            }
+        }
+        let elsewhere = was.filter(|app| *app != *session.app);
+        if let Some(old) = elsewhere.and_then(|app| self.inner.keys.app(&app).ok()) {
+            while let Some(before) = self.read_record(&old, id).await? {
+                let mut commit = Commit::new(&old, true);
+                commit.overwrite(&old, Some(&before), None)?;
+                if let Committed::Applied(_) = commit.run(&mut self.conn()).await? {
+                    stale.push(before.session.token_hash);
+                    break;
+                }
+                attempt += 1;
+                backoff(attempt).await;
+            }
+        }
+        stale.retain(|h| *h != session.token_hash);
+        self.unindex(&stale, &[]).await;
+        self.remember(&session);
+        Ok(())
     }
 
     /// Closes the sessions open when it starts (but `except`), in batches; each session

@@ -119,6 +119,9 @@ impl Store for TestStore {
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
         self.0.expire_due(now, limit).await
     }
+    async fn import(&self, session: Session) -> StoreResult<()> {
+        self.0.import(session).await
+    }
     async fn ping(&self) -> StoreResult<()> {
         self.0.ping().await
     }

@@ -23,6 +23,7 @@ struct Args {
     connections: usize,
     scenarios: Vec<String>,
     app: String,
+    rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -38,6 +39,7 @@ fn parse_args() -> Args {
             "open".into(),
         ],
         app: "default".into(),
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,11 +51,14 @@ fn parse_args() -> Args {
             "--connections" => a.connections = val().parse().expect("--connections N"),
             "--scenarios" => a.scenarios = val().split(',').map(String::from).collect(),
             "--app" => a.app = val(),
+            "--rounds" => a.rounds = val().parse().expect("--rounds N"),
             "--bench" => {}
             "-h" | "--help" => {
                 println!(
                     "loadgen [--server URL] [--token ADMIN_TOKEN] [--seconds 5] [--connections 32] \
-                     [--scenarios bare,resolve,heartbeat,open] [--app default]\n\n\
+                     [--scenarios bare,resolve,heartbeat,open] [--app default] [--rounds 3]\n\n\
+                     Scenarios run interleaved, round after round; figures are medians, \
+                     ratios are medians of each round's ratio to that round's bare.\n\n\
                      bare: GET /healthz (no session work, the baseline)\n\
                      resolve: GET /v1/session (resolve + touch) with one session per connection\n\
                      heartbeat: POST /v1/session/heartbeat\n\
@@ -203,6 +208,11 @@ fn pct(l: &[Duration], p: f64) -> f64 {
     l[((l.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
@@ -212,24 +222,45 @@ async fn main() {
         .trim_end_matches('/')
         .to_string();
     println!(
-        "{} connections, {} s per scenario, server {}\n",
-        args.connections, args.seconds, args.server
+        "{} connections, {} s per scenario, {} interleaved rounds (medians), server {}\n",
+        args.connections, args.seconds, args.rounds, args.server
     );
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); args.scenarios.len()];
+    let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); args.scenarios.len()];
+    let mut p50: Vec<Vec<f64>> = vec![Vec::new(); args.scenarios.len()];
+    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); args.scenarios.len()];
+    let mut errors = vec![0u64; args.scenarios.len()];
+    for _ in 0..args.rounds.max(1) {
+        let mut bare = None;
+        for (i, s) in args.scenarios.iter().enumerate() {
+            let o = run(&args, &host, s).await;
+            let r = o.requests as f64 / o.elapsed.as_secs_f64();
+            if s == "bare" {
+                bare = Some(r);
+            }
+            rps[i].push(r);
+            if let Some(b) = bare {
+                ratio[i].push(r / b);
+            }
+            p50[i].push(pct(&o.latencies, 0.5));
+            p99[i].push(pct(&o.latencies, 0.99));
+            errors[i] += o.errors;
+        }
+    }
     println!("| scenario | requests/s | ratio to bare | p50 ms | p99 ms | errors |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let mut bare = None;
-    for s in &args.scenarios {
-        let o = run(&args, &host, s).await;
-        let rps = o.requests as f64 / o.elapsed.as_secs_f64();
-        if s == "bare" {
-            bare = Some(rps);
-        }
-        let ratio = bare.map_or("-".to_string(), |b| format!("{:.2}", rps / b));
+    for (i, s) in args.scenarios.iter().enumerate() {
+        let r = if ratio[i].is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.2}", median(ratio[i].clone()))
+        };
         println!(
-            "| {s} | {rps:.0} | {ratio} | {:.2} | {:.2} | {} |",
-            pct(&o.latencies, 0.5),
-            pct(&o.latencies, 0.99),
-            o.errors
+            "| {s} | {:.0} | {r} | {:.2} | {:.2} | {} |",
+            median(rps[i].clone()),
+            median(p50[i].clone()),
+            median(p99[i].clone()),
+            errors[i]
         );
     }
 }

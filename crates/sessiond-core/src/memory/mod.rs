@@ -159,6 +159,26 @@ impl MemoryStore {
 
     fn put_all(&self, sessions: impl IntoIterator<Item = Session>, journal: bool) {
         for mut s in sessions {
+            // A session moving to another app leaves its old app's indexes first (with
+            // that app locked), so no app ever counts a session it no longer has.
+            let moved_from = read(self.shard(s.id))
+                .sessions
+                .app_of(&s.id)
+                .filter(|a| **a != *s.app);
+            if let Some(old_app) = moved_from {
+                let old_idx = self.app_index(&old_app);
+                let mut idx = lock(&old_idx);
+                let mut shard = write(self.shard(s.id));
+                if let Some(old) = shard.sessions.remove(&s.id) {
+                    shard.deadlines.remove(&(old.deadline(), old.id));
+                    write(self.token_shard(old.token_hash)).remove(&old.token_hash);
+                    if idx.open.remove(&old.id) {
+                        idx.seats_used -= u64::from(old.counts_seat);
+                        idx.remove_user(&old.user, old.id);
+                    }
+                    idx.closed.remove(&old.id);
+                }
+            }
             let (name, app) = self.app_entry(&s.app);
             s.app = name;
             let mut idx = lock(&app);

@@ -211,6 +211,9 @@ impl Store for TestStore {
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
         self.store.expire_due(now, limit).await
     }
+    async fn import(&self, session: Session) -> StoreResult<()> {
+        self.store.import(session).await
+    }
     async fn ping(&self) -> StoreResult<()> {
         self.store.ping().await
     }

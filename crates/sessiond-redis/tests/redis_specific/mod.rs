@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use sessiond_core::admission::Admission;
-use sessiond_core::store::ListQuery;
+use sessiond_core::store::{ListQuery, ModifyOutcome};
 use sessiond_core::{
     Actor, Change, CloseReason, Conditions, Lookup, Manager, ManualClock, OpenRequest, Policy,
     Resolve, SessionId, Store, StoreError, Timestamp, Token,
@@ -283,4 +283,142 @@ async fn layout_and_resolve_cost() {
         .await
         .unwrap();
     assert!(left.is_empty(), "test keys are cleaned up: {left:?}");
+}
+
+/// An import under an id that lives in another app moves the session: its old record
+/// and index entries go, the global entries carry a TTL and name the new app, both
+/// apps' revisions move, and a node whose cache still names the old app finds the
+/// session where it is now, for reads and writes alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_moves_a_session_between_apps() {
+    let Some(test_store) = fresh_store().await else {
+        return;
+    };
+    let store = test_store.0.clone();
+    let prefix = store.prefix().to_string();
+    let other = RedisStore::connect(&server_url(), RedisOptions::default().with_prefix(&prefix))
+        .await
+        .unwrap();
+    let client = redis::Client::open(server_url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let m = Manager::with_clock(Arc::new(store.clone()), Arc::new(ManualClock::new(T0)));
+    m.set_policy("shop", Policy::default()).unwrap();
+    let o = m
+        .open(
+            "shop",
+            OpenRequest {
+                user: Some("ann".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = o.session.id;
+    // The other node learns where the session is.
+    assert!(other.get(Lookup::Id(id)).await.unwrap().is_some());
+    assert!(other
+        .get(Lookup::Token(o.token.hash()))
+        .await
+        .unwrap()
+        .is_some());
+    let rev = |app: &'static str| {
+        let mut raw = raw.clone();
+        let key = format!("{prefix}:{{{app}}}:rev");
+        async move {
+            let r: Option<u64> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            r.unwrap_or(0)
+        }
+    };
+    let shop_rev = rev("shop").await;
+
+    let moved = sessiond_core::Session {
+        app: Arc::from("depot"),
+        token_hash: Token::generate("depot").hash(),
+        version: o.session.version + 1,
+        ..o.session.clone()
+    };
+    store.import(moved.clone()).await.unwrap();
+    assert!(
+        rev("shop").await > shop_rev,
+        "the old app's admissions read again"
+    );
+    assert!(
+        rev("depot").await > 0,
+        "the new app's admissions read again"
+    );
+
+    let old_token = format!("{prefix}:t:{}", o.token.hash().to_hex());
+    let new_token = format!("{prefix}:t:{}", moved.token_hash.to_hex());
+    let id_key = format!("{prefix}:i:{id}");
+    let (gone, entry, app, token_ttl, id_ttl): (bool, String, String, i64, i64) = redis::pipe()
+        .cmd("EXISTS")
+        .arg(&old_token)
+        .cmd("GET")
+        .arg(&new_token)
+        .cmd("GET")
+        .arg(&id_key)
+        .cmd("PTTL")
+        .arg(&new_token)
+        .cmd("PTTL")
+        .arg(&id_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!gone, "the old token's entry is removed");
+    assert_eq!((entry, app), (format!("depot\n{id}"), "depot".to_string()));
+    assert!(token_ttl > 0 && id_ttl > 0, "{token_ttl} {id_ttl}");
+    let old_record: bool = redis::cmd("EXISTS")
+        .arg(format!("{prefix}:{{shop}}:s:{id}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!old_record);
+    for (name, member) in [
+        ("open", false),
+        ("due", false),
+        ("seated", false),
+        ("u:ann", false),
+    ] {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(format!("{prefix}:{{shop}}:{name}"))
+            .arg(id.to_string())
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(score.is_some(), member, "shop {name}");
+    }
+    let apps: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}:apps"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(apps.contains(&"depot".to_string()), "{apps:?}");
+
+    // The other node's cache still names the old app.
+    let patch = Change::PatchData {
+        patch: serde_json::json!({ "moved": true }),
+        max_bytes: 1024,
+    };
+    let done = other
+        .modify(Lookup::Id(id), &patch, &Conditions::default(), T0)
+        .await
+        .unwrap();
+    assert!(matches!(done, ModifyOutcome::Done { .. }), "{done:?}");
+    let now = other
+        .get(Lookup::Token(moved.token_hash))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*now.app, *"depot");
+    assert_eq!(now.data.get("moved"), Some(serde_json::json!(true)));
+    assert_eq!(
+        other.get(Lookup::Token(o.token.hash())).await.unwrap(),
+        None
+    );
+    assert_eq!(other.counts("shop").await.unwrap().open, 0);
+    assert_eq!(other.counts("depot").await.unwrap().seats_used, 1);
 }

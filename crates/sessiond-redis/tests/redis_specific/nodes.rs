@@ -93,6 +93,9 @@ impl Store for Nodes {
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
         self.node().expire_due(now, limit).await
     }
+    async fn import(&self, session: Session) -> StoreResult<()> {
+        self.node().import(session).await
+    }
 }
 
 macro_rules! across_nodes {
@@ -118,4 +121,5 @@ across_nodes!(
     evict_idlest,
     user_limit_replace_oldest,
     close_and_close_all,
+    import_copies_sessions_verbatim,
 );

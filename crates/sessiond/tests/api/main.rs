@@ -7,6 +7,7 @@ mod common;
 mod console;
 mod errors;
 mod management;
+mod migrate;
 mod multinode;
 mod ops;
 mod outage;
