@@ -41,14 +41,23 @@ impl Timestamp {
         self.0.saturating_sub(earlier.0)
     }
 
-    /// RFC 3339 text in UTC with millisecond precision, e.g. `2026-11-21T22:00:37.123Z`.
+    /// RFC 3339 text in UTC with millisecond precision, e.g. `2026-11-21T22:00:37.123Z`
+    /// (the `Display` form).
     pub fn to_rfc3339(self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with milliseconds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.0 / 1000;
         let ms = self.0 % 1000;
         let days = (secs / 86_400) as i64;
         let rem = secs % 86_400;
         let (y, m, d) = civil_from_days(days);
-        format!(
+        write!(
+            f,
             "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
             rem / 3600,
             (rem % 3600) / 60,

@@ -96,10 +96,10 @@ pub struct SessionView {
     pub privileges: Vec<String>,
     /// Public facts about the holder.
     #[schema(value_type = Object)]
-    pub info: Value,
+    pub info: sessiond_core::JsonObject,
     /// The session storage.
     #[schema(value_type = Object)]
-    pub data: Value,
+    pub data: sessiond_core::JsonObject,
     /// Client.
     pub client: ClientView,
     /// Open or closed.
@@ -140,8 +140,8 @@ impl From<&Session> for SessionView {
             app: s.app.to_string(),
             user: s.user.as_deref().map(String::from),
             privileges: s.privileges.iter().map(String::from).collect(),
-            info: serde_json::from_str(s.info.as_str()).unwrap_or_default(),
-            data: serde_json::from_str(s.data.as_str()).unwrap_or_default(),
+            info: s.info.clone(),
+            data: s.data.clone(),
             client: ClientView {
                 label: s.client.label.as_deref().map(String::from),
                 ip: s.client.ip.map(|i| i.to_string()),
@@ -168,6 +168,56 @@ impl From<&Session> for SessionView {
             counts_seat: s.counts_seat,
             version: s.version,
         }
+    }
+}
+
+/// The wire form of a session, serialised straight from the [`Session`] with no
+/// intermediate strings (the hot path of every resolve). Its shape is [`SessionView`]'s,
+/// which documents it in the OpenAPI schema; the tests compare the two.
+pub struct SessionJson<'a>(pub &'a Session);
+
+impl serde::Serialize for SessionJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Shown<T>(T);
+        impl<T: std::fmt::Display> serde::Serialize for Shown<T> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                ser.collect_str(&self.0)
+            }
+        }
+        struct Client<'a>(&'a sessiond_core::Client);
+        impl serde::Serialize for Client<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let mut m = ser.serialize_map(Some(3))?;
+                m.serialize_entry("label", &self.0.label)?;
+                m.serialize_entry("ip", &self.0.ip.map(Shown))?;
+                m.serialize_entry("user_agent", &self.0.user_agent)?;
+                m.end()
+            }
+        }
+        let s = self.0;
+        let closed = s.closed;
+        let mut m = ser.serialize_map(Some(19))?;
+        m.serialize_entry("id", &Shown(s.id))?;
+        m.serialize_entry("app", &*s.app)?;
+        m.serialize_entry("user", &s.user)?;
+        m.serialize_entry("privileges", &s.privileges)?;
+        m.serialize_entry("info", &s.info)?;
+        m.serialize_entry("data", &s.data)?;
+        m.serialize_entry("client", &Client(&s.client))?;
+        m.serialize_entry("status", if closed.is_some() { "closed" } else { "open" })?;
+        m.serialize_entry("reason", &closed.map(|c| c.reason))?;
+        m.serialize_entry("closed_by", &closed.map(|c| Shown(c.by)))?;
+        m.serialize_entry("created_at", &Shown(s.created_at))?;
+        m.serialize_entry("last_activity_at", &Shown(s.last_activity_at))?;
+        m.serialize_entry("last_heartbeat_at", &Shown(s.last_heartbeat_at))?;
+        m.serialize_entry("closed_at", &closed.map(|c| Shown(c.at)))?;
+        m.serialize_entry("expires_at", &closed.is_none().then(|| Shown(s.deadline())))?;
+        m.serialize_entry("idle_timeout_s", &s.idle_timeout_s)?;
+        m.serialize_entry("heartbeat", &s.heartbeat)?;
+        m.serialize_entry("counts_seat", &s.counts_seat)?;
+        m.serialize_entry("version", &s.version)?;
+        m.end()
     }
 }
 
@@ -262,4 +312,43 @@ pub struct ErrorBody {
     pub error: String,
     /// What happened and what to do.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessiond_core::{Actor, Client, CloseReason, Closure, Heartbeat, JsonObject, Privileges, SessionId, Timestamp, TokenHash};
+
+    #[test]
+    fn the_fast_wire_form_matches_the_documented_view() {
+        let mut s = Session {
+            id: SessionId::new(),
+            token_hash: TokenHash(7),
+            app: std::sync::Arc::from("desk"),
+            user: Some("ann".into()),
+            privileges: Privileges::new(["b", "a"]),
+            info: JsonObject::parse(r#"{"name":"Ann"}"#).unwrap(),
+            data: JsonObject::parse(r#"{"n":1}"#).unwrap(),
+            client: Client { label: Some("pc".into()), ip: Some("10.0.0.1".parse().unwrap()), user_agent: None },
+            created_at: Timestamp(1_800_000_000_000),
+            last_activity_at: Timestamp(1_800_000_001_000),
+            last_heartbeat_at: Timestamp(1_800_000_002_000),
+            idle_timeout_s: 60,
+            lifetime_s: 3600,
+            heartbeat: Some(Heartbeat { interval_s: 30, grace_s: 60, active: true }),
+            retention_s: 10,
+            counts_seat: true,
+            bind_ip: false,
+            closed: None,
+            version: 3,
+        };
+        for _ in 0..2 {
+            let fast = serde_json::to_value(SessionJson(&s)).unwrap();
+            let view = serde_json::to_value(SessionView::from(&s)).unwrap();
+            assert_eq!(fast, view);
+            s.closed = Some(Closure { at: Timestamp(1_800_000_003_000), reason: CloseReason::TakenOver, by: Actor::Session(SessionId::new()) });
+            s.heartbeat = None;
+            s.client = Client::default();
+        }
+    }
 }

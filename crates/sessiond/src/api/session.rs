@@ -17,7 +17,7 @@ use crate::views::{HeartbeatAnswer, SessionView, Status};
 
 /// A session answer with its `ETag`.
 pub fn session_response(status: StatusCode, s: &Session) -> Response {
-    let mut resp = (status, axum::Json(SessionView::from(s))).into_response();
+    let mut resp = (status, axum::Json(crate::views::SessionJson(s))).into_response();
     tag(&mut resp, s.version);
     resp
 }
