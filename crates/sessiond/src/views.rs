@@ -317,7 +317,10 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sessiond_core::{Actor, Client, CloseReason, Closure, Heartbeat, JsonObject, Privileges, SessionId, Timestamp, TokenHash};
+    use sessiond_core::{
+        Actor, Client, CloseReason, Closure, Heartbeat, JsonObject, Privileges, SessionId,
+        Timestamp, TokenHash,
+    };
 
     #[test]
     fn the_fast_wire_form_matches_the_documented_view() {
@@ -329,13 +332,21 @@ mod tests {
             privileges: Privileges::new(["b", "a"]),
             info: JsonObject::parse(r#"{"name":"Ann"}"#).unwrap(),
             data: JsonObject::parse(r#"{"n":1}"#).unwrap(),
-            client: Client { label: Some("pc".into()), ip: Some("10.0.0.1".parse().unwrap()), user_agent: None },
+            client: Client {
+                label: Some("pc".into()),
+                ip: Some("10.0.0.1".parse().unwrap()),
+                user_agent: None,
+            },
             created_at: Timestamp(1_800_000_000_000),
             last_activity_at: Timestamp(1_800_000_001_000),
             last_heartbeat_at: Timestamp(1_800_000_002_000),
             idle_timeout_s: 60,
             lifetime_s: 3600,
-            heartbeat: Some(Heartbeat { interval_s: 30, grace_s: 60, active: true }),
+            heartbeat: Some(Heartbeat {
+                interval_s: 30,
+                grace_s: 60,
+                active: true,
+            }),
             retention_s: 10,
             counts_seat: true,
             bind_ip: false,
@@ -346,7 +357,11 @@ mod tests {
             let fast = serde_json::to_value(SessionJson(&s)).unwrap();
             let view = serde_json::to_value(SessionView::from(&s)).unwrap();
             assert_eq!(fast, view);
-            s.closed = Some(Closure { at: Timestamp(1_800_000_003_000), reason: CloseReason::TakenOver, by: Actor::Session(SessionId::new()) });
+            s.closed = Some(Closure {
+                at: Timestamp(1_800_000_003_000),
+                reason: CloseReason::TakenOver,
+                by: Actor::Session(SessionId::new()),
+            });
             s.heartbeat = None;
             s.client = Client::default();
         }
