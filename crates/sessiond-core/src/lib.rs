@@ -39,7 +39,7 @@ mod time;
 
 pub use error::{Error, Result};
 pub use events::{Event, EventKind};
-pub use id::{BadSessionId, SessionId, Token, TokenHash};
+pub use id::{BadSessionId, SessionId, Token, TokenHash, MAX_TOKEN_PREFIX, TOKEN_KEY_BYTES};
 pub use json::{JsonObject, NotAnObject};
 pub use manager::{
     valid_app_name, HeartbeatRequest, Limits, Manager, OpenRequest, Opened, Resolve, Seats,

@@ -106,7 +106,7 @@ pub struct SessionView {
     pub status: Status,
     /// Why it closed.
     pub reason: Option<ReasonView>,
-    /// Who closed it: admin, app, user, expiry, system or session:<id>.
+    /// Who closed it: admin, app, user, expiry, system or `session:<id>`.
     pub closed_by: Option<String>,
     /// When it opened (RFC 3339).
     pub created_at: String,
