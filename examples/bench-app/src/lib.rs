@@ -26,12 +26,19 @@ pub enum StoreKind {
     File,
     /// In memory only.
     Memory,
+    /// A Redis server (see `--redis-url`), as web apps sharing sessions across nodes use.
+    Redis,
 }
 
 /// Opens the store and a Manager with the benchmark app configured. `fsync` false is a
 /// diagnostic only (writes then survive a process crash but not a power loss).
 pub fn manager(kind: StoreKind, data_dir: &Path, fsync: bool) -> Result<Arc<Manager>, StoreError> {
     let store: Arc<dyn Store> = match kind {
+        StoreKind::Redis => {
+            return Err(StoreError::Unavailable(
+                "open the Redis store with manager_on_redis".into(),
+            ))
+        }
         StoreKind::File => {
             let options = FileOptions {
                 sync: fsync,
@@ -41,6 +48,23 @@ pub fn manager(kind: StoreKind, data_dir: &Path, fsync: bool) -> Result<Arc<Mana
         }
         StoreKind::Memory => Arc::new(MemoryStore::new()),
     };
+    manager_on(store)
+}
+
+/// A Manager with the benchmark app over a Redis store at `url` (a fresh key prefix per
+/// run, so runs never collide).
+pub async fn manager_on_redis(url: &str) -> Result<Arc<Manager>, StoreError> {
+    let prefix = format!("bench-app-{}", std::process::id());
+    let options = sessiond_redis::RedisOptions {
+        prefix,
+        ..Default::default()
+    };
+    manager_on(Arc::new(
+        sessiond_redis::RedisStore::connect(url, options).await?,
+    ))
+}
+
+fn manager_on(store: Arc<dyn Store>) -> Result<Arc<Manager>, StoreError> {
     let m = Manager::new(store);
     m.set_policy(APP, Policy::default())
         .map_err(|e| StoreError::Backend(e.into()))?;

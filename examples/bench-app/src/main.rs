@@ -22,6 +22,13 @@ struct Flags {
     /// Directory of the file store.
     #[arg(long, env = "BENCH_APP_DATA_DIR", default_value = "./bench-app-data")]
     data_dir: PathBuf,
+    /// Redis server for `--store redis`.
+    #[arg(
+        long,
+        env = "BENCH_APP_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
     /// Diagnostics only: do not fdatasync the file store's journal (writes then survive
     /// a process crash but not a power loss). Never use it for published figures.
     #[arg(long)]
@@ -41,7 +48,10 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(flags: Flags) -> Result<(), Box<dyn std::error::Error>> {
-    let manager = bench_app::manager(flags.store, &flags.data_dir, !flags.no_fsync)?;
+    let manager = match flags.store {
+        StoreKind::Redis => bench_app::manager_on_redis(&flags.redis_url).await?,
+        kind => bench_app::manager(kind, &flags.data_dir, !flags.no_fsync)?,
+    };
     let app = bench_app::app(manager.clone())?;
     let expiry = tokio::spawn(manager.run_expiry(Duration::from_secs(1)));
     let listener = tokio::net::TcpListener::bind(flags.listen).await?;
