@@ -3,6 +3,8 @@
 //!
 //! Run with: `cargo bench -p sessiond-bench` (see `docs/BENCHMARKS.md`).
 
+pub mod load;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -7,14 +7,10 @@
 //!
 //! Every request loop is bounded by `--seconds`; only loopback or given servers are hit.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
+use sessiond_bench::load::{connect, drive, median, Outcome};
 
 struct Args {
     server: String,
@@ -74,18 +70,6 @@ fn parse_args() -> Args {
 
 type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(host: &str) -> Conn {
-    let stream = tokio::net::TcpStream::connect(host)
-        .await
-        .expect("connect to the server");
-    stream.set_nodelay(true).ok();
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    send
-}
-
 fn request(
     method: &str,
     host: &str,
@@ -114,7 +98,7 @@ async fn send(conn: &mut Conn, req: Request<Full<Bytes>>) -> (u16, Bytes) {
 }
 
 async fn open_session(host: &str, app: &str, token: &str) -> String {
-    let mut c = connect(host).await;
+    let mut c: Conn = connect(host).await;
     let (status, body) = send(
         &mut c,
         request(
@@ -131,32 +115,28 @@ async fn open_session(host: &str, app: &str, token: &str) -> String {
     v["token"].as_str().expect("token").to_string()
 }
 
-struct Outcome {
-    requests: u64,
-    errors: u64,
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
 async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut workers = Vec::new();
     for _ in 0..args.connections {
         let session = match scenario {
             "resolve" | "heartbeat" => open_session(host, &args.app, &args.token).await,
             _ => String::new(),
         };
-        let (host, admin, app, scenario, stop) = (
-            host.to_string(),
-            args.token.clone(),
-            args.app.clone(),
-            scenario.to_string(),
-            stop.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut c = connect(&host).await;
-            let (mut n, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(100_000));
-            while !stop.load(Ordering::Relaxed) {
+        workers.push((connect::<Full<Bytes>>(host).await, session));
+    }
+    let (host, admin, app, scenario) = (
+        host.to_string(),
+        args.token.clone(),
+        args.app.clone(),
+        scenario.to_string(),
+    );
+    drive(
+        workers,
+        args.seconds,
+        move |(mut c, session): (Conn, String)| {
+            let (host, admin, app, scenario) =
+                (host.clone(), admin.clone(), app.clone(), scenario.clone());
+            async move {
                 let req = match scenario.as_str() {
                     "bare" => request("GET", &host, "/healthz", "", None),
                     "resolve" => request("GET", &host, "/v1/session", &session, None),
@@ -170,47 +150,12 @@ async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
                     ),
                     other => panic!("unknown scenario {other}"),
                 };
-                let t = Instant::now();
                 let (status, _) = send(&mut c, req).await;
-                lat.push(t.elapsed());
-                n += 1;
-                if status >= 400 {
-                    errors += 1;
-                }
+                ((c, session), status < 400)
             }
-            (n, errors, lat)
-        }));
-    }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut out = Outcome {
-        requests: 0,
-        errors: 0,
-        latencies: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
-    for t in tasks {
-        let (n, e, l) = t.await.expect("worker");
-        out.requests += n;
-        out.errors += e;
-        out.latencies.extend(l);
-    }
-    out.elapsed = start.elapsed();
-    out.latencies.sort_unstable();
-    out
-}
-
-fn pct(l: &[Duration], p: f64) -> f64 {
-    if l.is_empty() {
-        return 0.0;
-    }
-    l[((l.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+        },
+    )
+    .await
 }
 
 #[tokio::main]
@@ -234,7 +179,7 @@ async fn main() {
         let mut bare = None;
         for (i, s) in args.scenarios.iter().enumerate() {
             let o = run(&args, &host, s).await;
-            let r = o.requests as f64 / o.elapsed.as_secs_f64();
+            let r = o.rate();
             if s == "bare" {
                 bare = Some(r);
             }
@@ -242,8 +187,8 @@ async fn main() {
             if let Some(b) = bare {
                 ratio[i].push(r / b);
             }
-            p50[i].push(pct(&o.latencies, 0.5));
-            p99[i].push(pct(&o.latencies, 0.99));
+            p50[i].push(o.pct(0.5));
+            p99[i].push(o.pct(0.99));
             errors[i] += o.errors;
         }
     }

@@ -16,15 +16,11 @@
 //! reported, which steadies the ratios on a busy machine. Every request loop is bounded
 //! by `--seconds`; only the given (loopback) server is hit.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::header::{COOKIE, HOST, SET_COOKIE};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
+use sessiond_bench::load::{connect, drive, Outcome};
 
 struct Args {
     server: String,
@@ -79,18 +75,6 @@ fn parse_args() -> Args {
 
 type Conn = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn connect(host: &str) -> Conn {
-    let stream = tokio::net::TcpStream::connect(host)
-        .await
-        .expect("connect to bench-app");
-    stream.set_nodelay(true).ok();
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    send
-}
-
 /// Sends `GET path`; answers the status and the cookie pair set, if any.
 async fn get(conn: &mut Conn, host: &str, path: &str, cookie: &str) -> (u16, Option<String>) {
     let mut b = Request::get(path).header(HOST, host);
@@ -113,19 +97,6 @@ async fn get(conn: &mut Conn, host: &str, path: &str, cookie: &str) -> (u16, Opt
     (status, set)
 }
 
-struct Outcome {
-    requests: u64,
-    errors: u64,
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
-impl Outcome {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
 async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
     let (path, with_cookie) = match scenario {
         "bare" => ("/bare", false),
@@ -134,10 +105,9 @@ async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
         "counter-new" => ("/counter", false),
         other => panic!("unknown scenario {other} (see --help)"),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
+    let mut workers = Vec::new();
     for _ in 0..args.connections {
-        let mut conn = connect(host).await;
+        let mut conn: Conn = connect(host).await;
         let cookie = if with_cookie {
             let (status, set) = get(&mut conn, host, "/counter", "").await;
             assert_eq!(status, 200, "creating a session");
@@ -145,46 +115,21 @@ async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
         } else {
             String::new()
         };
-        let (host, stop) = (host.to_string(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut n, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(100_000));
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
+        workers.push((conn, cookie));
+    }
+    let host = host.to_string();
+    drive(
+        workers,
+        args.seconds,
+        move |(mut conn, cookie): (Conn, String)| {
+            let host = host.clone();
+            async move {
                 let (status, _) = get(&mut conn, &host, path, &cookie).await;
-                lat.push(t.elapsed());
-                n += 1;
-                if status != 200 {
-                    errors += 1;
-                }
+                ((conn, cookie), status == 200)
             }
-            (n, errors, lat)
-        }));
-    }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut out = Outcome {
-        requests: 0,
-        errors: 0,
-        latencies: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
-    for t in tasks {
-        let (n, e, l) = t.await.expect("worker");
-        out.requests += n;
-        out.errors += e;
-        out.latencies.extend(l);
-    }
-    out.elapsed = start.elapsed();
-    out.latencies.sort_unstable();
-    out
-}
-
-fn pct(l: &[Duration], p: f64) -> f64 {
-    if l.is_empty() {
-        return 0.0;
-    }
-    l[((l.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3
+        },
+    )
+    .await
 }
 
 fn label(scenario: &str) -> &'static str {
@@ -217,7 +162,7 @@ async fn main() {
         }
     }
     let median = |v: &mut Vec<Outcome>| -> Outcome {
-        v.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
+        v.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
         v.remove(v.len() / 2)
     };
     let medians: Vec<Outcome> = results.iter_mut().map(median).collect();
@@ -225,17 +170,17 @@ async fn main() {
         .scenarios
         .iter()
         .position(|s| s == "bare")
-        .map(|i| medians[i].rps());
+        .map(|i| medians[i].rate());
     println!("| scenario | requests/s | ratio to /bare | p50 ms | p99 ms | errors |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (s, o) in args.scenarios.iter().zip(&medians) {
-        let ratio = bare.map_or("-".to_string(), |b| format!("{:.2}", o.rps() / b));
+        let ratio = bare.map_or("-".to_string(), |b| format!("{:.2}", o.rate() / b));
         println!(
             "| {} | {:.0} | {ratio} | {:.2} | {:.2} | {} |",
             label(s),
-            o.rps(),
-            pct(&o.latencies, 0.5),
-            pct(&o.latencies, 0.99),
+            o.rate(),
+            o.pct(0.5),
+            o.pct(0.99),
             o.errors
         );
     }

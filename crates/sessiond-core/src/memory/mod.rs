@@ -157,6 +157,20 @@ impl MemoryStore {
         self.put_all(sessions, false);
     }
 
+    /// Removes session `id` and its index entries, with its app index and shard locked
+    /// by the caller.
+    fn forget(&self, idx: &mut AppIndex, shard: &mut Shard, id: SessionId) {
+        if let Some(old) = shard.sessions.remove(&id) {
+            shard.deadlines.remove(&(old.deadline(), old.id));
+            write(self.token_shard(old.token_hash)).remove(&old.token_hash);
+            if idx.open.remove(&old.id) {
+                idx.seats_used -= u64::from(old.counts_seat);
+                idx.remove_user(&old.user, old.id);
+            }
+            idx.closed.remove(&old.id);
+        }
+    }
+
     fn put_all(&self, sessions: impl IntoIterator<Item = Session>, journal: bool) {
         for mut s in sessions {
             // A session moving to another app leaves its old app's indexes first (with
@@ -169,29 +183,13 @@ impl MemoryStore {
                 let old_idx = self.app_index(&old_app);
                 let mut idx = lock(&old_idx);
                 let mut shard = write(self.shard(s.id));
-                if let Some(old) = shard.sessions.remove(&s.id) {
-                    shard.deadlines.remove(&(old.deadline(), old.id));
-                    write(self.token_shard(old.token_hash)).remove(&old.token_hash);
-                    if idx.open.remove(&old.id) {
-                        idx.seats_used -= u64::from(old.counts_seat);
-                        idx.remove_user(&old.user, old.id);
-                    }
-                    idx.closed.remove(&old.id);
-                }
+                self.forget(&mut idx, &mut shard, s.id);
             }
             let (name, app) = self.app_entry(&s.app);
             s.app = name;
             let mut idx = lock(&app);
             let mut shard = write(self.shard(s.id));
-            if let Some(old) = shard.sessions.remove(&s.id) {
-                shard.deadlines.remove(&(old.deadline(), old.id));
-                write(self.token_shard(old.token_hash)).remove(&old.token_hash);
-                if idx.open.remove(&old.id) {
-                    idx.seats_used -= u64::from(old.counts_seat);
-                    idx.remove_user(&old.user, old.id);
-                }
-                idx.closed.remove(&old.id);
-            }
+            self.forget(&mut idx, &mut shard, s.id);
             if s.is_open() {
                 idx.add_open(&s);
             } else {
@@ -668,10 +666,7 @@ impl Store for MemoryStore {
                 self.replace(&mut shard, &before, after.clone());
                 out.closed.push(after);
             } else if s.is_past_retention(now) && out.purged < limit {
-                let s = shard.sessions.remove(&id).expect("present");
-                shard.deadlines.remove(&(s.deadline(), id));
-                write(self.token_shard(s.token_hash)).remove(&s.token_hash);
-                idx.closed.remove(&id);
+                self.forget(&mut idx, &mut shard, id);
                 if let Some(j) = &self.inner.journal {
                     j.remove(id);
                 }
