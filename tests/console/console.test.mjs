@@ -96,7 +96,7 @@ test("disconnect everyone except the sessions I keep, then read the history", as
   assert.equal(await page.getByRole("checkbox", { name: /ops-me/ }).isChecked(), true, "my own session is kept by default");
   await page.screenshot({ path: `${OUT}/close-all-confirm.png` });
   await page.locator("#confirm-ok").click();
-  await page.locator("#live").getByText("Disconnected 2 sessions.").waitFor();
+  await page.getByRole("status").getByText("Disconnected 2 sessions.").waitFor();
   assert.equal((await api("GET", "/v1/session", keep.token)).status, 200);
   for (const o of others) {
     const r = await api("GET", "/v1/session", o.token);
@@ -122,6 +122,7 @@ test("an app key sees only its app; the console works at phone width and from th
   await page.getByLabel("Admin token or app key").fill(KEY);
   await page.keyboard.press("Enter");
   await page.getByText("Signed in with the key of gestan").waitFor();
+  await page.getByRole("article", { name: "App gestan" }).waitFor();
   assert.equal(await page.getByRole("article").count(), 1);
   await page.getByRole("button", { name: "Manage gestan" }).focus();
   await page.keyboard.press("Enter");

@@ -49,7 +49,13 @@ function timeLeft(expires) {
   return h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
 }
 
+// What the operator's own action did (kept until the next action).
 function say(text) {
+  document.getElementById("status").textContent = text;
+}
+
+// What just happened in the app, from its event stream.
+function feed(text) {
   document.getElementById("live").textContent = text;
 }
 
@@ -227,7 +233,7 @@ function listen(app) {
   const src = new EventSource(`/admin/api/v1/apps/${encodeURIComponent(app)}/events`);
   const note = (verb) => (ev) => {
     const d = JSON.parse(ev.data);
-    say(`${d.user || "a guest"} ${verb}${d.reason ? " (" + d.reason + ")" : ""} at ${shortTime(d.at ? new Date(d.at).toISOString() : "")}`);
+    feed(`${d.user || "a guest"} ${verb}${d.reason ? " (" + d.reason + ")" : ""} at ${shortTime(d.at ? new Date(d.at).toISOString() : "")}`);
     scheduleReload();
   };
   src.addEventListener("opened", note("opened a session"));
