@@ -90,10 +90,10 @@ impl Columns {
     }
 }
 
-/// Inserts a new session.
-pub(crate) async fn insert(c: &impl GenericClient, sql: &Sql, s: &Session) -> PgResult<()> {
+/// Runs a statement whose parameters are every column, in table order.
+async fn write_all_columns(c: &impl GenericClient, statement: &str, s: &Session) -> PgResult<()> {
     let v = Columns::of(s)?;
-    let stmt = c.prepare_cached(&sql.insert).await?;
+    let stmt = c.prepare_cached(statement).await?;
     c.execute(
         &stmt,
         &[
@@ -114,28 +114,14 @@ pub(crate) async fn insert(c: &impl GenericClient, sql: &Sql, s: &Session) -> Pg
     Ok(())
 }
 
+/// Inserts a new session.
+pub(crate) async fn insert(c: &impl GenericClient, sql: &Sql, s: &Session) -> PgResult<()> {
+    write_all_columns(c, &sql.insert, s).await
+}
+
 /// Inserts `s`, or overwrites every column of the session with its id (an import).
 pub(crate) async fn upsert(c: &impl GenericClient, sql: &Sql, s: &Session) -> PgResult<()> {
-    let v = Columns::of(s)?;
-    let stmt = c.prepare_cached(&sql.upsert).await?;
-    c.execute(
-        &stmt,
-        &[
-            &v.id,
-            &v.token_hash,
-            &v.app,
-            &v.user,
-            &v.open,
-            &v.counts_seat,
-            &v.deadline,
-            &v.created_at,
-            &v.last_activity_at,
-            &v.version,
-            &v.body,
-        ],
-    )
-    .await?;
-    Ok(())
+    write_all_columns(c, &sql.upsert, s).await
 }
 
 /// Writes the new state of one existing session.
