@@ -252,8 +252,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The bus that carries events between the nodes sharing this store, for stores
-    /// that several nodes can share (none for an in-process store).
-    fn event_bus(&self) -> Option<std::sync::Arc<dyn crate::events::EventBus>> {
-        None
-    }
+    /// that several nodes can share (none for an in-process store). Required, with no
+    /// default: a decorator that forgot to forward it would silently cut nodes off
+    /// from each other's events.
+    fn event_bus(&self) -> Option<std::sync::Arc<dyn crate::events::EventBus>>;
 }

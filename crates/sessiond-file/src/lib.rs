@@ -171,6 +171,10 @@ impl Store for FileStore {
         "file"
     }
 
+    fn event_bus(&self) -> Option<Arc<dyn sessiond_core::events::EventBus>> {
+        None
+    }
+
     async fn open(
         &self,
         session: Session,

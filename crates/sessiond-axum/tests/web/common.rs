@@ -97,6 +97,9 @@ impl Store for FaultyStore {
     fn kind(&self) -> &'static str {
         "faulty-memory"
     }
+    fn event_bus(&self) -> Option<std::sync::Arc<dyn sessiond_core::events::EventBus>> {
+        self.inner.event_bus()
+    }
     async fn open(&self, s: Record, a: &Admission, now: Timestamp) -> StoreResult<OpenOutcome> {
         self.check()?;
         self.inner.open(s, a, now).await

@@ -391,6 +391,10 @@ impl Store for MemoryStore {
         "memory"
     }
 
+    fn event_bus(&self) -> Option<Arc<dyn crate::events::EventBus>> {
+        None
+    }
+
     async fn open(
         &self,
         session: Session,

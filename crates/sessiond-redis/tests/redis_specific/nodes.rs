@@ -50,6 +50,9 @@ impl Store for Nodes {
     fn kind(&self) -> &'static str {
         "redis"
     }
+    fn event_bus(&self) -> Option<std::sync::Arc<dyn sessiond_core::events::EventBus>> {
+        self.node().event_bus()
+    }
     async fn open(&self, s: Session, adm: &Admission, now: Timestamp) -> StoreResult<OpenOutcome> {
         self.node().open(s, adm, now).await
     }
