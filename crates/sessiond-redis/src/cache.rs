@@ -4,9 +4,17 @@
 //!
 //! Caching these is safe because the record stays the truth: a token found through the
 //! cache is accepted only if the record still holds that token's hash, so a rotated or
-//! purged token fails at once on every node. Only the record is never cached. The one
-//! write that changes a session's app is an import (a migration or restore); a lookup
-//! that then misses in the cached app forgets the entry and asks the global index again.
+//! purged token fails at once on every node. The one write that changes a session's app
+//! is an import (a migration or restore); a lookup that then misses in the cached app
+//! forgets the entry and asks the global index again.
+//!
+//! Records are kept too, but only as [`Hint`]s for writes, never to answer a read: a
+//! request that resolves its cookie and then updates the session finds the record it
+//! just read and commits against that record's revision in one round trip. If another
+//! node wrote in between, the revision check refuses the commit and the write reads
+//! the record as usual. A hint is used for a second at most, which bounds the one case
+//! a revision cannot tell apart: a record deleted (purged) and imported again under
+//! the same id starts its revisions over.
 //!
 //! The cache is bounded with two generations: entries go into the young one; when it is
 //! full it becomes the old one (dropping the previous old one); a hit in the old one is
@@ -15,7 +23,38 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::commit::Stored;
+
+/// How long a [`Hint`] may be used after it was read or written.
+pub(crate) const HINT_TTL: Duration = Duration::from_secs(1);
+
+/// Records with more data than this are not kept as hints.
+pub(crate) const HINT_MAX_DATA: usize = 16 * 1024;
+
+/// A session record as this node last read or wrote it, and when.
+#[derive(Debug, Clone)]
+pub(crate) struct Hint {
+    pub stored: Arc<Stored>,
+    pub at: Instant,
+}
+
+impl Hint {
+    /// A hint of `stored` as of now, unless its data is too large to keep.
+    pub fn of(stored: Arc<Stored>) -> Option<Hint> {
+        (stored.session.data.as_str().len() <= HINT_MAX_DATA).then(|| Hint {
+            stored,
+            at: Instant::now(),
+        })
+    }
+
+    /// Whether it is young enough to be used.
+    pub fn fresh(&self) -> bool {
+        self.at.elapsed() <= HINT_TTL
+    }
+}
 
 /// A bounded map of at most `capacity` entries (0 disables it).
 #[derive(Debug)]

@@ -150,6 +150,8 @@ pub const DEFAULT_PREFIX: &str = "sessiond";
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default number of entries of each node-local cache.
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+/// The default number of session records a node keeps as write hints.
+pub const DEFAULT_RECORD_CACHE_CAPACITY: usize = 4_096;
 
 /// How a [`RedisStore`] connects and names its keys.
 ///
@@ -174,6 +176,13 @@ pub struct RedisOptions {
     /// Entries kept by each node-local cache (token → app and id, id → app); below 2
     /// disables caching. Default 100,000 (a few MiB).
     pub cache_capacity: usize,
+    /// Session records a node keeps for a second after reading or writing them, so that
+    /// a write that follows a read (a request that resolves its cookie, then updates
+    /// the session) commits in one round trip instead of two. The record is only a
+    /// hint: the commit is checked against its revision, and a stale hint costs a read.
+    /// Never used to answer a read. Records over 16 KiB of data are not kept; below 2
+    /// disables it. Default 4,096.
+    pub record_cache_capacity: usize,
 }
 
 impl Default for RedisOptions {
@@ -182,6 +191,7 @@ impl Default for RedisOptions {
             prefix: DEFAULT_PREFIX.to_string(),
             op_timeout: DEFAULT_OP_TIMEOUT,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            record_cache_capacity: DEFAULT_RECORD_CACHE_CAPACITY,
         }
     }
 }
@@ -204,6 +214,12 @@ impl RedisOptions {
         self.cache_capacity = entries;
         self
     }
+
+    /// Sets [`RedisOptions::record_cache_capacity`].
+    pub fn with_record_cache_capacity(mut self, entries: usize) -> Self {
+        self.record_cache_capacity = entries;
+        self
+    }
 }
 
 /// Sessions in Redis. Cheap to clone (clones share the connection and caches).
@@ -218,6 +234,7 @@ struct Inner {
     op_timeout: Duration,
     tokens: Cache<TokenHash, (Arc<str>, SessionId)>,
     ids: Cache<SessionId, Arc<str>>,
+    records: Cache<SessionId, cache::Hint>,
     stripes: Stripes,
     bus: Arc<RedisBus>,
 }
@@ -299,6 +316,7 @@ impl RedisStore {
                 op_timeout: options.op_timeout,
                 tokens: Cache::new(options.cache_capacity),
                 ids: Cache::new(options.cache_capacity),
+                records: Cache::new(options.record_cache_capacity),
                 stripes: Stripes::new(),
                 bus,
             }),

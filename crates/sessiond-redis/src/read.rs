@@ -7,6 +7,7 @@ use redis::aio::ConnectionManager;
 use sessiond_core::store::{AppCounts, ListQuery, StatusFilter};
 use sessiond_core::{Lookup, Session, SessionId};
 
+use crate::cache::Hint;
 use crate::commit::Stored;
 use crate::error::{Error, Result};
 use crate::keys::AppKeys;
@@ -116,6 +117,25 @@ impl RedisStore {
         }
     }
 
+    /// Keeps `stored` as the write hint of its session.
+    pub(crate) fn hint(&self, stored: Arc<Stored>) {
+        let id = stored.session.id;
+        match Hint::of(stored) {
+            Some(h) => self.inner.records.insert(id, h),
+            None => self.inner.records.remove(&id),
+        }
+    }
+
+    /// The record this node read or wrote for `id` within the last second, if it still
+    /// answers to `lookup`: a base for a revision-checked write, never for a read.
+    pub(crate) fn hinted(&self, lookup: Lookup, id: SessionId) -> Option<Arc<Stored>> {
+        let h = self.inner.records.get(&id).filter(Hint::fresh)?;
+        match lookup {
+            Lookup::Token(t) if h.stored.session.token_hash != t => None,
+            _ => Some(h.stored),
+        }
+    }
+
     /// After [`RedisStore::fetch_located`] found nothing in `app`: where the global index
     /// puts `lookup` now, if that is another app. A cached place is stale only when an
     /// import moved the session to another app; the miss dropped it from the cache, so
@@ -146,6 +166,10 @@ impl RedisStore {
             (Some(s), Lookup::Token(h)) if s.session.token_hash != h => None,
             (found, _) => found,
         };
+        match &found {
+            Some(s) => self.hint(Arc::new(s.clone())),
+            None => self.inner.records.remove(&id),
+        }
         if found.is_none() {
             if let Lookup::Token(h) = lookup {
                 self.inner.tokens.remove(&h);

@@ -7,13 +7,15 @@
 //! they point to and removed after it, so an entry never points to a session that
 //! exists and is not its own; a stale entry only ever points to nothing.
 
+use std::sync::Arc;
+
 use sessiond_core::admission::Admission;
 use sessiond_core::store::{CloseOutcome, ModifyOutcome, OpenOutcome};
 use sessiond_core::{
     Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Step, Timestamp, TokenHash,
 };
 
-use crate::commit::{Commit, Committed};
+use crate::commit::{Commit, Committed, Stored};
 use crate::error::Result;
 use crate::open::{gather, needs_snapshot, plan, Plan};
 use crate::{backoff, RedisStore};
@@ -177,19 +179,35 @@ impl RedisStore {
                 self.unindex(&[h], &[]).await;
             }
         };
+        // A write first tries the record this node just read or wrote, if any (one
+        // round trip instead of two); anything but a change made from it, or a commit
+        // the revision check refuses, reads the record as usual.
+        let mut hint = match change {
+            Change::Read | Change::Touch => None,
+            _ => self.hinted(lookup, id).filter(|h| *h.session.app == *app),
+        };
         let mut attempt = 0;
         loop {
-            let Some((keys, before)) = self.fetch_located(lookup, &app, id).await? else {
-                // An import may have moved it since this node cached its place.
-                if let Some((moved, _)) = self.relocate(lookup, &app).await? {
-                    app = moved;
-                    continue;
-                }
-                drop_new_token(new_token_indexed).await;
-                return Ok(ModifyOutcome::NotFound);
+            let hinted = hint.is_some();
+            let (keys, before) = match hint.take() {
+                Some(h) => (self.inner.keys.app(&app)?, h),
+                None => match self.fetch_located(lookup, &app, id).await? {
+                    Some((keys, before)) => (keys, Arc::new(before)),
+                    None => {
+                        // An import may have moved it since this node cached its place.
+                        if let Some((moved, _)) = self.relocate(lookup, &app).await? {
+                            app = moved;
+                            continue;
+                        }
+                        drop_new_token(new_token_indexed).await;
+                        return Ok(ModifyOutcome::NotFound);
+                    }
+                },
             };
             let mut after = before.session.clone();
             let step = match after.step(change, cond, now) {
+                // A refusal or a no-op is decided on the record as stored.
+                Err(_) | Ok(Step::Unchanged) if hinted => continue,
                 Err(e) => {
                     drop_new_token(new_token_indexed).await;
                     return Ok(ModifyOutcome::Refused(e));
@@ -212,6 +230,10 @@ impl RedisStore {
             match commit.run(&mut self.conn()).await? {
                 Committed::Applied(_) => {
                     drop(turn);
+                    self.hint(Arc::new(Stored {
+                        rev: before.rev + 1,
+                        session: after.clone(),
+                    }));
                     if rotated {
                         self.unindex(&[before.session.token_hash], &[]).await;
                         self.remember(&after);
@@ -224,6 +246,8 @@ impl RedisStore {
                         step,
                     });
                 }
+                // The hint was stale: read the record, no race lost yet.
+                Committed::Conflict if hinted => self.inner.records.remove(&id),
                 Committed::Conflict => {
                     if turn.is_none() {
                         turn = Some(self.inner.stripes.session(id).await);
@@ -256,7 +280,10 @@ impl RedisStore {
             let mut commit = Commit::new(&keys, true);
             commit.write(&keys, Some(&before), Some(&after))?;
             match commit.run(&mut self.conn()).await? {
-                Committed::Applied(_) => return Ok(CloseOutcome::Closed(after)),
+                Committed::Applied(_) => {
+                    self.inner.records.remove(&id);
+                    return Ok(CloseOutcome::Closed(after));
+                }
                 Committed::Conflict => {
                     attempt += 1;
                     backoff(attempt).await;
@@ -282,6 +309,7 @@ impl RedisStore {
         let keys = self.inner.keys.app(&session.app)?;
         let id = session.id;
         let _turn = self.inner.stripes.session(id).await;
+        self.inner.records.remove(&id);
         // From the index, not the cache: where the session lives before it is rewritten.
         let was: Option<String> = redis::cmd("GET")
             .arg(self.inner.keys.id(id))

@@ -285,6 +285,93 @@ async fn layout_and_resolve_cost() {
     assert!(left.is_empty(), "test keys are cleaned up: {left:?}");
 }
 
+/// A write right after a read commits against the record the node just read: one
+/// round trip. When another node wrote in between, the revision check refuses that
+/// commit and the write reads the record again: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_a_read_costs_one_round_trip_and_a_stale_hint_loses_nothing() {
+    let Some(test_store) = fresh_store().await else {
+        return;
+    };
+    let store = test_store.0.clone();
+    let prefix = store.prefix().to_string();
+    let client = redis::Client::open(server_url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let m = Manager::with_clock(Arc::new(store.clone()), clock.clone());
+    m.set_policy("shop", Policy::default()).unwrap();
+    let other = RedisStore::connect(&server_url(), RedisOptions::default().with_prefix(&prefix))
+        .await
+        .unwrap();
+    let n = Manager::with_clock(Arc::new(other), clock.clone());
+    n.set_policy("shop", Policy::default()).unwrap();
+    let o = m.open("shop", OpenRequest::default()).await.unwrap();
+    let id = o.session.id;
+    let touch = Resolve {
+        touch: true,
+        ip: None,
+    };
+
+    let mut monitor = client
+        .get_async_monitor()
+        .await
+        .unwrap()
+        .into_on_message::<String>();
+    commands_until_marker(&mut monitor, &mut raw, &prefix).await;
+
+    // Resolve, then a conditional update, as a web request does.
+    let s = m.resolve(&o.token, touch).await.unwrap();
+    let s = m
+        .update_data(
+            Lookup::Id(id),
+            serde_json::json!({"a": 1}),
+            Some(s.version),
+            None,
+        )
+        .await
+        .unwrap();
+    let seen = commands_until_marker(&mut monitor, &mut raw, &prefix).await;
+    assert_eq!(seen.len(), 2, "one read, one commit: {seen:#?}");
+
+    // The other node writes; this node's hint is now stale.
+    n.update_data(Lookup::Id(id), serde_json::json!({"b": 2}), None, None)
+        .await
+        .unwrap();
+    commands_until_marker(&mut monitor, &mut raw, &prefix).await;
+    let s2 = m
+        .update_data(Lookup::Id(id), serde_json::json!({"c": 3}), None, None)
+        .await
+        .unwrap();
+    let seen = commands_until_marker(&mut monitor, &mut raw, &prefix).await;
+    assert_eq!(seen.len(), 3, "refused commit, read, commit: {seen:#?}");
+    assert_eq!(s2.version, s.version + 2);
+    let stored = n.get(id).await.unwrap();
+    assert_eq!(
+        stored.data.to_map(),
+        serde_json::json!({"a": 1, "b": 2, "c": 3})
+            .as_object()
+            .unwrap()
+            .clone()
+    );
+
+    // A conditional update at a version the hint no longer has is refused as a
+    // version mismatch after reading the record, never applied.
+    let err = m
+        .update_data(
+            Lookup::Id(id),
+            serde_json::json!({"d": 4}),
+            Some(s.version),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sessiond_core::Error::VersionMismatch { .. }),
+        "{err:?}"
+    );
+    assert_eq!(n.get(id).await.unwrap().version, s2.version);
+}
+
 /// An import under an id that lives in another app moves the session: its old record
 /// and index entries go, the global entries carry a TTL and name the new app, both
 /// apps' revisions move, and a node whose cache still names the old app finds the
