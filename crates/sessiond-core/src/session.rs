@@ -551,7 +551,11 @@ impl Session {
                     });
                 }
                 self.data = data;
-                self.last_activity_at = now;
+                // Activity is recorded at the granularity of touches: a write soon after
+                // the recorded activity leaves it (and so the deadline indexes) alone.
+                if now.millis_since(self.last_activity_at) >= self.touch_granularity_ms() {
+                    self.last_activity_at = now;
+                }
                 self.version += 1;
                 Ok(Step::Changed)
             }
