@@ -31,6 +31,9 @@ struct Pending {
     /// Sequence number of the last frame appended.
     seq: u64,
     shutdown: bool,
+    /// The writer sleeps on `wake` (it must be woken; otherwise it finds the frames
+    /// itself when its sync returns, and a wake-up would be a wasted system call).
+    idle: bool,
 }
 
 /// State shared by the hook, the writer thread and the store.
@@ -91,9 +94,12 @@ impl Shared {
         f(&mut p.buf);
         p.seq += 1;
         let seq = p.seq;
+        let idle = p.idle;
         drop(p);
         LAST_APPENDED.with(|l| l.set(l.get().max(seq)));
-        self.wake.notify_one();
+        if idle {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -182,7 +188,9 @@ fn write_loop(shared: Arc<Shared>, mut file: File, mut epoch: u64, mut size: u64
         let (seq, shutdown) = {
             let mut p = lock(&shared.pending);
             while p.buf.is_empty() && !p.shutdown {
+                p.idle = true;
                 p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+                p.idle = false;
             }
             std::mem::swap(&mut batch, &mut p.buf);
             (p.seq, p.shutdown)
