@@ -1,6 +1,7 @@
 //! What the HTTP load generators (`loadgen`, `webload`) share: keep-alive HTTP/1.1
 //! connections on loopback, a time-bounded driver that keeps every connection busy and
-//! collects latencies, and the statistics they report.
+//! collects latencies (and, given the server's pid, the CPU time the server spent), and
+//! the table of interleaved rounds they report.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,8 @@ pub struct Outcome {
     pub latencies: Vec<Duration>,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// CPU time the server process spent during the run, if its pid was given.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Outcome {
@@ -54,6 +57,30 @@ impl Outcome {
         }
         self.latencies[((self.latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3
     }
+
+    /// Server CPU time per request, in microseconds, if measured.
+    pub fn cpu_per_request_us(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / self.requests as f64)
+    }
+}
+
+/// On-CPU time so far of every live thread of process `pid`, from
+/// `/proc/PID/task/*/schedstat` (Linux; `None` elsewhere or once the process is gone).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue; // the thread just ended
+        };
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(Duration::from_nanos(ns))
 }
 
 /// The median of `v` (which must not be empty).
@@ -64,7 +91,13 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs `step` on every worker state in a loop for `seconds`, all concurrently. `step`
 /// takes the state and gives it back with whether the answer was the expected one.
-pub async fn drive<S, F, Fut>(workers: Vec<S>, seconds: u64, step: F) -> Outcome
+/// With `server_pid`, the server's CPU time over the run is measured too.
+pub async fn drive<S, F, Fut>(
+    workers: Vec<S>,
+    seconds: u64,
+    server_pid: Option<u32>,
+    step: F,
+) -> Outcome
 where
     S: Send + 'static,
     F: Fn(S) -> Fut + Clone + Send + 'static,
@@ -89,6 +122,7 @@ where
             })
         })
         .collect();
+    let cpu_before = server_pid.and_then(cpu_time);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
@@ -97,6 +131,7 @@ where
         errors: 0,
         latencies: Vec::new(),
         elapsed: Duration::ZERO,
+        server_cpu: None,
     };
     for t in tasks {
         let (n, e, l) = t.await.expect("worker");
@@ -105,6 +140,150 @@ where
         out.latencies.extend(l);
     }
     out.elapsed = start.elapsed();
+    if let (Some(before), Some(after)) = (cpu_before, server_pid.and_then(cpu_time)) {
+        out.server_cpu = Some(after.saturating_sub(before));
+    }
     out.latencies.sort_unstable();
     out
+}
+
+/// Results of scenarios run in interleaved rounds, reported as one markdown table of
+/// medians: requests per second, the median of each round's ratio to that round's
+/// baseline, latency percentiles, errors and (when measured) server CPU per request.
+#[derive(Debug)]
+pub struct Rounds {
+    rows: Vec<Row>,
+    baseline: usize,
+}
+
+#[derive(Debug, Default)]
+struct Row {
+    label: String,
+    rps: Vec<f64>,
+    ratio: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    cpu_us: Vec<f64>,
+    errors: u64,
+}
+
+impl Rounds {
+    /// A table of rows with these labels; row `baseline` is what ratios divide by.
+    pub fn new(labels: Vec<String>, baseline: usize) -> Rounds {
+        let rows = labels
+            .into_iter()
+            .map(|label| Row {
+                label,
+                ..Default::default()
+            })
+            .collect();
+        Rounds { rows, baseline }
+    }
+
+    /// Adds one round: an outcome per row, in row order.
+    pub fn add(&mut self, round: Vec<Outcome>) {
+        let base = round.get(self.baseline).map(Outcome::rate);
+        for (row, o) in self.rows.iter_mut().zip(round) {
+            row.rps.push(o.rate());
+            if let Some(b) = base.filter(|b| *b > 0.0) {
+                row.ratio.push(o.rate() / b);
+            }
+            row.p50.push(o.pct(0.5));
+            row.p99.push(o.pct(0.99));
+            row.cpu_us.extend(o.cpu_per_request_us());
+            row.errors += o.errors;
+        }
+    }
+
+    /// The table, in markdown.
+    pub fn markdown(&self) -> String {
+        let cpu = self.rows.iter().any(|r| !r.cpu_us.is_empty());
+        let base = self
+            .rows
+            .get(self.baseline)
+            .map_or("-", |r| r.label.as_str());
+        let mut out =
+            format!("| scenario | requests/s | ratio to {base} | p50 ms | p99 ms | errors |");
+        out.push_str(if cpu {
+            " server CPU µs/request |\n"
+        } else {
+            "\n"
+        });
+        out.push_str("|---|---:|---:|---:|---:|---:|");
+        out.push_str(if cpu { "---:|\n" } else { "\n" });
+        let med = |v: &[f64]| (!v.is_empty()).then(|| median(v.to_vec()));
+        for r in &self.rows {
+            let ratio = med(&r.ratio).map_or("-".into(), |x| format!("{x:.2}"));
+            out.push_str(&format!(
+                "| {} | {:.0} | {ratio} | {:.2} | {:.2} | {} |",
+                r.label,
+                med(&r.rps).unwrap_or(0.0),
+                med(&r.p50).unwrap_or(0.0),
+                med(&r.p99).unwrap_or(0.0),
+                r.errors
+            ));
+            if cpu {
+                let c = med(&r.cpu_us).map_or("-".into(), |x| format!("{x:.1}"));
+                out.push_str(&format!(" {c} |"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(requests: u64, cpu_ms: Option<u64>) -> Outcome {
+        Outcome {
+            requests,
+            errors: 0,
+            latencies: vec![Duration::from_millis(1)],
+            elapsed: Duration::from_secs(1),
+            server_cpu: cpu_ms.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn ratios_are_medians_of_each_rounds_ratio() {
+        let mut t = Rounds::new(vec!["bare".into(), "work".into()], 0);
+        // Rounds where the machine was fast, slow, and in between: each round's ratio
+        // is 0.5, whatever the absolute figures.
+        for bare in [1000, 400, 700] {
+            t.add(vec![outcome(bare, None), outcome(bare / 2, None)]);
+        }
+        let md = t.markdown();
+        assert!(
+            md.starts_with("| scenario | requests/s | ratio to bare |"),
+            "{md}"
+        );
+        assert!(md.contains("| work | 350 | 0.50 |"), "{md}");
+        assert!(!md.contains("CPU"), "no CPU column unless measured: {md}");
+    }
+
+    #[test]
+    fn server_cpu_per_request_is_reported_when_measured() {
+        let mut t = Rounds::new(vec!["bare".into()], 0);
+        t.add(vec![outcome(1000, Some(20))]);
+        let md = t.markdown();
+        assert!(md.contains("server CPU µs/request"), "{md}");
+        assert!(md.contains("| 20.0 |"), "20 ms over 1,000 requests: {md}");
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows() {
+        let Some(before) = cpu_time(std::process::id()) else {
+            return; // not Linux: nothing to read
+        };
+        let mut x = 0u64;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let after = cpu_time(std::process::id()).expect("still running");
+        assert!(after > before, "{before:?} -> {after:?}");
+    }
 }

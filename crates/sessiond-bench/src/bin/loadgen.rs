@@ -10,7 +10,7 @@
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
-use sessiond_bench::load::{connect, drive, median, Outcome};
+use sessiond_bench::load::{connect, drive, Outcome, Rounds};
 
 struct Args {
     server: String,
@@ -20,6 +20,7 @@ struct Args {
     scenarios: Vec<String>,
     app: String,
     rounds: usize,
+    server_pid: Option<u32>,
 }
 
 fn parse_args() -> Args {
@@ -36,6 +37,7 @@ fn parse_args() -> Args {
         ],
         app: "default".into(),
         rounds: 3,
+        server_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,13 +50,16 @@ fn parse_args() -> Args {
             "--scenarios" => a.scenarios = val().split(',').map(String::from).collect(),
             "--app" => a.app = val(),
             "--rounds" => a.rounds = val().parse().expect("--rounds N"),
+            "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid PID")),
             "--bench" => {}
             "-h" | "--help" => {
                 println!(
                     "loadgen [--server URL] [--token ADMIN_TOKEN] [--seconds 5] [--connections 32] \
-                     [--scenarios bare,resolve,heartbeat,open] [--app default] [--rounds 3]\n\n\
+                     [--scenarios bare,resolve,heartbeat,open] [--app default] [--rounds 3] \
+                     [--server-pid PID]\n\n\
                      Scenarios run interleaved, round after round; figures are medians, \
-                     ratios are medians of each round's ratio to that round's bare.\n\n\
+                     ratios are medians of each round's ratio to that round's bare. With \
+                     --server-pid, the server's CPU time per request is reported too.\n\n\
                      bare: GET /healthz (no session work, the baseline)\n\
                      resolve: GET /v1/session (resolve + touch) with one session per connection\n\
                      heartbeat: POST /v1/session/heartbeat\n\
@@ -133,6 +138,7 @@ async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
     drive(
         workers,
         args.seconds,
+        args.server_pid,
         move |(mut c, session): (Conn, String)| {
             let (host, admin, app, scenario) =
                 (host.clone(), admin.clone(), app.clone(), scenario.clone());
@@ -170,42 +176,14 @@ async fn main() {
         "{} connections, {} s per scenario, {} interleaved rounds (medians), server {}\n",
         args.connections, args.seconds, args.rounds, args.server
     );
-    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); args.scenarios.len()];
-    let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); args.scenarios.len()];
-    let mut p50: Vec<Vec<f64>> = vec![Vec::new(); args.scenarios.len()];
-    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); args.scenarios.len()];
-    let mut errors = vec![0u64; args.scenarios.len()];
+    let bare = args.scenarios.iter().position(|s| s == "bare").unwrap_or(0);
+    let mut table = Rounds::new(args.scenarios.clone(), bare);
     for _ in 0..args.rounds.max(1) {
-        let mut bare = None;
-        for (i, s) in args.scenarios.iter().enumerate() {
-            let o = run(&args, &host, s).await;
-            let r = o.rate();
-            if s == "bare" {
-                bare = Some(r);
-            }
-            rps[i].push(r);
-            if let Some(b) = bare {
-                ratio[i].push(r / b);
-            }
-            p50[i].push(o.pct(0.5));
-            p99[i].push(o.pct(0.99));
-            errors[i] += o.errors;
+        let mut round = Vec::new();
+        for s in &args.scenarios {
+            round.push(run(&args, &host, s).await);
         }
+        table.add(round);
     }
-    println!("| scenario | requests/s | ratio to bare | p50 ms | p99 ms | errors |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (i, s) in args.scenarios.iter().enumerate() {
-        let r = if ratio[i].is_empty() {
-            "-".to_string()
-        } else {
-            format!("{:.2}", median(ratio[i].clone()))
-        };
-        println!(
-            "| {s} | {:.0} | {r} | {:.2} | {:.2} | {} |",
-            median(rps[i].clone()),
-            median(p50[i].clone()),
-            median(p99[i].clone()),
-            errors[i]
-        );
-    }
+    print!("{}", table.markdown());
 }

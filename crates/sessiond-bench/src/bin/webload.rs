@@ -12,15 +12,18 @@
 //! - `counter`: `GET /counter` with a cookie: an atomic, durable increment per request
 //! - `counter-new`: `GET /counter` without a cookie: a new session per request
 //!
-//! With `--rounds N` every scenario runs N times, interleaved, and the median round is
-//! reported, which steadies the ratios on a busy machine. Every request loop is bounded
-//! by `--seconds`; only the given (loopback) server is hit.
+//! With `--rounds N` every scenario runs N times, interleaved, and medians are reported
+//! (a ratio is the median of each round's ratio to that round's `/bare`), which steadies
+//! the ratios on a busy machine. With `--server-pid PID` the table also gives the CPU
+//! time the server spent per request (all its threads, from `/proc`): a figure that does
+//! not depend on what else shares the machine. Every request loop is bounded by
+//! `--seconds`; only the given (loopback) server is hit.
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::header::{COOKIE, HOST, SET_COOKIE};
 use hyper::Request;
-use sessiond_bench::load::{connect, drive, Outcome};
+use sessiond_bench::load::{connect, drive, Outcome, Rounds};
 
 struct Args {
     server: String,
@@ -28,6 +31,7 @@ struct Args {
     connections: usize,
     rounds: usize,
     scenarios: Vec<String>,
+    server_pid: Option<u32>,
 }
 
 fn parse_args() -> Args {
@@ -42,6 +46,7 @@ fn parse_args() -> Args {
             "counter".into(),
             "counter-new".into(),
         ],
+        server_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,11 +57,15 @@ fn parse_args() -> Args {
             "--connections" => a.connections = val().parse().expect("--connections N"),
             "--rounds" => a.rounds = val().parse::<usize>().expect("--rounds N").max(1),
             "--scenarios" => a.scenarios = val().split(',').map(String::from).collect(),
+            "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid PID")),
             "--bench" => {}
             "-h" | "--help" => {
                 println!(
                     "webload [--server http://127.0.0.1:8045] [--seconds 5] [--connections 32] \
-                     [--rounds 1] [--scenarios bare,read,counter,counter-new]\n\n\
+                     [--rounds 1] [--scenarios bare,read,counter,counter-new] [--server-pid PID]\n\n\
+                     Scenarios run interleaved, round after round; figures are medians, ratios \
+                     are medians of each round's ratio to that round's bare. With --server-pid, \
+                     the server's CPU time per request is reported too.\n\n\
                      bare: GET /bare (no session work, the baseline)\n\
                      read: GET /read with a cookie (one session per connection)\n\
                      counter: GET /counter with a cookie (atomic durable increment)\n\
@@ -121,6 +130,7 @@ async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
     drive(
         workers,
         args.seconds,
+        args.server_pid,
         move |(mut conn, cookie): (Conn, String)| {
             let host = host.clone();
             async move {
@@ -154,34 +164,19 @@ async fn main() {
         "{} connections, {} s per scenario, {} round(s), server {}\n",
         args.connections, args.seconds, args.rounds, args.server
     );
-    // rounds[scenario] = outcomes, one per round; rounds interleave the scenarios.
-    let mut results: Vec<Vec<Outcome>> = args.scenarios.iter().map(|_| Vec::new()).collect();
-    for _ in 0..args.rounds {
-        for (i, s) in args.scenarios.iter().enumerate() {
-            results[i].push(run(&args, &host, s).await);
-        }
-    }
-    let median = |v: &mut Vec<Outcome>| -> Outcome {
-        v.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-        v.remove(v.len() / 2)
-    };
-    let medians: Vec<Outcome> = results.iter_mut().map(median).collect();
-    let bare = args
+    let labels = args
         .scenarios
         .iter()
-        .position(|s| s == "bare")
-        .map(|i| medians[i].rate());
-    println!("| scenario | requests/s | ratio to /bare | p50 ms | p99 ms | errors |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (s, o) in args.scenarios.iter().zip(&medians) {
-        let ratio = bare.map_or("-".to_string(), |b| format!("{:.2}", o.rate() / b));
-        println!(
-            "| {} | {:.0} | {ratio} | {:.2} | {:.2} | {} |",
-            label(s),
-            o.rate(),
-            o.pct(0.5),
-            o.pct(0.99),
-            o.errors
-        );
+        .map(|s| label(s).to_string())
+        .collect();
+    let bare = args.scenarios.iter().position(|s| s == "bare").unwrap_or(0);
+    let mut table = Rounds::new(labels, bare);
+    for _ in 0..args.rounds {
+        let mut round = Vec::new();
+        for s in &args.scenarios {
+            round.push(run(&args, &host, s).await);
+        }
+        table.add(round);
     }
+    print!("{}", table.markdown());
 }
