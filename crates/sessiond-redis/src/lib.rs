@@ -82,9 +82,14 @@
 //!
 //! - A resolve is one round trip (read the record) when the node-local cache knows the
 //!   token's app and id, which never change for a token's life (but through an import,
-//!   after which a miss reads the index once more); the record itself is never cached,
-//!   so a close or rotation made on any node is seen at once. A touch that
+//!   after which a miss reads the index once more); a read always reads the record, so
+//!   a close or rotation made on any node is seen at once. A touch that
 //!   [`Session::step`] coalesces (`Unchanged`) writes nothing.
+//! - A write is two round trips (read, revision-checked commit), or one when this node
+//!   read or wrote the record within the last second: the commit is then made against
+//!   that copy, and the revision check sends it back to a read if another node wrote in
+//!   between (see [`RedisOptions::record_cache_capacity`]). A web request that resolves
+//!   its cookie and then updates the session costs two round trips in all.
 //! - Expiry walks the known apps and takes only what is due from `due` and `purge`, so
 //!   its cost grows with what is due, not with what is stored. Several nodes may sweep
 //!   at once: each close is a revision-checked write, so each session closes once.
