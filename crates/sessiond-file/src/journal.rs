@@ -4,7 +4,9 @@
 //!
 //! Each appended frame takes a sequence number; the writer publishes the highest number
 //! made durable, and an operation waits for its number before it is acknowledged. Many
-//! concurrent operations share one sync, which is where the throughput comes from.
+//! concurrent operations share one sync, which is where the throughput comes from. A
+//! sync wakes only the operations it made durable: those whose frames wait for the
+//! next sync sleep on (a broadcast would wake them for nothing, once per sync).
 //!
 //! When the journal outgrows its threshold the writer rotates to a new journal and a
 //! background thread writes a snapshot of the store; once the snapshot is durable, the
@@ -13,13 +15,13 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 
 use sessiond_core::memory::Journal;
 use sessiond_core::{MemoryStore, Session, SessionId, StoreError};
-use tokio::sync::watch;
 
 use crate::files;
 use crate::frame;
@@ -40,7 +42,12 @@ struct Pending {
 pub(crate) struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
-    durable: watch::Sender<u64>,
+    /// The highest sequence number made durable.
+    durable: AtomicU64,
+    /// Operations waiting for a sequence number to be durable, with their wakers.
+    waiting: Mutex<Vec<(u64, Waker)>>,
+    /// Set once the writer thread has ended (every waiter is then woken).
+    stopped: AtomicBool,
     failed: Mutex<Option<String>>,
     compacting: AtomicBool,
     /// The store, set once built (the store holds the hook, the hook needs the store
@@ -63,20 +70,56 @@ impl Shared {
 
     /// Waits until every frame up to `seq` is durable, or the journal failed.
     pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
-        let mut rx = self.durable.subscribe();
-        loop {
-            if let Some(e) = lock(&self.failed).clone() {
-                return Err(StoreError::Unavailable(format!(
-                    "the journal cannot be written: {e}"
-                )));
+        std::future::poll_fn(|cx| {
+            if let Some(done) = self.settled(seq) {
+                return Poll::Ready(done);
             }
-            if *rx.borrow_and_update() >= seq {
-                return Ok(());
+            let mut waiting = lock(&self.waiting);
+            // Again under the lock: the writer publishes before it takes the lock to
+            // wake, so a number published now is seen here or wakes this entry.
+            if let Some(done) = self.settled(seq) {
+                return Poll::Ready(done);
             }
-            if rx.changed().await.is_err() {
-                return Err(StoreError::Unavailable("the journal writer stopped".into()));
-            }
+            waiting.push((seq, cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether waiting for `seq` is over, and how it ended.
+    fn settled(&self, seq: u64) -> Option<Result<(), StoreError>> {
+        if let Err(e) = self.check() {
+            return Some(Err(e));
         }
+        if self.durable.load(Ordering::Acquire) >= seq {
+            return Some(Ok(()));
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            return Some(Err(StoreError::Unavailable(
+                "the journal writer stopped".into(),
+            )));
+        }
+        None
+    }
+
+    /// Publishes `seq` as durable and wakes the operations waiting for it or less.
+    fn publish(&self, seq: u64) {
+        self.durable.store(seq, Ordering::Release);
+        let mut ready = Vec::new();
+        lock(&self.waiting).retain(|(s, w)| {
+            let done = *s <= seq;
+            if done {
+                ready.push(w.clone());
+            }
+            !done
+        });
+        ready.into_iter().for_each(Waker::wake);
+    }
+
+    /// Wakes every waiter (the journal failed or the writer ended).
+    fn wake_all(&self) {
+        let all = std::mem::take(&mut *lock(&self.waiting));
+        all.into_iter().for_each(|(_, w)| w.wake());
     }
 
     /// Fails every operation from now on (the disk refused a write).
@@ -146,14 +189,15 @@ impl Writer {
         compact_after: u64,
         durable_seq: u64,
     ) -> std::io::Result<Writer> {
-        let (durable, _) = watch::channel(durable_seq);
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 seq: durable_seq,
                 ..Default::default()
             }),
             wake: Condvar::new(),
-            durable,
+            durable: AtomicU64::new(durable_seq),
+            waiting: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
             failed: Mutex::new(None),
             compacting: AtomicBool::new(false),
             store: OnceLock::new(),
@@ -164,7 +208,11 @@ impl Writer {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sessiond-journal".into())
-            .spawn(move || write_loop(s, file, epoch, size))?;
+            .spawn(move || {
+                write_loop(&s, file, epoch, size);
+                s.stopped.store(true, Ordering::Release);
+                s.wake_all();
+            })?;
         Ok(Writer {
             shared,
             thread: Some(thread),
@@ -182,7 +230,7 @@ impl Drop for Writer {
     }
 }
 
-fn write_loop(shared: Arc<Shared>, mut file: File, mut epoch: u64, mut size: u64) {
+fn write_loop(shared: &Arc<Shared>, mut file: File, mut epoch: u64, mut size: u64) {
     let mut batch = Vec::new();
     loop {
         let (seq, shutdown) = {
@@ -206,18 +254,17 @@ fn write_loop(shared: Arc<Shared>, mut file: File, mut epoch: u64, mut size: u64
             if let Err(e) = result {
                 tracing::error!(error = %e, "journal write failed; the store refuses writes from now on");
                 *lock(&shared.failed) = Some(e.to_string());
-                shared.durable.send_modify(|_| {});
                 return;
             }
             size += batch.len() as u64;
             batch.clear();
-            shared.durable.send_replace(seq);
+            shared.publish(seq);
         }
         if shutdown && lock(&shared.pending).buf.is_empty() {
             return;
         }
         if size > shared.compact_after && !shared.compacting.load(Ordering::Acquire) {
-            match rotate(&shared, epoch) {
+            match rotate(shared, epoch) {
                 Ok(f) => {
                     file = f;
                     epoch += 1;
@@ -254,4 +301,67 @@ fn rotate(shared: &Arc<Shared>, epoch: u64) -> std::io::Result<File> {
             s.compacting.store(false, Ordering::Release);
         })?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Wake};
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            pending: Mutex::default(),
+            wake: Condvar::new(),
+            durable: AtomicU64::new(0),
+            waiting: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            compacting: AtomicBool::new(false),
+            store: OnceLock::new(),
+            dir: PathBuf::new(),
+            sync: false,
+            compact_after: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn a_sync_wakes_only_the_waiters_it_made_durable_and_a_stop_wakes_the_rest() {
+        let s = shared();
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let (mut ca, mut cb) = (Context::from_waker(&wa), Context::from_waker(&wb));
+        let mut first = Box::pin(s.wait_durable(1));
+        let mut second = Box::pin(s.wait_durable(2));
+        assert!(first.as_mut().poll(&mut ca).is_pending());
+        assert!(second.as_mut().poll(&mut cb).is_pending());
+
+        s.publish(1);
+        assert_eq!(a.0.load(Ordering::SeqCst), 1, "frame 1 is durable: woken");
+        assert_eq!(b.0.load(Ordering::SeqCst), 0, "frame 2 is not: left asleep");
+        assert!(matches!(first.as_mut().poll(&mut ca), Poll::Ready(Ok(()))));
+        assert!(second.as_mut().poll(&mut cb).is_pending());
+
+        s.stopped.store(true, Ordering::Release);
+        s.wake_all();
+        assert!(b.0.load(Ordering::SeqCst) >= 1);
+        assert!(matches!(
+            second.as_mut().poll(&mut cb),
+            Poll::Ready(Err(StoreError::Unavailable(_)))
+        ));
+    }
 }
