@@ -393,8 +393,13 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
-        self.bounded(async { Ok(self.fetch(lookup).await?.map(|(_, s)| s.session)) })
-            .await
+        self.bounded(async {
+            Ok(self
+                .fetch(lookup)
+                .await?
+                .map(|(_, s)| Arc::unwrap_or_clone(s).session))
+        })
+        .await
     }
 
     async fn modify(

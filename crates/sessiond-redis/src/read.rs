@@ -104,7 +104,7 @@ impl RedisStore {
 
     /// The session `lookup` names, with its app's keys. A token is accepted only if the
     /// record still holds its hash (the index and cache are hints; the record decides).
-    pub(crate) async fn fetch(&self, lookup: Lookup) -> Result<Option<(AppKeys, Stored)>> {
+    pub(crate) async fn fetch(&self, lookup: Lookup) -> Result<Option<(AppKeys, Arc<Stored>)>> {
         let Some((app, id)) = self.locate(lookup).await? else {
             return Ok(None);
         };
@@ -156,9 +156,9 @@ impl RedisStore {
         lookup: Lookup,
         app: &str,
         id: SessionId,
-    ) -> Result<Option<(AppKeys, Stored)>> {
+    ) -> Result<Option<(AppKeys, Arc<Stored>)>> {
         let keys = self.inner.keys.app(app)?;
-        let found = self.read_record(&keys, id).await?;
+        let found = self.read_record(&keys, id).await?.map(Arc::new);
         if found.is_none() {
             self.inner.ids.remove(&id);
         }
@@ -167,7 +167,7 @@ impl RedisStore {
             (found, _) => found,
         };
         match &found {
-            Some(s) => self.hint(Arc::new(s.clone())),
+            Some(s) => self.hint(s.clone()),
             None => self.inner.records.remove(&id),
         }
         if found.is_none() {

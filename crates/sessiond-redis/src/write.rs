@@ -192,7 +192,7 @@ impl RedisStore {
             let (keys, before) = match hint.take() {
                 Some(h) => (self.inner.keys.app(&app)?, h),
                 None => match self.fetch_located(lookup, &app, id).await? {
-                    Some((keys, before)) => (keys, Arc::new(before)),
+                    Some(found) => found,
                     None => {
                         // An import may have moved it since this node cached its place.
                         if let Some((moved, _)) = self.relocate(lookup, &app).await? {
@@ -273,7 +273,9 @@ impl RedisStore {
                 return Ok(CloseOutcome::NotFound);
             };
             if !before.session.is_open() {
-                return Ok(CloseOutcome::AlreadyClosed(before.session));
+                return Ok(CloseOutcome::AlreadyClosed(
+                    Arc::unwrap_or_clone(before).session,
+                ));
             }
             let mut after = before.session.clone();
             after.close(reason, by, now);

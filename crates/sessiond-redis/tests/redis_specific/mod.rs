@@ -134,6 +134,21 @@ async fn raw_connection(client: &redis::Client) -> redis::aio::MultiplexedConnec
     raw
 }
 
+/// A node's manager of app `shop` (default policy) on `store`, on the shared clock.
+fn shop_node(store: RedisStore, clock: &Arc<ManualClock>) -> Manager {
+    let m = Manager::with_clock(Arc::new(store), clock.clone());
+    m.set_policy("shop", Policy::default()).unwrap();
+    m
+}
+
+/// Another node on the same keys: its own connection and its own (cold) caches.
+async fn other_node(prefix: &str, clock: &Arc<ManualClock>) -> Manager {
+    let other = RedisStore::connect(&server_url(), RedisOptions::default().with_prefix(prefix))
+        .await
+        .unwrap();
+    shop_node(other, clock)
+}
+
 /// Sends a marker through a plain connection and collects the commands MONITOR saw
 /// naming `prefix` until the marker, leaving out those a script ran.
 async fn commands_until_marker(
@@ -174,8 +189,7 @@ async fn layout_and_resolve_cost() {
     let mut raw = raw_connection(&client).await;
 
     let clock = Arc::new(ManualClock::new(T0));
-    let m = Manager::with_clock(Arc::new(store.clone()), clock.clone());
-    m.set_policy("shop", Policy::default()).unwrap();
+    let m = shop_node(store.clone(), &clock);
     let o = m
         .open(
             "shop",
@@ -251,11 +265,7 @@ async fn layout_and_resolve_cost() {
     assert_eq!(seen.len(), 1, "coalesced touch writes nothing: {seen:#?}");
 
     // Another node, cold cache: the token index, then the record.
-    let other = RedisStore::connect(&server_url(), RedisOptions::default().with_prefix(&prefix))
-        .await
-        .unwrap();
-    let n = Manager::with_clock(Arc::new(other), clock.clone());
-    n.set_policy("shop", Policy::default()).unwrap();
+    let n = other_node(&prefix, &clock).await;
     n.resolve(&o.token, peek).await.unwrap();
     let seen = commands_until_marker(&mut monitor, &mut raw, &prefix).await;
     assert_eq!(seen.len(), 2, "cold resolve: {seen:#?}");
@@ -307,13 +317,8 @@ async fn a_write_after_a_read_costs_one_round_trip_and_a_stale_hint_loses_nothin
     let client = redis::Client::open(server_url()).unwrap();
     let mut raw = raw_connection(&client).await;
     let clock = Arc::new(ManualClock::new(T0));
-    let m = Manager::with_clock(Arc::new(store.clone()), clock.clone());
-    m.set_policy("shop", Policy::default()).unwrap();
-    let other = RedisStore::connect(&server_url(), RedisOptions::default().with_prefix(&prefix))
-        .await
-        .unwrap();
-    let n = Manager::with_clock(Arc::new(other), clock.clone());
-    n.set_policy("shop", Policy::default()).unwrap();
+    let m = shop_node(store.clone(), &clock);
+    let n = other_node(&prefix, &clock).await;
     let o = m.open("shop", OpenRequest::default()).await.unwrap();
     let id = o.session.id;
     let touch = Resolve {
