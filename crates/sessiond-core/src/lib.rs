@@ -51,4 +51,4 @@ pub use session::{
     Session, Step,
 };
 pub use store::{Lookup, Store, StoreError};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, ManualClock, Rfc3339, SystemClock, Timestamp};

@@ -44,25 +44,55 @@ impl Timestamp {
     /// RFC 3339 text in UTC with millisecond precision, e.g. `2026-11-21T22:00:37.123Z`
     /// (the `Display` form).
     pub fn to_rfc3339(self) -> String {
-        self.to_string()
+        self.rfc3339().as_str().to_string()
+    }
+
+    /// The RFC 3339 text without an allocation (what `Display` writes), for hot paths
+    /// such as serialising sessions: years 0 to 9999 (the clock's range and more).
+    ///
+    /// ```
+    /// use sessiond_core::Timestamp;
+    /// assert_eq!(Timestamp(1_795_298_437_123).rfc3339().as_str(), "2026-11-21T22:00:37.123Z");
+    /// ```
+    pub fn rfc3339(self) -> Rfc3339 {
+        let secs = self.0 / 1000;
+        let ms = (self.0 % 1000) as u32;
+        let rem = (secs % 86_400) as u32;
+        let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y.clamp(0, 9999) as u32);
+        put(5, 2, m);
+        put(8, 2, d);
+        put(11, 2, rem / 3600);
+        put(14, 2, rem % 3600 / 60);
+        put(17, 2, rem % 60);
+        put(20, 3, ms);
+        Rfc3339(b)
+    }
+}
+
+/// A timestamp's RFC 3339 text, held inline (see [`Timestamp::rfc3339`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339([u8; 24]);
+
+impl Rfc3339 {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("0000-00-00T00:00:00.000Z")
     }
 }
 
 impl std::fmt::Display for Timestamp {
     /// RFC 3339 in UTC with milliseconds.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secs = self.0 / 1000;
-        let ms = self.0 % 1000;
-        let days = (secs / 86_400) as i64;
-        let rem = secs % 86_400;
-        let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            rem / 3600,
-            (rem % 3600) / 60,
-            rem % 60
-        )
+        f.write_str(self.rfc3339().as_str())
     }
 }
 
@@ -141,6 +171,29 @@ mod tests {
             Timestamp(951_782_400_000).to_rfc3339(),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn the_fast_text_matches_formatting_field_by_field() {
+        // From 1970 to past 2200, in steps that visit every month, hour and millisecond
+        // pattern.
+        let mut t = 0u64;
+        while t < 7_500_000_000_000 {
+            let ts = Timestamp(t);
+            let secs = t / 1000;
+            let rem = secs % 86_400;
+            let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+            let expected = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                t % 1000
+            );
+            assert_eq!(ts.rfc3339().as_str(), expected, "{t}");
+            assert_eq!(ts.to_string(), expected);
+            t += 3_600_123_457;
+        }
     }
 
     #[test]

@@ -185,6 +185,12 @@ impl serde::Serialize for SessionJson<'_> {
                 ser.collect_str(&self.0)
             }
         }
+        struct Ts(sessiond_core::Timestamp);
+        impl serde::Serialize for Ts {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                ser.serialize_str(self.0.rfc3339().as_str())
+            }
+        }
         struct Client<'a>(&'a sessiond_core::Client);
         impl serde::Serialize for Client<'_> {
             fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
@@ -208,11 +214,11 @@ impl serde::Serialize for SessionJson<'_> {
         m.serialize_entry("status", if closed.is_some() { "closed" } else { "open" })?;
         m.serialize_entry("reason", &closed.map(|c| c.reason))?;
         m.serialize_entry("closed_by", &closed.map(|c| Shown(c.by)))?;
-        m.serialize_entry("created_at", &Shown(s.created_at))?;
-        m.serialize_entry("last_activity_at", &Shown(s.last_activity_at))?;
-        m.serialize_entry("last_heartbeat_at", &Shown(s.last_heartbeat_at))?;
-        m.serialize_entry("closed_at", &closed.map(|c| Shown(c.at)))?;
-        m.serialize_entry("expires_at", &closed.is_none().then(|| Shown(s.deadline())))?;
+        m.serialize_entry("created_at", &Ts(s.created_at))?;
+        m.serialize_entry("last_activity_at", &Ts(s.last_activity_at))?;
+        m.serialize_entry("last_heartbeat_at", &Ts(s.last_heartbeat_at))?;
+        m.serialize_entry("closed_at", &closed.map(|c| Ts(c.at)))?;
+        m.serialize_entry("expires_at", &closed.is_none().then(|| Ts(s.deadline())))?;
         m.serialize_entry("idle_timeout_s", &s.idle_timeout_s)?;
         m.serialize_entry("heartbeat", &s.heartbeat)?;
         m.serialize_entry("counts_seat", &s.counts_seat)?;

@@ -15,9 +15,21 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 use crate::views::{HeartbeatAnswer, SessionView, Status};
 
-/// A session answer with its `ETag`.
+/// A session answer with its `ETag`. The body is written into a buffer sized for the
+/// session at once (the hot path of every resolve).
 pub fn session_response(status: StatusCode, s: &Session) -> Response {
-    let mut resp = (status, axum::Json(crate::views::SessionJson(s))).into_response();
+    let mut body = Vec::with_capacity(640 + s.data.as_str().len() + s.info.as_str().len());
+    if let Err(e) = serde_json::to_writer(&mut body, &crate::views::SessionJson(s)) {
+        tracing::error!(error = %e, session = %s.id, "a session could not be written as JSON");
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+        )
+        .into_response();
+    }
+    let json = HeaderValue::from_static("application/json");
+    let mut resp = (status, [(axum::http::header::CONTENT_TYPE, json)], body).into_response();
     tag(&mut resp, s.version);
     resp
 }
