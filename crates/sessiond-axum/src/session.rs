@@ -315,6 +315,11 @@ impl Session {
         mut plan: impl FnMut(&Map<String, Value>) -> Result<Plan<R>, SessionError>,
     ) -> Result<R, SessionError> {
         let mut st = self.inner.state.lock().await;
+        if !st.loaded {
+            if let Some(out) = self.write_from_hint(&mut st, &mut plan).await {
+                return Ok(out);
+            }
+        }
         self.load(&mut st).await?;
         let cfg = &self.inner.config;
         if let Some(rec) = st.record.clone() {
@@ -371,6 +376,46 @@ impl Session {
         }
         self.create(&mut st, data, None).await?;
         Ok(p.out)
+    }
+
+    /// A first write made from the store's copy of the session
+    /// ([`sessiond_core::Manager::write_hint`], kept by stores whose reads cost a round
+    /// trip), before the cookie is resolved: the write is conditional on that copy's
+    /// version, so it lands only if the copy was current, and it saves the resolve's
+    /// read. Anything else (no copy, another app, nothing to change, a refusal of any
+    /// kind) answers `None`, and the write takes the usual path, which resolves the
+    /// cookie and decides again.
+    async fn write_from_hint<R>(
+        &self,
+        st: &mut State,
+        plan: &mut impl FnMut(&Map<String, Value>) -> Result<Plan<R>, SessionError>,
+    ) -> Option<R> {
+        let cfg = &self.inner.config;
+        let token = self.inner.incoming.as_ref()?;
+        let hint = cfg.manager.write_hint(token)?;
+        if *hint.app != *cfg.app || !hint.is_open() {
+            return None;
+        }
+        let mut lock = cfg.locks.lock(hint.id).await;
+        let cur = lock.newest(hint);
+        let p = plan(&cur.data.to_map()).ok()?;
+        if p.patch.is_empty() {
+            return None;
+        }
+        let s = cfg
+            .manager
+            .update_data(
+                Lookup::Token(token.hash()),
+                Value::Object(p.patch),
+                Some(cur.version),
+                self.inner.ip,
+            )
+            .await
+            .ok()?;
+        lock.remember(&s);
+        st.record = Some(s);
+        st.loaded = true;
+        Some(p.out)
     }
 
     pub(crate) fn fail(&self, st: &mut State, e: Error) -> SessionError {

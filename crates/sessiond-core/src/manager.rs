@@ -593,6 +593,12 @@ impl Manager {
         Ok(closed)
     }
 
+    /// The store's write hint for the session of `token` (see [`Store::write_hint`]):
+    /// a possibly stale copy to compute a conditional write from, never a resolve.
+    pub fn write_hint(&self, token: &Token) -> Option<Session> {
+        self.store.write_hint(Lookup::Token(token.hash()))
+    }
+
     /// A session by id, open or closed (until its retention ends). An open session whose
     /// timeout passed is closed first, so the answer is never stale.
     pub async fn get(&self, id: SessionId) -> Result<Session> {

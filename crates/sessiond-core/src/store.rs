@@ -251,6 +251,17 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The state of a session as this node last read or wrote it, when the store keeps
+    /// such a copy for its writes (Redis keeps one for a second): a base a caller may
+    /// compute a write from and apply with [`Conditions::expect_version`] set to its
+    /// version, saving the read. Never an answer to a read: the copy may be stale, and
+    /// the conditional write then fails with a version mismatch. `None` by default
+    /// (stores whose reads cost nothing need none); a decorator should forward it, or
+    /// writes through it lose the saving (never correctness).
+    fn write_hint(&self, _lookup: Lookup) -> Option<Session> {
+        None
+    }
+
     /// The bus that carries events between the nodes sharing this store, for stores
     /// that several nodes can share (none for an in-process store). Required, with no
     /// default: a decorator that forgot to forward it would silently cut nodes off

@@ -13,7 +13,7 @@ use sessiond_core::Session;
 
 use crate::error::{Error, Result};
 use crate::keys::AppKeys;
-use crate::scripts::COMMIT;
+use crate::scripts::{COMMIT, PUT};
 
 /// A session as read from Redis, with the revision of its record.
 #[derive(Debug, Clone)]
@@ -198,22 +198,48 @@ impl Commit {
         Ok(())
     }
 
+    /// The record key, expected revision and JSON when the batch is one record rewritten
+    /// with nothing else to do (no index op, no app revision to check or bump): what
+    /// the `PUT` script does alone.
+    fn single_put(&self) -> Option<(&str, &str, &str)> {
+        match (self.expect_app_rev, self.count, self.groups.as_slice()) {
+            (None, 1, [rec, expect, bump, action, json, nops])
+                if bump == "0" && action == "put" && nops == "0" =>
+            {
+                let at: usize = rec.parse().ok()?;
+                Some((self.keys.get(at.checked_sub(1)?)?, expect, json))
+            }
+            _ => None,
+        }
+    }
+
     /// Runs the batch.
     pub async fn run(&self, conn: &mut ConnectionManager) -> Result<Committed> {
         if self.is_empty() {
             return Ok(Committed::Applied(Vec::new()));
         }
-        let mut inv = COMMIT.prepare_invoke();
-        for k in &self.keys {
-            inv.key(k);
-        }
-        inv.arg(
-            self.expect_app_rev
-                .map_or_else(String::new, |r| r.to_string()),
-        );
-        inv.arg(if self.all_or_nothing { "all" } else { "each" });
-        for a in &self.groups {
-            inv.arg(a);
+        let mode = if self.all_or_nothing { "all" } else { "each" };
+        let mut inv;
+        if let Some((record, expect, json)) = self.single_put() {
+            inv = PUT.prepare_invoke();
+            inv.key(&self.keys[0])
+                .key(record)
+                .arg(expect)
+                .arg(json)
+                .arg(mode);
+        } else {
+            inv = COMMIT.prepare_invoke();
+            for k in &self.keys {
+                inv.key(k);
+            }
+            inv.arg(
+                self.expect_app_rev
+                    .map_or_else(String::new, |r| r.to_string()),
+            );
+            inv.arg(mode);
+            for a in &self.groups {
+                inv.arg(a);
+            }
         }
         let out: Vec<i64> = inv.invoke_async(conn).await?;
         match out.split_first() {
@@ -267,6 +293,41 @@ mod tests {
         assert_eq!(&c.groups[..4], &["2", "3", "0", "put"]);
         assert_eq!(c.groups[5], "2");
         assert!(c.groups[6..].iter().all(|a| a != "zr"));
+    }
+
+    #[test]
+    fn only_a_plain_rewrite_of_one_record_takes_the_put_script() {
+        let keys = Keys::new("p").unwrap().app("shop").unwrap();
+        let before = Stored {
+            rev: 3,
+            session: session(),
+        };
+        let mut after = before.session.clone();
+        after.version += 1;
+        let mut c = Commit::new(&keys, true);
+        c.write(&keys, Some(&before), Some(&after)).unwrap();
+        let (record, expect, json) = c.single_put().expect("a storage write");
+        assert_eq!((record, expect), (keys.record(after.id).as_str(), "3"));
+        assert!(json.contains("\"version\":2"));
+
+        // Scores to move, an app revision to bump or check, two records: COMMIT.
+        let mut touched = after.clone();
+        touched.last_activity_at = Timestamp(2000);
+        let mut c = Commit::new(&keys, true);
+        c.write(&keys, Some(&before), Some(&touched)).unwrap();
+        assert!(c.single_put().is_none());
+        let mut c = Commit::new(&keys, true);
+        c.overwrite(&keys, Some(&before), Some(&after)).unwrap();
+        assert!(c.single_put().is_none());
+        let mut c = Commit::new(&keys, true);
+        c.expect_app_rev(7);
+        c.write(&keys, Some(&before), Some(&after)).unwrap();
+        assert!(c.single_put().is_none());
+        let mut c = Commit::new(&keys, true);
+        c.write(&keys, Some(&before), Some(&after)).unwrap();
+        let other = session();
+        c.write(&keys, None, Some(&other)).unwrap();
+        assert!(c.single_put().is_none());
     }
 
     #[test]

@@ -459,6 +459,14 @@ impl Store for RedisStore {
         .await
     }
 
+    fn write_hint(&self, lookup: Lookup) -> Option<Session> {
+        let id = match lookup {
+            Lookup::Id(id) => id,
+            Lookup::Token(h) => self.inner.tokens.get(&h)?.1,
+        };
+        self.hinted(lookup, id).map(|s| s.session.clone())
+    }
+
     fn event_bus(&self) -> Option<Arc<dyn sessiond_core::events::EventBus>> {
         Some(self.inner.bus.clone())
     }

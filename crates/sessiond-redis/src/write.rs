@@ -141,6 +141,10 @@ impl RedisStore {
             match commit.run(&mut self.conn()).await? {
                 Committed::Applied(_) => {
                     self.remember(&session);
+                    self.hint(Arc::new(Stored {
+                        rev: 1,
+                        session: session.clone(),
+                    }));
                     return Ok(OpenOutcome::Opened { session, displaced });
                 }
                 Committed::Conflict => {

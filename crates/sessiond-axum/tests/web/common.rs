@@ -153,6 +153,102 @@ impl Store for FaultyStore {
     }
 }
 
+/// A real MemoryStore that keeps write hints the way the Redis store does (the state it
+/// last answered for each token), counting reads and writes. Frozen, it keeps handing
+/// out the hints it had: stale copies, as another node's writes would leave them.
+#[derive(Default)]
+pub struct HintingStore {
+    inner: MemoryStore,
+    hints: std::sync::Mutex<std::collections::HashMap<sessiond_core::TokenHash, Record>>,
+    pub frozen: AtomicBool,
+    /// Resolves and reads (gets, touches).
+    pub reads: AtomicU64,
+    /// Every other modification.
+    pub writes: AtomicU64,
+}
+
+impl HintingStore {
+    fn keep(&self, s: &Record) {
+        if !self.frozen.load(Ordering::SeqCst) {
+            let mut hints = self.hints.lock().unwrap();
+            hints.insert(s.token_hash, s.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl Store for HintingStore {
+    fn kind(&self) -> &'static str {
+        "hinting-memory"
+    }
+    fn event_bus(&self) -> Option<std::sync::Arc<dyn sessiond_core::events::EventBus>> {
+        self.inner.event_bus()
+    }
+    fn write_hint(&self, lookup: Lookup) -> Option<Record> {
+        match lookup {
+            Lookup::Token(h) => self.hints.lock().unwrap().get(&h).cloned(),
+            Lookup::Id(_) => None,
+        }
+    }
+    async fn open(&self, s: Record, a: &Admission, now: Timestamp) -> StoreResult<OpenOutcome> {
+        let out = self.inner.open(s, a, now).await?;
+        if let OpenOutcome::Opened { session, .. } = &out {
+            self.keep(session);
+        }
+        Ok(out)
+    }
+    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Record>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(lookup).await
+    }
+    async fn modify(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome> {
+        let counter = match change {
+            Change::Read | Change::Touch => &self.reads,
+            _ => &self.writes,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        let out = self.inner.modify(lookup, change, cond, now).await?;
+        if let ModifyOutcome::Done { session, .. } = &out {
+            self.keep(session);
+        }
+        Ok(out)
+    }
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<CloseOutcome> {
+        self.inner.close(id, reason, by, now).await
+    }
+    async fn close_all(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Record>> {
+        self.inner.close_all(app, except, reason, by, now).await
+    }
+    async fn list(&self, q: &ListQuery) -> StoreResult<Vec<Record>> {
+        self.inner.list(q).await
+    }
+    async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
+        self.inner.counts(app).await
+    }
+    async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
+        self.inner.expire_due(now, limit).await
+    }
+}
+
 /// Lets a test hold a request between loading its session and writing to it.
 #[derive(Default)]
 pub struct Gate {

@@ -3,6 +3,7 @@
 //! Exact counts are asserted.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
@@ -111,6 +112,54 @@ async fn two_nodes_sharing_a_store_lose_no_increment() {
     let seen = increments(&[a.clone(), b], &pair, 20, 1000).await;
     let distinct: BTreeSet<u64> = seen.iter().copied().collect();
     assert_eq!(distinct.len(), 1000);
+    let r = call(Method::GET, "/get/n").cookie(&pair).send(&a).await;
+    assert_eq!(r.body, "1000");
+}
+
+/// With a store that keeps write hints (Redis does), a write that comes first in its
+/// request is made from the hint, conditional on its version: no resolve read.
+#[tokio::test]
+async fn a_write_from_a_current_hint_skips_the_resolve_read() {
+    let store = Arc::new(HintingStore::default());
+    let m = Manager::new(store.clone());
+    m.set_policy(APP, Policy::default()).unwrap();
+    let app = routes(SessionLayer::new(Arc::new(m), APP).unwrap());
+    let pair = new_session(&app).await;
+    let r = call(Method::POST, "/incr").cookie(&pair).send(&app).await;
+    assert_eq!(r.body, "1");
+
+    store.reads.store(0, Ordering::SeqCst);
+    store.writes.store(0, Ordering::SeqCst);
+    let r = call(Method::POST, "/incr").cookie(&pair).send(&app).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "2"));
+    assert!(r.set_cookies().is_empty(), "same session, same cookie");
+    assert_eq!(store.reads.load(Ordering::SeqCst), 0, "no resolve");
+    assert_eq!(
+        store.writes.load(Ordering::SeqCst),
+        1,
+        "one conditional write"
+    );
+
+    // A handler that reads after writing sees the written state without a read.
+    let r = call(Method::GET, "/get/n").cookie(&pair).send(&app).await;
+    assert_eq!(r.body, "2");
+}
+
+/// Stale hints (another node wrote since) make the conditional write fail and the
+/// request take the usual path: two nodes, 20 clients, stale hints, no lost increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_hints_lose_no_increment() {
+    let store = Arc::new(HintingStore::default());
+    let m = Arc::new(Manager::new(store.clone()));
+    m.set_policy(APP, Policy::default()).unwrap();
+    let a = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let b = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let pair = new_session(&a).await;
+    store.frozen.store(true, Ordering::SeqCst);
+
+    let seen = increments(&[a.clone(), b], &pair, 20, 1000).await;
+    let distinct: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(distinct.len(), 1000, "every increment saw its own value");
     let r = call(Method::GET, "/get/n").cookie(&pair).send(&a).await;
     assert_eq!(r.body, "1000");
 }
