@@ -88,8 +88,12 @@
 //! - A write is two round trips (read, revision-checked commit), or one when this node
 //!   read or wrote the record within the last second: the commit is then made against
 //!   that copy, and the revision check sends it back to a read if another node wrote in
-//!   between (see [`RedisOptions::record_cache_capacity`]). A web request that resolves
-//!   its cookie and then updates the session costs two round trips in all.
+//!   between (see [`RedisOptions::record_cache_capacity`]). The same copy is the
+//!   store's [`Store::write_hint`], from which sessiond-axum makes a request's first
+//!   storage write, conditional on its version, without resolving the cookie first: a
+//!   web request that updates its session is then one round trip. A write that moves
+//!   no index entry (the usual storage write) runs the small `PUT` script rather than
+//!   the batch `COMMIT`.
 //! - Expiry walks the known apps and takes only what is due from `due` and `purge`, so
 //!   its cost grows with what is due, not with what is stored. Several nodes may sweep
 //!   at once: each close is a revision-checked write, so each session closes once.
