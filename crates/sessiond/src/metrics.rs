@@ -332,4 +332,8 @@ impl Store for MeteredStore {
     fn event_bus(&self) -> Option<Arc<dyn sessiond_core::events::EventBus>> {
         self.inner.event_bus()
     }
+
+    fn write_hint(&self, lookup: Lookup) -> Option<Session> {
+        self.inner.write_hint(lookup)
+    }
 }
