@@ -1,4 +1,4 @@
-//! What every test area shares: a temporary FileStore, the fault-injecting store, the
+//! What every test area shares: a temporary FileStore, the instrumented test store, the
 //! test app's routes, and request helpers that speak cookies.
 
 use std::net::SocketAddr;
@@ -71,16 +71,34 @@ pub fn memory_manager(policy: Policy) -> Arc<Manager> {
     Arc::new(m)
 }
 
-/// A real MemoryStore that can be switched to fail every call with
-/// `StoreError::Unavailable`, as a store whose server went away does.
+/// A real MemoryStore instrumented for the tests. It can be switched to fail every call
+/// with `StoreError::Unavailable`, as a store whose server went away does; it counts its
+/// calls; and made with [`TestStore::hinting`] it keeps write hints the way the Redis
+/// store does (the state it last answered for each token). Frozen, it keeps handing
+/// out the hints it had: stale copies, as another node's writes would leave them.
 #[derive(Default)]
-pub struct FaultyStore {
+pub struct TestStore {
     inner: MemoryStore,
     pub down: AtomicBool,
     pub calls: AtomicU64,
+    /// Resolves and reads (gets, touches).
+    pub reads: AtomicU64,
+    /// Every other modification.
+    pub writes: AtomicU64,
+    hinting: bool,
+    pub frozen: AtomicBool,
+    hints: std::sync::Mutex<std::collections::HashMap<sessiond_core::TokenHash, Record>>,
 }
 
-impl FaultyStore {
+impl TestStore {
+    /// A store that keeps write hints.
+    pub fn hinting() -> TestStore {
+        TestStore {
+            hinting: true,
+            ..Default::default()
+        }
+    }
+
     fn check(&self) -> StoreResult<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
@@ -90,86 +108,9 @@ impl FaultyStore {
         }
         Ok(())
     }
-}
 
-#[async_trait]
-impl Store for FaultyStore {
-    fn kind(&self) -> &'static str {
-        "faulty-memory"
-    }
-    fn event_bus(&self) -> Option<std::sync::Arc<dyn sessiond_core::events::EventBus>> {
-        self.inner.event_bus()
-    }
-    async fn open(&self, s: Record, a: &Admission, now: Timestamp) -> StoreResult<OpenOutcome> {
-        self.check()?;
-        self.inner.open(s, a, now).await
-    }
-    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Record>> {
-        self.check()?;
-        self.inner.get(lookup).await
-    }
-    async fn modify(
-        &self,
-        lookup: Lookup,
-        change: &Change,
-        cond: &Conditions,
-        now: Timestamp,
-    ) -> StoreResult<ModifyOutcome> {
-        self.check()?;
-        self.inner.modify(lookup, change, cond, now).await
-    }
-    async fn close(
-        &self,
-        id: SessionId,
-        reason: CloseReason,
-        by: Actor,
-        now: Timestamp,
-    ) -> StoreResult<CloseOutcome> {
-        self.check()?;
-        self.inner.close(id, reason, by, now).await
-    }
-    async fn close_all(
-        &self,
-        app: &str,
-        except: &[SessionId],
-        reason: CloseReason,
-        by: Actor,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Record>> {
-        self.check()?;
-        self.inner.close_all(app, except, reason, by, now).await
-    }
-    async fn list(&self, q: &ListQuery) -> StoreResult<Vec<Record>> {
-        self.check()?;
-        self.inner.list(q).await
-    }
-    async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
-        self.check()?;
-        self.inner.counts(app).await
-    }
-    async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
-        self.check()?;
-        self.inner.expire_due(now, limit).await
-    }
-}
-
-/// A real MemoryStore that keeps write hints the way the Redis store does (the state it
-/// last answered for each token), counting reads and writes. Frozen, it keeps handing
-/// out the hints it had: stale copies, as another node's writes would leave them.
-#[derive(Default)]
-pub struct HintingStore {
-    inner: MemoryStore,
-    hints: std::sync::Mutex<std::collections::HashMap<sessiond_core::TokenHash, Record>>,
-    pub frozen: AtomicBool,
-    /// Resolves and reads (gets, touches).
-    pub reads: AtomicU64,
-    /// Every other modification.
-    pub writes: AtomicU64,
-}
-
-impl HintingStore {
     fn keep(&self, s: &Record) {
-        if !self.frozen.load(Ordering::SeqCst) {
+        if self.hinting && !self.frozen.load(Ordering::SeqCst) {
             let mut hints = self.hints.lock().unwrap();
             hints.insert(s.token_hash, s.clone());
         }
@@ -177,9 +118,9 @@ impl HintingStore {
 }
 
 #[async_trait]
-impl Store for HintingStore {
+impl Store for TestStore {
     fn kind(&self) -> &'static str {
-        "hinting-memory"
+        "test-memory"
     }
     fn event_bus(&self) -> Option<std::sync::Arc<dyn sessiond_core::events::EventBus>> {
         self.inner.event_bus()
@@ -191,6 +132,7 @@ impl Store for HintingStore {
         }
     }
     async fn open(&self, s: Record, a: &Admission, now: Timestamp) -> StoreResult<OpenOutcome> {
+        self.check()?;
         let out = self.inner.open(s, a, now).await?;
         if let OpenOutcome::Opened { session, .. } = &out {
             self.keep(session);
@@ -198,6 +140,7 @@ impl Store for HintingStore {
         Ok(out)
     }
     async fn get(&self, lookup: Lookup) -> StoreResult<Option<Record>> {
+        self.check()?;
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.get(lookup).await
     }
@@ -208,6 +151,7 @@ impl Store for HintingStore {
         cond: &Conditions,
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome> {
+        self.check()?;
         let counter = match change {
             Change::Read | Change::Touch => &self.reads,
             _ => &self.writes,
@@ -226,6 +170,7 @@ impl Store for HintingStore {
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<CloseOutcome> {
+        self.check()?;
         self.inner.close(id, reason, by, now).await
     }
     async fn close_all(
@@ -236,15 +181,19 @@ impl Store for HintingStore {
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Record>> {
+        self.check()?;
         self.inner.close_all(app, except, reason, by, now).await
     }
     async fn list(&self, q: &ListQuery) -> StoreResult<Vec<Record>> {
+        self.check()?;
         self.inner.list(q).await
     }
     async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
+        self.check()?;
         self.inner.counts(app).await
     }
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
+        self.check()?;
         self.inner.expire_due(now, limit).await
     }
 }

@@ -120,7 +120,7 @@ async fn two_nodes_sharing_a_store_lose_no_increment() {
 /// request is made from the hint, conditional on its version: no resolve read.
 #[tokio::test]
 async fn a_write_from_a_current_hint_skips_the_resolve_read() {
-    let store = Arc::new(HintingStore::default());
+    let store = Arc::new(TestStore::hinting());
     let m = Manager::new(store.clone());
     m.set_policy(APP, Policy::default()).unwrap();
     let app = routes(SessionLayer::new(Arc::new(m), APP).unwrap());
@@ -149,7 +149,7 @@ async fn a_write_from_a_current_hint_skips_the_resolve_read() {
 /// request take the usual path: two nodes, 20 clients, stale hints, no lost increment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stale_hints_lose_no_increment() {
-    let store = Arc::new(HintingStore::default());
+    let store = Arc::new(TestStore::hinting());
     let m = Arc::new(Manager::new(store.clone()));
     m.set_policy(APP, Policy::default()).unwrap();
     let a = routes(SessionLayer::new(m.clone(), APP).unwrap());

@@ -158,7 +158,7 @@ async fn eager_mode_creates_the_session_on_the_first_request() {
 
 #[tokio::test]
 async fn requests_that_never_use_the_session_never_reach_the_store() {
-    let store = Arc::new(FaultyStore::default());
+    let store = Arc::new(TestStore::default());
     let m = Manager::new(store.clone());
     m.set_policy(APP, Policy::default()).unwrap();
     let app = routes(SessionLayer::new(Arc::new(m), APP).unwrap());

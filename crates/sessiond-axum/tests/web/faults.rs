@@ -12,7 +12,7 @@ use crate::common::*;
 
 #[tokio::test]
 async fn an_unavailable_store_answers_503_and_never_a_fresh_guest() {
-    let store = Arc::new(FaultyStore::default());
+    let store = Arc::new(TestStore::default());
     let m = Manager::new(store.clone());
     m.set_policy(APP, Policy::default()).unwrap();
     let app = routes(SessionLayer::new(Arc::new(m), APP).unwrap());

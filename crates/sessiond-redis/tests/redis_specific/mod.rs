@@ -149,6 +149,23 @@ async fn other_node(prefix: &str, clock: &Arc<ManualClock>) -> Manager {
     shop_node(other, clock)
 }
 
+/// Whether `id` is a member of index `name` of `app` (a sorted set).
+async fn indexed(
+    raw: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    app: &str,
+    name: &str,
+    id: SessionId,
+) -> bool {
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{prefix}:{{{app}}}:{name}"))
+        .arg(id.to_string())
+        .query_async(raw)
+        .await
+        .unwrap();
+    score.is_some()
+}
+
 /// Sends a marker through a plain connection and collects the commands MONITOR saw
 /// naming `prefix` until the marker, leaving out those a script ran.
 async fn commands_until_marker(
@@ -231,13 +248,11 @@ async fn layout_and_resolve_cost() {
         ("seated", true),
         ("u:ann", true),
     ] {
-        let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg(format!("{prefix}:{{shop}}:{name}"))
-            .arg(id.to_string())
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        assert_eq!(score.is_some(), member, "{name}");
+        assert_eq!(
+            indexed(&mut raw, &prefix, "shop", name, id).await,
+            member,
+            "{name}"
+        );
     }
 
     let mut monitor = client
@@ -484,13 +499,11 @@ async fn an_import_moves_a_session_between_apps() {
         ("seated", false),
         ("u:ann", false),
     ] {
-        let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg(format!("{prefix}:{{shop}}:{name}"))
-            .arg(id.to_string())
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        assert_eq!(score.is_some(), member, "shop {name}");
+        assert_eq!(
+            indexed(&mut raw, &prefix, "shop", name, id).await,
+            member,
+            "shop {name}"
+        );
     }
     let apps: Vec<String> = redis::cmd("SMEMBERS")
         .arg(format!("{prefix}:apps"))
