@@ -13,6 +13,11 @@
 //! replaying them over the snapshot ends each session in its last state. A snapshot
 //! becomes visible only by an atomic rename after it is synced, so a crash mid-snapshot
 //! leaves the previous snapshot and its journals in charge.
+//!
+//! A journal is preallocated: the writer fills it with zeros ahead of its frames (see
+//! [`crate::journal`]), so a journal ends at its first zero frame header, and the zeros
+//! after it are room, not damage. Recovery cuts a journal back to its last valid frame
+//! either way, so what follows the frames on disk is always zeros the writer wrote.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -53,11 +58,13 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates journal `n`, durable as a directory entry.
+/// Creates (or opens) journal `n`, durable as a directory entry. The writer writes at
+/// explicit offsets (the file may hold preallocated zeros past its last frame).
 pub fn create_journal(dir: &Path, n: u64) -> std::io::Result<File> {
     let f = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .open(journal_path(dir, n))?;
     sync_dir(dir)?;
     Ok(f)
@@ -67,11 +74,13 @@ pub fn create_journal(dir: &Path, n: u64) -> std::io::Result<File> {
 pub struct Recovered {
     /// The sessions, in their last state.
     pub sessions: Vec<Session>,
-    /// The journal to keep appending to, its number and its size.
+    /// The journal to keep appending to, its number and the length of its frames (the
+    /// file is cut back to that length).
     pub journal: (File, u64, u64),
     /// Frames replayed from journals.
     pub replayed: usize,
-    /// Whether a torn tail was cut off the last journal.
+    /// Whether a torn tail (bytes other than preallocated zeros) was cut off the last
+    /// journal.
     pub torn_tail: bool,
 }
 
@@ -113,17 +122,23 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
         let d = frame::decode_all(&bytes);
         let last = i + 1 == journals.len();
         if d.torn {
-            if !last {
+            let rest = &bytes[d.valid_len as usize..];
+            let padding = rest.iter().all(|b| *b == 0);
+            if !last && !padding {
                 return Err(std::io::Error::other(format!(
                     "journal-{n}.log is damaged after {} valid bytes and is not the last journal",
                     d.valid_len
                 )));
             }
-            // A write cut by a crash: it was never acknowledged. Drop it.
-            let f = OpenOptions::new().write(true).open(&path)?;
-            f.set_len(d.valid_len)?;
-            f.sync_all()?;
-            torn_tail = true;
+            if last {
+                // Preallocated zeros, or a write cut by a crash (never acknowledged):
+                // either way the file ends at its last valid frame, so that nothing but
+                // fresh zeros ever follows the frames the writer adds.
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(d.valid_len)?;
+                f.sync_all()?;
+                torn_tail = !padding;
+            }
         }
         replayed += d.records.len();
         for r in d.records {
@@ -184,4 +199,66 @@ pub fn write_snapshot(dir: &Path, n: u64, store: &MemoryStore) -> std::io::Resul
     sync_dir(dir)?;
     remove_before(dir, n);
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("sessiond-recover-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Journal 0 holding one removal frame, then `tail`.
+    fn journal_with(d: &Path, tail: &[u8]) -> u64 {
+        let mut bytes = Vec::new();
+        frame::encode_remove(&mut bytes, SessionId::from_u128(7));
+        let frames = bytes.len() as u64;
+        bytes.extend_from_slice(tail);
+        fs::write(journal_path(d, 0), &bytes).unwrap();
+        frames
+    }
+
+    #[test]
+    fn preallocated_zeros_end_a_journal_without_counting_as_damage() {
+        let d = dir("zeros");
+        let frames = journal_with(&d, &[0; 4096]);
+        let r = recover(&d).unwrap();
+        assert_eq!(r.replayed, 1);
+        assert!(!r.torn_tail);
+        assert_eq!(r.journal.2, frames, "writing goes on after the last frame");
+        assert_eq!(fs::metadata(journal_path(&d, 0)).unwrap().len(), frames);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_torn_write_among_the_zeros_is_cut_off() {
+        let d = dir("torn");
+        let mut tail = vec![200, 0, 0, 0, 1, 2, 3, 4, b'P'];
+        tail.extend_from_slice(&[0; 4096]);
+        let frames = journal_with(&d, &tail);
+        let r = recover(&d).unwrap();
+        assert_eq!(r.replayed, 1);
+        assert!(r.torn_tail);
+        assert_eq!(fs::metadata(journal_path(&d, 0)).unwrap().len(), frames);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_older_journal_may_end_in_zeros_but_not_in_damage() {
+        let d = dir("older");
+        journal_with(&d, &[0; 512]);
+        fs::write(journal_path(&d, 1), b"").unwrap();
+        assert_eq!(recover(&d).unwrap().replayed, 1);
+        journal_with(&d, &[9; 16]);
+        assert!(
+            recover(&d).is_err(),
+            "damage before the last journal is refused"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -1,7 +1,7 @@
 //! Durability of the file store: restarts, compaction, torn writes, exclusive use, and
 //! acknowledged writes surviving SIGKILL of the writing process.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -206,15 +206,22 @@ fn compaction_keeps_every_session_and_drops_old_files() {
     });
 }
 
-#[test]
-fn a_torn_last_write_is_dropped_and_the_rest_kept() {
-    let dir = fresh_dir("torn");
-    let rt = rt();
-    let token = rt.block_on(async {
-        let m = manager(&dir, FileOptions::default());
-        m.open("app", OpenRequest::default()).await.unwrap().token
-    });
-    let journal = std::fs::read_dir(&dir)
+/// Where the frames of a journal end: frames are `[len u32][crc u32][payload]`, and a
+/// zero length (preallocated room) or the end of the file ends them.
+fn frames_end(bytes: &[u8]) -> usize {
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        pos += 8 + len;
+    }
+    pos
+}
+
+fn journal_of(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| {
@@ -223,28 +230,56 @@ fn a_torn_last_write_is_dropped_and_the_rest_kept() {
                 .to_string_lossy()
                 .starts_with("journal-")
         })
-        .unwrap();
-    let len = std::fs::metadata(&journal).unwrap().len();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
+        .unwrap()
+}
+
+#[test]
+fn a_torn_last_write_is_dropped_and_the_rest_kept() {
+    let dir = fresh_dir("torn");
+    let rt = rt();
+    let first = rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        m.open("app", OpenRequest::default()).await.unwrap().token
+    });
+    // A crash in the middle of a write: a frame header and the start of its payload
+    // where the next frame goes, with the journal's preallocated zeros after it.
+    let journal = journal_of(&dir);
+    let bytes = std::fs::read(&journal).unwrap();
+    let end = frames_end(&bytes);
+    assert!(
+        bytes.len() > end && bytes[end..].iter().all(|b| *b == 0),
+        "the journal is preallocated: zeros follow its frames"
+    );
+    let torn = [200, 0, 0, 0, 1, 2, 3, 4, b'P', b'{'];
+    let f = std::fs::OpenOptions::new()
+        .write(true)
         .open(&journal)
         .unwrap();
-    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'P', b'{'])
-        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &torn, end as u64).unwrap();
     drop(f);
-    rt.block_on(async {
+    let second = rt.block_on(async {
         let m = manager(&dir, FileOptions::default());
-        m.resolve(&token, Resolve::default())
+        m.resolve(&first, Resolve::default())
             .await
             .expect("the acknowledged session is there");
         m.open("app", OpenRequest::default())
             .await
-            .expect("writes go on");
+            .expect("writes go on")
+            .token
     });
+    let bytes = std::fs::read(&journal).unwrap();
     assert!(
-        std::fs::metadata(&journal).unwrap().len() > len,
-        "appends after the cut"
+        frames_end(&bytes) > end,
+        "the next frame was written where the torn one was"
     );
+    rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        for t in [&first, &second] {
+            m.resolve(t, Resolve::default())
+                .await
+                .expect("both sessions are there after another restart");
+        }
+    });
 }
 
 #[test]
