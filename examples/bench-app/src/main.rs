@@ -9,6 +9,12 @@ use std::time::Duration;
 use bench_app::StoreKind;
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: a web server's allocations are many,
+/// small and freed on other threads than made them, where glibc's arenas contend (see
+/// docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A minimal sessiond-axum app for load tests.
 #[derive(Debug, Parser)]
 #[command(version, about)]
