@@ -91,26 +91,35 @@ pub(crate) fn valid_attribute(v: &str) -> bool {
 /// only, not empty, not absurdly long. Values that cannot be tokens are skipped, so they
 /// never cost a store lookup.
 pub(crate) fn find(headers: &HeaderMap, name: &str) -> Option<String> {
+    let name = name.as_bytes();
     for header in headers.get_all(COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
-        for pair in text.split(';') {
-            let Some((n, v)) = pair.trim().split_once('=') else {
+        for pair in header.as_bytes().split(|b| *b == b';') {
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
                 continue;
             };
-            if n.trim() != name {
+            if trim(&pair[..eq]) != name {
                 continue;
             }
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v);
-            if !v.is_empty() && v.len() <= MAX_TOKEN_LEN && v.bytes().all(is_cookie_octet) {
-                return Some(v.to_string());
+            let v = trim(&pair[eq + 1..]);
+            let v = match v {
+                [b'"', inner @ .., b'"'] => inner,
+                _ => v,
+            };
+            if !v.is_empty() && v.len() <= MAX_TOKEN_LEN && v.iter().all(|b| is_cookie_octet(*b)) {
+                // Cookie-octets are ASCII.
+                return std::str::from_utf8(v).ok().map(str::to_owned);
             }
         }
     }
     None
+}
+
+/// `b` without the spaces and tabs around it.
+fn trim(b: &[u8]) -> &[u8] {
+    let blank = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = b.iter().position(|c| !blank(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !blank(c)).map_or(start, |e| e + 1);
+    &b[start..end]
 }
 
 /// RFC 6265 `cookie-octet`.
@@ -153,6 +162,23 @@ mod tests {
         assert_eq!(find(&h, "SESSION"), None);
         h.append(COOKIE, HeaderValue::from_static("SESSION=\"x:1\""));
         assert_eq!(find(&h, "SESSION").as_deref(), Some("x:1"));
+    }
+
+    #[test]
+    fn odd_bytes_in_other_cookies_do_not_hide_the_session() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xc3\xa9;\tSESSION=app:01\t; x=\"").unwrap(),
+        );
+        assert_eq!(find(&h, "SESSION").as_deref(), Some("app:01"));
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"SESSION=caf\xc3\xa9").unwrap(),
+        );
+        h.append(COOKIE, HeaderValue::from_static("SESSION=\""));
+        assert_eq!(find(&h, "SESSION"), None, "not a token: skipped");
     }
 
     #[test]

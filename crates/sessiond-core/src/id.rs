@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -74,8 +75,21 @@ impl FromStr for SessionId {
 /// The secret bearer credential of a session, `<prefix>:<key>`.
 ///
 /// `Debug` never shows the secret, so a token that slips into a log line stays secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
+/// Its hash is computed once, on first use (a request resolves, writes and maybe
+/// rotates through the same token; each SHA-256 costs about a microsecond).
+#[derive(Clone)]
+pub struct Token {
+    text: String,
+    hash: OnceLock<TokenHash>,
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Token {}
 
 /// Bytes of CSPRNG output in a token key (128 bits).
 pub const TOKEN_KEY_BYTES: usize = 16;
@@ -105,22 +119,25 @@ impl Token {
             s.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
             s.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
         }
-        Token(s)
+        Token::from_client(s)
     }
 
     /// Wraps a token received from a client (cookie or `Authorization` header).
     pub fn from_client(s: impl Into<String>) -> Token {
-        Token(s.into())
+        Token {
+            text: s.into(),
+            hash: OnceLock::new(),
+        }
     }
 
     /// The secret text, to hand to the client once. Never log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The hash a store keeps and looks the session up by.
     pub fn hash(&self) -> TokenHash {
-        TokenHash::of(&self.0)
+        *self.hash.get_or_init(|| TokenHash::of(&self.text))
     }
 }
 

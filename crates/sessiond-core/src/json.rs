@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -80,12 +81,14 @@ impl JsonObject {
         serde_json::from_str(&self.0).unwrap_or_default()
     }
 
-    /// The value stored under `key`, if any.
+    /// The value stored under `key`, if any. Only that value is built: the other
+    /// entries are skipped over, not parsed into a map.
     pub fn get(&self, key: &str) -> Option<Value> {
         if self.0.is_empty() {
             return None;
         }
-        self.to_map().remove(key)
+        let mut de = serde_json::Deserializer::from_str(&self.0);
+        de.deserialize_map(Find(key)).ok().flatten()
     }
 
     /// Applies a JSON merge patch (RFC 7396): keys set to `null` are removed, objects
@@ -166,6 +169,53 @@ impl TryFrom<Value> for JsonObject {
     }
 }
 
+/// Visits an object for the value under one key (the last one, should keys repeat,
+/// as a map would keep).
+struct Find<'k>(&'k str);
+
+impl<'de> Visitor<'de> for Find<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Option<Value>, A::Error> {
+        let mut found = None;
+        while let Some(is_key) = entries.next_key_seed(KeyIs(self.0))? {
+            if is_key {
+                found = Some(entries.next_value()?);
+            } else {
+                entries.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Whether an object key is the one looked for, compared where it lies in the text.
+struct KeyIs<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +237,32 @@ mod tests {
         let out = out.merge_patch(&json!({"c": [1, 2], "n": 1})).unwrap();
         assert_eq!(out.get("c"), Some(json!([1, 2])));
         assert_eq!(out.get("n"), Some(json!(1)));
+    }
+
+    #[test]
+    fn get_finds_one_value_among_others_and_escaped_keys() {
+        let doc = JsonObject::from_value(&json!({
+            "a": {"deep": [1, {"x": null}]},
+            "n": 7,
+            "quo\"te": "q",
+            "é\n": true,
+            "s": "text with \"escapes\" and } braces"
+        }))
+        .unwrap();
+        assert_eq!(doc.get("n"), Some(json!(7)));
+        assert_eq!(doc.get("a"), Some(json!({"deep": [1, {"x": null}]})));
+        assert_eq!(doc.get("quo\"te"), Some(json!("q")));
+        assert_eq!(doc.get("é\n"), Some(json!(true)));
+        assert_eq!(
+            doc.get("s"),
+            Some(json!("text with \"escapes\" and } braces"))
+        );
+        assert_eq!(doc.get("deep"), None, "only top-level keys");
+        assert_eq!(doc.get("missing"), None);
+        assert_eq!(JsonObject::empty().get("n"), None);
+        for (k, v) in doc.to_map() {
+            assert_eq!(doc.get(&k), Some(v), "get agrees with the map for {k:?}");
+        }
     }
 
     #[test]
