@@ -31,6 +31,11 @@ impl SessionId {
         self.0.as_u128()
     }
 
+    /// The hyphenated lowercase text of the id (as it serialises), written into `buf`.
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        self.0.hyphenated().encode_lower(buf)
+    }
+
     /// Rebuilds an id from [`SessionId::as_u128`].
     pub fn from_u128(v: u128) -> Self {
         SessionId(Uuid::from_u128(v))
@@ -165,7 +170,17 @@ impl TokenHash {
 
     /// 32 lowercase hex digits.
     pub fn to_hex(&self) -> String {
-        format!("{:032x}", self.0)
+        String::from(self.encode(&mut [0; 32]))
+    }
+
+    /// [`TokenHash::to_hex`] written into `buf`, without allocating.
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 32]) -> &'b str {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = DIGITS[((self.0 >> (124 - 4 * i)) & 15) as usize];
+        }
+        // Hex digits are ASCII.
+        std::str::from_utf8(buf).expect("hex digits are ASCII")
     }
 
     /// Parses [`TokenHash::to_hex`].
@@ -185,7 +200,7 @@ impl fmt::Debug for TokenHash {
 
 impl Serialize for TokenHash {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        s.serialize_str(self.encode(&mut [0; 32]))
     }
 }
 
@@ -230,6 +245,11 @@ mod tests {
         assert_eq!(h, TokenHash::of("app:00"));
         assert_ne!(h, TokenHash::of("app:01"));
         assert_eq!(TokenHash::from_hex(&h.to_hex()), Some(h));
+        for v in [0, 1, 0xabc, u128::MAX, h.0] {
+            assert_eq!(TokenHash(v).to_hex(), format!("{v:032x}"));
+        }
+        let id = SessionId::new();
+        assert_eq!(id.encode(&mut [0; 36]), id.to_string());
     }
 
     #[test]
