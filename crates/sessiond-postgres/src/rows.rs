@@ -85,7 +85,7 @@ impl Columns {
             last_activity_at: ts(s.last_activity_at),
             version: i64::try_from(s.version)
                 .map_err(|_| PostgresError::Corrupt(format!("version {} too large", s.version)))?,
-            body: serde_json::to_string(s).map_err(|e| PostgresError::Corrupt(e.to_string()))?,
+            body: s.to_json(),
         })
     }
 }

@@ -60,6 +60,18 @@ pub(crate) fn memberships(keys: &AppKeys, s: &Session) -> Vec<(String, u64)> {
     m
 }
 
+/// Everything [`memberships`] depends on besides the app's keys: sessions with the
+/// same view are in the same indexes with the same scores.
+fn membership_view(s: &Session) -> (bool, u64, Option<u64>, Option<&str>) {
+    let open = s.is_open();
+    (
+        open,
+        s.deadline().as_millis(),
+        (open && s.counts_seat).then(|| s.last_activity_at.as_millis()),
+        s.user.as_deref().filter(|_| open),
+    )
+}
+
 /// What admission sees of a session: whether it is open, takes a seat, and whose it is.
 /// A write that changes it must move the app's revision.
 fn admission_view(s: Option<&Session>) -> Option<(bool, Option<&str>)> {
@@ -158,8 +170,17 @@ impl Commit {
         };
         let rec = self.position(keys.record(id));
         let member = id.to_string();
-        let old = before.map_or_else(Vec::new, |b| memberships(keys, &b.session));
-        let new = after.map_or_else(Vec::new, |s| memberships(keys, s));
+        // The usual storage write moves no index entry: skip building both lists.
+        let unmoved = matches!((before, after), (Some(b), Some(a))
+            if membership_view(&b.session) == membership_view(a));
+        let (old, new) = if unmoved {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                before.map_or_else(Vec::new, |b| memberships(keys, &b.session)),
+                after.map_or_else(Vec::new, |s| memberships(keys, s)),
+            )
+        };
         let bump =
             force_bump || admission_view(before.map(|b| &b.session)) != admission_view(after);
         let mut g = vec![
@@ -170,7 +191,7 @@ impl Commit {
         match after {
             Some(s) => {
                 g.push("put".into());
-                g.push(serde_json::to_string(s).map_err(|e| Error::Corrupt(e.to_string()))?);
+                g.push(s.to_json());
             }
             None => g.push("del".into()),
         }
@@ -328,6 +349,68 @@ mod tests {
         let other = session();
         c.write(&keys, None, Some(&other)).unwrap();
         assert!(c.single_put().is_none());
+    }
+
+    #[test]
+    fn sessions_with_the_same_membership_view_have_the_same_memberships() {
+        let keys = Keys::new("p").unwrap().app("shop").unwrap();
+        let base = session();
+        let variants: Vec<Session> = vec![
+            base.clone(),
+            Session {
+                version: 9,
+                ..base.clone()
+            },
+            Session {
+                last_activity_at: Timestamp(2000),
+                ..base.clone()
+            },
+            Session {
+                last_heartbeat_at: Timestamp(2000),
+                ..base.clone()
+            },
+            Session {
+                counts_seat: false,
+                ..base.clone()
+            },
+            Session {
+                counts_seat: false,
+                last_activity_at: Timestamp(2000),
+                ..base.clone()
+            },
+            Session {
+                user: None,
+                ..base.clone()
+            },
+            Session {
+                user: Some("bob".into()),
+                ..base.clone()
+            },
+            Session {
+                idle_timeout_s: 120,
+                ..base.clone()
+            },
+            {
+                let mut c = base.clone();
+                c.close(CloseReason::Killed, Actor::Admin, Timestamp(5000));
+                c
+            },
+            {
+                let mut c = base.clone();
+                c.user = None;
+                c.close(CloseReason::Killed, Actor::Admin, Timestamp(5000));
+                c
+            },
+        ];
+        for a in &variants {
+            for b in &variants {
+                if membership_view(a) == membership_view(b) {
+                    assert_eq!(memberships(&keys, a), memberships(&keys, b));
+                }
+            }
+        }
+        assert_ne!(membership_view(&variants[0]), membership_view(&variants[2]));
+        assert_eq!(membership_view(&variants[0]), membership_view(&variants[1]));
     }
 
     #[test]
