@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sessiond::Config;
 
+/// mimalloc rather than the system allocator: a server's allocations are many, small
+/// and often freed on another thread than made them, where glibc's arenas contend
+/// (docs/BENCHMARKS.md, web sessions).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod connect;
 mod license_cmd;

@@ -11,7 +11,7 @@ use clap::Parser;
 
 /// mimalloc rather than the system allocator: a web server's allocations are many,
 /// small and freed on other threads than made them, where glibc's arenas contend (see
-/// docs/BENCHMARKS.md).
+/// docs/BENCHMARKS.md). The sessiond server makes the same choice.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
