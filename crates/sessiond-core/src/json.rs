@@ -98,9 +98,20 @@ impl JsonObject {
         let Value::Object(p) = patch else {
             return Err(NotAnObject(format!("the patch is {}", kind(patch))));
         };
-        let mut target = Value::Object(self.to_map());
-        merge(&mut target, &Value::Object(p.clone()));
-        Self::from_value(&target)
+        let mut target = self.to_map();
+        merge_into(&mut target, p);
+        Ok(Self::from_map(&target))
+    }
+}
+
+/// RFC 7396 for an object target and patch.
+fn merge_into(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (k, v) in patch {
+        if v.is_null() {
+            target.remove(k);
+        } else {
+            merge(target.entry(k.clone()).or_insert(Value::Null), v);
+        }
     }
 }
 
@@ -110,13 +121,7 @@ fn merge(target: &mut Value, patch: &Value) {
             *target = Value::Object(Map::new());
         }
         if let Value::Object(t) = target {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
+            merge_into(t, p);
         }
     } else {
         *target = patch.clone();
