@@ -62,7 +62,9 @@ pub(crate) struct Shared {
     waiting: Mutex<Vec<(u64, Waker)>>,
     /// Set once the writer thread has ended (every waiter is then woken).
     stopped: AtomicBool,
-    failed: Mutex<Option<String>>,
+    /// Why the journal cannot be written, once it cannot (read on every operation:
+    /// a lock-free load).
+    failed: OnceLock<String>,
     compacting: AtomicBool,
     /// The store, set once built (the store holds the hook, the hook needs the store
     /// for snapshots).
@@ -138,7 +140,7 @@ impl Shared {
 
     /// Fails every operation from now on (the disk refused a write).
     pub(crate) fn check(&self) -> Result<(), StoreError> {
-        match lock(&self.failed).clone() {
+        match self.failed.get() {
             Some(e) => Err(StoreError::Unavailable(format!(
                 "the journal cannot be written: {e}"
             ))),
@@ -214,7 +216,7 @@ impl Writer {
             durable: AtomicU64::new(durable_seq),
             waiting: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
-            failed: Mutex::new(None),
+            failed: OnceLock::new(),
             compacting: AtomicBool::new(false),
             store: OnceLock::new(),
             dir,
@@ -328,7 +330,7 @@ fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
             });
             if let Err(e) = result {
                 tracing::error!(error = %e, "journal write failed; the store refuses writes from now on");
-                *lock(&shared.failed) = Some(e.to_string());
+                let _ = shared.failed.set(e.to_string());
                 return;
             }
             batch.clear();
@@ -400,7 +402,7 @@ mod tests {
             durable: AtomicU64::new(0),
             waiting: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
-            failed: Mutex::new(None),
+            failed: OnceLock::new(),
             compacting: AtomicBool::new(false),
             store: OnceLock::new(),
             dir: PathBuf::new(),
