@@ -39,15 +39,27 @@ pub(crate) const HINT_MAX_DATA: usize = 16 * 1024;
 pub(crate) struct Hint {
     pub stored: Arc<Stored>,
     pub at: Instant,
+    /// The record's JSON as read from Redis, when the hint came from a read: a later
+    /// read that finds the same revision and the same text reuses `stored` rather than
+    /// decoding it again.
+    pub json: Option<Arc<str>>,
 }
 
 impl Hint {
-    /// A hint of `stored` as of now, unless its data is too large to keep.
-    pub fn of(stored: Arc<Stored>) -> Option<Hint> {
+    /// A hint of `stored` (read as `json`, if it was read) as of now, unless its data
+    /// is too large to keep.
+    pub fn of(stored: Arc<Stored>, json: Option<Arc<str>>) -> Option<Hint> {
         (stored.session.data.as_str().len() <= HINT_MAX_DATA).then(|| Hint {
             stored,
             at: Instant::now(),
+            json,
         })
+    }
+
+    /// `stored` again if the record read now (`rev`, `json`) is the one this hint holds.
+    pub fn same_record(&self, rev: &str, json: &str) -> Option<Arc<Stored>> {
+        (self.json.as_deref() == Some(json) && rev.parse() == Ok(self.stored.rev))
+            .then(|| self.stored.clone())
     }
 
     /// Whether it is young enough to be used.
@@ -137,6 +149,27 @@ impl<K: Hash + Eq, V: Clone> Cache<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_hint_is_reused_only_for_the_same_revision_and_text() {
+        let json = r#"{"id":"0190f5c8-9a4e-7000-8000-000000000001","token_hash":"0123456789abcdef0123456789abcdef","app":"shop","privileges":[],"info":{},"data":{"n":1},"client":{},"created_at":1,"last_activity_at":1,"last_heartbeat_at":1,"idle_timeout_s":60,"lifetime_s":3600,"retention_s":0,"counts_seat":false,"bind_ip":false,"version":1}"#;
+        let stored = Arc::new(Stored::decode("3", json).unwrap());
+        let read = Hint::of(stored.clone(), Some(Arc::from(json))).unwrap();
+        let same = read
+            .same_record("3", json)
+            .expect("same revision, same text");
+        assert!(Arc::ptr_eq(&same, &stored), "not decoded again");
+        assert!(read.same_record("4", json).is_none(), "another revision");
+        assert!(read
+            .same_record("3", &json.replace("\"n\":1", "\"n\":2"))
+            .is_none());
+        assert!(read.same_record("x", json).is_none());
+        let written = Hint::of(stored, None).unwrap();
+        assert!(
+            written.same_record("3", json).is_none(),
+            "no text to compare"
+        );
+    }
 
     #[test]
     fn stays_bounded_and_keeps_what_is_used() {

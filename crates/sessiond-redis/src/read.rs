@@ -61,16 +61,43 @@ impl RedisStore {
         keys: &AppKeys,
         id: SessionId,
     ) -> Result<Option<Stored>> {
-        let (rev, json): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(keys.record(id))
-            .arg("rev")
-            .arg("json")
-            .query_async(&mut self.conn())
-            .await?;
+        let (rev, json) = self.read_raw(keys, id).await?;
         match (rev, json) {
             (Some(rev), Some(json)) => Ok(Some(Stored::decode(&rev, &json)?)),
             _ => Ok(None),
         }
+    }
+
+    async fn read_raw(
+        &self,
+        keys: &AppKeys,
+        id: SessionId,
+    ) -> Result<(Option<String>, Option<String>)> {
+        Ok(redis::cmd("HMGET")
+            .arg(keys.record(id))
+            .arg("rev")
+            .arg("json")
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Reads the record of `id` like [`RedisStore::read_record`], and keeps it as the
+    /// session's hint with its text. A record equal, revision and text, to the hint
+    /// already held is not decoded again.
+    async fn read_shared(&self, keys: &AppKeys, id: SessionId) -> Result<Option<Arc<Stored>>> {
+        let (Some(rev), Some(json)) = self.read_raw(keys, id).await? else {
+            return Ok(None);
+        };
+        if let Some(known) = self.inner.records.get(&id) {
+            if let Some(same) = known.same_record(&rev, &json) {
+                // Read again just now: the hint is as fresh as a new one.
+                self.keep_hint(same.clone(), known.json);
+                return Ok(Some(same));
+            }
+        }
+        let stored = Arc::new(Stored::decode(&rev, &json)?);
+        self.keep_hint(stored.clone(), Some(Arc::from(json)));
+        Ok(Some(stored))
     }
 
     /// Reads the records of `ids` in one round trip; missing ones are `None`.
@@ -119,8 +146,12 @@ impl RedisStore {
 
     /// Keeps `stored` as the write hint of its session.
     pub(crate) fn hint(&self, stored: Arc<Stored>) {
+        self.keep_hint(stored, None);
+    }
+
+    fn keep_hint(&self, stored: Arc<Stored>, json: Option<Arc<str>>) {
         let id = stored.session.id;
-        match Hint::of(stored) {
+        match Hint::of(stored, json) {
             Some(h) => self.inner.records.insert(id, h),
             None => self.inner.records.remove(&id),
         }
@@ -158,7 +189,7 @@ impl RedisStore {
         id: SessionId,
     ) -> Result<Option<(AppKeys, Arc<Stored>)>> {
         let keys = self.inner.keys.app(app)?;
-        let found = self.read_record(&keys, id).await?.map(Arc::new);
+        let found = self.read_shared(&keys, id).await?;
         if found.is_none() {
             self.inner.ids.remove(&id);
         }
@@ -166,9 +197,8 @@ impl RedisStore {
             (Some(s), Lookup::Token(h)) if s.session.token_hash != h => None,
             (found, _) => found,
         };
-        match &found {
-            Some(s) => self.hint(s.clone()),
-            None => self.inner.records.remove(&id),
+        if found.is_none() {
+            self.inner.records.remove(&id);
         }
         if found.is_none() {
             if let Lookup::Token(h) = lookup {
