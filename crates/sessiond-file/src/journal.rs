@@ -294,6 +294,15 @@ impl JournalFile {
     }
 }
 
+/// How long the writer waits for more frames before taking the next batch, given how
+/// long the last sync took (zero: none since the writer last slept or syncs are off)
+/// and whether frames are already waiting. Frames that came while the last batch was
+/// syncing mean many writers are at work: give more of them the time of one sync to
+/// join this batch. A lone writer finds the writer asleep and never waits.
+fn gather_for(last_sync: Duration, frames_waiting: bool, shutdown: bool) -> Option<Duration> {
+    (frames_waiting && !shutdown && !last_sync.is_zero()).then(|| last_sync.min(MAX_GATHER))
+}
+
 fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
     let mut journal = JournalFile::new(file, size);
     let mut batch = Vec::new();
@@ -302,12 +311,9 @@ fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
     loop {
         let (seq, shutdown) = {
             let mut p = lock(&shared.pending);
-            if !p.buf.is_empty() && !p.shutdown && !last_sync.is_zero() {
-                // Frames came while the last batch was syncing: many writers are at
-                // work. Give more of them the time of one sync to join this batch (see
-                // the module doc).
+            if let Some(wait) = gather_for(last_sync, !p.buf.is_empty(), p.shutdown) {
                 drop(p);
-                std::thread::sleep(last_sync.min(MAX_GATHER));
+                std::thread::sleep(wait);
                 p = lock(&shared.pending);
             }
             last_sync = Duration::ZERO;
@@ -435,6 +441,32 @@ mod tests {
         assert!(bytes[5..5 + GROW as usize].iter().all(|b| *b == 7));
         assert!(bytes[5 + GROW as usize..].iter().all(|b| *b == 0));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_writer_gathers_only_when_frames_came_during_a_sync() {
+        let sync = Duration::from_micros(180);
+        assert_eq!(
+            gather_for(sync, true, false),
+            Some(sync),
+            "the time of one sync"
+        );
+        assert_eq!(
+            gather_for(Duration::from_millis(20), true, false),
+            Some(MAX_GATHER),
+            "never longer than MAX_GATHER"
+        );
+        assert_eq!(
+            gather_for(sync, false, false),
+            None,
+            "nothing waiting: sleep"
+        );
+        assert_eq!(gather_for(sync, true, true), None, "shutting down: drain");
+        assert_eq!(
+            gather_for(Duration::ZERO, true, false),
+            None,
+            "woken from sleep (a lone writer) or syncs off: write at once"
+        );
     }
 
     #[test]
