@@ -299,13 +299,24 @@ mod tests {
         .unwrap()
     }
 
+    fn shop_keys() -> AppKeys {
+        Keys::new("p").unwrap().app("shop").unwrap()
+    }
+
+    /// The app's keys and a record of [`session`] at revision `rev`.
+    fn stored(rev: u64) -> (AppKeys, Stored) {
+        (
+            shop_keys(),
+            Stored {
+                rev,
+                session: session(),
+            },
+        )
+    }
+
     #[test]
     fn a_touch_moves_scores_without_bumping_the_app() {
-        let keys = Keys::new("p").unwrap().app("shop").unwrap();
-        let before = Stored {
-            rev: 3,
-            session: session(),
-        };
+        let (keys, before) = stored(3);
         let mut after = before.session.clone();
         after.last_activity_at = Timestamp(2000);
         let mut c = Commit::new(&keys, true);
@@ -318,11 +329,7 @@ mod tests {
 
     #[test]
     fn only_a_plain_rewrite_of_one_record_takes_the_put_script() {
-        let keys = Keys::new("p").unwrap().app("shop").unwrap();
-        let before = Stored {
-            rev: 3,
-            session: session(),
-        };
+        let (keys, before) = stored(3);
         let mut after = before.session.clone();
         after.version += 1;
         let mut c = Commit::new(&keys, true);
@@ -353,7 +360,7 @@ mod tests {
 
     #[test]
     fn sessions_with_the_same_membership_view_have_the_same_memberships() {
-        let keys = Keys::new("p").unwrap().app("shop").unwrap();
+        let keys = shop_keys();
         let base = session();
         let variants: Vec<Session> = vec![
             base.clone(),
@@ -415,11 +422,7 @@ mod tests {
 
     #[test]
     fn a_close_moves_the_session_between_indexes_and_bumps() {
-        let keys = Keys::new("p").unwrap().app("shop").unwrap();
-        let before = Stored {
-            rev: 1,
-            session: session(),
-        };
+        let (keys, before) = stored(1);
         let mut after = before.session.clone();
         after.close(CloseReason::Killed, Actor::Admin, Timestamp(5000));
         let mut c = Commit::new(&keys, false);
@@ -441,11 +444,7 @@ mod tests {
 
     #[test]
     fn an_overwrite_bumps_the_app_even_when_nobody_moves() {
-        let keys = Keys::new("p").unwrap().app("shop").unwrap();
-        let before = Stored {
-            rev: 4,
-            session: session(),
-        };
+        let (keys, before) = stored(4);
         let mut after = before.session.clone();
         after.version += 1;
         let mut c = Commit::new(&keys, true);

@@ -71,6 +71,13 @@ pub fn memory_manager(policy: Policy) -> Arc<Manager> {
     Arc::new(m)
 }
 
+/// A Manager over `store` (a [`TestStore`]), with the default policy for [`APP`].
+pub fn test_manager(store: Arc<TestStore>) -> Arc<Manager> {
+    let m = Manager::new(store);
+    m.set_policy(APP, Policy::default()).unwrap();
+    Arc::new(m)
+}
+
 /// A real MemoryStore instrumented for the tests. It can be switched to fail every call
 /// with `StoreError::Unavailable`, as a store whose server went away does; it counts its
 /// calls; and made with [`TestStore::hinting`] it keeps write hints the way the Redis

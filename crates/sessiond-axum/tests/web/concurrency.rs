@@ -121,9 +121,7 @@ async fn two_nodes_sharing_a_store_lose_no_increment() {
 #[tokio::test]
 async fn a_write_from_a_current_hint_skips_the_resolve_read() {
     let store = Arc::new(TestStore::hinting());
-    let m = Manager::new(store.clone());
-    m.set_policy(APP, Policy::default()).unwrap();
-    let app = routes(SessionLayer::new(Arc::new(m), APP).unwrap());
+    let app = routes(SessionLayer::new(test_manager(store.clone()), APP).unwrap());
     let pair = new_session(&app).await;
     let r = call(Method::POST, "/incr").cookie(&pair).send(&app).await;
     assert_eq!(r.body, "1");
@@ -150,8 +148,7 @@ async fn a_write_from_a_current_hint_skips_the_resolve_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stale_hints_lose_no_increment() {
     let store = Arc::new(TestStore::hinting());
-    let m = Arc::new(Manager::new(store.clone()));
-    m.set_policy(APP, Policy::default()).unwrap();
+    let m = test_manager(store.clone());
     let a = routes(SessionLayer::new(m.clone(), APP).unwrap());
     let b = routes(SessionLayer::new(m.clone(), APP).unwrap());
     let pair = new_session(&a).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::{header, Method, StatusCode};
 use sessiond_axum::SessionLayer;
-use sessiond_core::{Actor, CloseReason, Lookup, Manager, Policy};
+use sessiond_core::{Actor, CloseReason, Lookup, Policy};
 
 use crate::common::*;
 
@@ -159,9 +159,7 @@ async fn eager_mode_creates_the_session_on_the_first_request() {
 #[tokio::test]
 async fn requests_that_never_use_the_session_never_reach_the_store() {
     let store = Arc::new(TestStore::default());
-    let m = Manager::new(store.clone());
-    m.set_policy(APP, Policy::default()).unwrap();
-    let app = routes(SessionLayer::new(Arc::new(m), APP).unwrap());
+    let app = routes(SessionLayer::new(test_manager(store.clone()), APP).unwrap());
     let pair = new_session(&app).await;
 
     let before = store.calls.load(Ordering::SeqCst);

@@ -6,16 +6,13 @@ use std::sync::Arc;
 
 use axum::http::{header, Method, StatusCode};
 use sessiond_axum::SessionLayer;
-use sessiond_core::{Manager, Policy};
 
 use crate::common::*;
 
 #[tokio::test]
 async fn an_unavailable_store_answers_503_and_never_a_fresh_guest() {
     let store = Arc::new(TestStore::default());
-    let m = Manager::new(store.clone());
-    m.set_policy(APP, Policy::default()).unwrap();
-    let app = routes(SessionLayer::new(Arc::new(m), APP).unwrap());
+    let app = routes(SessionLayer::new(test_manager(store.clone()), APP).unwrap());
     let pair = call(Method::POST, "/login/admin")
         .send(&app)
         .await
