@@ -83,7 +83,8 @@
 //! - A resolve is one round trip (read the record) when the node-local cache knows the
 //!   token's app and id, which never change for a token's life (but through an import,
 //!   after which a miss reads the index once more); a read always reads the record, so
-//!   a close or rotation made on any node is seen at once. A touch that
+//!   a close or rotation made on any node is seen at once (a record equal, revision
+//!   and text, to the one this node last read is not decoded again). A touch that
 //!   [`Session::step`] coalesces (`Unchanged`) writes nothing.
 //! - A write is two round trips (read, revision-checked commit), or one when this node
 //!   read or wrote the record within the last second: the commit is then made against
