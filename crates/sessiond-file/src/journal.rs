@@ -470,6 +470,26 @@ mod tests {
     }
 
     #[test]
+    fn once_the_journal_failed_every_operation_and_every_waiter_is_refused() {
+        let s = shared();
+        assert!(s.check().is_ok());
+        let a = Arc::new(Count(AtomicUsize::new(0)));
+        let wa = Waker::from(a.clone());
+        let mut ca = Context::from_waker(&wa);
+        let mut waiting = Box::pin(s.wait_durable(1));
+        assert!(waiting.as_mut().poll(&mut ca).is_pending());
+
+        let _ = s.failed.set("disk full".into());
+        s.wake_all();
+        assert!(a.0.load(Ordering::SeqCst) >= 1);
+        assert!(matches!(
+            waiting.as_mut().poll(&mut ca),
+            Poll::Ready(Err(StoreError::Unavailable(m))) if m.contains("disk full")
+        ));
+        assert!(matches!(s.check(), Err(StoreError::Unavailable(_))));
+    }
+
+    #[test]
     fn a_sync_wakes_only_the_waiters_it_made_durable_and_a_stop_wakes_the_rest() {
         let s = shared();
         let (a, b) = (
