@@ -28,7 +28,7 @@ use sessiond_core::{MemoryStore, Session, SessionId};
 
 use crate::frame::{self, Record};
 
-fn journal_path(dir: &Path, n: u64) -> PathBuf {
+pub(crate) fn journal_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("journal-{n}.log"))
 }
 

@@ -8,37 +8,32 @@
 //! sync wakes only the operations it made durable: those whose frames wait for the
 //! next sync sleep on (a broadcast would wake them for nothing, once per sync).
 //!
-//! The journal file is preallocated: before frames would pass the end of the file, the
-//! writer fills the next [`GROW`] bytes with zeros and writes the frames over them. A
-//! sync of frames written over zeros already on disk carries no metadata (the file's
-//! size and blocks do not change), so `fdatasync` costs two I/Os (the data, a cache
-//! flush) instead of three or four (the inode too); the zeros reach the disk with the sync of the batch that
-//! grew the file, once per [`GROW`] bytes. Readers stop at the first zero frame header.
+//! How a batch reaches the disk (preallocated zeros, direct synchronous writes of
+//! whole blocks, or the page cache and `fdatasync`) is [`crate::journal_file`]'s part.
 //!
-//! Under load the writer gathers: when frames arrived while a batch was syncing, it
-//! waits as long as that sync took (at most [`MAX_GATHER`]) before taking the next
-//! batch, so that more writers share it. A lone writer never waits: it finds the writer
-//! asleep and wakes it. On a loaded two-core machine this halved the syncs per write
-//! and raised the throughput of durable writes (docs/BENCHMARKS.md).
+//! The writer never waits for more frames to join a batch: whatever arrived while a
+//! batch was being written goes into the next one at once. Waiting (up to the time of
+//! one sync) did halve the syncs per write, but it left the CPU idle whenever every
+//! client was waiting for durability, and measured 15 to 25 % fewer durable writes per
+//! second on a two-core machine (docs/BENCHMARKS.md).
 //!
 //! When the journal outgrows its threshold the writer rotates to a new journal and a
 //! background thread writes a snapshot of the store; once the snapshot is durable, the
 //! older files are deleted (see [`crate::files`] for why a fuzzy snapshot is correct).
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use sessiond_core::memory::Journal;
 use sessiond_core::{MemoryStore, Session, SessionId, StoreError};
 
 use crate::files;
 use crate::frame;
+use crate::journal_file::JournalFile;
 
 /// Frames waiting for the writer.
 #[derive(Default)]
@@ -248,75 +243,18 @@ impl Drop for Writer {
     }
 }
 
-/// How far the writer grows a journal file at a time (zero-filled, see the module doc).
-pub(crate) const GROW: u64 = 1 << 20;
-
-/// The longest a writer waits for more frames to join a batch under load.
-const MAX_GATHER: Duration = Duration::from_micros(500);
-
-/// Zeros to grow journals with.
-static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-
-/// A journal file being written: frames end at `len`, zeros fill it up to `allocated`.
-struct JournalFile {
-    file: File,
-    len: u64,
-    allocated: u64,
-}
-
-impl JournalFile {
-    /// `file` holds `len` bytes of frames and nothing after them.
-    fn new(file: File, len: u64) -> JournalFile {
-        JournalFile {
-            file,
-            len,
-            allocated: len,
-        }
-    }
-
-    /// Writes `frames` after the last frame, first growing the file by zeros if they
-    /// would pass its end.
-    fn write(&mut self, frames: &[u8]) -> std::io::Result<()> {
-        let end = self.len + frames.len() as u64;
-        if end > self.allocated {
-            let target = end.div_ceil(GROW) * GROW;
-            let mut at = self.allocated;
-            while at < target {
-                let n = ZEROS.len().min((target - at) as usize);
-                self.file.write_all_at(&ZEROS[..n], at)?;
-                at += n as u64;
-            }
-            self.allocated = target;
-        }
-        self.file.write_all_at(frames, self.len)?;
-        self.len = end;
-        Ok(())
-    }
-}
-
-/// How long the writer waits for more frames before taking the next batch, given how
-/// long the last sync took (zero: none since the writer last slept or syncs are off)
-/// and whether frames are already waiting. Frames that came while the last batch was
-/// syncing mean many writers are at work: give more of them the time of one sync to
-/// join this batch. A lone writer finds the writer asleep and never waits.
-fn gather_for(last_sync: Duration, frames_waiting: bool, shutdown: bool) -> Option<Duration> {
-    (frames_waiting && !shutdown && !last_sync.is_zero()).then(|| last_sync.min(MAX_GATHER))
-}
-
 fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
-    let mut journal = JournalFile::new(file, size);
+    let path = files::journal_path(&shared.dir, epoch);
+    let mut journal = JournalFile::open(file, &path, size, shared.sync);
+    tracing::debug!(
+        direct = journal.is_direct(),
+        sync = shared.sync,
+        "journal writer started"
+    );
     let mut batch = Vec::new();
-    // How long the last sync took (zero: no sync, or the writer was idle since).
-    let mut last_sync = Duration::ZERO;
     loop {
         let (seq, shutdown) = {
             let mut p = lock(&shared.pending);
-            if let Some(wait) = gather_for(last_sync, !p.buf.is_empty(), p.shutdown) {
-                drop(p);
-                std::thread::sleep(wait);
-                p = lock(&shared.pending);
-            }
-            last_sync = Duration::ZERO;
             while p.buf.is_empty() && !p.shutdown {
                 p.idle = true;
                 p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
@@ -326,14 +264,7 @@ fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
             (p.seq, p.shutdown)
         };
         if !batch.is_empty() {
-            let result = journal.write(&batch).and_then(|_| {
-                if shared.sync {
-                    let started = Instant::now();
-                    journal.file.sync_data()?;
-                    last_sync = started.elapsed();
-                }
-                Ok(())
-            });
+            let result = journal.write(&batch).and_then(|_| journal.sync());
             if let Err(e) = result {
                 tracing::error!(error = %e, "journal write failed; the store refuses writes from now on");
                 let _ = shared.failed.set(e.to_string());
@@ -348,8 +279,9 @@ fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
         if journal.len > shared.compact_after && !shared.compacting.load(Ordering::Acquire) {
             match rotate(shared, epoch) {
                 Ok(f) => {
-                    journal = JournalFile::new(f, 0);
                     epoch += 1;
+                    let path = files::journal_path(&shared.dir, epoch);
+                    journal = JournalFile::open(f, &path, 0, shared.sync);
                 }
                 Err(e) => tracing::warn!(error = %e, "journal rotation failed; will retry"),
             }
@@ -415,58 +347,6 @@ mod tests {
             sync: false,
             compact_after: u64::MAX,
         }
-    }
-
-    #[test]
-    fn a_journal_grows_by_zero_filled_steps_and_frames_follow_each_other() {
-        let path = std::env::temp_dir().join(format!("sessiond-grow-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        let mut j = JournalFile::new(file, 0);
-        j.write(b"first").unwrap();
-        assert_eq!((j.len, j.allocated), (5, GROW));
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), GROW, "zero-filled");
-        // A write that passes the end grows the file to the next step that holds it.
-        let big = vec![7u8; GROW as usize];
-        j.write(&big).unwrap();
-        assert_eq!((j.len, j.allocated), (5 + GROW, 2 * GROW));
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(bytes.len() as u64, 2 * GROW);
-        assert_eq!(&bytes[..5], b"first");
-        assert!(bytes[5..5 + GROW as usize].iter().all(|b| *b == 7));
-        assert!(bytes[5 + GROW as usize..].iter().all(|b| *b == 0));
-        std::fs::remove_file(&path).unwrap();
-    }
-
-    #[test]
-    fn the_writer_gathers_only_when_frames_came_during_a_sync() {
-        let sync = Duration::from_micros(180);
-        assert_eq!(
-            gather_for(sync, true, false),
-            Some(sync),
-            "the time of one sync"
-        );
-        assert_eq!(
-            gather_for(Duration::from_millis(20), true, false),
-            Some(MAX_GATHER),
-            "never longer than MAX_GATHER"
-        );
-        assert_eq!(
-            gather_for(sync, false, false),
-            None,
-            "nothing waiting: sleep"
-        );
-        assert_eq!(gather_for(sync, true, true), None, "shutting down: drain");
-        assert_eq!(
-            gather_for(Duration::ZERO, true, false),
-            None,
-            "woken from sleep (a lone writer) or syncs off: write at once"
-        );
     }
 
     #[test]

@@ -33,6 +33,7 @@
 mod files;
 mod frame;
 mod journal;
+mod journal_file;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
