@@ -18,7 +18,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The stores under test, by name: `memory` and `file` (durable, fdatasync on).
+/// The stores under test, by name: `memory` and `file` (durable: every write synced).
 pub fn store(kind: &str) -> Arc<dyn Store> {
     match kind {
         "memory" => Arc::new(MemoryStore::new()),

@@ -1,6 +1,6 @@
 //! The write-ahead journal: frames appended by the [`sessiond_core::memory::Journal`]
-//! hook while the memory store holds the changed session's lock, written and
-//! `fdatasync`ed by one writer thread in batches (group commit).
+//! hook while the memory store holds the changed session's lock, written and made
+//! durable by one writer thread in batches (group commit).
 //!
 //! Each appended frame takes a sequence number; the writer publishes the highest number
 //! made durable, and an operation waits for its number before it is acknowledged. Many

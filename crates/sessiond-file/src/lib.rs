@@ -3,9 +3,11 @@
 //! to a journal on local disk before it is acknowledged, with snapshots that keep
 //! restarts fast. One directory, one process, no server to run.
 //!
-//! Durability: an operation returns only after its journal frames are written and
-//! `fdatasync`ed, so every acknowledged write survives `kill -9` and power loss (given
-//! a disk that honours sync). Concurrent operations share one sync (group commit).
+//! Durability: an operation returns only after its journal frames are on stable
+//! storage (a direct synchronous write, or `fdatasync` where the file system refuses
+//! direct I/O), so every acknowledged write survives `kill -9` and power loss (given a
+//! disk that honours cache flushes). Concurrent operations share one write (group
+//! commit).
 //! Touches (activity that changes nothing else) are journaled but not waited for:
 //! losing one in a crash only makes a session look idler by at most a second.
 //!
@@ -54,7 +56,7 @@ use journal::{Hook, Writer};
 /// Tuning of a [`FileStore`].
 #[derive(Debug, Clone)]
 pub struct FileOptions {
-    /// `fdatasync` each batch before acknowledging it (default true). Turning it off
+    /// Make each batch durable before acknowledging it (default true). Turning it off
     /// keeps writes safe from a process crash but not from power loss.
     pub sync: bool,
     /// Journal size after which a snapshot is taken and older files dropped

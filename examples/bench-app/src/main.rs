@@ -35,7 +35,7 @@ struct Flags {
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
-    /// Diagnostics only: do not fdatasync the file store's journal (writes then survive
+    /// Diagnostics only: do not sync the file store's journal (writes then survive
     /// a process crash but not a power loss). Never use it for published figures.
     #[arg(long)]
     no_fsync: bool,
