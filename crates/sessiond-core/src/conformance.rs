@@ -51,7 +51,8 @@ macro_rules! conformance_tests {
             open_then_resolve, unknown_token_is_invalid, idle_timeout, absolute_lifetime,
             heartbeat_and_activity_are_two_clocks, heartbeat_suspend_and_resume,
             expiry_sweep_closes_then_purges, seats_reject_with_holders,
-            reserved_privileges_skip_seats, evict_idlest, user_limit_reject,
+            reserved_privileges_skip_seats, privilege_changes_respect_the_user_limit,
+            evict_idlest, user_limit_reject,
             user_limit_replace_oldest, take_over, take_over_of_a_stranger_is_refused,
             bind_ip_refuses_and_keeps_the_session, data_patch_and_versions,
             write_never_resurrects_a_closed_session, set_privileges_rotates_the_token,
@@ -415,13 +416,110 @@ pub async fn reserved_privileges_skip_seats(store: Arc<dyn Store>) {
     assert!(!admin.session.counts_seat);
     let s = m.seats("app").await.unwrap();
     assert_eq!((s.used, s.open), (1, 2));
-    // Losing the privilege makes the session take a seat.
+    // Losing the privilege would make the session take a seat: not while all are taken.
+    let full = m
+        .set_privileges(Lookup::Id(admin.session.id), vec![], None, None)
+        .await;
+    match full {
+        Err(Error::SeatsExhausted {
+            used,
+            total,
+            holders,
+        }) => {
+            assert_eq!((used, total), (1, 1));
+            assert_eq!(holders.len(), 1, "the seat holder is named");
+        }
+        other => panic!("expected seats_exhausted, got {other:?}"),
+    }
+    let kept = m.get(admin.session.id).await.unwrap();
+    assert_eq!(
+        kept.version, admin.session.version,
+        "refused: nothing changed"
+    );
+    assert!(!kept.counts_seat);
+    m.resolve(&admin.token, TOUCH)
+        .await
+        .expect("old token still works");
+    // Once a seat is free, the change takes it.
+    let holder = m.list(ListQuery::default()).await.unwrap();
+    let holder = holder.iter().find(|s| s.counts_seat).unwrap();
+    m.close(Lookup::Id(holder.id), CloseReason::Logout, Actor::User)
+        .await
+        .unwrap();
     let (s, _) = m
         .set_privileges(Lookup::Id(admin.session.id), vec![], None, None)
         .await
         .unwrap();
     assert!(s.counts_seat);
-    assert_eq!(m.seats("app").await.unwrap().used, 2);
+    assert_eq!(m.seats("app").await.unwrap().used, 1);
+}
+
+/// A privilege change that moves a session to a user is admitted like an open of that
+/// user: `reject` refuses it at the limit and changes nothing, `replace_oldest` closes
+/// the user's oldest session as `replaced`.
+pub async fn privilege_changes_respect_the_user_limit(store: Arc<dyn Store>) {
+    for on_user_limit in [OnUserLimit::Reject, OnUserLimit::ReplaceOldest] {
+        let (m, clock) = setup(
+            store.clone(),
+            Policy {
+                max_per_user: Some(1),
+                on_user_limit,
+                ..Default::default()
+            },
+        );
+        let app = m.open("app", user("ann")).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        let guest = m.open("app", OpenRequest::default()).await.unwrap();
+        let login = m
+            .set_privileges(
+                Lookup::Id(guest.session.id),
+                vec![],
+                None,
+                Some("ann".into()),
+            )
+            .await;
+        let open_of_ann = || async {
+            m.list(ListQuery {
+                app: Some("app".into()),
+                status: StatusFilter::Open,
+                user: Some("ann".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        };
+        match on_user_limit {
+            OnUserLimit::Reject => {
+                assert!(
+                    matches!(login, Err(Error::UserLimit { max: 1 })),
+                    "{login:?}"
+                );
+                let g = m.get(guest.session.id).await.unwrap();
+                assert_eq!(
+                    (g.user.as_deref(), g.version),
+                    (None, guest.session.version)
+                );
+                m.resolve(&app.token, TOUCH).await.unwrap();
+            }
+            OnUserLimit::ReplaceOldest => {
+                let (s, _) = login.unwrap();
+                assert_eq!(s.user.as_deref(), Some("ann"));
+                assert_eq!(
+                    closed_reason(m.resolve(&app.token, TOUCH).await),
+                    CloseReason::Replaced
+                );
+                let open = open_of_ann().await;
+                assert_eq!(open.len(), 1);
+                assert_eq!(open[0].id, guest.session.id);
+            }
+        }
+        // A change that keeps the user is no new login: never refused for the limit.
+        let ann = open_of_ann().await[0].id;
+        m.set_privileges(Lookup::Id(ann), vec!["x".into()], None, Some("ann".into()))
+            .await
+            .unwrap();
+        m.close_all("app", &[], Actor::Admin).await.unwrap();
+    }
 }
 
 /// `evict_idlest` closes the session with the oldest activity.

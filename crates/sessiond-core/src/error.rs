@@ -11,7 +11,7 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No app of that name is configured.
-    #[error("no app named {0:?} is configured")]
+    #[error("no app named {} is configured", quoted(.0))]
     UnknownApp(String),
     /// The token matches no session.
     #[error("the token matches no session; open a new one")]
@@ -115,3 +115,13 @@ impl From<Refusal> for Error {
 
 /// Result of a Manager operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `text` quoted for an error message, cut to 64 characters: a message names what it
+/// refuses without echoing a huge input back.
+pub fn quoted(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        None => format!("{text:?}"),
+        Some((at, _)) => format!("{:?}... ({} bytes)", &text[..at], text.len()),
+    }
+}

@@ -37,7 +37,7 @@ mod session;
 pub mod store;
 mod time;
 
-pub use error::{Error, Result};
+pub use error::{quoted, Error, Result};
 pub use events::{Event, EventKind};
 pub use id::{BadSessionId, SessionId, Token, TokenHash, MAX_TOKEN_PREFIX, TOKEN_KEY_BYTES};
 pub use json::{JsonObject, NotAnObject};

@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::id::{SessionId, Token};
 use crate::json::JsonObject;
-use crate::policy::{Policy, TokenPrefix, DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_HEARTBEAT_INTERVAL_S};
+use crate::policy::{
+    OnUserLimit, Policy, TokenPrefix, DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_HEARTBEAT_INTERVAL_S,
+};
 use crate::session::{
     Actor, Change, Client, CloseReason, Conditions, Heartbeat, Privileges, Session, Step,
 };
@@ -384,23 +386,93 @@ impl Manager {
             OpenOutcome::Refused(r) => {
                 let mut err = Error::from(r);
                 if let Error::SeatsExhausted { holders, .. } = &mut err {
-                    let q = ListQuery {
-                        app: Some(app.to_string()),
-                        status: StatusFilter::Open,
-                        limit: self.limits.max_page,
-                        ..Default::default()
-                    };
-                    *holders = self
-                        .store
-                        .list(&q)
-                        .await?
-                        .into_iter()
-                        .filter(|s| s.counts_seat)
-                        .collect();
+                    *holders = self.seat_holders(app).await?;
                 }
                 Err(err)
             }
         }
+    }
+
+    /// The open sessions of `app` that take a seat (a page of them at most), for a
+    /// `seats_exhausted` answer.
+    async fn seat_holders(&self, app: &str) -> Result<Vec<Session>> {
+        let q = ListQuery {
+            app: Some(app.to_string()),
+            status: StatusFilter::Open,
+            limit: self.limits.max_page,
+            ..Default::default()
+        };
+        Ok(self
+            .store
+            .list(&q)
+            .await?
+            .into_iter()
+            .filter(|s| s.counts_seat)
+            .collect())
+    }
+
+    /// Admits a privilege change the way an open is admitted, where it changes what
+    /// admission counts: a session that would start taking a seat (it loses its last
+    /// reserved privilege) needs a free seat, whatever `on_full` says (a privilege change
+    /// never evicts anyone); a session moving to a user at `max_per_user` is refused
+    /// (`reject`) or closes that user's oldest sessions as `replaced` (`replace_oldest`,
+    /// the Gambas `Unique` login). Checked before the change rather than in its atomic
+    /// step: two changes racing for the last seat on different nodes may both pass, which
+    /// opens never can (docs/CONCEPTS.md).
+    async fn admit_change(
+        &self,
+        current: &Session,
+        policy: &Policy,
+        counts_seat: bool,
+        user: Option<&str>,
+    ) -> Result<()> {
+        if !current.is_open() {
+            return Ok(());
+        }
+        if let (true, false, Some(total)) = (counts_seat, current.counts_seat, policy.seats) {
+            let used = self.store.counts(&current.app).await?.seats_used;
+            if used >= u64::from(total) {
+                return Err(Error::SeatsExhausted {
+                    used: u32::try_from(used).unwrap_or(u32::MAX),
+                    total,
+                    holders: self.seat_holders(&current.app).await?,
+                });
+            }
+        }
+        let (Some(user), Some(max)) = (user, policy.max_per_user) else {
+            return Ok(());
+        };
+        if current.user.as_deref() == Some(user) {
+            return Ok(());
+        }
+        let q = ListQuery {
+            app: Some(current.app.to_string()),
+            status: StatusFilter::Open,
+            user: Some(user.to_string()),
+            limit: self.limits.max_page,
+            ..Default::default()
+        };
+        let theirs = self.store.list(&q).await?;
+        let Some(excess) = (theirs.len() + 1)
+            .checked_sub(max as usize)
+            .filter(|n| *n > 0)
+        else {
+            return Ok(());
+        };
+        if policy.on_user_limit == OnUserLimit::Reject {
+            return Err(Error::UserLimit { max });
+        }
+        // Pages are in opening order: the first are the oldest.
+        for old in theirs.iter().take(excess) {
+            match self
+                .close(Lookup::Id(old.id), CloseReason::Replaced, Actor::System)
+                .await
+            {
+                Ok(_) | Err(Error::SessionClosed(_) | Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Runs `change` on a session and maps the outcome; `missing` is the error when
@@ -522,9 +594,12 @@ impl Manager {
         }
         let current = self.get_lookup(lookup).await?;
         let policy = self.policy(&current.app)?;
+        let counts_seat = policy.counts_seat(&privileges);
+        self.admit_change(&current, &policy, counts_seat, user.as_deref())
+            .await?;
         let token = Self::new_token(&policy, &current.app, current.client.ip);
         let change = Change::SetPrivileges {
-            counts_seat: policy.counts_seat(&privileges),
+            counts_seat,
             privileges,
             info,
             user: user.map(Box::from),
@@ -565,6 +640,24 @@ impl Manager {
                 Lookup::Id(id) => Error::NotFound(id),
                 Lookup::Token(_) => Error::InvalidToken,
             }),
+        }
+    }
+
+    /// Logs out: the holder of `token` closes its session as `logout`. With `bind_ip`, a
+    /// request from another address gets [`Error::IpMismatch`] and the session stays
+    /// open, as for every other request of the holder.
+    pub async fn logout(&self, token: &Token, ip: Option<IpAddr>) -> Result<Session> {
+        let s = self.get_lookup(Lookup::Token(token.hash())).await?;
+        if let Some(c) = s.closed {
+            return Err(Error::SessionClosed(c));
+        }
+        s.check_bound_ip(ip)?;
+        match self
+            .close(Lookup::Id(s.id), CloseReason::Logout, Actor::User)
+            .await
+        {
+            Err(Error::NotFound(_)) => Err(Error::InvalidToken),
+            other => other,
         }
     }
 

@@ -530,6 +530,15 @@ impl Session {
         true
     }
 
+    /// With `bind_ip`, refuses a request from `ip` when it is not the address that
+    /// opened the session (no address known, on either side: nothing to compare).
+    pub fn check_bound_ip(&self, ip: Option<IpAddr>) -> Result<(), ChangeError> {
+        match (self.bind_ip, ip, self.client.ip) {
+            (true, Some(ip), Some(mine)) if ip != mine => Err(ChangeError::IpMismatch),
+            _ => Ok(()),
+        }
+    }
+
     /// How long touches are coalesced: a touch closer than this to the last recorded
     /// activity is not written. At most one second, and at most 1/60 of the idle timeout,
     /// so coalescing can shorten a session's idle life by that much and never lengthen it.
@@ -555,11 +564,7 @@ impl Session {
             self.close(reason, Actor::Expiry, now);
             return Ok(Step::Expired(reason));
         }
-        if let (true, Some(ip), Some(mine)) = (self.bind_ip, cond.bound_ip, self.client.ip) {
-            if ip != mine {
-                return Err(ChangeError::IpMismatch);
-            }
-        }
+        self.check_bound_ip(cond.bound_ip)?;
         if let Some(v) = cond.expect_version {
             if v != self.version {
                 return Err(ChangeError::VersionMismatch {

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use sessiond_core::Error;
 
+pub use sessiond_core::quoted;
+
 use crate::views::SessionView;
 
 /// An error answer.
@@ -49,6 +51,11 @@ impl ApiError {
     /// 403: a valid credential that may not do this.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 400: query parameters that make no sense.
+    pub fn invalid_query(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", message)
     }
 
     /// 400: input that makes no sense.
@@ -149,14 +156,10 @@ impl From<JsonRejection> for ApiError {
                 "invalid_body",
                 format!(
                     "the body does not have the expected fields and types: {}",
-                    inner(&e)
+                    plain(inner(&e))
                 ),
             ),
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json",
-            ),
+            JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
             JsonRejection::BytesRejection(e) => body_error(e.status()),
             other => ApiError::new(other.status(), "bad_request", other.body_text()),
         }
@@ -170,6 +173,15 @@ fn inner(e: &dyn std::error::Error) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// The error for a body not sent as JSON.
+pub fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the body as JSON with Content-Type: application/json",
+    )
 }
 
 /// The error for a body that could not be read.
@@ -187,12 +199,30 @@ pub fn body_error(status: StatusCode) -> ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("bad query parameters: {}", inner(&r)),
-        )
+        ApiError::invalid_query(format!("bad query parameters: {}", inner(&r)))
     }
+}
+
+/// serde's words for a wrong type, without the server's internal type names
+/// ("expected struct OpenBody" becomes "expected a JSON object").
+fn plain(message: String) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message.as_str();
+    while let Some(at) = rest.find("struct ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "struct ".len()..];
+        let name = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if name == 0 {
+            out.push_str("struct ");
+        } else {
+            out.push_str("a JSON object");
+        }
+        rest = &after[name..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl From<PathRejection> for ApiError {

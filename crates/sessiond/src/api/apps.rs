@@ -1,7 +1,6 @@
 //! What an app key (or the admin token) may do: open sessions, list, read and close
 //! them, change privileges, disconnect everyone but some, and read the app.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,9 +13,9 @@ use sessiond_core::{
 use utoipa::{IntoParams, ToSchema};
 
 use super::session::{session_response, tag};
-use super::{Json, Query};
+use super::{Json, OptionalJson, Query};
 use crate::auth::{Caller, ClientAddr};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{quoted, ApiError, ApiResult};
 use crate::state::SharedState;
 use crate::views::{
     AppList, AppView, ClientView, ClosedCount, SessionPage, SessionView, SessionWithToken,
@@ -62,7 +61,7 @@ fn parse_id(s: &str) -> ApiResult<SessionId> {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no session has id {s:?}"),
+            format!("no session has id {}", quoted(s)),
         )
     })
 }
@@ -71,7 +70,7 @@ fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult
     let view = view.unwrap_or_default();
     let ip = match view.ip {
         Some(ip) => Some(ip.parse().map_err(|_| {
-            ApiError::bad_request(format!("client.ip {ip:?} is not an IP address"))
+            ApiError::bad_request(format!("client.ip {} is not an IP address", quoted(&ip)))
         })?),
         None => addr,
     };
@@ -195,8 +194,9 @@ pub async fn list_sessions(
         "closed" => StatusFilter::Closed,
         "any" => StatusFilter::Any,
         other => {
-            return Err(ApiError::bad_request(format!(
-                "status {other:?}: use open, closed or any"
+            return Err(ApiError::invalid_query(format!(
+                "status {}: use open, closed or any",
+                quoted(other)
             )))
         }
     };
@@ -204,21 +204,22 @@ pub async fn list_sessions(
         "asc" => false,
         "desc" => true,
         other => {
-            return Err(ApiError::bad_request(format!(
-                "order {other:?}: use asc or desc"
+            return Err(ApiError::invalid_query(format!(
+                "order {}: use asc or desc",
+                quoted(other)
             )))
         }
     };
     let after = match p.after.as_deref() {
         Some(a) => Some(a.parse::<SessionId>().map_err(|_| {
-            ApiError::bad_request("after must be a session id (the previous page's next)")
+            ApiError::invalid_query("after must be a session id (the previous page's next)")
         })?),
         None => None,
     };
     let max = st.manager.limits().max_page;
     let limit = p.limit.unwrap_or(100);
     if limit == 0 || limit > max {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid_query(format!(
             "limit must be between 1 and {max}"
         )));
     }
@@ -360,39 +361,23 @@ pub struct CloseAllBody {
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
         (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = crate::views::ErrorBody),
+        (status = 415, description = "A body that is not sent as JSON", body = crate::views::ErrorBody),
         (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody)))]
 pub async fn close_all(
     State(st): State<SharedState>,
     caller: Caller,
     Path(app): Path<String>,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<CloseAllBody>,
 ) -> ApiResult<Json<ClosedCount>> {
     caller.check_app(&app)?;
-    let body: CloseAllBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CloseAllBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_body",
-                    format!("the body does not have the expected fields and types: {e}"),
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    format!("the body is not valid JSON: {e}"),
-                )
-            }
-        })?
-    };
     let except = body
         .except
         .iter()
         .map(|s| {
-            s.parse::<SessionId>()
-                .map_err(|_| ApiError::bad_request(format!("except: {s:?} is not a session id")))
+            s.parse::<SessionId>().map_err(|_| {
+                ApiError::bad_request(format!("except: {} is not a session id", quoted(s)))
+            })
         })
         .collect::<ApiResult<Vec<_>>>()?;
     let closed = st.manager.close_all(&app, &except, caller.actor()).await?;

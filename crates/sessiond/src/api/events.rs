@@ -14,7 +14,7 @@ use sessiond_core::{Error, Event, EventKind, Lookup, Resolve};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
-use crate::auth::{Caller, SessionToken};
+use crate::auth::{Caller, ClientAddr, SessionToken};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
@@ -64,23 +64,19 @@ async fn next_event(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "text/event-stream; `event: closed` with `{id, app, reason, by, at}`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "bind_ip refused the address", body = crate::views::ErrorBody),
         (status = 401, description = "Unknown token", body = crate::views::ErrorBody)))]
 pub async fn session_events(
     State(st): State<SharedState>,
     SessionToken(token): SessionToken,
+    ClientAddr(ip): ClientAddr,
 ) -> ApiResult<Response> {
     // Subscribe before looking, so a close between the two is not missed.
     let rx = st.manager.subscribe();
     let now = st.manager.now();
     let session = match st
         .manager
-        .resolve(
-            &token,
-            Resolve {
-                touch: false,
-                ip: None,
-            },
-        )
+        .resolve(&token, Resolve { touch: false, ip })
         .await
     {
         Ok(s) => s,

@@ -34,6 +34,53 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// An optional JSON body: an empty one (or only white space) is `T::default()`;
+/// anything else must be sent as JSON (415 otherwise) and is read like [`Json`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_media_type);
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| crate::error::body_error(e.status()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        if !json {
+            return Err(crate::error::unsupported_media_type());
+        }
+        let axum::Json(v) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(OptionalJson(v))
+    }
+}
+
+/// Whether a `Content-Type` value is JSON (`application/json` or `application/*+json`,
+/// parameters allowed), as axum's own JSON extractor decides.
+fn is_json_media_type(v: &str) -> bool {
+    let essence = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
 /// Query parameters whose rejections are API errors.
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
@@ -74,6 +121,9 @@ pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            refuse_declared_oversize(max_body_bytes, req, next)
+        }))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
@@ -104,6 +154,21 @@ fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         "internal error; the server log has the details",
     )
     .into_response()
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over the body limit,
+/// before any of the body is read (otherwise such a request would wait for bytes it
+/// will never be allowed to send until the request timeout).
+async fn refuse_declared_oversize(max: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return crate::error::body_error(StatusCode::PAYLOAD_TOO_LARGE).into_response();
+    }
+    next.run(req).await
 }
 
 /// Times every request (metrics), bounds it in time (event streams excepted) and marks

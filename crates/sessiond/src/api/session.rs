@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
-use sessiond_core::{Actor, CloseReason, Lookup, Resolve, Session};
+use sessiond_core::{Lookup, Resolve, Session};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Json, Query};
@@ -187,19 +187,14 @@ pub async fn patch_data(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The closed session", body = SessionView),
+        (status = 400, description = "bind_ip refused the address; the session stays open", body = crate::views::ErrorBody),
         (status = 401, description = "Unknown token", body = crate::views::ErrorBody),
         (status = 410, description = "Already closed", body = crate::views::ErrorBody)))]
 pub async fn logout(
     State(st): State<SharedState>,
     SessionToken(token): SessionToken,
+    ClientAddr(ip): ClientAddr,
 ) -> ApiResult<Response> {
-    let s = st
-        .manager
-        .close(
-            Lookup::Token(token.hash()),
-            CloseReason::Logout,
-            Actor::User,
-        )
-        .await?;
+    let s = st.manager.logout(&token, ip).await?;
     Ok(session_response(StatusCode::OK, &s))
 }

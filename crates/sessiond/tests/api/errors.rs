@@ -180,3 +180,147 @@ async fn unknown_things_are_404_and_wrong_methods_405() {
     assert_error(st, &v, 404, "not_found");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn close_all_reads_its_optional_body_like_every_other() {
+    let s = Server::memory().await;
+    let keep = s.open("shop", SHOP_KEY, json!({})).await;
+    let path = "/v1/apps/shop/sessions/close-all";
+    let body = format!(r#"{{"except": ["{}"]}}"#, id(&keep));
+    // A body that is not sent as JSON is refused, and closes nothing.
+    for ctype in [None, Some("text/plain")] {
+        let mut r = s.req(Method::POST, path, Some(SHOP_KEY)).body(body.clone());
+        if let Some(c) = ctype {
+            r = r.header("content-type", c);
+        }
+        let resp = r.send().await.unwrap();
+        let st = resp.status().as_u16();
+        assert_error(
+            st,
+            &resp.json().await.unwrap(),
+            415,
+            "unsupported_media_type",
+        );
+    }
+    let (_, v) = s
+        .call(Method::GET, "/v1/apps/shop", Some(SHOP_KEY), None)
+        .await;
+    assert_eq!(v["open"], json!(1), "nothing was closed");
+    // Over the body limit: the JSON 413 of every endpoint.
+    let big = format!(r#"{{"except": ["{}"]}}"#, "x".repeat(8000));
+    let resp = s
+        .req(Method::POST, path, Some(SHOP_KEY))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let st = resp.status().as_u16();
+    assert_error(st, &resp.json().await.unwrap(), 413, "payload_too_large");
+    // As JSON (with a media type parameter) it works; an empty body needs no type.
+    let resp = s
+        .req(Method::POST, path, Some(SHOP_KEY))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    s.open("shop", SHOP_KEY, json!({})).await;
+    let resp = s
+        .req(Method::POST, path, Some(SHOP_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v, json!({"closed": 2}));
+    s.stop().await;
+}
+
+/// A request that declares a body over the limit is answered at once, before the body.
+#[tokio::test]
+async fn a_declared_oversized_body_is_refused_before_it_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::memory().await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/apps/shop/sessions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {SHOP_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The server's request timeout is 30 s; the answer must not wait for it.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&answer).contains("payload_too_large") {
+            let n = conn.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "no answer before the body: {text}");
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains(r#""error":"payload_too_large""#), "{text}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_query_values_are_invalid_query() {
+    let s = Server::memory().await;
+    for q in [
+        "status=bogus",
+        "order=sideways",
+        "limit=0",
+        "limit=1001",
+        "limit=abc",
+        "after=garbage",
+        "colour=red",
+    ] {
+        let (st, v) = s
+            .call(
+                Method::GET,
+                &format!("/v1/apps/shop/sessions?{q}"),
+                Some(SHOP_KEY),
+                None,
+            )
+            .await;
+        assert_error(st, &v, 400, "invalid_query");
+    }
+    s.stop().await;
+}
+
+/// Messages name what they refuse without echoing a huge input, nor internal names.
+#[tokio::test]
+async fn error_messages_stay_short_and_speak_of_the_api() {
+    let s = Server::memory().await;
+    let long = "x".repeat(5000);
+    for path in [
+        format!("/v1/sessions/{long}"),
+        format!("/v1/apps/{long}/sessions"),
+    ] {
+        let (st, v) = s.call(Method::GET, &path, Some(ADMIN), None).await;
+        assert_eq!(st, 404, "{v}");
+        let m = v["message"].as_str().unwrap();
+        assert!(m.len() < 200, "{m}");
+        assert!(m.contains("5000 bytes"), "{m}");
+    }
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/v1/apps/shop/sessions",
+            Some(SHOP_KEY),
+            Some(json!([])),
+        )
+        .await;
+    assert_error(st, &v, 422, "invalid_body");
+    let m = v["message"].as_str().unwrap();
+    assert!(m.contains("expected a JSON object"), "{m}");
+    assert!(!m.contains("OpenBody"), "{m}");
+    s.stop().await;
+}

@@ -77,6 +77,33 @@ async fn full_house_lists_holders_and_take_over_admits() {
     assert_eq!(app["seats"], json!({"used": 2, "total": 2}));
     assert_eq!(app["open"], json!(3));
     assert_eq!(app["policy"]["heartbeat"]["interval_s"], json!(30));
+    // Dropping the reserved privilege would take a third seat of two: refused like an
+    // open, with the holders, and the session keeps its privilege and its token.
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/sessions/{}/privileges", id(&admin)),
+            Some(DESK_KEY),
+            Some(json!({"privileges": []})),
+        )
+        .await;
+    assert_error(st, &v, 409, "seats_exhausted");
+    assert_eq!(v["seats"], json!({"used": 2, "total": 2}));
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 2);
+    let (st, v) = s
+        .call(Method::GET, "/v1/session", Some(&token(&admin)), None)
+        .await;
+    assert_eq!((st, v["privileges"].clone()), (200, json!(["admin"])));
+    // Renaming a session to a user at the limit (one per user, reject) is refused too.
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/sessions/{}/privileges", id(&admin)),
+            Some(DESK_KEY),
+            Some(json!({"privileges": ["admin"], "user": "c"})),
+        )
+        .await;
+    assert_error(st, &v, 409, "user_limit");
     s.stop().await;
 }
 

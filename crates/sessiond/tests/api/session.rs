@@ -195,17 +195,34 @@ async fn bind_ip_refuses_another_address_and_keeps_the_session() {
     let s = Server::memory().await;
     let t = token(&s.open("shop", SHOP_KEY, json!({})).await);
     // The test client is 127.0.0.1, a trusted proxy: X-Forwarded-For names the client.
-    let resp = s
-        .req(Method::GET, "/v1/session", Some(&t))
-        .header("X-Forwarded-For", "203.0.113.9, 127.0.0.1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    let v: serde_json::Value = resp.json().await.unwrap();
-    assert_error(400, &v, 400, "ip_mismatch");
+    // Every request of the holder is refused from there: reading, heartbeats, storage,
+    // the event stream, and logging out.
+    let from_elsewhere = [
+        (Method::GET, "/v1/session", None),
+        (Method::POST, "/v1/session/heartbeat", None),
+        (Method::PATCH, "/v1/session/data", Some(json!({"k": 1}))),
+        (Method::GET, "/v1/session/events", None),
+        (Method::DELETE, "/v1/session", None),
+    ];
+    for (method, path, body) in from_elsewhere {
+        let mut r = s
+            .req(method.clone(), path, Some(&t))
+            .header("X-Forwarded-For", "203.0.113.9, 127.0.0.1");
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_error(status, &v, 400, "ip_mismatch");
+    }
     let (st, v) = s.call(Method::GET, "/v1/session", Some(&t), None).await;
     assert_eq!((st, v["status"].clone()), (200, json!("open")));
+    assert_eq!(v["data"], json!({}), "the refused patch changed nothing");
+    assert_eq!(v["version"], json!(1));
+    // From its own address the holder logs out.
+    let (st, v) = s.call(Method::DELETE, "/v1/session", Some(&t), None).await;
+    assert_eq!((st, v["reason"].clone()), (200, json!("logout")));
     s.stop().await;
 }
 
