@@ -310,7 +310,9 @@ pub struct PrivilegesBody {
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
         (status = 403, description = "A session of another app", body = crate::views::ErrorBody),
         (status = 404, description = "No such session", body = crate::views::ErrorBody),
+        (status = 409, description = "`seats_exhausted` (losing a reserved privilege would take a seat of a full house; with `seats` and the holders as `sessions`) or `user_limit` (the new user is at `max_per_user`)", body = crate::views::ErrorBody),
         (status = 410, description = "The session is closed", body = crate::views::ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = crate::views::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::views::ErrorBody),
         (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody)))]
 pub async fn set_privileges(

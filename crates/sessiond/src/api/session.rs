@@ -111,6 +111,7 @@ pub struct HeartbeatChange {
         (status = 400, description = "Bad values", body = crate::views::ErrorBody),
         (status = 401, description = "Unknown token", body = crate::views::ErrorBody),
         (status = 410, description = "The session is closed", body = crate::views::ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = crate::views::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::views::ErrorBody),
         (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody)))]
 pub async fn set_heartbeat(
