@@ -56,7 +56,7 @@ pub enum OnFull {
 /// `sessiond connect` flags.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes:\n  0   logged out with Ctrl-C\n  1   error\n  3   house full, no seat taken\n  4   refused (user limit, license)\n  10  killed\n  11  closed_all\n  12  taken_over\n  13  heartbeat_lost\n  14  idle_timeout\n  15  absolute_timeout\n  16  evicted\n  17  replaced\n  18  logged out elsewhere\n\nExamples:\n  sessiond connect --app gestan --user ann --label desk-1 --token \"$GESTAN_KEY\"\n  sessiond connect --app gestan --user bob --on-full take-over-idlest"
+    after_help = "Exit codes:\n  0   logged out (Ctrl-C, SIGTERM or SIGHUP: the seat is given back)\n  1   error\n  2   bad flags, or --take-over names no open session of the app\n  3   house full, no seat taken\n  4   refused (user limit, license)\n  10  killed\n  11  closed_all\n  12  taken_over\n  13  heartbeat_lost\n  14  idle_timeout\n  15  absolute_timeout\n  16  evicted\n  17  replaced\n  18  logged out elsewhere\n\nExamples:\n  sessiond connect --app gestan --user ann --label desk-1 --token \"$GESTAN_KEY\"\n  sessiond connect --app gestan --user bob --on-full take-over-idlest"
 )]
 pub struct ConnectArgs {
     /// URL of the sessiond server.
@@ -139,8 +139,21 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
     } else {
         OnFull::Quit
     });
+    if let Some(t) = &args.take_over {
+        if t.parse::<sessiond_core::SessionId>().is_err() {
+            eprintln!(
+                "sessiond: --take-over {}: not a session id (see `sessiond sessions list`)",
+                sessiond_core::quoted(t)
+            );
+            return ExitCode::from(2);
+        }
+    }
     let mut take_over = args.take_over.clone();
+    // Whether the take-over being tried is the one the flag asked for (not a holder
+    // picked after a full house, which may have left meanwhile).
+    let mut asked = take_over.is_some();
     let opened = loop {
+        let asked_now = std::mem::take(&mut asked);
         let req = OpenRequest {
             user: Some(args.user.clone()),
             client: Some(sessiond_client::ClientInfo {
@@ -198,6 +211,13 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
                     }
                 }
                 if e.code() == Some("take_over_target") {
+                    if asked_now {
+                        eprintln!(
+                            "sessiond: --take-over: no open session of {} has that id",
+                            args.app
+                        );
+                        return ExitCode::from(2);
+                    }
                     println!("That seat was freed or taken meanwhile; trying again.");
                     continue;
                 }
@@ -232,6 +252,7 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
         println!("Disconnected: {} ({reason}{by}).", explain(&reason));
         ExitCode::from(exit_code(&reason))
     };
+    let mut stop = std::pin::pin!(stop_requested());
     let mut events = me.session_events().await.ok();
     let mut beat = tokio::time::interval(Duration::from_secs(u64::from(interval)));
     beat.tick().await;
@@ -264,7 +285,7 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
                     events = me.session_events().await.ok();
                 }
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut stop => {
                 match me.logout().await {
                     Ok(_) => println!("Logged out."),
                     Err(e) => eprintln!("logout failed: {e}"),
@@ -273,4 +294,26 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
             }
         }
     }
+}
+
+/// Resolves when the client is asked to stop: Ctrl-C (SIGINT), SIGTERM (`kill`,
+/// systemd, `timeout`) or SIGHUP (its terminal closed). Each gives the seat back with
+/// a logout; otherwise the seat stays taken until interval + grace.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -159,12 +159,17 @@ pub fn parse_date(s: &str) -> Option<Timestamp> {
         it.next()?.parse::<i64>().ok()?,
         it.next()?.parse::<i64>().ok()?,
     );
-    if it.next().is_some()
-        || s.len() != 10
-        || !(1..=12).contains(&m)
-        || !(1..=31).contains(&d)
-        || y < 1970
-    {
+    if it.next().is_some() || s.len() != 10 || !(1..=12).contains(&m) || y < 1970 {
+        return None;
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=month_days).contains(&d) {
         return None;
     }
     // Days from civil (H. Hinnant).
@@ -431,6 +436,23 @@ mod tests {
         );
         assert_eq!(parse_date("2026-13-01"), None);
         assert_eq!(parse_date("tomorrow"), None);
+        // Days that no calendar has.
+        assert_eq!(parse_date("2027-02-30"), None);
+        assert_eq!(parse_date("2027-02-29"), None);
+        assert_eq!(parse_date("2027-04-31"), None);
+        assert_eq!(parse_date("2100-02-29"), None);
+        assert_eq!(
+            parse_date("2028-02-29").map(|t| t.to_rfc3339()),
+            Some("2028-03-01T00:00:00.000Z".into())
+        );
+        assert_eq!(
+            parse_date("2000-02-29").map(|t| t.to_rfc3339()),
+            Some("2000-03-01T00:00:00.000Z".into())
+        );
+        assert_eq!(
+            parse_date("2027-12-31").map(|t| t.to_rfc3339()),
+            Some("2028-01-01T00:00:00.000Z".into())
+        );
     }
 
     #[test]

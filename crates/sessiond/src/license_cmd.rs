@@ -32,8 +32,8 @@ pub enum LicenseCmd {
         /// The app the license is for.
         #[arg(long)]
         app: String,
-        /// Concurrent seats.
-        #[arg(long)]
+        /// Concurrent seats (1 or more).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         seats: u32,
         /// Last valid day, YYYY-MM-DD (UTC).
         #[arg(long)]
@@ -47,7 +47,8 @@ pub enum LicenseCmd {
     },
     /// Check a license file's signature and dates.
     ///
-    /// Exits 0 when valid, 1 when expired, 2 when invalid (forged, tampered, wrong app).
+    /// Exits 0 when valid, 1 when expired, 2 when invalid (forged, tampered, wrong app)
+    /// or when it cannot be checked (no such file, a bad public key, bad flags).
     #[command(
         after_help = "Example:\n  sessiond license verify gestan.license --public-key keys/license-signing.pub --app gestan"
     )]
@@ -83,6 +84,38 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
+/// Checks `issue`'s arguments, naming the flag at fault (a bad argument is not a bad
+/// license).
+fn check_issue(
+    key: &std::path::Path,
+    app: &str,
+    licensee: &str,
+    expires: &str,
+) -> Result<(), String> {
+    if key.extension().is_some_and(|e| e == "pub") {
+        return Err(format!(
+            "--key {}: that is the public key; sign with the secret key (license-signing.key)",
+            key.display()
+        ));
+    }
+    if !sessiond_core::valid_app_name(app) {
+        return Err(format!(
+            "--app {}: not an app name (1 to 64 letters, digits, '_', '-' or '.')",
+            sessiond_core::quoted(app)
+        ));
+    }
+    if licensee.trim().is_empty() || licensee.chars().any(char::is_control) {
+        return Err("--licensee: say who the license is for (no control characters)".into());
+    }
+    if license::parse_date(expires).is_none() {
+        return Err(format!(
+            "--expires {}: not a date of the form YYYY-MM-DD",
+            sessiond_core::quoted(expires)
+        ));
+    }
+    Ok(())
+}
+
 /// Runs a license command.
 pub fn run(cmd: LicenseCmd) -> ExitCode {
     match cmd {
@@ -113,6 +146,16 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
             licensee,
             out,
         } => {
+            if let Err(e) = check_issue(&key, &app, &licensee, &expires) {
+                eprintln!("sessiond: {e}");
+                return ExitCode::from(2);
+            }
+            if license::parse_date(&expires).is_some_and(|end| {
+                use sessiond_core::Clock;
+                sessiond_core::SystemClock.now() >= end
+            }) {
+                eprintln!("sessiond: warning: --expires {expires} is already past: this license is expired from the start");
+            }
             let secret = match read_key(&key.display().to_string()) {
                 Ok(s) => s,
                 Err(e) => {
@@ -158,10 +201,11 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
             public_key,
             app,
         } => {
-            let key = match read_key(&public_key)
-                .map_err(|e| e.to_string())
-                .and_then(|k| license::public_key(&k).map_err(|e| e.to_string()))
-            {
+            let key = match read_key(&public_key).and_then(|k| {
+                license::public_key(&k).map_err(|_| {
+                    format!("--public-key {public_key:?}: neither 64 hex digits nor a file holding an Ed25519 public key")
+                })
+            }) {
                 Ok(k) => k,
                 Err(e) => {
                     eprintln!("sessiond: {e}");

@@ -35,19 +35,58 @@ pub struct MigrateArgs {
     pub batch: u16,
 }
 
-async fn open(url: &str, data_dir: &std::path::Path) -> Result<std::sync::Arc<dyn Store>, String> {
+/// The configuration that opens the store at `url` (`file:` is under `data_dir`).
+fn parse(url: &str, data_dir: &std::path::Path) -> Result<Config, String> {
     let store: StoreUrl = url.parse()?;
     if store == StoreUrl::Memory {
         return Err(
             "memory: holds nothing across processes; migrate from or to a durable store".into(),
         );
     }
-    let config = Config {
+    Ok(Config {
         store,
         data_dir: data_dir.to_path_buf(),
         ..Config::default()
+    })
+}
+
+/// Refuses a source that is not there: opening a file store creates it, and copying
+/// an empty new store would pass the count check while copying nothing (a typo in
+/// `--from` or `--data-dir` must not look like a good backup).
+fn check_source(url: &str, config: &Config) -> Result<(), String> {
+    if !matches!(config.store, StoreUrl::File(_)) {
+        return Ok(());
+    }
+    let dir = config.store_dir();
+    let holds_files = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+    if holds_files {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url}: no store at {} (nothing to copy); check --from and --data-dir",
+            dir.display()
+        ))
+    }
+}
+
+/// Refuses copying a store onto itself.
+fn check_distinct(from: &Config, to: &Config) -> Result<(), String> {
+    let same = match (&from.store, &to.store) {
+        (StoreUrl::File(_), StoreUrl::File(_)) => {
+            let canon = |c: &Config| std::fs::canonicalize(c.store_dir()).ok();
+            from.store_dir() == to.store_dir() || canon(from).is_some_and(|f| Some(f) == canon(to))
+        }
+        (a, b) => a == b,
     };
-    sessiond::open_store(&config)
+    if same {
+        Err("--from and --to name the same store; nothing to migrate".into())
+    } else {
+        Ok(())
+    }
+}
+
+async fn open(url: &str, config: &Config) -> Result<std::sync::Arc<dyn Store>, String> {
+    sessiond::open_store(config)
         .await
         .map_err(|e| format!("{url}: {e}"))
 }
@@ -112,10 +151,21 @@ impl Progress {
 
 /// Runs the migration; exit 0 when every session was found in the destination.
 pub async fn run(args: MigrateArgs) -> ExitCode {
-    let (from, to) = match (
-        open(&args.from, &args.data_dir).await,
-        open(&args.to, &args.data_dir).await,
-    ) {
+    // Every check before anything is opened: opening a file store creates it.
+    let configs = parse(&args.from, &args.data_dir).and_then(|from| {
+        let to = parse(&args.to, &args.data_dir)?;
+        check_source(&args.from, &from)?;
+        check_distinct(&from, &to)?;
+        Ok((from, to))
+    });
+    let (from, to) = match configs {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sessiond: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (from, to) = match (open(&args.from, &from).await, open(&args.to, &to).await) {
         (Ok(f), Ok(t)) => (f, t),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("sessiond: {e}");

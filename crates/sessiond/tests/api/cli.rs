@@ -107,3 +107,142 @@ async fn list_show_kill_close_all_and_apps() {
     assert!(err.contains("not_found"), "{err}");
     s.stop().await;
 }
+
+/// `license issue` names the flag at fault and signs nothing for a public key, an
+/// impossible date, no seats or no licensee; a date already past is signed with a
+/// warning.
+#[test]
+fn license_issue_refuses_bad_arguments() {
+    let dir = temp_dir("license-args");
+    let keys = dir.join("keys");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+            .arg("license")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&["keygen", "--dir", keys.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let secret = keys.join("license-signing.key");
+    let public = keys.join("license-signing.pub");
+    let issue = |key: &std::path::Path, seats: &str, expires: &str, licensee: &str| {
+        run(&[
+            "issue",
+            "--key",
+            key.to_str().unwrap(),
+            "--app",
+            "gestan",
+            "--seats",
+            seats,
+            "--expires",
+            expires,
+            "--licensee",
+            licensee,
+        ])
+    };
+    let refused = [
+        (issue(&public, "1", "2099-12-31", "ACME"), "public key"),
+        (issue(&secret, "1", "2099-02-30", "ACME"), "--expires"),
+        (issue(&secret, "1", "31/12/2099", "ACME"), "--expires"),
+        (issue(&secret, "1", "2099-12-31", " "), "--licensee"),
+        (issue(&secret, "0", "2099-12-31", "ACME"), "--seats"),
+    ];
+    for ((code, out, err), names) in refused {
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(names), "{names}: {err}");
+        assert!(out.is_empty(), "nothing signed: {out}");
+    }
+    let (code, out, err) = issue(&secret, "1", "2020-01-01", "ACME");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("already past"), "{err}");
+    assert!(out.contains("ed25519:"), "{out}");
+    let (code, out, err) = issue(&secret, "3", "2099-12-31", "ACME");
+    assert_eq!(code, Some(0), "{err}");
+    let file = dir.join("ok.license");
+    std::fs::write(&file, out).unwrap();
+    let (code, out, _) = run(&[
+        "verify",
+        file.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("seats:    3"), "{out}");
+    let (code, _, err) = run(&["verify", file.to_str().unwrap(), "--public-key", "abc"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--public-key"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `sessiond connect` stopped by SIGTERM (`kill`, systemd, `timeout`) gives its seat
+/// back at once, as Ctrl-C does; a `--take-over` that names no session is refused.
+#[tokio::test]
+async fn connect_logs_out_on_sigterm_and_refuses_a_bad_take_over() {
+    let s = Server::memory().await;
+    let connect = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sessiond"))
+            .args(["connect", "--app", "desk", "--user", "tess"])
+            .args(["--server", &s.base, "--token", DESK_KEY])
+            .args(extra)
+            .env_remove("SESSIOND_TOKEN")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for bad in ["junk", "0192f0c1-7a3b-7cde-8f01-23456789abcd"] {
+        // Waited for off the runtime: the server answering it runs on this one.
+        let child = connect(&["--take-over", bad]);
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("--take-over"), "{err}");
+    }
+    let child = connect(&[]);
+    let open = |status: &'static str| {
+        let s = &s;
+        async move {
+            let (_, v) = s
+                .call(
+                    Method::GET,
+                    &format!("/v1/apps/desk/sessions?user=tess&status={status}"),
+                    Some(DESK_KEY),
+                    None,
+                )
+                .await;
+            v["sessions"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while open("open").await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never connected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("Logged out."), "{stdout}");
+    assert!(open("open").await.is_empty(), "the seat was given back");
+    let closed = open("closed").await;
+    assert_eq!(closed[0]["reason"], json!("logout"));
+    s.stop().await;
+}

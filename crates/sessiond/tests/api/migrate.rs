@@ -113,3 +113,39 @@ async fn sessions_travel_between_every_store() {
     let _ = std::fs::remove_dir_all(&src);
     let _ = std::fs::remove_dir_all(&dst);
 }
+
+/// A source that is not there is refused before anything is created, and so is a copy
+/// of a store onto itself: neither may pass for a good backup.
+#[test]
+fn a_missing_source_or_the_same_store_twice_is_refused() {
+    let dir = temp_dir("migrate-refusals");
+    let missing = dir.join("typo/store");
+    let run = |from: &str, to: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sessiond"))
+            .args(["migrate", "--from", from, "--to", to])
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let from = format!("file://{}", missing.display());
+    let to = format!("file://{}", dir.join("copy").display());
+    let out = run(&from, &to);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no store at"), "{err}");
+    assert!(!missing.exists(), "the missing source was not created");
+    assert!(!dir.join("copy").exists(), "nor the destination");
+    // The data dir's own store, empty: nothing to copy either.
+    let out = run("file:", &to);
+    assert_eq!(out.status.code(), Some(2));
+    // The same store on both sides.
+    std::fs::create_dir_all(dir.join("store")).unwrap();
+    std::fs::write(dir.join("store/placeholder"), b"").unwrap();
+    let same = format!("file://{}", dir.join("store").display());
+    let out = run("file:", &same);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("same store"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
