@@ -78,11 +78,20 @@ impl Client {
     /// A client of the server at `base_url` (e.g. `http://127.0.0.1:7420`, or with a path
     /// prefix when behind a proxy) acting with `credential`.
     ///
+    /// An address without a scheme (`127.0.0.1:7420`) is taken as `http://`.
     /// Fails with [`Error::InvalidUrl`] when the URL does not parse, is not `http` or
     /// `https`, or carries a user name or password (credentials go in `credential`, so
     /// that they never end up in an error message).
     pub fn new(base_url: impl AsRef<str>, credential: Option<String>) -> Result<Self, Error> {
-        let text = base_url.as_ref();
+        let text = base_url.as_ref().trim();
+        // `127.0.0.1:7420` or `localhost:7420`: an address without a scheme is http.
+        let with_scheme;
+        let text = if text.contains("://") {
+            text
+        } else {
+            with_scheme = format!("http://{text}");
+            &with_scheme
+        };
         let base = Url::parse(text).map_err(|e| Error::InvalidUrl(format!("{e}")))?;
         // First, so that the messages below, which quote the URL, never quote a password.
         if !base.username().is_empty() || base.password().is_some() {
@@ -413,6 +422,18 @@ mod tests {
             c.url(&["v1", "apps"], &[]).as_str(),
             "http://example.test/sessiond/v1/apps"
         );
+    }
+
+    #[test]
+    fn an_address_without_a_scheme_is_http() {
+        for (given, base) in [
+            ("127.0.0.1:7420", "http://127.0.0.1:7420/"),
+            ("localhost:7420", "http://localhost:7420/"),
+            (" https://h.example/ ", "https://h.example/"),
+        ] {
+            let c = Client::new(given, None).unwrap();
+            assert_eq!(c.url(&[], &[]).as_str(), base, "{given}");
+        }
     }
 
     #[test]

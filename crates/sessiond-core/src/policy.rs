@@ -140,6 +140,9 @@ impl Policy {
                 return bad("heartbeat.interval_s must be at least 1");
             }
         }
+        if self.seats == Some(0) {
+            return bad("seats must be at least 1 (leave it out for no limit)");
+        }
         if self.max_per_user == Some(0) {
             return bad("max_per_user must be at least 1 (leave it out for no limit)");
         }

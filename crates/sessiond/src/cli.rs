@@ -212,14 +212,18 @@ pub enum AppsCmd {
 /// returned as an error wrapping [`sessiond_client::Error::Api`] (already reported).
 pub async fn run_sessions(remote: &Remote, cmd: SessionsCmd) -> anyhow::Result<()> {
     let client = remote.client()?;
-    let text = sessions(&client, remote.json, cmd).await.map_err(report)?;
+    let text = sessions(&client, remote.json, cmd)
+        .await
+        .map_err(|e| remote.report(e))?;
     print(&text)
 }
 
 /// Runs an `apps` command. Errors as for [`run_sessions`].
 pub async fn run_apps(remote: &Remote, cmd: AppsCmd) -> anyhow::Result<()> {
     let client = remote.client()?;
-    let text = apps(&client, remote.json, cmd).await.map_err(report)?;
+    let text = apps(&client, remote.json, cmd)
+        .await
+        .map_err(|e| remote.report(e))?;
     print(&text)
 }
 
@@ -331,22 +335,50 @@ async fn apps(client: &Client, json: bool, cmd: AppsCmd) -> Answer {
     }
 }
 
-/// Prints an API refusal the way operators read it; every error then goes back to `main`
-/// (the others unprinted: their message names the server and the cause).
-fn report(err: sessiond_client::Error) -> anyhow::Error {
-    if let sessiond_client::Error::Api {
-        status,
-        code,
-        message,
-        ..
-    } = &err
-    {
-        eprintln!("error: {message} ({code})");
-        if *status == 401 {
-            eprintln!("hint: pass the admin token or an app key with --token or SESSIOND_TOKEN");
+impl Remote {
+    /// Prints an API refusal the way operators read it, with a hint where one helps;
+    /// every error then goes back to `main` (the others unprinted: their message names
+    /// the server and the cause, and `main` adds the hint of a server that does not
+    /// answer).
+    fn report(&self, err: sessiond_client::Error) -> anyhow::Error {
+        match &err {
+            sessiond_client::Error::Api {
+                status,
+                code,
+                message,
+                ..
+            } => {
+                let message = if code == "session_closed" {
+                    // The server's words are for the session's client ("open a new one").
+                    "that session is already closed".to_string()
+                } else {
+                    message.clone()
+                };
+                eprintln!("error: {message} ({code})");
+                if *status == 401 {
+                    let file = self.data_dir.join(ADMIN_TOKEN_FILE);
+                    let looked = match self.token.as_deref().map(str::trim) {
+                        Some(t) if !t.is_empty() => "the token given was refused".to_string(),
+                        _ if file.exists() => {
+                            format!("the token in {} was refused", file.display())
+                        }
+                        _ => format!("no --token, no SESSIOND_TOKEN, and no {}", file.display()),
+                    };
+                    eprintln!(
+                        "hint: pass the admin token or an app key with --token or SESSIOND_TOKEN, or the server's --data-dir ({looked})"
+                    );
+                }
+            }
+            sessiond_client::Error::Transport(_) => {
+                eprintln!(
+                    "hint: is sessiond running at {}? Name it with --server or SESSIOND_SERVER",
+                    self.server
+                );
+            }
+            _ => {}
         }
+        err.into()
     }
-    err.into()
 }
 
 /// Writes the output; a closed pipe (`| head`) is not an error.

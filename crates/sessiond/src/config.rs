@@ -237,7 +237,17 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+        let mut c = Self::from_toml(&text)
+            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?;
+        // A license file named by a relative path sits beside the configuration file,
+        // wherever the server is started from.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for app in c.apps.values_mut() {
+            if let Some(l) = app.license.as_mut().filter(|l| l.is_relative()) {
+                *l = base.join(&*l);
+            }
+        }
+        Ok(c)
     }
 
     /// Parses TOML configuration text over the defaults.
@@ -363,6 +373,38 @@ mod tests {
         assert_eq!(gestan.policy.seats, Some(10));
         assert!(gestan.key.is_some());
         assert_eq!(c.apps["shop"].policy.cookie_name, "4DSID_shop");
+    }
+
+    #[test]
+    fn a_relative_license_path_is_beside_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("sessiond-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sessiond.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "license_public_key = \"{}\"\n[apps.a]\nlicense = \"a.license\"\n\
+                 [apps.b]\nlicense = \"/etc/b.license\"\n",
+                crate::license::keygen().1
+            ),
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(
+            c.apps["a"].license.as_deref(),
+            Some(dir.join("a.license").as_path())
+        );
+        assert_eq!(
+            c.apps["b"].license.as_deref(),
+            Some(Path::new("/etc/b.license"))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn zero_seats_is_refused() {
+        let e = Config::from_toml("[apps.x]\nseats = 0\n").unwrap_err();
+        assert!(e.0.contains("seats must be at least 1"), "{e}");
     }
 
     #[test]

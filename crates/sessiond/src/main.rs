@@ -83,13 +83,16 @@ struct ServeArgs {
     /// TOML configuration file (see sessiond.example.toml).
     #[arg(long, env = "SESSIOND_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:7420].
+    /// Address to listen on, an IP and a port (0.0.0.0:7420 for every interface)
+    /// [default: 127.0.0.1:7420].
     #[arg(long, env = "SESSIOND_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     /// Data directory: the embedded store and the admin token [default: ./sessiond-data].
     #[arg(long, env = "SESSIOND_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Session store: file: (default, durable, under the data dir), file:///path, or memory:.
+    /// Session store: file: (default, durable, under the data dir), file:///path,
+    /// postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix]
+    /// (many nodes share those two), or memory: (lost on exit).
     #[arg(long, env = "SESSIOND_STORE")]
     store: Option<String>,
     /// Log filter, e.g. info or sessiond=debug.
@@ -142,8 +145,13 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
+        eprintln!(
+            "sessiond: --log {:?}: {e}; logging at info instead",
+            args.log
+        );
+        tracing_subscriber::EnvFilter::new("info")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -283,6 +283,7 @@ pub async fn kill(
         .manager
         .close(Lookup::Id(id), CloseReason::Killed, caller.actor())
         .await?;
+    tracing::info!(session = %s.id, app = %s.app, user = s.user.as_deref().unwrap_or(""), by = %caller.actor(), "session killed");
     Ok(session_response(StatusCode::OK, &s))
 }
 
@@ -383,6 +384,7 @@ pub async fn close_all(
         })
         .collect::<ApiResult<Vec<_>>>()?;
     let closed = st.manager.close_all(&app, &except, caller.actor()).await?;
+    tracing::info!(app = %app, closed = closed.len(), kept = except.len(), by = %caller.actor(), "close-all: sessions closed");
     Ok(Json(ClosedCount {
         closed: closed.len(),
     }))
