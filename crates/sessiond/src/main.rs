@@ -34,7 +34,7 @@ enum Command {
     /// ./sessiond-data, with an app named "default"; the admin token is generated into
     /// ./sessiond-data/admin-token on first start and printed once.
     #[command(
-        after_help = "Examples:\n  sessiond serve\n  sessiond serve --config sessiond.toml\n  sessiond serve --listen 0.0.0.0:7420 --data-dir /var/lib/sessiond\n  SESSIOND_STORE=memory: sessiond serve"
+        after_help = "Exit codes:\n  0  stopped by SIGTERM or Ctrl-C, every change flushed\n  1  could not listen, or failed while serving (the store, the disk)\n  2  bad flags or configuration\n\nExamples:\n  sessiond serve\n  sessiond serve --config sessiond.toml\n  sessiond serve --listen 0.0.0.0:7420 --data-dir /var/lib/sessiond\n  SESSIOND_STORE=memory: sessiond serve"
     )]
     Serve(ServeArgs),
     /// List, inspect and close sessions of a running server.

@@ -18,7 +18,7 @@ use sessiond_core::{SessionId, Store};
 /// `sessiond migrate` flags.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Store URLs: file: (the data dir's store), file:///path/to/store, postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix]\n\nExamples:\n  sessiond migrate --from file: --to 'postgres://postgres@127.0.0.1/sessions'\n  sessiond migrate --from redis://10.0.0.5:6379 --to file:///var/lib/sessiond/store"
+    after_help = "Store URLs: file: (the data dir's store), file:///path/to/store, postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix]\n\nExit codes:\n  0  every session copied and found in the destination\n  1  a read, a write or the count check failed\n  2  bad flags, a store that cannot be opened, a missing source, or the same store twice\n\nExamples:\n  sessiond migrate --from file: --to 'postgres://postgres@127.0.0.1/sessions'\n  sessiond migrate --from redis://10.0.0.5:6379 --to file:///var/lib/sessiond/store"
 )]
 pub struct MigrateArgs {
     /// The store to copy from.
