@@ -327,7 +327,17 @@ impl Config {
                 toml::Value::Table(table)
                     .try_into()
                     .map_err(|e: toml::de::Error| {
-                        ConfigError(format!("apps.{name}: {}", e.message()))
+                        let mut m = e.message().to_string();
+                        // `key` and `license` were taken out above; serde's list of
+                        // the keys it expected lacks them.
+                        if m.starts_with("unknown field") {
+                            m = m.replacen(
+                                "expected one of ",
+                                "expected one of `key`, `license`, ",
+                                1,
+                            );
+                        }
+                        ConfigError(format!("apps.{name}: {m}"))
                     })?;
             policy
                 .validate()
@@ -399,6 +409,13 @@ mod tests {
             Some(Path::new("/etc/b.license"))
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_misspelt_app_key_lists_every_key_an_app_takes() {
+        let e = Config::from_toml("[apps.x]\nkey2 = \"k\"\n").unwrap_err();
+        assert!(e.0.contains("unknown field `key2`"), "{e}");
+        assert!(e.0.contains("`key`, `license`, `idle_timeout_s`"), "{e}");
     }
 
     #[test]
