@@ -334,6 +334,7 @@ pub async fn set_privileges(
             body.user,
         )
         .await?;
+    tracing::info!(session = %s.id, app = %s.app, user = s.user.as_deref().unwrap_or(""), privileges = s.privileges.iter().count(), by = %caller.actor(), "privileges changed; token rotated");
     let mut resp = axum::Json(SessionWithToken {
         session: SessionView::from(&s),
         token: token.expose().to_string(),
