@@ -255,7 +255,9 @@ impl SessionLayer {
 
     /// Proxies whose `X-Forwarded-For` is believed: when the TCP peer (axum's
     /// `ConnectInfo<SocketAddr>`) is one of them, the client address is the header's
-    /// first hop. The address is what `bind_ip` checks and what a session records.
+    /// nearest hop, from the right, that is not one of them (see
+    /// [`sessiond_core::client_address`]: the left end is the client's own claim). The
+    /// address is what `bind_ip` checks and what a session records.
     ///
     /// ```
     /// # let manager = sessiond_axum::doc_manager("shop");

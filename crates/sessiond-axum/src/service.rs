@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderMap, HeaderValue, Request, Response};
+use axum::http::{header, HeaderValue, Request, Response};
 use axum::response::IntoResponse;
 use axum::BoxError;
 use sessiond_core::Token;
@@ -116,24 +116,21 @@ async fn finish(
     res
 }
 
-/// The client's address: the TCP peer, or the first `X-Forwarded-For` hop when the
-/// peer is a trusted proxy.
+/// The client's address: the TCP peer, or when the peer is a trusted proxy the nearest
+/// untrusted `X-Forwarded-For` hop from the right ([`sessiond_core::client_address`]).
 fn client_ip<B>(config: &Config, req: &Request<B>) -> Option<IpAddr> {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())?;
-    if config.trusted_proxies.contains(&peer) {
-        if let Some(ip) = forwarded_for(req.headers()) {
-            return Some(ip);
-        }
-    }
-    Some(peer)
-}
-
-fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    let v = headers.get("x-forwarded-for")?.to_str().ok()?;
-    v.split(',').next()?.trim().parse().ok()
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    Some(sessiond_core::client_address(peer, forwarded, |ip| {
+        config.trusted_proxies.contains(&ip)
+    }))
 }
 
 /// Whether the browser reached the app over TLS, as far as the app may believe.

@@ -23,6 +23,7 @@
 //! # Ok::<_, sessiond_core::Error>(()) }).unwrap();
 //! ```
 
+mod address;
 pub mod admission;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -37,6 +38,7 @@ mod session;
 pub mod store;
 mod time;
 
+pub use address::client_address;
 pub use error::{quoted, Error, Result};
 pub use events::{Event, EventKind};
 pub use id::{BadSessionId, SessionId, Token, TokenHash, MAX_TOKEN_PREFIX, TOKEN_KEY_BYTES};

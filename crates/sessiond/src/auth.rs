@@ -123,8 +123,8 @@ impl FromRequestParts<SharedState> for SessionToken {
     }
 }
 
-/// The client's address: the TCP peer, or the first `X-Forwarded-For` hop when the
-/// peer is a trusted proxy.
+/// The client's address: the TCP peer, or when the peer is a trusted proxy the nearest
+/// untrusted `X-Forwarded-For` hop from the right ([`sessiond_core::client_address`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
@@ -139,17 +139,15 @@ impl FromRequestParts<SharedState> for ClientAddr {
         let Some(peer) = peer else {
             return Ok(ClientAddr(None));
         };
-        if state.trusted_proxies.contains(&peer) {
-            let forwarded = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse::<IpAddr>().ok());
-            if let Some(ip) = forwarded {
-                return Ok(ClientAddr(Some(ip)));
-            }
-        }
-        Ok(ClientAddr(Some(peer)))
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Ok(ClientAddr(Some(sessiond_core::client_address(
+            peer,
+            forwarded,
+            |ip| state.trusted_proxies.contains(&ip),
+        ))))
     }
 }

@@ -158,7 +158,8 @@ pub struct Config {
     pub expiry_interval_ms: u64,
     /// Seconds between keep-alive comments on event streams.
     pub sse_keepalive_s: u64,
-    /// Proxies whose first `X-Forwarded-For` hop is taken as the client address.
+    /// Proxies whose `X-Forwarded-For` is believed: the client address is its nearest
+    /// hop, from the right, that is not one of them ([`sessiond_core::client_address`]).
     pub trusted_proxies: Vec<IpAddr>,
     /// Input limits.
     pub limits: Limits,

@@ -63,15 +63,28 @@ async fn bind_ip_refuses_another_address_with_400_and_leaves_the_session_intact(
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let m = memory_manager(Policy::default());
-    let proxy = "127.0.0.1".parse().unwrap();
-    let behind = routes(
+    let proxy: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let inner: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let behind_two = routes(
+        SessionLayer::new(m.clone(), APP)
+            .unwrap()
+            .with_trusted_proxies([proxy, inner]),
+    );
+    let behind_one = routes(
         SessionLayer::new(m.clone(), APP)
             .unwrap()
             .with_trusted_proxies([proxy]),
     );
     let direct = routes(SessionLayer::new(m.clone(), APP).unwrap());
 
-    for (app, want) in [(&behind, "203.0.113.9"), (&direct, "127.0.0.1")] {
+    // The hops are read from the right, up to the first one no trusted proxy wrote:
+    // behind one proxy, 10.0.0.1 is the client, and whatever it put to its left (here
+    // 203.0.113.9) is its own claim.
+    for (app, want) in [
+        (&behind_two, "203.0.113.9"),
+        (&behind_one, "10.0.0.1"),
+        (&direct, "127.0.0.1"),
+    ] {
         let r = call(Method::POST, "/set/a/1")
             .header("x-forwarded-for", "203.0.113.9, 10.0.0.1")
             .send(app)

@@ -204,17 +204,22 @@ async fn bind_ip_refuses_another_address_and_keeps_the_session() {
         (Method::GET, "/v1/session/events", None),
         (Method::DELETE, "/v1/session", None),
     ];
-    for (method, path, body) in from_elsewhere {
-        let mut r = s
-            .req(method.clone(), path, Some(&t))
-            .header("X-Forwarded-For", "203.0.113.9, 127.0.0.1");
-        if let Some(b) = body {
-            r = r.json(&b);
+    // The second header names the session's own address first, as a thief would: the
+    // hops are read from the right, so the thief's address (appended by the proxy) is
+    // the one compared.
+    for forwarded in ["203.0.113.9, 127.0.0.1", "127.0.0.1, 203.0.113.9"] {
+        for (method, path, body) in from_elsewhere.clone() {
+            let mut r = s
+                .req(method.clone(), path, Some(&t))
+                .header("X-Forwarded-For", forwarded);
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let v: serde_json::Value = resp.json().await.unwrap();
+            assert_error(status, &v, 400, "ip_mismatch");
         }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let v: serde_json::Value = resp.json().await.unwrap();
-        assert_error(status, &v, 400, "ip_mismatch");
     }
     let (st, v) = s.call(Method::GET, "/v1/session", Some(&t), None).await;
     assert_eq!((st, v["status"].clone()), (200, json!("open")));
