@@ -50,7 +50,7 @@ impl SessionError {
             SessionError::Manager(e) => match e {
                 E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
                 E::SeatsExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                E::IpMismatch => StatusCode::BAD_REQUEST,
+                E::IpMismatch | E::BadInput(_) => StatusCode::BAD_REQUEST,
                 E::DataTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 E::UserLimit { .. } | E::VersionMismatch { .. } => StatusCode::CONFLICT,
                 E::SessionClosed(_) => StatusCode::GONE,

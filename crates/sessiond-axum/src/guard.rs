@@ -135,11 +135,12 @@ where
 }
 
 fn redirect<B>(login: &str, req: &Request<B>) -> Response<Body> {
-    let next = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    // Inside `Router::nest` the URI has lost the nest's prefix; the original one has it.
+    let uri = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or(req.uri(), |o| &o.0);
+    let next = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let sep = if login.contains('?') { '&' } else { '?' };
     let location = format!("{login}{sep}next={}", encode_component(&next));
     (

@@ -224,7 +224,11 @@ pub fn routes_with_gate(layer: SessionLayer, gate: Arc<Gate>) -> Router {
     let admin_login = Router::new()
         .route("/admin-login", get(|| async { "admin page" }))
         .route_layer(require_privilege("WebAdmin").with_login_redirect("/login"));
+    let nested = Router::new()
+        .route("/page", get(|| async { "area page" }))
+        .route_layer(require_privilege("WebAdmin").with_login_redirect("/login"));
     Router::new()
+        .nest("/area", nested)
         .route("/bare", get(|| async { "ok" }))
         .route("/unused", get(|_s: Session| async { "ok" }))
         .route("/get/{key}", get(get_key))

@@ -74,6 +74,14 @@ async fn the_endpoint_checks_its_input_and_answers_without_a_session() {
         .send(&app)
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // An interval no engine takes is the page's mistake: 400, not a server error.
+    let r = call(Method::PUT, "/_sessiond/heartbeat")
+        .cookie(&pair)
+        .json(r#"{"active": true, "interval_s": 4000000000}"#)
+        .send(&app)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.json());
+    assert_eq!(r.json()["error"], json!("bad_request"));
 }
 
 struct Clocked {

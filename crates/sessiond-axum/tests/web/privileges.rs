@@ -160,6 +160,13 @@ async fn the_guard_answers_403_or_sends_guests_to_log_in() {
         r.headers[header::LOCATION],
         "/login?next=/admin-login%3Ftab%3D2"
     );
+    // Inside a nested router, `next` keeps the nest's prefix.
+    let r = call(Method::GET, "/area/page?x=1").send(&app).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers[header::LOCATION],
+        "/login?next=/area/page%3Fx%3D1"
+    );
 
     // Signed in without the privilege: 403 even where guests are redirected.
     let user = call(Method::POST, "/login/bob")
