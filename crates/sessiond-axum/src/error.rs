@@ -40,6 +40,11 @@ pub enum SessionError {
     /// [`crate::SessionLayer`].
     #[error("no SessionLayer is installed on this route")]
     MissingLayer,
+    /// The request's response has gone: a new session or a new token could no longer
+    /// reach the browser (a [`crate::Session`] kept past its request, e.g. in a spawned
+    /// task). Changes to an existing session's storage still work then.
+    #[error("the response has been sent: a new session or token could not reach the browser")]
+    Answered,
 }
 
 impl SessionError {
@@ -59,7 +64,8 @@ impl SessionError {
             SessionError::Contention => StatusCode::CONFLICT,
             SessionError::Decode { .. }
             | SessionError::Encode { .. }
-            | SessionError::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            | SessionError::MissingLayer
+            | SessionError::Answered => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -71,6 +77,7 @@ impl SessionError {
             SessionError::Encode { .. } => "session_value_encoding",
             SessionError::Contention => "session_contention",
             SessionError::MissingLayer => "session_layer_missing",
+            SessionError::Answered => "session_answered",
         }
     }
 

@@ -33,6 +33,10 @@ impl Session {
     /// nothing stored becomes a stored session here.
     pub async fn set_privileges(&self, grant: Grant) -> Result<(), SessionError> {
         let mut st = self.inner.state.lock().await;
+        if st.answered {
+            // The new token could never reach the browser: its cookie would be dead.
+            return Err(SessionError::Answered);
+        }
         self.load(&mut st).await?;
         let cfg = &self.inner.config;
         if let Some(rec) = st.record.clone() {

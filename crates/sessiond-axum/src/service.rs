@@ -97,7 +97,9 @@ async fn finish(
 ) -> Response<Body> {
     let (failure, cookie) = session.outcome().await;
     if let Some(f) = failure {
-        return f.into_response();
+        // Fail closed, but a cookie change already committed (a rotation, a new
+        // session, a logout) still reaches the browser: its old cookie may be dead.
+        res = f.into_response();
     }
     let line = match cookie {
         CookieAction::Keep => return res,

@@ -73,6 +73,9 @@ pub(crate) struct State {
     pub(crate) cookie: CookieAction,
     /// A failure the whole request must answer with (fail closed).
     fatal: Option<Failure>,
+    /// The layer has taken the cookie decision and the response is on its way: from
+    /// now on nothing may need a new cookie.
+    pub(crate) answered: bool,
 }
 
 pub(crate) struct Handle {
@@ -278,6 +281,9 @@ impl Session {
         data: Map<String, Value>,
         grant: Option<Grant>,
     ) -> Result<Record, SessionError> {
+        if st.answered {
+            return Err(SessionError::Answered);
+        }
         let grant = grant.unwrap_or_default();
         let req = OpenRequest {
             user: grant.user,
@@ -439,6 +445,7 @@ impl Session {
     /// What the response must carry: a failure to answer with instead, or a cookie.
     pub(crate) async fn outcome(&self) -> (Option<Failure>, CookieAction) {
         let mut st = self.inner.state.lock().await;
+        st.answered = true;
         (st.fatal.take(), std::mem::take(&mut st.cookie))
     }
 }

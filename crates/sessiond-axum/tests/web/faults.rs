@@ -65,3 +65,52 @@ async fn an_unavailable_store_answers_503_and_never_a_fresh_guest() {
         "the session survived the outage"
     );
 }
+
+/// A rotation committed before the store failed: the 503 still carries the new cookie,
+/// since the old one no longer works.
+#[tokio::test]
+async fn a_failure_after_a_rotation_still_hands_over_the_new_cookie() {
+    use axum::routing::post;
+    use sessiond_axum::{Grant, Session, SessionError};
+    let store = Arc::new(TestStore::default());
+    let m = test_manager(store.clone());
+    let down = store.clone();
+    let app = axum::Router::new()
+        .route(
+            "/login-then-fail",
+            post(move |s: Session| {
+                let down = down.clone();
+                async move {
+                    s.set_privileges(Grant {
+                        user: Some("ann".into()),
+                        ..Default::default()
+                    })
+                    .await?;
+                    down.down.store(true, Ordering::SeqCst);
+                    s.insert("after", 1).await?;
+                    Ok::<_, SessionError>("unreachable")
+                }
+            }),
+        )
+        .layer(SessionLayer::new(m.clone(), APP).unwrap());
+    let guest = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let old = call(Method::POST, "/set/a/1")
+        .send(&guest)
+        .await
+        .cookie_pair();
+    let r = call(Method::POST, "/login-then-fail")
+        .cookie(&old)
+        .send(&app)
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    let new = r.cookie_pair();
+    assert_ne!(new, old, "the rotated cookie is in the 503");
+    store.down.store(false, Ordering::SeqCst);
+    let who = call(Method::GET, "/get/a").cookie(&new).send(&guest).await;
+    assert_eq!(who.status, StatusCode::OK);
+    assert_ne!(
+        who.json(),
+        serde_json::Value::Null,
+        "the new cookie reaches the session and what the guest stored"
+    );
+}

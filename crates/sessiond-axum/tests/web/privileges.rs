@@ -191,3 +191,68 @@ async fn the_guard_answers_403_or_sends_guests_to_log_in() {
         );
     }
 }
+
+/// A `Session` kept past its response (a spawned task) cannot create a session or
+/// rotate the token, whose cookie could no longer reach the browser; it can still
+/// change an existing session's storage.
+#[tokio::test]
+async fn a_session_kept_past_its_response_refuses_what_needs_a_cookie() {
+    use axum::routing::post;
+    use sessiond_axum::{Grant, Session, SessionError};
+    use std::sync::Mutex;
+    let m = memory_manager(Policy::default());
+    let kept: Arc<Mutex<Option<Session>>> = Arc::default();
+    let keep = kept.clone();
+    let app = axum::Router::new()
+        .route(
+            "/keep",
+            post(move |s: Session| {
+                let keep = keep.clone();
+                async move {
+                    *keep.lock().unwrap() = Some(s);
+                    "kept"
+                }
+            }),
+        )
+        .layer(SessionLayer::new(m.clone(), APP).unwrap());
+    let guest = routes(SessionLayer::new(m.clone(), APP).unwrap());
+
+    // A guest's handle, after its response: nothing may be created.
+    let r = call(Method::POST, "/keep").send(&app).await;
+    assert!(r.set_cookies().is_empty());
+    let s = kept.lock().unwrap().take().unwrap();
+    assert!(matches!(
+        s.insert("k", 1).await,
+        Err(SessionError::Answered)
+    ));
+    let grant = Grant {
+        user: Some("ann".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.set_privileges(grant.clone()).await,
+        Err(SessionError::Answered)
+    ));
+
+    // A stored session's handle: storage still changes, the token does not.
+    let pair = call(Method::POST, "/set/a/1")
+        .send(&guest)
+        .await
+        .cookie_pair();
+    call(Method::POST, "/keep").cookie(&pair).send(&app).await;
+    let s = kept.lock().unwrap().take().unwrap();
+    s.insert("late", 2).await.unwrap();
+    assert!(matches!(
+        s.set_privileges(grant).await,
+        Err(SessionError::Answered)
+    ));
+    let r = call(Method::GET, "/get/late")
+        .cookie(&pair)
+        .send(&guest)
+        .await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!(2),
+        "the browser's cookie still works"
+    );
+}
