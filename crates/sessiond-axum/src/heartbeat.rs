@@ -150,7 +150,9 @@ async fn endpoint(
             Err(m) => return bad_request("bad_request", StatusCode::BAD_REQUEST, &m),
         }
     } else {
-        cfg.manager.heartbeat(&token, ip).await
+        cfg.manager
+            .heartbeat_in(Some(cfg.app.clone()), &token, ip)
+            .await
     };
     answer(cfg, res)
 }

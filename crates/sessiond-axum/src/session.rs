@@ -264,7 +264,13 @@ impl Session {
                 touch: true,
                 ip: self.inner.ip,
             };
-            match cfg.manager.resolve(token, opts).await {
+            // Only this app's session: another app's (same cookie name, same store) is
+            // neither touched nor used.
+            match cfg
+                .manager
+                .resolve_in(Some(cfg.app.clone()), token, opts)
+                .await
+            {
                 Ok(s) if *s.app == *cfg.app => st.record = Some(s),
                 Ok(_) | Err(Error::InvalidToken | Error::SessionClosed(_)) => {}
                 Err(e) => return Err(self.fail(st, e)),

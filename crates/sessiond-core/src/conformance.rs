@@ -48,7 +48,8 @@ impl<S: Store> IntoTestStore for Option<S> {
 macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@tests $make;
-            open_then_resolve, unknown_token_is_invalid, idle_timeout, absolute_lifetime,
+            open_then_resolve, unknown_token_is_invalid,
+            another_apps_token_is_unknown_and_left_alone, idle_timeout, absolute_lifetime,
             heartbeat_and_activity_are_two_clocks, heartbeat_suspend_and_resume,
             expiry_sweep_closes_then_purges, seats_reject_with_holders,
             reserved_privileges_skip_seats, privilege_changes_respect_the_user_limit,
@@ -158,6 +159,37 @@ pub async fn unknown_token_is_invalid(store: Arc<dyn Store>) {
         m.open("nope", OpenRequest::default()).await,
         Err(Error::UnknownApp(_))
     ));
+}
+
+/// Asked for one app, a token of another app's session is unknown, and that session
+/// is neither touched nor beaten (apps sharing a cookie name and a store).
+pub async fn another_apps_token_is_unknown_and_left_alone(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            heartbeat: Some(HeartbeatPolicy {
+                interval_s: 30,
+                grace_s: 60,
+            }),
+            ..Default::default()
+        },
+    );
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    clock.advance(Duration::from_secs(20));
+    let other: Option<Arc<str>> = Some("other".into());
+    let r = m.resolve_in(other.clone(), &o.token, TOUCH).await;
+    assert!(matches!(r, Err(Error::InvalidToken)), "{r:?}");
+    let r = m.heartbeat_in(other, &o.token, None).await;
+    assert!(matches!(r, Err(Error::InvalidToken)), "{r:?}");
+    let s = m.get(o.session.id).await.unwrap();
+    assert_eq!(s.last_activity_at, o.session.last_activity_at, "not touched");
+    assert_eq!(s.last_heartbeat_at, o.session.last_heartbeat_at, "not beaten");
+    // Its own app sees it, and touches it.
+    let s = m
+        .resolve_in(Some("app".into()), &o.token, TOUCH)
+        .await
+        .unwrap();
+    assert!(s.last_activity_at > o.session.last_activity_at);
 }
 
 /// Activity resets the idle timeout; silence past it closes the session.

@@ -95,6 +95,7 @@ impl From<ChangeError> for Error {
             ChangeError::IpMismatch => Error::IpMismatch,
             ChangeError::DataTooLarge { size, limit } => Error::DataTooLarge { size, limit },
             ChangeError::BadPatch(m) => Error::BadInput(m),
+            ChangeError::OtherApp => Error::InvalidToken,
         }
     }
 }

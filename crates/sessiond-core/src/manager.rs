@@ -499,6 +499,18 @@ impl Manager {
 
     /// The session a token belongs to; counts as activity when `opts.touch`.
     pub async fn resolve(&self, token: &Token, opts: Resolve) -> Result<Session> {
+        self.resolve_in(None, token, opts).await
+    }
+
+    /// [`Manager::resolve`], only for a session of `app` when given: a token of another
+    /// app's session answers [`Error::InvalidToken`] and that session is not touched
+    /// (apps sharing a cookie name and a store never count each other's requests).
+    pub async fn resolve_in(
+        &self,
+        app: Option<Arc<str>>,
+        token: &Token,
+        opts: Resolve,
+    ) -> Result<Session> {
         let change = if opts.touch {
             Change::Touch
         } else {
@@ -507,6 +519,7 @@ impl Manager {
         let cond = Conditions {
             expect_version: None,
             bound_ip: opts.ip,
+            app,
         };
         self.modify(Lookup::Token(token.hash()), &change, cond)
             .await
@@ -514,9 +527,21 @@ impl Manager {
 
     /// Records a heartbeat (never counts as activity).
     pub async fn heartbeat(&self, token: &Token, ip: Option<IpAddr>) -> Result<Session> {
+        self.heartbeat_in(None, token, ip).await
+    }
+
+    /// [`Manager::heartbeat`], only for a session of `app` when given (another app's
+    /// session answers [`Error::InvalidToken`] and is not beaten).
+    pub async fn heartbeat_in(
+        &self,
+        app: Option<Arc<str>>,
+        token: &Token,
+        ip: Option<IpAddr>,
+    ) -> Result<Session> {
         let cond = Conditions {
             expect_version: None,
             bound_ip: ip,
+            app,
         };
         self.modify(Lookup::Token(token.hash()), &Change::Heartbeat, cond)
             .await
@@ -547,6 +572,7 @@ impl Manager {
         let cond = Conditions {
             expect_version: None,
             bound_ip: ip,
+            app: None,
         };
         let s = self.modify(lookup, &change, cond).await?;
         self.publish(EventKind::HeartbeatChanged, &s);
@@ -572,6 +598,7 @@ impl Manager {
         let cond = Conditions {
             expect_version,
             bound_ip: ip,
+            app: None,
         };
         self.modify(lookup, &change, cond).await
     }

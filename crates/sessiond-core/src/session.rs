@@ -335,12 +335,15 @@ impl Change {
 }
 
 /// Preconditions of a change.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Conditions {
     /// The version the caller last saw (`If-Match`).
     pub expect_version: Option<u64>,
     /// The caller's address, checked when the session is bound to its IP.
     pub bound_ip: Option<IpAddr>,
+    /// Only a session of this app: one of another app is left untouched, as if the
+    /// token were unknown (apps that share a cookie name and a store).
+    pub app: Option<Arc<str>>,
 }
 
 /// What [`Session::step`] did.
@@ -380,6 +383,9 @@ pub enum ChangeError {
     /// The patch was not a JSON object.
     #[error("{0}")]
     BadPatch(String),
+    /// The session belongs to another app than [`Conditions::app`].
+    #[error("the session belongs to another app")]
+    OtherApp,
 }
 
 impl Session {
@@ -549,7 +555,8 @@ impl Session {
     /// Applies `change` at `now` under `cond`. Stores call this inside their atomic
     /// section and persist the session when the answer is `Changed` or `Expired`.
     ///
-    /// Order of checks: a closed session refuses everything; a session whose timeout has
+    /// Order of checks: a session of another app than asked for is refused as if it did
+    /// not exist; a closed session refuses everything; a session whose timeout has
     /// passed is closed now (`Expired`); then the address binding, then the version.
     pub fn step(
         &mut self,
@@ -557,6 +564,9 @@ impl Session {
         cond: &Conditions,
         now: Timestamp,
     ) -> Result<Step, ChangeError> {
+        if cond.app.as_deref().is_some_and(|app| app != &*self.app) {
+            return Err(ChangeError::OtherApp);
+        }
         if let Some(c) = self.closed {
             return Err(ChangeError::Closed(c));
         }

@@ -228,3 +228,36 @@ async fn handlers_can_switch_the_heartbeat_too() {
     t.advance(16);
     assert_eq!(t.reason(id).await, Some(CloseReason::HeartbeatLost));
 }
+
+/// Two apps on one store with the same cookie name: requests and beats sent to one
+/// never count for the other's session.
+#[tokio::test]
+async fn another_apps_requests_and_beats_leave_a_session_alone() {
+    let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+    let m = Manager::with_clock(Arc::new(MemoryStore::new()), clock.clone());
+    m.set_policy(APP, Policy::default()).unwrap();
+    m.set_policy("other", Policy::default()).unwrap();
+    let m = Arc::new(m);
+    let mine = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let other = routes(SessionLayer::new(m.clone(), "other").unwrap());
+    let pair = new_session(&mine).await;
+    call(Method::PUT, "/_sessiond/heartbeat")
+        .cookie(&pair)
+        .json(r#"{"active": true, "interval_s": 30}"#)
+        .send(&mine)
+        .await;
+    let id = id_of(&mine, &pair).await.unwrap();
+    let before = m.get(id).await.unwrap();
+    clock.advance(Duration::from_secs(20));
+    let r = call(Method::GET, "/whoami").cookie(&pair).send(&other).await;
+    assert_eq!(r.json()["guest"], json!(true), "a guest there: {}", r.body);
+    let r = call(Method::POST, "/_sessiond/heartbeat")
+        .cookie(&pair)
+        .json("{}")
+        .send(&other)
+        .await;
+    assert_eq!(r.json(), json!({"status": "none"}));
+    let after = m.get(id).await.unwrap();
+    assert_eq!(after.last_activity_at, before.last_activity_at, "not touched");
+    assert_eq!(after.last_heartbeat_at, before.last_heartbeat_at, "not beaten");
+}
