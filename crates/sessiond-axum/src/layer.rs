@@ -187,7 +187,9 @@ impl SessionLayer {
     }
 
     /// Makes the cookie outlive the browser session for `age` (`Max-Age`). The session
-    /// still ends on the server by its own timeouts.
+    /// still ends on the server by its own timeouts. The cookie is rolling: every
+    /// response to a request that used the stored session sends it again with a fresh
+    /// `Max-Age`, so an active user keeps it while the server's idle timeout slides.
     ///
     /// ```
     /// # let manager = sessiond_axum::doc_manager("shop");

@@ -452,7 +452,18 @@ impl Session {
     pub(crate) async fn outcome(&self) -> (Option<Failure>, CookieAction) {
         let mut st = self.inner.state.lock().await;
         st.answered = true;
-        (st.fatal.take(), std::mem::take(&mut st.cookie))
+        let mut cookie = std::mem::take(&mut st.cookie);
+        // A cookie with a Max-Age rolls: a request that used the stored session sends
+        // it again, so it lasts as long as the user is active.
+        if let (CookieAction::Keep, Some(_), Some(_), Some(token)) = (
+            &cookie,
+            self.inner.config.cookie.max_age,
+            &st.record,
+            &self.inner.incoming,
+        ) {
+            cookie = CookieAction::Set(token.clone());
+        }
+        (st.fatal.take(), cookie)
     }
 }
 

@@ -182,8 +182,14 @@ pub async fn another_apps_token_is_unknown_and_left_alone(store: Arc<dyn Store>)
     let r = m.heartbeat_in(other, &o.token, None).await;
     assert!(matches!(r, Err(Error::InvalidToken)), "{r:?}");
     let s = m.get(o.session.id).await.unwrap();
-    assert_eq!(s.last_activity_at, o.session.last_activity_at, "not touched");
-    assert_eq!(s.last_heartbeat_at, o.session.last_heartbeat_at, "not beaten");
+    assert_eq!(
+        s.last_activity_at, o.session.last_activity_at,
+        "not touched"
+    );
+    assert_eq!(
+        s.last_heartbeat_at, o.session.last_heartbeat_at,
+        "not beaten"
+    );
     // Its own app sees it, and touches it.
     let s = m
         .resolve_in(Some("app".into()), &o.token, TOUCH)

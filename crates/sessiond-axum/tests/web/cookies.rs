@@ -60,10 +60,27 @@ async fn secure_path_domain_max_age_and_host_prefix() {
             .with_cookie_domain("example.com")
             .with_cookie_max_age(Duration::from_secs(3600)),
     );
-    let line = call(Method::POST, "/set/a/1").send(&app).await.set_cookie();
+    let first = call(Method::POST, "/set/a/1").send(&app).await;
+    let line = first.set_cookie();
     assert!(
         line.ends_with("; Path=/shop; Domain=example.com; HttpOnly; SameSite=Lax; Max-Age=3600"),
         "{line}"
+    );
+    // The cookie rolls: each request that uses the session renews its Max-Age; one
+    // that never looks at the session does not, nor does an unknown cookie's guest.
+    let pair = first.cookie_pair();
+    let again = call(Method::GET, "/get/a").cookie(&pair).send(&app).await;
+    assert_eq!(again.set_cookie(), line, "the same cookie, a fresh Max-Age");
+    assert_eq!(again.headers[header::CACHE_CONTROL], "no-store");
+    let bare = call(Method::GET, "/bare").cookie(&pair).send(&app).await;
+    assert!(bare.set_cookies().is_empty());
+    let stranger = call(Method::GET, "/get/a")
+        .cookie("SESSION=web:00000000000000000000000000000000")
+        .send(&app)
+        .await;
+    assert!(
+        stranger.set_cookies().is_empty(),
+        "a guest that stores nothing"
     );
 
     // __Host- forces Secure and Path=/ and drops the domain.

@@ -249,7 +249,10 @@ async fn another_apps_requests_and_beats_leave_a_session_alone() {
     let id = id_of(&mine, &pair).await.unwrap();
     let before = m.get(id).await.unwrap();
     clock.advance(Duration::from_secs(20));
-    let r = call(Method::GET, "/whoami").cookie(&pair).send(&other).await;
+    let r = call(Method::GET, "/whoami")
+        .cookie(&pair)
+        .send(&other)
+        .await;
     assert_eq!(r.json()["guest"], json!(true), "a guest there: {}", r.body);
     let r = call(Method::POST, "/_sessiond/heartbeat")
         .cookie(&pair)
@@ -258,6 +261,12 @@ async fn another_apps_requests_and_beats_leave_a_session_alone() {
         .await;
     assert_eq!(r.json(), json!({"status": "none"}));
     let after = m.get(id).await.unwrap();
-    assert_eq!(after.last_activity_at, before.last_activity_at, "not touched");
-    assert_eq!(after.last_heartbeat_at, before.last_heartbeat_at, "not beaten");
+    assert_eq!(
+        after.last_activity_at, before.last_activity_at,
+        "not touched"
+    );
+    assert_eq!(
+        after.last_heartbeat_at, before.last_heartbeat_at,
+        "not beaten"
+    );
 }
