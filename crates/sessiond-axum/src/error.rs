@@ -45,6 +45,11 @@ pub enum SessionError {
     /// task). Changes to an existing session's storage still work then.
     #[error("the response has been sent: a new session or token could not reach the browser")]
     Answered,
+    /// The request carries a cookie that a concurrent request (a login) just replaced:
+    /// it reads as a guest but creates nothing, so its cookie cannot replace the new
+    /// one. The browser's next request carries the new cookie; retry then.
+    #[error("this cookie was just replaced by a concurrent request (a login); retry")]
+    Rotated,
 }
 
 impl SessionError {
@@ -61,7 +66,7 @@ impl SessionError {
                 E::SessionClosed(_) => StatusCode::GONE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            SessionError::Contention => StatusCode::CONFLICT,
+            SessionError::Contention | SessionError::Rotated => StatusCode::CONFLICT,
             SessionError::Decode { .. }
             | SessionError::Encode { .. }
             | SessionError::MissingLayer
@@ -78,6 +83,7 @@ impl SessionError {
             SessionError::Contention => "session_contention",
             SessionError::MissingLayer => "session_layer_missing",
             SessionError::Answered => "session_answered",
+            SessionError::Rotated => "session_rotated",
         }
     }
 

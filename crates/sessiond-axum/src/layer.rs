@@ -13,6 +13,7 @@ use tower::Layer;
 
 use crate::cookie::{self, CookieSpec};
 use crate::locks::SessionLocks;
+use crate::rotated::Rotated;
 use crate::service::SessionService;
 
 /// Default mount point of the heartbeat script and endpoint.
@@ -39,6 +40,8 @@ pub(crate) struct Config {
     pub trusted_proxies: HashSet<IpAddr>,
     pub heartbeat: HeartbeatSpec,
     pub locks: SessionLocks,
+    /// Tokens this layer replaced lately (see [`crate::rotated`]).
+    pub rotated: Arc<Rotated>,
 }
 
 impl Clone for Config {
@@ -53,6 +56,7 @@ impl Clone for Config {
             heartbeat: self.heartbeat.clone(),
             // A reconfigured layer is a new layer: it shares no in-flight locks.
             locks: SessionLocks::default(),
+            rotated: self.rotated.clone(),
         }
     }
 }
@@ -114,6 +118,7 @@ impl SessionLayer {
                 grace_s: DEFAULT_HEARTBEAT_GRACE_S,
             },
             locks: SessionLocks::default(),
+            rotated: Arc::default(),
             manager,
         };
         Ok(SessionLayer {

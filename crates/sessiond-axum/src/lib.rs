@@ -57,6 +57,7 @@ mod layer;
 mod locks;
 mod patch;
 mod privileges;
+mod rotated;
 mod service;
 mod session;
 

@@ -29,8 +29,11 @@ impl Session {
     /// Gives the session new privileges (and optionally a user and info): the token
     /// changes and the response carries the new cookie, so a token fixed before login
     /// is worthless after it. The id stays. Requests already running with the old
-    /// cookie finish normally (they address the session by id once loaded). A guest with
-    /// nothing stored becomes a stored session here.
+    /// cookie finish normally (they address the session by id once loaded); one that
+    /// arrives with it afterwards (sent before the browser had the new cookie) reads as
+    /// a guest and cannot create a session ([`SessionError::Rotated`], 409), so its
+    /// answer never replaces the new cookie. A guest with nothing stored becomes a
+    /// stored session here.
     pub async fn set_privileges(&self, grant: Grant) -> Result<(), SessionError> {
         let mut st = self.inner.state.lock().await;
         if st.answered {
@@ -54,6 +57,9 @@ impl Session {
             match res {
                 Ok((s, token)) => {
                     lock.remember(&s);
+                    if let Some(old) = &self.inner.incoming {
+                        cfg.rotated.insert(old.hash());
+                    }
                     st.record = Some(s);
                     st.cookie = CookieAction::Set(token);
                     return Ok(());

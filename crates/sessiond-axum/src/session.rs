@@ -290,6 +290,12 @@ impl Session {
         if st.answered {
             return Err(SessionError::Answered);
         }
+        if let Some(old) = &self.inner.incoming {
+            if self.inner.config.rotated.contains(old.hash()) {
+                // Its cookie would replace the one the rotation just handed out.
+                return Err(SessionError::Rotated);
+            }
+        }
         let grant = grant.unwrap_or_default();
         let req = OpenRequest {
             user: grant.user,

@@ -108,6 +108,47 @@ async fn requests_in_flight_survive_a_rotation_and_do_not_clobber_the_new_cookie
     assert_eq!(r.body, "1", "its write landed in the rotated session");
 }
 
+/// A request sent with the pre-login cookie that arrives after the login (a parallel
+/// XHR): it reads as a guest and cannot create a session, so no guest cookie replaces
+/// the signed-in one; the old cookie gives no access to the signed-in session.
+#[tokio::test]
+async fn a_late_request_with_the_pre_login_cookie_does_not_log_the_user_out() {
+    let (m, _dir) = file_manager(Policy::default());
+    let app = routes(SessionLayer::new(m, APP).unwrap());
+    let old = new_session(&app).await;
+    let new = call(Method::POST, "/login/ann")
+        .cookie(&old)
+        .send(&app)
+        .await
+        .cookie_pair();
+    let r = call(Method::POST, "/set/cart/1")
+        .cookie(&old)
+        .send(&app)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.json()["error"], "session_rotated");
+    assert!(
+        r.set_cookies().is_empty(),
+        "no guest cookie over the new one"
+    );
+    let r = call(Method::GET, "/whoami").cookie(&old).send(&app).await;
+    assert_eq!(
+        r.json()["guest"],
+        serde_json::json!(true),
+        "no access with the old one"
+    );
+    assert!(r.set_cookies().is_empty());
+    let r = call(Method::GET, "/whoami").cookie(&new).send(&app).await;
+    assert_eq!(
+        r.json()["user"],
+        serde_json::json!("ann"),
+        "still signed in"
+    );
+    // A request without a cookie is a plain new guest.
+    let r = call(Method::POST, "/set/cart/1").send(&app).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn abandon_closes_as_logout_and_the_removal_repeats_the_cookie_scope() {
     let (m, _dir) = file_manager(Policy::default());
