@@ -63,7 +63,7 @@ fn check_source(url: &str, config: &Config) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{url}: no store at {} (nothing to copy); check --from and --data-dir",
+            "{url:?}: no store at {} (nothing to copy); check --from and --data-dir",
             dir.display()
         ))
     }
@@ -88,7 +88,7 @@ fn check_distinct(from: &Config, to: &Config) -> Result<(), String> {
 async fn open(url: &str, config: &Config) -> Result<std::sync::Arc<dyn Store>, String> {
     sessiond::open_store(config)
         .await
-        .map_err(|e| format!("{url}: {e}"))
+        .map_err(|e| format!("{url:?}: {e}"))
 }
 
 /// Every session id of `store`, page by page.
