@@ -171,13 +171,11 @@ async fn configure(
     s: Settings,
     ip: Option<IpAddr>,
 ) -> Result<Record, Error> {
+    let app = Some(cfg.app.clone());
     let current = cfg
         .manager
-        .resolve(token, Resolve { touch: false, ip })
+        .resolve_in(app.clone(), token, Resolve { touch: false, ip })
         .await?;
-    if *current.app != *cfg.app {
-        return Err(Error::InvalidToken);
-    }
     let interval_s = s.interval_s.unwrap_or(cfg.heartbeat.interval_s).max(1);
     let want = Heartbeat {
         interval_s,
@@ -189,7 +187,7 @@ async fn configure(
         None => !want.active,
     };
     if same {
-        return cfg.manager.heartbeat(token, ip).await;
+        return cfg.manager.heartbeat_in(app, token, ip).await;
     }
     cfg.manager
         .set_heartbeat(
@@ -204,7 +202,7 @@ async fn configure(
 
 fn answer(cfg: &Config, res: Result<Record, Error>) -> Response {
     match res {
-        Ok(s) if *s.app == *cfg.app => {
+        Ok(s) => {
             let h = s.heartbeat;
             let body: Value = json!({
                 "status": "open",
@@ -214,7 +212,7 @@ fn answer(cfg: &Config, res: Result<Record, Error>) -> Response {
             });
             axum::Json(body).into_response()
         }
-        Ok(_) | Err(Error::InvalidToken) => axum::Json(json!({"status": "none"})).into_response(),
+        Err(Error::InvalidToken) => axum::Json(json!({"status": "none"})).into_response(),
         Err(Error::SessionClosed(c)) => (
             StatusCode::GONE,
             axum::Json(json!({"status": "closed", "reason": c.reason})),

@@ -271,8 +271,8 @@ impl Session {
                 .resolve_in(Some(cfg.app.clone()), token, opts)
                 .await
             {
-                Ok(s) if *s.app == *cfg.app => st.record = Some(s),
-                Ok(_) | Err(Error::InvalidToken | Error::SessionClosed(_)) => {}
+                Ok(s) => st.record = Some(s),
+                Err(Error::InvalidToken | Error::SessionClosed(_)) => {}
                 Err(e) => return Err(self.fail(st, e)),
             }
         }

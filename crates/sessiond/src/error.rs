@@ -9,8 +9,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use sessiond_core::Error;
 
-pub use sessiond_core::quoted;
-
 use crate::views::SessionView;
 
 /// An error answer.

@@ -85,13 +85,13 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Checks `issue`'s arguments, naming the flag at fault (a bad argument is not a bad
-/// license).
+/// license); answers when the license ends.
 fn check_issue(
     key: &std::path::Path,
     app: &str,
     licensee: &str,
     expires: &str,
-) -> Result<(), String> {
+) -> Result<sessiond_core::Timestamp, String> {
     if key.extension().is_some_and(|e| e == "pub") {
         return Err(format!(
             "--key {}: that is the public key; sign with the secret key (license-signing.key)",
@@ -107,13 +107,12 @@ fn check_issue(
     if licensee.trim().is_empty() || licensee.chars().any(char::is_control) {
         return Err("--licensee: say who the license is for (no control characters)".into());
     }
-    if license::parse_date(expires).is_none() {
-        return Err(format!(
+    license::parse_date(expires).ok_or_else(|| {
+        format!(
             "--expires {}: not a date of the form YYYY-MM-DD",
             sessiond_core::quoted(expires)
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Runs a license command.
@@ -146,14 +145,14 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
             licensee,
             out,
         } => {
-            if let Err(e) = check_issue(&key, &app, &licensee, &expires) {
-                eprintln!("sessiond: {e}");
-                return ExitCode::from(2);
-            }
-            if license::parse_date(&expires).is_some_and(|end| {
-                use sessiond_core::Clock;
-                sessiond_core::SystemClock.now() >= end
-            }) {
+            let end = match check_issue(&key, &app, &licensee, &expires) {
+                Ok(end) => end,
+                Err(e) => {
+                    eprintln!("sessiond: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if sessiond_core::Clock::now(&sessiond_core::SystemClock) >= end {
                 eprintln!("sessiond: warning: --expires {expires} is already past: this license is expired from the start");
             }
             let secret = match read_key(&key.display().to_string()) {

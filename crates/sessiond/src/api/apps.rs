@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::session::{session_response, tag};
 use super::{Json, OptionalJson, Query};
 use crate::auth::{Caller, ClientAddr};
-use crate::error::{quoted, ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 use crate::views::{
     AppList, AppView, ClientView, ClosedCount, SessionPage, SessionView, SessionWithToken,
@@ -61,7 +61,7 @@ fn parse_id(s: &str) -> ApiResult<SessionId> {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no session has id {}", quoted(s)),
+            format!("no session has id {}", sessiond_core::quoted(s)),
         )
     })
 }
@@ -70,7 +70,10 @@ fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult
     let view = view.unwrap_or_default();
     let ip = match view.ip {
         Some(ip) => Some(ip.parse().map_err(|_| {
-            ApiError::bad_request(format!("client.ip {} is not an IP address", quoted(&ip)))
+            ApiError::bad_request(format!(
+                "client.ip {} is not an IP address",
+                sessiond_core::quoted(&ip)
+            ))
         })?),
         None => addr,
     };
@@ -196,7 +199,7 @@ pub async fn list_sessions(
         other => {
             return Err(ApiError::invalid_query(format!(
                 "status {}: use open, closed or any",
-                quoted(other)
+                sessiond_core::quoted(other)
             )))
         }
     };
@@ -206,7 +209,7 @@ pub async fn list_sessions(
         other => {
             return Err(ApiError::invalid_query(format!(
                 "order {}: use asc or desc",
-                quoted(other)
+                sessiond_core::quoted(other)
             )))
         }
     };
@@ -380,7 +383,10 @@ pub async fn close_all(
         .iter()
         .map(|s| {
             s.parse::<SessionId>().map_err(|_| {
-                ApiError::bad_request(format!("except: {} is not a session id", quoted(s)))
+                ApiError::bad_request(format!(
+                    "except: {} is not a session id",
+                    sessiond_core::quoted(s)
+                ))
             })
         })
         .collect::<ApiResult<Vec<_>>>()?;

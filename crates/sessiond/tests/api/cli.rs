@@ -246,3 +246,88 @@ async fn connect_logs_out_on_sigterm_and_refuses_a_bad_take_over() {
     assert_eq!(closed[0]["reason"], json!("logout"));
     s.stop().await;
 }
+
+/// The CLI's hints: where it looked for a token, a server that does not answer, an
+/// operator's words for a session already closed.
+#[tokio::test]
+async fn refusals_come_with_a_hint_that_says_what_to_do() {
+    let s = Server::memory().await;
+    let empty = temp_dir("cli-hints");
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+                .args(&args)
+                .env_remove("SESSIOND_TOKEN")
+                .env_remove("SESSIOND_SERVER")
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let data_dir = empty.display().to_string();
+    let (ok, err) = run(vec![
+        "sessions".into(),
+        "list".into(),
+        "--server".into(),
+        s.base.clone(),
+        "--data-dir".into(),
+        data_dir.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("(unauthorized)"), "{err}");
+    assert!(
+        err.contains("no --token, no SESSIOND_TOKEN, and no"),
+        "{err}"
+    );
+    // A port nobody listens on (this server's, once stopped).
+    let gone = s.base.clone();
+    let v = s.open("shop", SHOP_KEY, json!({})).await;
+    let (ok, _) = run(vec![
+        "sessions".into(),
+        "kill".into(),
+        id(&v),
+        "--server".into(),
+        s.base.clone(),
+        "--token".into(),
+        ADMIN.into(),
+    ])
+    .await
+    .unwrap();
+    assert!(ok);
+    let (ok, err) = run(vec![
+        "sessions".into(),
+        "kill".into(),
+        id(&v),
+        "--server".into(),
+        s.base.clone(),
+        "--token".into(),
+        ADMIN.into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("that session is already closed"), "{err}");
+    assert!(!err.contains("open a new one"), "{err}");
+    s.stop().await;
+    let (ok, err) = run(vec![
+        "sessions".into(),
+        "list".into(),
+        "--server".into(),
+        gone.clone(),
+        "--token".into(),
+        ADMIN.into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("is sessiond running at {gone}?")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&empty);
+}

@@ -110,6 +110,28 @@ async fn acknowledged_writes_survive_kill_9_and_no_token_is_logged() {
         )
         .await;
     }
+    // An operator's kill is logged, by whom, without the session's token.
+    let (st, v) = call(
+        &http,
+        &p.base,
+        Method::POST,
+        "/v1/apps/default/sessions",
+        ADMIN,
+        Some(json!({"user": "killed"})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    issued.push((token(&v), u64::MAX - 1));
+    let (st, _) = call(
+        &http,
+        &p.base,
+        Method::DELETE,
+        &format!("/v1/sessions/{}", id(&v)),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
     p.child.kill().unwrap(); // SIGKILL
     p.child.wait().unwrap();
     let first_output = p.output.lock().unwrap().clone();
@@ -128,6 +150,8 @@ async fn acknowledged_writes_survive_kill_9_and_no_token_is_logged() {
         .await;
         if *n == u64::MAX {
             assert_eq!(st, 401, "a rotated token stays dead");
+        } else if *n == u64::MAX - 1 {
+            assert_eq!((st, v["reason"].clone()), (410, json!("killed")));
         } else {
             assert_eq!(st, 200, "session {n} lost after kill -9: {v}");
             assert_eq!(v["data"]["n"], json!(n));
@@ -137,6 +161,11 @@ async fn acknowledged_writes_survive_kill_9_and_no_token_is_logged() {
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
     let output = format!("{first_output}{}", p.output.lock().unwrap());
     assert!(output.contains("sessiond serving"), "the log was captured");
+    assert!(
+        output.contains("privileges changed; token rotated"),
+        "privilege changes are logged"
+    );
+    assert!(output.contains("session killed"), "kills are logged");
     for (t, _) in &issued {
         let key = t.split(':').nth(1).unwrap();
         assert!(
