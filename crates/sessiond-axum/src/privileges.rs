@@ -44,7 +44,12 @@ impl Session {
         let cfg = &self.inner.config;
         if let Some(rec) = st.record.clone() {
             let mut lock = cfg.locks.lock(rec.id).await;
-            let info = grant.info.as_ref().map(JsonObject::from_map);
+            let info = grant
+                .info
+                .as_ref()
+                .map(JsonObject::from_map)
+                .transpose()
+                .map_err(sessiond_core::Error::from)?;
             let res = cfg
                 .manager
                 .set_privileges(

@@ -300,8 +300,13 @@ impl Session {
         let req = OpenRequest {
             user: grant.user,
             privileges: grant.privileges,
-            info: grant.info.as_ref().map(JsonObject::from_map),
-            data: Some(JsonObject::from_map(&data)),
+            info: grant
+                .info
+                .as_ref()
+                .map(JsonObject::from_map)
+                .transpose()
+                .map_err(sessiond_core::Error::from)?,
+            data: Some(JsonObject::from_map(&data).map_err(sessiond_core::Error::from)?),
             client: Client {
                 label: None,
                 ip: self.inner.ip,

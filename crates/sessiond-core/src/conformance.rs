@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             evict_idlest, user_limit_reject,
             user_limit_replace_oldest, take_over, take_over_of_a_stranger_is_refused,
             bind_ip_refuses_and_keeps_the_session, data_patch_and_versions,
+            json_at_its_limits_round_trips,
             write_never_resurrects_a_closed_session, set_privileges_rotates_the_token,
             close_and_close_all, closed_sessions_keep_their_history, list_filters_and_pages,
             timed_out_holders_free_their_seats, race_64_opens_10_seats,
@@ -768,6 +769,67 @@ pub async fn data_patch_and_versions(store: Arc<dyn Store>) {
     assert_eq!((s.version, s.data.get("n")), (3, Some(json!(5))));
     // A touch changes no version.
     assert_eq!(m.resolve(&o.token, TOUCH).await.unwrap().version, 3);
+}
+
+/// JSON `levels` deep (the outer object is level 1), objects and arrays alternating.
+pub fn nested_json(levels: usize) -> serde_json::Value {
+    let mut v = json!("leaf");
+    for level in (2..=levels).rev() {
+        v = if level % 2 == 0 {
+            json!([v])
+        } else {
+            json!({ "k": v })
+        };
+    }
+    json!({ "d": v })
+}
+
+/// Storage and info at the JSON limits are stored and read back whole; one level or one
+/// key byte more is refused and changes nothing.
+pub async fn json_at_its_limits_round_trips(store: Arc<dyn Store>) {
+    use crate::{JsonObject, Limits};
+    let (m, _) = setup(store, Policy::default());
+    let deepest = JsonObject::from_value(&nested_json(Limits::MAX_JSON_DEPTH)).unwrap();
+    let o = m
+        .open(
+            "app",
+            OpenRequest {
+                data: Some(deepest.clone()),
+                info: Some(deepest.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let back = m.get(o.session.id).await.unwrap();
+    assert_eq!((&back.data, &back.info), (&deepest, &deepest));
+    let q = ListQuery {
+        app: Some("app".into()),
+        ..Default::default()
+    };
+    assert_eq!(m.list(q.clone()).await.unwrap()[0].data, deepest);
+
+    let l = Lookup::Token(o.token.hash());
+    let long_key = "k".repeat(Limits::MAX_JSON_KEY_BYTES);
+    let at_limit =
+        json!({ "d": null, "e": nested_json(Limits::MAX_JSON_DEPTH - 1), long_key.clone(): 1 });
+    let s = m.update_data(l, at_limit, None, None).await.unwrap();
+    assert_eq!(s.version, 2);
+    let stored = m.resolve(&o.token, PEEK).await.unwrap();
+    assert_eq!(stored.data, s.data);
+    assert_eq!(stored.data.get(&long_key), Some(json!(1)));
+
+    let too_deep = json!({ "e": nested_json(Limits::MAX_JSON_DEPTH) });
+    let too_long = json!({ format!("{long_key}k"): 1 });
+    for patch in [too_deep, too_long] {
+        let r = m.update_data(l, patch, None, None).await;
+        assert!(
+            matches!(&r, Err(Error::BadInput(msg)) if msg.contains("max_json")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(m.resolve(&o.token, PEEK).await.unwrap(), stored);
+    assert_eq!(m.list(q).await.unwrap()[0].data, stored.data);
 }
 
 /// No write brings a closed session back.

@@ -100,6 +100,12 @@ impl From<ChangeError> for Error {
     }
 }
 
+impl From<crate::json::JsonError> for Error {
+    fn from(e: crate::json::JsonError) -> Self {
+        Error::BadInput(e.to_string())
+    }
+}
+
 impl From<Refusal> for Error {
     fn from(r: Refusal) -> Self {
         match r {
@@ -124,5 +130,14 @@ pub fn quoted(text: &str) -> String {
     match text.char_indices().nth(MAX) {
         None => format!("{text:?}"),
         Some((at, _)) => format!("{:?}... ({} bytes)", &text[..at], text.len()),
+    }
+}
+
+/// A message that may carry input (a parser's, say) cut to 200 characters.
+pub(crate) fn cut(message: &str) -> String {
+    const MAX: usize = 200;
+    match message.char_indices().nth(MAX) {
+        None => message.to_string(),
+        Some((at, _)) => format!("{}... ({} bytes)", &message[..at], message.len()),
     }
 }

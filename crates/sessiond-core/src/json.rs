@@ -4,6 +4,13 @@
 //! mostly passed through whole (to a client, a store, a log). Keeping them as validated
 //! text makes a session cheap to clone, store and serve; a change parses, merges
 //! (RFC 7396) and re-serialises once.
+//!
+//! Every `JsonObject` that exists is readable by every store: no constructor lets one
+//! through that nests deeper than [`Limits::MAX_JSON_DEPTH`] or has a key longer than
+//! [`Limits::MAX_JSON_KEY_BYTES`]. A stored session wraps its storage in a record two
+//! levels deep, and the readers (serde_json, Redis's cjson) stop at 128 levels; a value
+//! accepted at 127 levels and stored at 129 could be written but never read back, which
+//! took a store down. The rule is the type's, so no entry point can forget it.
 
 use std::fmt;
 
@@ -12,14 +19,77 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// A JSON object held as compact text. The empty object costs no allocation.
+use crate::limits::Limits;
+
+/// A JSON object held as compact text, within the [`Limits`] every store can read back
+/// (depth, key length). The empty object costs no allocation.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct JsonObject(Box<str>);
 
-/// Text that is not a JSON object.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("expected a JSON object ({0})")]
-pub struct NotAnObject(pub String);
+/// Why a value cannot be a [`JsonObject`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    /// The text is not JSON, or not an object.
+    #[error("expected a JSON object ({0})")]
+    NotAnObject(String),
+    /// Objects and arrays nest deeper than [`Limits::MAX_JSON_DEPTH`].
+    #[error("JSON nested more than {limit} levels deep (limit max_json_depth)")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// An object key is longer than [`Limits::MAX_JSON_KEY_BYTES`].
+    #[error(
+        "a JSON object key of {len} bytes, over the limit of {limit} (limit max_json_key_bytes)"
+    )]
+    KeyTooLong {
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Checks an object against the format limits: nesting depth (the object is level 1,
+/// each object or array inside one level more) and key length. Iterative, so a value
+/// built in memory, however deep, cannot overflow the stack here.
+fn check_object(map: &Map<String, Value>) -> Result<(), JsonError> {
+    fn containers<'a>(
+        values: impl Iterator<Item = &'a Value> + 'a,
+        depth: usize,
+    ) -> impl Iterator<Item = (&'a Value, usize)> + 'a {
+        values
+            .filter(|v| v.is_object() || v.is_array())
+            .map(move |v| (v, depth))
+    }
+    fn check_keys(map: &Map<String, Value>) -> Result<(), JsonError> {
+        match map.keys().find(|k| k.len() > Limits::MAX_JSON_KEY_BYTES) {
+            Some(k) => Err(JsonError::KeyTooLong {
+                len: k.len(),
+                limit: Limits::MAX_JSON_KEY_BYTES,
+            }),
+            None => Ok(()),
+        }
+    }
+    check_keys(map)?;
+    let mut stack: Vec<(&Value, usize)> = containers(map.values(), 2).collect();
+    while let Some((v, depth)) = stack.pop() {
+        if depth > Limits::MAX_JSON_DEPTH {
+            return Err(JsonError::TooDeep {
+                limit: Limits::MAX_JSON_DEPTH,
+            });
+        }
+        match v {
+            Value::Object(m) => {
+                check_keys(m)?;
+                stack.extend(containers(m.values(), depth + 1));
+            }
+            Value::Array(a) => stack.extend(containers(a.iter(), depth + 1)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 impl JsonObject {
     /// The empty object `{}`.
@@ -27,30 +97,33 @@ impl JsonObject {
         JsonObject(Box::from(""))
     }
 
-    /// An object from a map.
-    pub fn from_map(map: &Map<String, Value>) -> Self {
+    /// An object from a map, refused past the format [`Limits`].
+    pub fn from_map(map: &Map<String, Value>) -> Result<Self, JsonError> {
         if map.is_empty() {
-            return Self::empty();
+            return Ok(Self::empty());
         }
+        check_object(map)?;
         // Serialising a `Map` of `Value`s cannot fail.
-        JsonObject(
+        Ok(JsonObject(
             serde_json::to_string(map)
                 .unwrap_or_default()
                 .into_boxed_str(),
-        )
+        ))
     }
 
-    /// An object from a JSON value; anything but an object is refused.
-    pub fn from_value(v: &Value) -> Result<Self, NotAnObject> {
+    /// An object from a JSON value; anything but an object, or past the format
+    /// [`Limits`], is refused.
+    pub fn from_value(v: &Value) -> Result<Self, JsonError> {
         match v {
-            Value::Object(m) => Ok(Self::from_map(m)),
-            other => Err(NotAnObject(format!("got {}", kind(other)))),
+            Value::Object(m) => Self::from_map(m),
+            other => Err(JsonError::NotAnObject(format!("got {}", kind(other)))),
         }
     }
 
     /// Parses and validates text as a JSON object, storing it compactly.
-    pub fn parse(text: &str) -> Result<Self, NotAnObject> {
-        let v: Value = serde_json::from_str(text).map_err(|e| NotAnObject(e.to_string()))?;
+    pub fn parse(text: &str) -> Result<Self, JsonError> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| JsonError::NotAnObject(crate::error::cut(&e.to_string())))?;
         Self::from_value(&v)
     }
 
@@ -94,13 +167,16 @@ impl JsonObject {
     /// Applies a JSON merge patch (RFC 7396): keys set to `null` are removed, objects
     /// merge recursively, anything else replaces. The patch must itself be an object,
     /// since the result must stay one.
-    pub fn merge_patch(&self, patch: &Value) -> Result<JsonObject, NotAnObject> {
+    pub fn merge_patch(&self, patch: &Value) -> Result<JsonObject, JsonError> {
         let Value::Object(p) = patch else {
-            return Err(NotAnObject(format!("the patch is {}", kind(patch))));
+            return Err(JsonError::NotAnObject(format!(
+                "the patch is {}",
+                kind(patch)
+            )));
         };
         let mut target = self.to_map();
         merge_into(&mut target, p);
-        Ok(Self::from_map(&target))
+        Self::from_map(&target)
     }
 }
 
@@ -168,7 +244,7 @@ impl<'de> Deserialize<'de> for JsonObject {
 }
 
 impl TryFrom<Value> for JsonObject {
-    type Error = NotAnObject;
+    type Error = JsonError;
     fn try_from(v: Value) -> Result<Self, Self::Error> {
         JsonObject::from_value(&v)
     }
@@ -268,6 +344,59 @@ mod tests {
         for (k, v) in doc.to_map() {
             assert_eq!(doc.get(&k), Some(v), "get agrees with the map for {k:?}");
         }
+    }
+
+    #[test]
+    fn depth_and_key_length_are_held_at_their_limits() {
+        let deep = |levels: usize| {
+            let mut v = json!(1);
+            for _ in 1..levels {
+                v = json!([v]);
+            }
+            json!({ "a": v })
+        };
+        // {"a": [[1]]} is 3 levels deep.
+        assert!(JsonObject::from_value(&deep(Limits::MAX_JSON_DEPTH)).is_ok());
+        assert_eq!(
+            JsonObject::from_value(&deep(Limits::MAX_JSON_DEPTH + 1)),
+            Err(JsonError::TooDeep {
+                limit: Limits::MAX_JSON_DEPTH
+            })
+        );
+        let key = "é".repeat(Limits::MAX_JSON_KEY_BYTES / 2);
+        assert!(JsonObject::from_value(&json!({ "a": [{ key.clone(): 1 }] })).is_ok());
+        assert!(matches!(
+            JsonObject::from_value(&json!({ "a": [{ format!("{key}x"): 1 }] })),
+            Err(JsonError::KeyTooLong { .. })
+        ));
+        // The parser, the merge and serde's reader hold the same rule.
+        let text = serde_json::to_string(&deep(Limits::MAX_JSON_DEPTH + 1)).unwrap();
+        assert!(matches!(
+            JsonObject::parse(&text),
+            Err(JsonError::TooDeep { .. })
+        ));
+        assert!(serde_json::from_str::<JsonObject>(&text).is_err());
+        let ok = JsonObject::from_value(&deep(Limits::MAX_JSON_DEPTH)).unwrap();
+        assert!(matches!(
+            ok.merge_patch(&json!({ "b": deep(Limits::MAX_JSON_DEPTH + 1) })),
+            Err(JsonError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn a_value_built_far_too_deep_in_memory_is_refused_without_recursion() {
+        let mut v = json!(1);
+        for _ in 0..2_000 {
+            v = Value::Array(vec![v]);
+        }
+        let mut map = Map::new();
+        map.insert("a".into(), v);
+        assert!(matches!(
+            JsonObject::from_map(&map),
+            Err(JsonError::TooDeep { .. })
+        ));
+        // Dropping the value recurses; leak it rather than test serde_json's drop.
+        std::mem::forget(map);
     }
 
     #[test]

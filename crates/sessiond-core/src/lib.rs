@@ -31,6 +31,7 @@ mod error;
 pub mod events;
 mod id;
 mod json;
+mod limits;
 mod manager;
 pub mod memory;
 pub mod policy;
@@ -42,10 +43,9 @@ pub use address::client_address;
 pub use error::{quoted, Error, Result};
 pub use events::{Event, EventKind};
 pub use id::{BadSessionId, SessionId, Token, TokenHash, MAX_TOKEN_PREFIX, TOKEN_KEY_BYTES};
-pub use json::{JsonObject, NotAnObject};
-pub use manager::{
-    valid_app_name, HeartbeatRequest, Limits, Manager, OpenRequest, Opened, Resolve, Seats,
-};
+pub use json::{JsonError, JsonObject};
+pub use limits::Limits;
+pub use manager::{valid_app_name, HeartbeatRequest, Manager, OpenRequest, Opened, Resolve, Seats};
 pub use memory::MemoryStore;
 pub use policy::{HeartbeatPolicy, OnFull, OnUserLimit, Policy, TokenPrefix};
 pub use session::{

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::id::{SessionId, Token};
 use crate::json::JsonObject;
+use crate::limits::Limits;
 use crate::policy::{
     OnUserLimit, Policy, TokenPrefix, DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_HEARTBEAT_INTERVAL_S,
 };
@@ -27,42 +28,6 @@ use crate::store::{
     Store,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
-
-/// Limits on what callers may send, so no input can grow without bound.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest session storage (`data`) in bytes of JSON.
-    pub max_data_bytes: usize,
-    /// Largest `info` in bytes of JSON.
-    pub max_info_bytes: usize,
-    /// Longest user name, client label or privilege name, in bytes.
-    pub max_name_len: usize,
-    /// Longest user agent, in bytes (longer ones are cut, not refused).
-    pub max_user_agent_len: usize,
-    /// Most privileges per session.
-    pub max_privileges: usize,
-    /// Most ids in a `close_all` exception list.
-    pub max_except: usize,
-    /// Largest page of [`Manager::list`].
-    pub max_page: usize,
-    /// Longest heartbeat interval or grace, and idle timeout, in seconds.
-    pub max_duration_s: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_data_bytes: 64 * 1024,
-            max_info_bytes: 8 * 1024,
-            max_name_len: 256,
-            max_user_agent_len: 512,
-            max_privileges: 64,
-            max_except: 1000,
-            max_page: 1000,
-            max_duration_s: 366 * 24 * 3600,
-        }
-    }
-}
 
 /// A heartbeat asked for at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -122,8 +122,8 @@ pub async fn open(
     let req = OpenRequest {
         user: body.user,
         privileges: body.privileges,
-        info: body.info.as_ref().map(JsonObject::from_map),
-        data: body.data.as_ref().map(JsonObject::from_map),
+        info: json_object(body.info.as_ref())?,
+        data: json_object(body.data.as_ref())?,
         client: client(body.client, addr)?,
         heartbeat: body.heartbeat.map(|h| HeartbeatRequest {
             interval_s: h.interval_s,
@@ -333,7 +333,7 @@ pub async fn set_privileges(
         .set_privileges(
             Lookup::Id(id),
             body.privileges,
-            body.info.as_ref().map(JsonObject::from_map),
+            json_object(body.info.as_ref())?,
             body.user,
         )
         .await?;
@@ -437,4 +437,12 @@ pub async fn list_apps(State(st): State<SharedState>, caller: Caller) -> ApiResu
         apps.push(app_view(&st, &name).await?);
     }
     Ok(Json(AppList { apps }))
+}
+
+/// An optional object of a request body as a [`JsonObject`]: past the JSON limits
+/// (depth, key length) it is a 400 naming the limit, and nothing changes.
+fn json_object(
+    map: Option<&Map<String, Value>>,
+) -> Result<Option<JsonObject>, sessiond_core::Error> {
+    Ok(map.map(JsonObject::from_map).transpose()?)
 }
