@@ -18,6 +18,12 @@
 //! [`crate::journal`]), so a journal ends at its first zero frame header, and the zeros
 //! after it are room, not damage. Recovery cuts a journal back to its last valid frame
 //! either way, so what follows the frames on disk is always zeros the writer wrote.
+//!
+//! A whole, checksummed frame that cannot be decoded is never taken for a torn tail:
+//! recovery copies it to `<dir>/quarantine/` (durably, before anything may delete the
+//! file it came from), logs which session and where, leaves that session out (its token
+//! stops working, its seat is free: failing closed), and reads on. Later frames of the
+//! same session bring it back as they say.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -26,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use sessiond_core::{MemoryStore, Session, SessionId};
 
-use crate::frame::{self, Record};
+use crate::frame::{self, Record, Unreadable};
 
 pub(crate) fn journal_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("journal-{n}.log"))
@@ -82,6 +88,56 @@ pub struct Recovered {
     /// Whether a torn tail (bytes other than preallocated zeros) was cut off the last
     /// journal.
     pub torn_tail: bool,
+    /// Records that could not be read, each copied to the quarantine folder.
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// A record recovery could not read, and where a copy of it is kept.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// The session it belonged to, when its id could be read.
+    pub session: Option<SessionId>,
+    /// The store file it was found in.
+    pub file: String,
+    /// Its offset in that file.
+    pub offset: u64,
+    /// The copy under `<dir>/quarantine/`.
+    pub copy: PathBuf,
+    /// Why it could not be read.
+    pub error: String,
+}
+
+/// The folder unreadable records are copied to.
+pub fn quarantine_dir(dir: &Path) -> PathBuf {
+    dir.join("quarantine")
+}
+
+/// Copies an unreadable record to the quarantine folder, durably.
+fn quarantine(dir: &Path, file: &str, u: Unreadable) -> std::io::Result<Quarantined> {
+    let q = quarantine_dir(dir);
+    fs::create_dir_all(&q)?;
+    let copy = q.join(format!("{file}@{}.rec", u.offset));
+    let mut f = File::create(&copy)?;
+    f.write_all(&u.payload)?;
+    f.sync_all()?;
+    sync_dir(&q)?;
+    sync_dir(dir)?;
+    let error: String = u.error.chars().take(200).collect();
+    tracing::error!(
+        session = %u.id.map_or_else(|| "unknown".to_string(), |id| id.to_string()),
+        file,
+        offset = u.offset,
+        copy = %copy.display(),
+        error = %error,
+        "a stored session record cannot be read; it is left out of the store and kept in quarantine"
+    );
+    Ok(Quarantined {
+        session: u.id,
+        file: file.to_string(),
+        offset: u.offset,
+        copy,
+        error,
+    })
 }
 
 /// Reads the directory back into sessions and opens the journal to append to.
@@ -89,14 +145,25 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
     let snapshots = numbered(dir, "snapshot-", ".dat")?;
     let base = snapshots.last().copied().unwrap_or(0);
     let mut state: HashMap<SessionId, Session> = HashMap::new();
-    let apply = |state: &mut HashMap<SessionId, Session>, r: Record| match r {
-        Record::Put(s) => {
-            state.insert(s.id, *s);
-        }
-        Record::Remove(id) => {
-            state.remove(&id);
-        }
-    };
+    let mut quarantined = Vec::new();
+    let mut apply =
+        |state: &mut HashMap<SessionId, Session>, file: &str, r: Record| -> std::io::Result<()> {
+            match r {
+                Record::Put(s) => {
+                    state.insert(s.id, *s);
+                }
+                Record::Remove(id) => {
+                    state.remove(&id);
+                }
+                Record::Unreadable(u) => {
+                    if let Some(id) = u.id {
+                        state.remove(&id);
+                    }
+                    quarantined.push(quarantine(dir, file, u)?);
+                }
+            }
+            Ok(())
+        };
     if snapshots.last().is_some() {
         let bytes = fs::read(snapshot_path(dir, base))?;
         let d = frame::decode_all(&bytes);
@@ -106,8 +173,9 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
                 d.valid_len
             )));
         }
+        let name = format!("snapshot-{base}.dat");
         for r in d.records {
-            apply(&mut state, r);
+            apply(&mut state, &name, r)?;
         }
     }
     let journals: Vec<u64> = numbered(dir, "journal-", ".log")?
@@ -141,8 +209,9 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
             }
         }
         replayed += d.records.len();
+        let name = format!("journal-{n}.log");
         for r in d.records {
-            apply(&mut state, r);
+            apply(&mut state, &name, r)?;
         }
     }
     let current = journals.last().copied().unwrap_or(base);
@@ -155,6 +224,7 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
         journal: (file, current, size),
         replayed,
         torn_tail,
+        quarantined,
     })
 }
 
@@ -245,6 +315,36 @@ mod tests {
         assert_eq!(r.replayed, 1);
         assert!(r.torn_tail);
         assert_eq!(fs::metadata(journal_path(&d, 0)).unwrap().len(), frames);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_record_is_quarantined_and_nothing_after_it_is_lost() {
+        let d = dir("quarantine");
+        let mut bytes = Vec::new();
+        let unreadable_id = SessionId::from_u128(9);
+        let mut payload = format!("P{{\"id\":\"{unreadable_id}\",").into_bytes();
+        payload.extend_from_slice(&[b'['; 200]);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        frame::encode_remove(&mut bytes, SessionId::from_u128(7));
+        let frames = bytes.len() as u64;
+        bytes.extend_from_slice(&[0; 512]);
+        fs::write(journal_path(&d, 0), &bytes).unwrap();
+
+        let r = recover(&d).unwrap();
+        assert_eq!(
+            r.replayed, 2,
+            "the frame after the unreadable one is replayed"
+        );
+        assert!(!r.torn_tail);
+        assert_eq!(r.journal.2, frames, "nothing valid was cut");
+        assert_eq!(r.quarantined.len(), 1);
+        let q = &r.quarantined[0];
+        assert_eq!((q.session, q.offset), (Some(unreadable_id), 0));
+        assert_eq!(q.file, "journal-0.log");
+        assert_eq!(fs::read(&q.copy).unwrap(), payload);
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -4,7 +4,10 @@
 //! The payload is a tag byte then its body: `P` + a session as JSON (the session's new
 //! state) or `R` + 16 bytes of session id (removed). A frame whose length runs past the
 //! end of the file or whose checksum does not match marks a torn write: reading stops
-//! there.
+//! there. A frame that is whole and checksummed but cannot be decoded (written by a
+//! version with other rules, or damaged before it was sealed) is no torn write: it is
+//! returned as [`Record::Unreadable`] and reading goes on after it, so one bad record
+//! never hides the ones that follow.
 
 use sessiond_core::{Session, SessionId};
 
@@ -15,6 +18,28 @@ pub enum Record {
     Put(Box<Session>),
     /// A session removed.
     Remove(SessionId),
+    /// A whole, checksummed frame whose payload cannot be decoded.
+    Unreadable(Unreadable),
+}
+
+/// A frame that is whole but cannot be decoded, kept as found.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// Where the frame starts in its file.
+    pub offset: u64,
+    /// The session it belongs to, when its id can still be read.
+    pub id: Option<SessionId>,
+    /// The payload (tag byte and body).
+    pub payload: Vec<u8>,
+    /// Why it cannot be decoded.
+    pub error: String,
+}
+
+/// The id at the start of a `P` payload (`{"id":"<uuid>"...`, as
+/// [`Session::write_json`] writes it), read without decoding the rest.
+fn leading_id(body: &[u8]) -> Option<SessionId> {
+    let text = body.strip_prefix(b"{\"id\":\"")?.get(..36)?;
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 const HEADER: usize = 8;
@@ -69,16 +94,24 @@ pub fn decode_all(bytes: &[u8]) -> Decoded {
         if len == 0 || crc32fast::hash(payload) != crc {
             break;
         }
+        let unreadable = |id, error: String| {
+            Record::Unreadable(Unreadable {
+                offset: pos as u64,
+                id,
+                payload: payload.to_vec(),
+                error,
+            })
+        };
         let record = match payload[0] {
             b'P' => match serde_json::from_slice::<Session>(&payload[1..]) {
                 Ok(s) => Record::Put(Box::new(s)),
-                Err(_) => break,
+                Err(e) => unreadable(leading_id(&payload[1..]), e.to_string()),
             },
             b'R' if payload.len() == 17 => {
                 let id = u128::from_be_bytes(payload[1..17].try_into().expect("16 bytes"));
                 Record::Remove(SessionId::from_u128(id))
             }
-            _ => break,
+            tag => unreadable(None, format!("unknown record type {tag}")),
         };
         records.push(record);
         pos += HEADER + len;
@@ -149,5 +182,33 @@ mod tests {
             assert!(matches!(&d.records[0], Record::Put(back) if **back == s));
             assert!(matches!(d.records[1], Record::Remove(id) if id == s.id));
         }
+    }
+
+    /// A frame as the writer seals it, around any payload.
+    fn sealed(payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0; HEADER];
+        buf.extend_from_slice(payload);
+        seal(&mut buf, 0);
+        buf
+    }
+
+    #[test]
+    fn a_whole_frame_that_cannot_be_decoded_is_returned_and_reading_goes_on() {
+        let s = used();
+        let mut bad = b"P".to_vec();
+        s.write_json(&mut bad);
+        bad.truncate(bad.len() - 1); // no closing brace: whole and checksummed, not JSON
+        let mut file = sealed(&bad);
+        let bad_len = file.len() as u64;
+        file.extend(sealed(b"Xjunk"));
+        encode_remove(&mut file, s.id);
+        let d = decode_all(&file);
+        assert!(!d.torn, "nothing was torn");
+        assert_eq!(d.valid_len, file.len() as u64);
+        assert!(matches!(&d.records[0], Record::Unreadable(u)
+            if u.offset == 0 && u.id == Some(s.id) && u.payload == bad));
+        assert!(matches!(&d.records[1], Record::Unreadable(u)
+            if u.offset == bad_len && u.id.is_none() && u.error.contains("unknown record type")));
+        assert!(matches!(d.records[2], Record::Remove(id) if id == s.id));
     }
 }

@@ -51,6 +51,7 @@ use sessiond_core::{
     StoreError, Timestamp,
 };
 
+pub use files::Quarantined;
 use journal::{Hook, Writer};
 
 /// Tuning of a [`FileStore`].
@@ -76,6 +77,7 @@ impl Default for FileOptions {
 /// The embedded durable store: a directory on local disk.
 pub struct FileStore {
     mem: MemoryStore,
+    quarantined: Vec<Quarantined>,
     writer: Writer,
     dir: PathBuf,
     _lock: File,
@@ -119,6 +121,7 @@ impl FileStore {
             sessions = rec.sessions.len(),
             replayed = rec.replayed,
             torn_tail = rec.torn_tail,
+            quarantined = rec.quarantined.len(),
             "file store opened"
         );
         let writer = Writer::start(
@@ -135,10 +138,17 @@ impl FileStore {
         let _ = writer.shared.store.set(mem.clone());
         Ok(FileStore {
             mem,
+            quarantined: rec.quarantined,
             writer,
             dir,
             _lock: lock,
         })
+    }
+
+    /// The records the last start could not read, each left out of the store and
+    /// copied to `<dir>/quarantine/` (see `docs/STORES.md`).
+    pub fn quarantined(&self) -> &[Quarantined] {
+        &self.quarantined
     }
 
     /// The store's directory.

@@ -282,6 +282,74 @@ fn a_torn_last_write_is_dropped_and_the_rest_kept() {
     });
 }
 
+/// The finding behind the quarantine: a whole record the reader refuses (here storage
+/// nested deeper than the JSON limits, as an older version accepted it) used to be taken
+/// for a torn tail, and every acknowledged write after it was cut off on the next
+/// start, logouts included. Now it is set aside and nothing after it is lost.
+#[test]
+fn an_unreadable_record_loses_nothing_written_after_it() {
+    let dir = fresh_dir("unreadable");
+    let rt = rt();
+    let (ann, bob, bob_json) = rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        let ann = m.open("app", OpenRequest::default()).await.unwrap();
+        let bob = m.open("app", OpenRequest::default()).await.unwrap();
+        (ann.token, bob.token, bob.session.to_json())
+    });
+    // Bob's next state, with storage nested 40 deep, sealed as the writer seals frames.
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+    let mut payload = b"P".to_vec();
+    payload.extend(
+        bob_json
+            .replace(r#""data":{}"#, &format!(r#""data":{{"d":{deep}}}"#))
+            .bytes(),
+    );
+    assert!(
+        payload.len() > bob_json.len() + 80,
+        "the storage was replaced"
+    );
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    let journal = journal_of(&dir);
+    let end = frames_end(&std::fs::read(&journal).unwrap());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &frame, end as u64).unwrap();
+    drop(f);
+
+    let carl = rt.block_on(async {
+        let store = FileStore::open(&dir).expect("the store opens");
+        let q = store.quarantined().to_vec();
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert_eq!(std::fs::read(&q[0].copy).unwrap(), payload);
+        let m = Manager::new(Arc::new(store));
+        m.set_policy("app", Policy::default()).unwrap();
+        assert!(
+            m.resolve(&bob, Resolve::default()).await.is_err(),
+            "the session whose record cannot be read is left out"
+        );
+        m.logout(&ann, None).await.expect("ann logs out");
+        m.open("app", OpenRequest::default()).await.unwrap().token
+    });
+    rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        assert!(
+            matches!(
+                m.resolve(&ann, Resolve::default()).await,
+                Err(sessiond_core::Error::SessionClosed(_))
+            ),
+            "the logout written after the unreadable record holds"
+        );
+        m.resolve(&carl, Resolve::default())
+            .await
+            .expect("the session opened after it is there");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_directory_serves_one_process_at_a_time() {
     let dir = fresh_dir("lock");
