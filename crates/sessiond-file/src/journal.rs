@@ -17,6 +17,20 @@
 //! client was waiting for durability, and measured 15 to 25 % fewer durable writes per
 //! second on a two-core machine (docs/BENCHMARKS.md).
 //!
+//! **When a write fails** (a full disk, an I/O error) the rule is the one a reader of
+//! a database log would expect: a change is visible to other requests from the moment
+//! it is made, acknowledged only once durable, and a failed write fails every operation
+//! whose frames were not yet durable: the failed batch and everything appended after it
+//! (each of them could only have been computed from states at least as new). At once,
+//! before anything is logged, the store refuses operations and wakes every waiter; the
+//! writer then cuts the journal back to its last durable frame and reloads the memory
+//! store from the disk, so no refused change stays visible (no phantom session, seat or
+//! data). It then probes the disk, with a growing pause (0.1 s to 5 s), by growing the
+//! journal a step ahead (1 MiB of zeros, synced), and accepts operations again as soon
+//! as the disk takes that: no restart needed.
+//! The writer's end, by return or by panic, wakes every waiter (a drop guard), and
+//! [`Shared::check`] reports a stopped writer, so nobody waits on a writer that is gone.
+//!
 //! When the journal outgrows its threshold the writer rotates to a new journal and a
 //! background thread writes a snapshot of the store; once the snapshot is durable, the
 //! older files are deleted (see [`crate::files`] for why a fuzzy snapshot is correct).
@@ -24,11 +38,12 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use sessiond_core::memory::Journal;
+use sessiond_core::memory::{Appended, Journal};
 use sessiond_core::{MemoryStore, Session, SessionId, StoreError};
 
 use crate::files;
@@ -57,9 +72,17 @@ pub(crate) struct Shared {
     waiting: Mutex<Vec<(u64, Waker)>>,
     /// Set once the writer thread has ended (every waiter is then woken).
     stopped: AtomicBool,
-    /// Why the journal cannot be written, once it cannot (read on every operation:
-    /// a lock-free load).
-    failed: OnceLock<String>,
+    /// Whether the journal cannot be written now (read on every operation: a lock-free
+    /// load); why is in `failure`.
+    failed: AtomicBool,
+    failure: Mutex<String>,
+    /// Sequence numbers whose frames were dropped by a failure, as `(first, last)`
+    /// ranges, and the highest of them (so the common case reads one atomic).
+    lost: Mutex<Vec<(u64, u64)>>,
+    lost_upto: AtomicU64,
+    /// Operations hold it shared while they change the memory store and append their
+    /// frames; reloading the memory store after a failure holds it exclusively.
+    gate: RwLock<()>,
     compacting: AtomicBool,
     /// The store, set once built (the store holds the hook, the hook needs the store
     /// for snapshots).
@@ -74,6 +97,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    fn new(dir: PathBuf, sync: bool, compact_after: u64, durable_seq: u64) -> Shared {
+        Shared {
+            pending: Mutex::new(Pending {
+                seq: durable_seq,
+                ..Default::default()
+            }),
+            wake: Condvar::new(),
+            durable: AtomicU64::new(durable_seq),
+            waiting: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            failure: Mutex::default(),
+            lost: Mutex::default(),
+            lost_upto: AtomicU64::new(0),
+            gate: RwLock::new(()),
+            compacting: AtomicBool::new(false),
+            store: OnceLock::new(),
+            dir,
+            sync,
+            compact_after,
+        }
+    }
+
     /// The last sequence number handed out.
     pub(crate) fn last_seq(&self) -> u64 {
         lock(&self.pending).seq
@@ -99,16 +145,20 @@ impl Shared {
 
     /// Whether waiting for `seq` is over, and how it ended.
     fn settled(&self, seq: u64) -> Option<Result<(), StoreError>> {
-        if let Err(e) = self.check() {
-            return Some(Err(e));
+        if seq <= self.lost_upto.load(Ordering::Acquire)
+            && lock(&self.lost)
+                .iter()
+                .any(|(first, last)| (*first..=*last).contains(&seq))
+        {
+            return Some(Err(StoreError::Unavailable(
+                "the journal could not be written; the change was undone".into(),
+            )));
         }
         if self.durable.load(Ordering::Acquire) >= seq {
             return Some(Ok(()));
         }
-        if self.stopped.load(Ordering::Acquire) {
-            return Some(Err(StoreError::Unavailable(
-                "the journal writer stopped".into(),
-            )));
+        if let Err(e) = self.check() {
+            return Some(Err(e));
         }
         None
     }
@@ -133,17 +183,44 @@ impl Shared {
         all.into_iter().for_each(|(_, w)| w.wake());
     }
 
-    /// Fails every operation from now on (the disk refused a write).
+    /// Whether operations are accepted: not while the journal cannot be written, nor
+    /// once the writer has stopped.
     pub(crate) fn check(&self) -> Result<(), StoreError> {
-        match self.failed.get() {
-            Some(e) => Err(StoreError::Unavailable(format!(
-                "the journal cannot be written: {e}"
-            ))),
-            None => Ok(()),
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable(format!(
+                "the journal cannot be written: {}",
+                lock(&self.failure)
+            )));
         }
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("the journal writer stopped".into()));
+        }
+        Ok(())
     }
 
-    fn append(&self, f: impl FnOnce(&mut Vec<u8>)) {
+    /// The gate alone, for reads that must not see a reload half done.
+    pub(crate) fn gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits one operation: while the guard lives, the memory store is not reloaded
+    /// under it. Hold it only around the synchronous memory operation, never across a
+    /// wait.
+    pub(crate) fn admit(&self) -> Result<RwLockReadGuard<'_, ()>, StoreError> {
+        let gate = self.gate();
+        self.check()?;
+        Ok(gate)
+    }
+
+    /// The journal failed: refuse operations and wake every waiter, before anything
+    /// else (logging included) can go wrong.
+    fn fail(&self, why: String) {
+        *lock(&self.failure) = why;
+        self.failed.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
+    fn append(&self, f: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let mut p = lock(&self.pending);
         f(&mut p.buf);
         p.seq += 1;
@@ -152,36 +229,33 @@ impl Shared {
         // again, later frames find it already woken.
         let idle = std::mem::take(&mut p.idle);
         drop(p);
-        LAST_APPENDED.with(|l| l.set(l.get().max(seq)));
         if idle {
             self.wake.notify_one();
         }
+        seq
     }
-}
 
-thread_local! {
-    /// The highest sequence number this thread appended since [`take_appended`]. The
-    /// memory store's operations never yield, so an operation's frames are all appended
-    /// on the thread that polled it: the store waits for its own frames only, not for
-    /// later writers' (which would cost an extra group-commit cycle under load).
-    static LAST_APPENDED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// Returns and clears this thread's highest appended sequence number (0: none).
-pub(crate) fn take_appended() -> u64 {
-    LAST_APPENDED.with(|l| l.replace(0))
+    /// Waits until what an operation appended is durable (at once when it appended
+    /// nothing). An operation waits for its own frames only, not for later writers'
+    /// (which would cost an extra group-commit cycle under load).
+    pub(crate) async fn durable(&self, appended: Appended) -> Result<(), StoreError> {
+        if appended.0 == 0 {
+            return Ok(());
+        }
+        self.wait_durable(appended.0).await
+    }
 }
 
 /// The hook the memory store reports changes to.
 pub(crate) struct Hook(pub(crate) Arc<Shared>);
 
 impl Journal for Hook {
-    fn put(&self, session: &Session) {
-        self.0.append(|buf| frame::encode_put(buf, session));
+    fn put(&self, session: &Session) -> u64 {
+        self.0.append(|buf| frame::encode_put(buf, session))
     }
 
-    fn remove(&self, id: SessionId) {
-        self.0.append(|buf| frame::encode_remove(buf, id));
+    fn remove(&self, id: SessionId) -> u64 {
+        self.0.append(|buf| frame::encode_remove(buf, id))
     }
 }
 
@@ -202,29 +276,15 @@ impl Writer {
         compact_after: u64,
         durable_seq: u64,
     ) -> std::io::Result<Writer> {
-        let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending {
-                seq: durable_seq,
-                ..Default::default()
-            }),
-            wake: Condvar::new(),
-            durable: AtomicU64::new(durable_seq),
-            waiting: Mutex::new(Vec::new()),
-            stopped: AtomicBool::new(false),
-            failed: OnceLock::new(),
-            compacting: AtomicBool::new(false),
-            store: OnceLock::new(),
-            dir,
-            sync,
-            compact_after,
-        });
+        let shared = Arc::new(Shared::new(dir, sync, compact_after, durable_seq));
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sessiond-journal".into())
             .spawn(move || {
+                // However the writer ends, by returning or by a panic, nobody is left
+                // waiting on it.
+                let _stopped = Stopped(&s);
                 write_loop(&s, file, epoch, size);
-                s.stopped.store(true, Ordering::Release);
-                s.wake_all();
             })?;
         Ok(Writer {
             shared,
@@ -240,6 +300,16 @@ impl Drop for Writer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Marks the writer stopped and wakes every waiter when dropped.
+struct Stopped<'a>(&'a Shared);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+        self.0.wake_all();
     }
 }
 
@@ -264,13 +334,21 @@ fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
             (p.seq, p.shutdown)
         };
         if !batch.is_empty() {
+            let durable_len = journal.len;
             let result = journal.write(&batch).and_then(|_| journal.sync());
-            if let Err(e) = result {
-                tracing::error!(error = %e, "journal write failed; the store refuses writes from now on");
-                let _ = shared.failed.set(e.to_string());
-                return;
-            }
             batch.clear();
+            if let Err(e) = result {
+                shared.fail(e.to_string());
+                tracing::error!(error = %e, "journal write failed; operations are refused until the disk takes writes again");
+                match heal(shared, journal, durable_len) {
+                    Some((healed, at)) => {
+                        journal = healed;
+                        epoch = at;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
             shared.publish(seq);
         }
         if shutdown && lock(&shared.pending).buf.is_empty() {
@@ -287,6 +365,89 @@ fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
             }
         }
     }
+}
+
+/// After a failed write: cuts the journal back to its last durable frame, reloads the
+/// memory store from the disk (dropping every change that was not durable), then probes
+/// the disk until it takes a write and lets operations in again. Returns the journal to
+/// go on with and its number, or `None` if the store is shutting down first.
+fn heal(shared: &Shared, journal: JournalFile, durable_len: u64) -> Option<(JournalFile, u64)> {
+    let mut pause = Duration::from_millis(100);
+    let mut journal = Some((journal, durable_len));
+    let mut healed: Option<(JournalFile, u64)> = None;
+    loop {
+        if healed.is_none() && !shared.compacting.load(Ordering::Acquire) {
+            match reload(shared, &mut journal) {
+                Ok(j) => healed = Some(j),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the store could not be reloaded from its files; retrying")
+                }
+            }
+        }
+        if let Some((j, _)) = &mut healed {
+            // Room for a whole step of growth, not just one frame: a disk that takes
+            // one more frame and refuses the next would fail and reload per request.
+            match j.reserve(crate::journal_file::GROW) {
+                Ok(()) => {
+                    let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
+                    shared.failed.store(false, Ordering::Release);
+                    tracing::info!("the journal takes writes again; operations are accepted");
+                    return healed;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "the journal still refuses writes")
+                }
+            }
+        }
+        let p = lock(&shared.pending);
+        if p.shutdown {
+            return None;
+        }
+        let (p, _) = shared
+            .wake
+            .wait_timeout(p, pause)
+            .unwrap_or_else(|e| e.into_inner());
+        if p.shutdown {
+            return None;
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Goes back to what the disk holds: with no operation running, drops every frame not
+/// yet durable (their operations fail), cuts the failed journal back to its durable
+/// frames (once), and reloads the memory store from the store's files.
+fn reload(
+    shared: &Shared,
+    cut: &mut Option<(JournalFile, u64)>,
+) -> std::io::Result<(JournalFile, u64)> {
+    let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
+    {
+        let mut p = lock(&shared.pending);
+        p.buf.clear();
+        let first = shared.durable.load(Ordering::Acquire) + 1;
+        if p.seq >= first {
+            lock(&shared.lost).push((first, p.seq));
+            shared.lost_upto.store(p.seq, Ordering::Release);
+        }
+    }
+    shared.wake_all();
+    if let Some((journal, len)) = cut {
+        // Frames a failed write may still have left on the disk were never acknowledged.
+        journal.cut(*len)?;
+    }
+    *cut = None;
+    let rec = files::recover(&shared.dir)?;
+    if let Some(store) = shared.store.get() {
+        store.replace_all(rec.sessions);
+    }
+    let (file, epoch, size) = rec.journal;
+    let path = files::journal_path(&shared.dir, epoch);
+    tracing::info!(
+        epoch,
+        "the store was reloaded from its files after a failed write"
+    );
+    Ok((JournalFile::open(file, &path, size, shared.sync), epoch))
 }
 
 /// Starts journal `epoch + 1` and a snapshot thread for it.
@@ -334,19 +495,7 @@ mod tests {
     }
 
     fn shared() -> Shared {
-        Shared {
-            pending: Mutex::default(),
-            wake: Condvar::new(),
-            durable: AtomicU64::new(0),
-            waiting: Mutex::new(Vec::new()),
-            stopped: AtomicBool::new(false),
-            failed: OnceLock::new(),
-            compacting: AtomicBool::new(false),
-            store: OnceLock::new(),
-            dir: PathBuf::new(),
-            sync: false,
-            compact_after: u64::MAX,
-        }
+        Shared::new(PathBuf::new(), false, u64::MAX, 0)
     }
 
     #[test]
@@ -359,14 +508,68 @@ mod tests {
         let mut waiting = Box::pin(s.wait_durable(1));
         assert!(waiting.as_mut().poll(&mut ca).is_pending());
 
-        let _ = s.failed.set("disk full".into());
-        s.wake_all();
+        s.fail("disk full".into());
         assert!(a.0.load(Ordering::SeqCst) >= 1);
         assert!(matches!(
             waiting.as_mut().poll(&mut ca),
             Poll::Ready(Err(StoreError::Unavailable(m))) if m.contains("disk full")
         ));
         assert!(matches!(s.check(), Err(StoreError::Unavailable(_))));
+    }
+
+    #[test]
+    fn a_waiter_whose_frames_were_dropped_fails_even_once_later_frames_are_durable() {
+        let s = shared();
+        for _ in 0..3 {
+            let _ = s.append(|b| b.push(1));
+        }
+        s.publish(1);
+        s.fail("disk full".into());
+        // What a reload does: frames 2 and 3 were never durable.
+        lock(&s.lost).push((2, 3));
+        s.lost_upto.store(3, Ordering::Release);
+        s.failed.store(false, Ordering::Release);
+        s.publish(4);
+        assert!(
+            matches!(s.settled(1), Some(Ok(()))),
+            "durable before the failure"
+        );
+        for lost in [2, 3] {
+            assert!(
+                matches!(s.settled(lost), Some(Err(StoreError::Unavailable(_)))),
+                "frame {lost} was dropped"
+            );
+        }
+        assert!(
+            matches!(s.settled(4), Some(Ok(()))),
+            "written after the heal"
+        );
+    }
+
+    #[test]
+    fn a_writer_that_panics_still_answers_its_waiters() {
+        let s = Arc::new(shared());
+        let a = Arc::new(Count(AtomicUsize::new(0)));
+        let wa = Waker::from(a.clone());
+        let mut ca = Context::from_waker(&wa);
+        let mut waiting = Box::pin(s.wait_durable(1));
+        assert!(waiting.as_mut().poll(&mut ca).is_pending());
+        let writer = s.clone();
+        let ended = std::thread::spawn(move || {
+            let _stopped = Stopped(&writer);
+            panic!("a writer bug");
+        })
+        .join();
+        assert!(ended.is_err(), "the writer panicked");
+        assert!(a.0.load(Ordering::SeqCst) >= 1, "the waiter was woken");
+        assert!(matches!(
+            waiting.as_mut().poll(&mut ca),
+            Poll::Ready(Err(StoreError::Unavailable(_)))
+        ));
+        assert!(
+            s.check().is_err(),
+            "a stopped writer fails the readiness check"
+        );
     }
 
     #[test]

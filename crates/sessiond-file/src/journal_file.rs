@@ -127,6 +127,29 @@ impl JournalFile {
         Ok(())
     }
 
+    /// Makes sure the file has room for `bytes` more bytes of frames: grows it with
+    /// zeros as far as needed and makes them durable. Fails as a write would when the
+    /// disk has not that much room.
+    pub(crate) fn reserve(&mut self, bytes: u64) -> std::io::Result<()> {
+        let target = (self.len + bytes).div_ceil(GROW) * GROW;
+        let mut at = self.allocated;
+        while at < target {
+            let n = ZEROS.len().min((target - at) as usize);
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.file.sync_data()?;
+        self.allocated = self.allocated.max(target);
+        Ok(())
+    }
+
+    /// Cuts the file back to `len` bytes of frames (dropping anything written after
+    /// them), durably.
+    pub(crate) fn cut(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.sync_all()
+    }
+
     /// Makes what [`JournalFile::write`] wrote durable: `fdatasync` in buffered mode
     /// when the store syncs, nothing to do otherwise.
     pub(crate) fn sync(&self) -> std::io::Result<()> {

@@ -43,6 +43,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_core::admission::Admission;
+use sessiond_core::memory::Journaled;
 use sessiond_core::store::{
     AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
 };
@@ -161,20 +162,39 @@ impl FileStore {
         &self.mem
     }
 
-    /// Waits until the frames the operation just appended (on this thread, see
-    /// [`journal::take_appended`]) are durable.
-    async fn durable<T>(&self, value: T) -> StoreResult<T> {
-        let seq = journal::take_appended();
-        if seq > 0 {
-            self.writer.shared.wait_durable(seq).await?;
-        }
-        Ok(value)
+    /// Runs one operation of the memory store while the journal accepts writes, and
+    /// returns its outcome with what it appended, which the caller must make durable
+    /// ([`FileStore::durable`]) before acknowledging the operation.
+    fn apply<T>(&self, op: impl FnOnce(&MemoryStore) -> Journaled<T>) -> StoreResult<Journaled<T>> {
+        let _gate = self.writer.shared.admit()?;
+        Ok(op(&self.mem))
     }
 
-    /// Clears this thread's record of appended frames before an operation.
-    fn begin(&self) -> StoreResult<()> {
-        journal::take_appended();
-        self.writer.shared.check()
+    /// A read or a touch while the journal cannot be written: answered from memory as
+    /// the step would answer it, and nothing kept (a touch lost is a session that looks
+    /// a little idler; a session found due is answered closed and closed for good by
+    /// the sweep once the journal heals).
+    fn read_only(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> ModifyOutcome {
+        let _gate = self.writer.shared.gate();
+        let Some(mut s) = self.mem.peek(lookup) else {
+            return ModifyOutcome::NotFound;
+        };
+        match s.step(change, cond, now) {
+            Err(e) => ModifyOutcome::Refused(e),
+            Ok(step) => ModifyOutcome::Done { session: s, step },
+        }
+    }
+
+    /// Waits until what an operation appended is durable, then gives its outcome.
+    async fn durable<T>(&self, done: Journaled<T>) -> StoreResult<T> {
+        self.writer.shared.durable(done.appended).await?;
+        Ok(done.value)
     }
 }
 
@@ -194,9 +214,8 @@ impl Store for FileStore {
         admission: &Admission,
         now: Timestamp,
     ) -> StoreResult<OpenOutcome> {
-        self.begin()?;
-        let out = self.mem.open(session, admission, now).await?;
-        self.durable(out).await
+        let done = self.apply(|m| m.open_journaled(session, admission, now))?;
+        self.durable(done).await
     }
 
     async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
@@ -210,15 +229,15 @@ impl Store for FileStore {
         cond: &Conditions,
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome> {
-        self.begin()?;
-        let out = self.mem.modify(lookup, change, cond, now).await?;
-        match &out {
-            ModifyOutcome::Done { step, .. }
-                if *step != sessiond_core::Step::Unchanged && change.needs_durability() =>
-            {
-                self.durable(out).await
-            }
-            _ => Ok(out),
+        if !change.needs_durability() && self.writer.shared.check().is_err() {
+            return Ok(self.read_only(lookup, change, cond, now));
+        }
+        let done = self.apply(|m| m.modify_journaled(lookup, change, cond, now))?;
+        if change.needs_durability() {
+            self.durable(done).await
+        } else {
+            // A touch is journaled but not waited for (see the module doc).
+            Ok(done.value)
         }
     }
 
@@ -229,9 +248,8 @@ impl Store for FileStore {
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<CloseOutcome> {
-        self.begin()?;
-        let out = self.mem.close(id, reason, by, now).await?;
-        self.durable(out).await
+        let done = self.apply(|m| m.close_journaled(id, reason, by, now))?;
+        self.durable(done).await
     }
 
     async fn close_all(
@@ -242,9 +260,8 @@ impl Store for FileStore {
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
-        self.begin()?;
-        let out = self.mem.close_all(app, except, reason, by, now).await?;
-        self.durable(out).await
+        let done = self.apply(|m| m.close_all_journaled(app, except, reason, by, now))?;
+        self.durable(done).await
     }
 
     async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
@@ -256,15 +273,13 @@ impl Store for FileStore {
     }
 
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
-        self.begin()?;
-        let out = self.mem.expire_due(now, limit).await?;
-        self.durable(out).await
+        let done = self.apply(|m| m.expire_due_journaled(now, limit))?;
+        self.durable(done).await
     }
 
     async fn import(&self, session: Session) -> StoreResult<()> {
-        self.begin()?;
-        self.mem.import(session).await?;
-        self.durable(()).await
+        let done = self.apply(|m| m.import_journaled(session))?;
+        self.durable(done).await
     }
 
     async fn flush(&self) -> StoreResult<()> {

@@ -156,6 +156,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (a full disk under the log) is dropped: the
+        // default reports it with `eprintln!`, which panics when that write fails too,
+        // and a panic there once killed the journal writer mid-failure.
+        .log_internal_errors(false)
         .init();
     let config = match load(&args) {
         Ok(c) => c,

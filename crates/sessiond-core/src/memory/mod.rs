@@ -13,7 +13,11 @@
 //!
 //! Every change is reported to an optional [`Journal`] while the record's shard lock is
 //! held, so a journal sees each session's changes in the order they happened. The
-//! embedded durable store is this store plus a journal on disk.
+//! embedded durable store is this store plus a journal on disk: it calls the
+//! `*_journaled` methods, which are synchronous and return, beside their outcome, the
+//! [`Appended`] journal position the operation's records reached: what must be durable
+//! before the operation may be acknowledged. The type says it, so no caller can lose
+//! track of it (`#[must_use]`), whatever thread or task runs the operation.
 
 mod hasher;
 mod record;
@@ -38,10 +42,34 @@ const SHARDS: usize = 64;
 
 /// Receives every change of a [`MemoryStore`], in order per session.
 pub trait Journal: Send + Sync + 'static {
-    /// `session` now has this state (a new or changed session).
-    fn put(&self, session: &Session);
-    /// The session `id` is gone (purged after retention).
-    fn remove(&self, id: SessionId);
+    /// `session` now has this state (a new or changed session). Returns the record's
+    /// position in the journal (increasing from 1).
+    fn put(&self, session: &Session) -> u64;
+    /// The session `id` is gone (purged after retention). Returns the record's position.
+    fn remove(&self, id: SessionId) -> u64;
+}
+
+/// The journal position the records of one operation reached (0: it journaled
+/// nothing). A durable store acknowledges the operation once the journal is durable up
+/// to here.
+#[must_use = "an operation is acknowledged only once what it appended is durable"]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Appended(pub u64);
+
+impl Appended {
+    fn add(&mut self, position: u64) {
+        self.0 = self.0.max(position);
+    }
+}
+
+/// An operation's outcome and what it appended to the journal.
+#[must_use = "an operation is acknowledged only once what it appended is durable"]
+#[derive(Debug)]
+pub struct Journaled<T> {
+    /// The outcome.
+    pub value: T,
+    /// How far its records reached in the journal.
+    pub appended: Appended,
 }
 
 #[derive(Default)]
@@ -154,7 +182,21 @@ impl MemoryStore {
     /// Loads sessions (a restart) without reporting them to the journal. A session seen
     /// twice keeps its last state.
     pub fn load(&self, sessions: impl IntoIterator<Item = Session>) {
-        self.put_all(sessions, false);
+        self.put_all(sessions, None);
+    }
+
+    /// Forgets every session and loads `sessions` instead, without reporting them to the
+    /// journal: a durable store going back to what its disk holds. The caller makes sure
+    /// no operation runs meanwhile.
+    pub fn replace_all(&self, sessions: impl IntoIterator<Item = Session>) {
+        write(&self.inner.apps).clear();
+        for shard in self.inner.shards.iter() {
+            *write(shard) = Shard::default();
+        }
+        for tokens in self.inner.tokens.iter() {
+            write(tokens).clear();
+        }
+        self.load(sessions);
     }
 
     /// Removes session `id` and its index entries, with its app index and shard locked
@@ -171,7 +213,7 @@ impl MemoryStore {
         }
     }
 
-    fn put_all(&self, sessions: impl IntoIterator<Item = Session>, journal: bool) {
+    fn put_all(&self, sessions: impl IntoIterator<Item = Session>, mut rec: Option<&mut Appended>) {
         for mut s in sessions {
             // A session moving to another app leaves its old app's indexes first (with
             // that app locked), so no app ever counts a session it no longer has.
@@ -197,8 +239,8 @@ impl MemoryStore {
             }
             shard.deadlines.insert((s.deadline(), s.id));
             write(self.token_shard(s.token_hash)).insert(s.token_hash, s.id);
-            if journal {
-                self.journal_put(&s);
+            if let Some(rec) = rec.as_deref_mut() {
+                self.journal_put(&s, rec);
             }
             shard.sessions.insert(s);
         }
@@ -264,15 +306,15 @@ impl MemoryStore {
         }
     }
 
-    fn journal_put(&self, s: &Session) {
+    fn journal_put(&self, s: &Session, rec: &mut Appended) {
         if let Some(j) = &self.inner.journal {
-            j.put(s);
+            rec.add(j.put(s));
         }
     }
 
     /// Stores the new state of a session held in `shard`, keeping the deadline and token
     /// indexes right. Called with the shard write lock held.
-    fn replace(&self, shard: &mut Shard, before: &Session, after: Session) {
+    fn replace(&self, shard: &mut Shard, before: &Session, after: Session, rec: &mut Appended) {
         let (old_d, new_d) = (before.deadline(), after.deadline());
         if old_d != new_d {
             shard.deadlines.remove(&(old_d, before.id));
@@ -282,7 +324,7 @@ impl MemoryStore {
             write(self.token_shard(before.token_hash)).remove(&before.token_hash);
             write(self.token_shard(after.token_hash)).insert(after.token_hash, after.id);
         }
-        self.journal_put(&after);
+        self.journal_put(&after, rec);
         shard.sessions.insert(after);
     }
 
@@ -294,6 +336,7 @@ impl MemoryStore {
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
+        rec: &mut Appended,
     ) -> CloseOutcome {
         let mut shard = write(self.shard(id));
         let Some(before) = shard.sessions.get(&id) else {
@@ -305,7 +348,7 @@ impl MemoryStore {
         let mut after = before.clone();
         after.close(reason, by, now);
         idx.update(&before, &after);
-        self.replace(&mut shard, &before, after.clone());
+        self.replace(&mut shard, &before, after.clone(), rec);
         CloseOutcome::Closed(after)
     }
 
@@ -317,31 +360,32 @@ impl MemoryStore {
         change: &Change,
         cond: &Conditions,
         now: Timestamp,
-    ) -> StoreResult<ModifyOutcome> {
+        rec: &mut Appended,
+    ) -> ModifyOutcome {
         let mut shard = write(self.shard(id));
         let Some(before) = shard.sessions.get(&id) else {
-            return Ok(ModifyOutcome::NotFound);
+            return ModifyOutcome::NotFound;
         };
         if before.is_open() && before.due_reason(now).is_some() {
             drop(shard);
-            return self.modify_slow(id, change, cond, now);
+            return self.modify_slow(id, change, cond, now, rec);
         }
         let before = before.clone();
         let mut after = before.clone();
-        Ok(match after.step(change, cond, now) {
+        match after.step(change, cond, now) {
             Err(e) => ModifyOutcome::Refused(e),
             Ok(Step::Unchanged) => ModifyOutcome::Done {
                 session: after,
                 step: Step::Unchanged,
             },
             Ok(step) => {
-                self.replace(&mut shard, &before, after.clone());
+                self.replace(&mut shard, &before, after.clone(), rec);
                 ModifyOutcome::Done {
                     session: after,
                     step,
                 }
             }
-        })
+        }
     }
 
     /// Runs a step with the app index locked first: for steps that may close the
@@ -352,18 +396,19 @@ impl MemoryStore {
         change: &Change,
         cond: &Conditions,
         now: Timestamp,
-    ) -> StoreResult<ModifyOutcome> {
+        rec: &mut Appended,
+    ) -> ModifyOutcome {
         let Some(app) = read(self.shard(id)).sessions.app_of(&id) else {
-            return Ok(ModifyOutcome::NotFound);
+            return ModifyOutcome::NotFound;
         };
         let app = self.app_index(&app);
         let mut idx = lock(&app);
         let mut shard = write(self.shard(id));
         let Some(before) = shard.sessions.get(&id) else {
-            return Ok(ModifyOutcome::NotFound);
+            return ModifyOutcome::NotFound;
         };
         let mut after = before.clone();
-        Ok(match after.step(change, cond, now) {
+        match after.step(change, cond, now) {
             Err(e) => ModifyOutcome::Refused(e),
             Ok(Step::Unchanged) => ModifyOutcome::Done {
                 session: after,
@@ -371,13 +416,13 @@ impl MemoryStore {
             },
             Ok(step) => {
                 idx.update(&before, &after);
-                self.replace(&mut shard, &before, after.clone());
+                self.replace(&mut shard, &before, after.clone(), rec);
                 ModifyOutcome::Done {
                     session: after,
                     step,
                 }
             }
-        })
+        }
     }
 
     fn holder(&self, id: SessionId) -> Option<Holder> {
@@ -385,22 +430,22 @@ impl MemoryStore {
     }
 }
 
-#[async_trait]
-impl Store for MemoryStore {
-    fn kind(&self) -> &'static str {
-        "memory"
+/// The operations of [`Store`], synchronous, each with what it appended to the journal.
+impl MemoryStore {
+    /// [`Store::get`], synchronous.
+    pub fn peek(&self, lookup: Lookup) -> Option<Session> {
+        self.id_of(lookup)
+            .and_then(|id| read(self.shard(id)).sessions.get(&id))
     }
 
-    fn event_bus(&self) -> Option<Arc<dyn crate::events::EventBus>> {
-        None
-    }
-
-    async fn open(
+    /// [`Store::open`], with what it appended to the journal.
+    pub fn open_journaled(
         &self,
         session: Session,
         adm: &Admission,
         now: Timestamp,
-    ) -> StoreResult<OpenOutcome> {
+    ) -> Journaled<OpenOutcome> {
+        let mut rec = Appended::default();
         let app = self.app_index(&session.app);
         let mut idx = lock(&app);
         let mut displaced = Vec::new();
@@ -461,12 +506,17 @@ impl Store for MemoryStore {
             ctx.idlest = all;
         }
         let close = match decide(adm, session.counts_seat, session.user.is_some(), &ctx) {
-            Decision::Refuse(r) => return Ok(OpenOutcome::Refused(r)),
+            Decision::Refuse(r) => {
+                return Journaled {
+                    value: OpenOutcome::Refused(r),
+                    appended: rec,
+                }
+            }
             Decision::Admit(close) => close,
         };
         for (id, reason, _) in &due {
             if let CloseOutcome::Closed(s) =
-                self.close_locked(&mut idx, *id, *reason, Actor::Expiry, now)
+                self.close_locked(&mut idx, *id, *reason, Actor::Expiry, now, &mut rec)
             {
                 displaced.push(s);
             }
@@ -478,6 +528,7 @@ impl Store for MemoryStore {
                 reason,
                 displacing_actor(reason, session.id),
                 now,
+                &mut rec,
             ) {
                 displaced.push(s);
             }
@@ -486,78 +537,104 @@ impl Store for MemoryStore {
         let mut shard = write(self.shard(session.id));
         shard.deadlines.insert((session.deadline(), session.id));
         write(self.token_shard(session.token_hash)).insert(session.token_hash, session.id);
-        self.journal_put(&session);
+        self.journal_put(&session, &mut rec);
         shard.sessions.insert(session.clone());
-        Ok(OpenOutcome::Opened { session, displaced })
+        Journaled {
+            value: OpenOutcome::Opened { session, displaced },
+            appended: rec,
+        }
     }
 
-    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
-        Ok(self
-            .id_of(lookup)
-            .and_then(|id| read(self.shard(id)).sessions.get(&id)))
-    }
-
-    async fn modify(
+    /// [`Store::modify`], with what it appended to the journal.
+    pub fn modify_journaled(
         &self,
         lookup: Lookup,
         change: &Change,
         cond: &Conditions,
         now: Timestamp,
-    ) -> StoreResult<ModifyOutcome> {
+    ) -> Journaled<ModifyOutcome> {
+        let mut rec = Appended::default();
+        let value = self.modify_in(lookup, change, cond, now, &mut rec);
+        Journaled {
+            value,
+            appended: rec,
+        }
+    }
+
+    fn modify_in(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+        rec: &mut Appended,
+    ) -> ModifyOutcome {
         let Some(id) = self.id_of(lookup) else {
-            return Ok(ModifyOutcome::NotFound);
+            return ModifyOutcome::NotFound;
         };
         let touches_indexes = matches!(change, Change::SetPrivileges { .. });
         {
             // Fast path: reads and coalesced touches need only a read lock.
             let shard = read(self.shard(id));
             let Some(s) = shard.sessions.get(&id) else {
-                return Ok(ModifyOutcome::NotFound);
+                return ModifyOutcome::NotFound;
             };
             if matches!(change, Change::Read | Change::Touch) && s.due_reason(now).is_none() {
                 let mut copy = s;
                 drop(shard);
-                return Ok(match copy.step(change, cond, now) {
+                return match copy.step(change, cond, now) {
                     Ok(Step::Unchanged) => ModifyOutcome::Done {
                         session: copy,
                         step: Step::Unchanged,
                     },
                     Err(e) => ModifyOutcome::Refused(e),
                     // A touch to write: take the write path below.
-                    Ok(_) => return self.modify_in_shard(id, change, cond, now),
-                });
+                    Ok(_) => self.modify_in_shard(id, change, cond, now, rec),
+                };
             }
         }
         if touches_indexes {
-            self.modify_slow(id, change, cond, now)
+            self.modify_slow(id, change, cond, now, rec)
         } else {
-            self.modify_in_shard(id, change, cond, now)
+            self.modify_in_shard(id, change, cond, now, rec)
         }
     }
 
-    async fn close(
+    /// [`Store::close`], with what it appended to the journal.
+    pub fn close_journaled(
         &self,
         id: SessionId,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
-    ) -> StoreResult<CloseOutcome> {
-        let Some(app) = read(self.shard(id)).sessions.app_of(&id) else {
-            return Ok(CloseOutcome::NotFound);
+    ) -> Journaled<CloseOutcome> {
+        let mut rec = Appended::default();
+        // The shard's read guard must end before close_locked takes its write lock.
+        let app = read(self.shard(id)).sessions.app_of(&id);
+        let value = match app {
+            None => CloseOutcome::NotFound,
+            Some(app) => {
+                let app = self.app_index(&app);
+                let mut idx = lock(&app);
+                self.close_locked(&mut idx, id, reason, by, now, &mut rec)
+            }
         };
-        let app = self.app_index(&app);
-        let mut idx = lock(&app);
-        Ok(self.close_locked(&mut idx, id, reason, by, now))
+        Journaled {
+            value,
+            appended: rec,
+        }
     }
 
-    async fn close_all(
+    /// [`Store::close_all`], with what it appended to the journal.
+    pub fn close_all_journaled(
         &self,
         app: &str,
         except: &[SessionId],
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
-    ) -> StoreResult<Vec<Session>> {
+    ) -> Journaled<Vec<Session>> {
+        let mut rec = Appended::default();
         let app = self.app_index(app);
         let mut idx = lock(&app);
         let ids: Vec<SessionId> = idx
@@ -568,11 +645,130 @@ impl Store for MemoryStore {
             .collect();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let CloseOutcome::Closed(s) = self.close_locked(&mut idx, id, reason, by, now) {
+            if let CloseOutcome::Closed(s) =
+                self.close_locked(&mut idx, id, reason, by, now, &mut rec)
+            {
                 out.push(s);
             }
         }
-        Ok(out)
+        Journaled {
+            value: out,
+            appended: rec,
+        }
+    }
+
+    /// [`Store::import`], with what it appended to the journal.
+    pub fn import_journaled(&self, session: Session) -> Journaled<()> {
+        let mut rec = Appended::default();
+        self.put_all([session], Some(&mut rec));
+        Journaled {
+            value: (),
+            appended: rec,
+        }
+    }
+
+    /// [`Store::expire_due`], with what it appended to the journal.
+    pub fn expire_due_journaled(&self, now: Timestamp, limit: usize) -> Journaled<Expired> {
+        let mut rec = Appended::default();
+        let mut due: Vec<SessionId> = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let shard = read(shard);
+            due.extend(
+                shard
+                    .deadlines
+                    .range(..(now, SessionId::from_u128(0)))
+                    .map(|(_, id)| *id)
+                    .take(limit.saturating_mul(2).saturating_sub(due.len())),
+            );
+        }
+        let mut out = Expired::default();
+        for id in due {
+            let Some(app) = read(self.shard(id)).sessions.app_of(&id) else {
+                continue;
+            };
+            let app_idx = self.app_index(&app);
+            let mut idx = lock(&app_idx);
+            let mut shard = write(self.shard(id));
+            let Some(s) = shard.sessions.get(&id) else {
+                continue;
+            };
+            if let Some(reason) = s.due_reason(now) {
+                if out.closed.len() >= limit {
+                    continue;
+                }
+                let before = s;
+                let mut after = before.clone();
+                after.close(reason, Actor::Expiry, now);
+                idx.update(&before, &after);
+                self.replace(&mut shard, &before, after.clone(), &mut rec);
+                out.closed.push(after);
+            } else if s.is_past_retention(now) && out.purged < limit {
+                self.forget(&mut idx, &mut shard, id);
+                if let Some(j) = &self.inner.journal {
+                    rec.add(j.remove(id));
+                }
+                out.purged += 1;
+            }
+        }
+        Journaled {
+            value: out,
+            appended: rec,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn event_bus(&self) -> Option<Arc<dyn crate::events::EventBus>> {
+        None
+    }
+
+    async fn open(
+        &self,
+        session: Session,
+        adm: &Admission,
+        now: Timestamp,
+    ) -> StoreResult<OpenOutcome> {
+        Ok(self.open_journaled(session, adm, now).value)
+    }
+
+    async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
+        Ok(self.peek(lookup))
+    }
+
+    async fn modify(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<ModifyOutcome> {
+        Ok(self.modify_journaled(lookup, change, cond, now).value)
+    }
+
+    async fn close(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<CloseOutcome> {
+        Ok(self.close_journaled(id, reason, by, now).value)
+    }
+
+    async fn close_all(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Session>> {
+        Ok(self.close_all_journaled(app, except, reason, by, now).value)
     }
 
     async fn list(&self, q: &ListQuery) -> StoreResult<Vec<Session>> {
@@ -632,52 +828,12 @@ impl Store for MemoryStore {
     }
 
     async fn import(&self, session: Session) -> StoreResult<()> {
-        self.put_all([session], true);
+        let _no_journal = self.import_journaled(session);
         Ok(())
     }
 
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
-        let mut due: Vec<SessionId> = Vec::new();
-        for shard in self.inner.shards.iter() {
-            let shard = read(shard);
-            due.extend(
-                shard
-                    .deadlines
-                    .range(..(now, SessionId::from_u128(0)))
-                    .map(|(_, id)| *id)
-                    .take(limit.saturating_mul(2).saturating_sub(due.len())),
-            );
-        }
-        let mut out = Expired::default();
-        for id in due {
-            let Some(app) = read(self.shard(id)).sessions.app_of(&id) else {
-                continue;
-            };
-            let app_idx = self.app_index(&app);
-            let mut idx = lock(&app_idx);
-            let mut shard = write(self.shard(id));
-            let Some(s) = shard.sessions.get(&id) else {
-                continue;
-            };
-            if let Some(reason) = s.due_reason(now) {
-                if out.closed.len() >= limit {
-                    continue;
-                }
-                let before = s;
-                let mut after = before.clone();
-                after.close(reason, Actor::Expiry, now);
-                idx.update(&before, &after);
-                self.replace(&mut shard, &before, after.clone());
-                out.closed.push(after);
-            } else if s.is_past_retention(now) && out.purged < limit {
-                self.forget(&mut idx, &mut shard, id);
-                if let Some(j) = &self.inner.journal {
-                    j.remove(id);
-                }
-                out.purged += 1;
-            }
-        }
-        Ok(out)
+        Ok(self.expire_due_journaled(now, limit).value)
     }
 }
 
