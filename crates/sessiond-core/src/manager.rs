@@ -632,6 +632,12 @@ impl Manager {
                 Lookup::Id(id) => Error::NotFound(id),
                 Lookup::Token(_) => Error::InvalidToken,
             }),
+            // Nothing readable was there and nothing is now: to the caller the session
+            // does not exist, which is what every later read of its id will say.
+            CloseOutcome::Discarded => {
+                tracing::warn!(session = %id, by = %by, "closing an unreadable session record removed it");
+                Err(Error::NotFound(id))
+            }
         }
     }
 
@@ -785,18 +791,23 @@ impl Manager {
     }
 
     /// Runs [`Manager::expire_due`] every `every` until the returned future is dropped.
-    /// Store errors are retried at the next tick.
+    /// A store error is logged (`warn`) and retried at the next tick.
     pub async fn run_expiry(self: Arc<Self>, every: Duration) {
+        const BATCH: usize = 10_000;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             // Drain a large backlog in batches without starving other tasks.
-            while let Ok(out) = self.expire_due(10_000).await {
-                if out.closed.len() < 10_000 && out.purged < 10_000 {
-                    break;
+            loop {
+                match self.expire_due(BATCH).await {
+                    Ok(out) if out.closed.len() < BATCH && out.purged < BATCH => break,
+                    Ok(_) => tokio::task::yield_now().await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, store = self.store.kind(), "expiry sweep failed; retrying at the next tick");
+                        break;
+                    }
                 }
-                tokio::task::yield_now().await;
             }
         }
     }

@@ -5,6 +5,21 @@
 //!
 //! A store is done when the conformance suite (`sessiond_core::conformance`, feature
 //! `conformance`) passes on it.
+//!
+//! # Unreadable records
+//!
+//! A store that keeps sessions in a format it decodes on read (JSON in Redis or
+//! PostgreSQL) may meet a record it cannot decode: written by hand, by another
+//! version, or nested deeper than the decoder allows. Such a record harms only its own
+//! session. Operations over many sessions ([`Store::list`], [`Store::expire_due`],
+//! [`Store::close_all`], the admission of [`Store::open`]) go on around it: it is
+//! skipped, logged (`warn`, with its id and where it is stored, never its content) and
+//! counted by the store. What the store counts from its indexes without reading records
+//! still counts it: an unreadable record indexed as an open seat holder keeps its seat
+//! in [`Store::counts`] and in admission, but it is never picked to be displaced
+//! (taken over, replaced, evicted) and does not count against its user's limit, since
+//! no one can use it. [`Store::get`] and [`Store::modify`] of that session answer
+//! [`StoreError::Corrupt`]; [`Store::close`] removes it ([`CloseOutcome::Discarded`]).
 
 use async_trait::async_trait;
 
@@ -65,6 +80,10 @@ pub enum CloseOutcome {
     AlreadyClosed(Session),
     /// No such session.
     NotFound,
+    /// The stored record could not be read (decoded), so there was no session to
+    /// close: the store removed the record and its index entries instead, which frees
+    /// the seat it was counted as holding. See "Unreadable records" in the module docs.
+    Discarded,
 }
 
 /// Which sessions [`Store::list`] returns.
@@ -202,7 +221,9 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome>;
 
-    /// Closes an open session.
+    /// Closes an open session. A session whose record cannot be read is removed with
+    /// its index entries and answered [`CloseOutcome::Discarded`], so an administrator
+    /// can always get rid of it by id.
     async fn close(
         &self,
         id: SessionId,

@@ -9,14 +9,56 @@
 //! it needs no lock and never waits behind another app's admissions.
 
 use deadpool_postgres::{GenericClient, Object};
-use sessiond_core::admission::{decide, displacing_actor, Admission, AdmissionContext, Decision};
+use sessiond_core::admission::{
+    decide, displacing_actor, Admission, AdmissionContext, Decision, Holder,
+};
 use sessiond_core::store::OpenOutcome;
 use sessiond_core::{Actor, Session, Timestamp};
 use tokio_postgres::Row;
 
 use crate::error::PgResult;
-use crate::rows::{self, holder, ts, uuid};
+use crate::rows::{self, ts, uuid, Decoded};
 use crate::schema::Sql;
+use crate::unreadable::Unreadable;
+
+/// Most idlest seat holders admission reads beyond what it needs, to find readable
+/// ones behind unreadable rows.
+const EXTRA_IDLEST_MAX: usize = 64;
+
+/// What admission needs of `sessions`.
+fn holders(sessions: &[Session]) -> Vec<Holder> {
+    sessions.iter().map(Holder::from).collect()
+}
+
+/// The `want` longest-idle seat holders of `app` whose rows decode. Unreadable ones
+/// keep their seats (they are counted) but are never picked to be evicted: each one
+/// met makes the next read take one more row, up to [`EXTRA_IDLEST_MAX`] more.
+async fn idlest(
+    c: &impl GenericClient,
+    sql: &Sql,
+    bad: &Unreadable,
+    app: &str,
+    want: usize,
+) -> PgResult<Vec<Holder>> {
+    let mut extra = 0;
+    loop {
+        let limit = i64::try_from(want + extra).unwrap_or(i64::MAX);
+        let found = rows::query(c, &sql.idlest, &[&app, &limit]).await?;
+        let mut readable = Vec::with_capacity(found.len());
+        let mut unreadable = 0;
+        for row in &found {
+            match rows::decode_row(sql, bad, row, "skipped")? {
+                Decoded::Session(s) => readable.push(Holder::from(&s)),
+                Decoded::Unreadable { .. } => unreadable += 1,
+            }
+        }
+        let short = unreadable > extra && found.len() == want + extra;
+        if !short || extra >= EXTRA_IDLEST_MAX {
+            return Ok(readable);
+        }
+        extra = unreadable.min(EXTRA_IDLEST_MAX);
+    }
+}
 
 /// Locks the row of `app` in `apps` for the rest of the transaction, creating it the
 /// first time. Every multi-session operation of an app takes this lock first, before
@@ -32,16 +74,18 @@ pub(crate) async fn lock_app(c: &impl GenericClient, sql: &Sql, app: &str) -> Pg
     Ok(())
 }
 
-/// Closes the sessions among `rows` (locked `body` rows) whose timeout passed at
-/// `now`, writes them, and returns them.
+/// Closes the sessions among `rows` (locked `body, id` rows) whose timeout passed at
+/// `now`, writes them, and returns them. Rows whose body does not decode are left as
+/// they are (reported as skipped).
 pub(crate) async fn expire_rows(
     c: &impl GenericClient,
     sql: &Sql,
+    bad: &Unreadable,
     rows: &[Row],
     now: Timestamp,
 ) -> PgResult<Vec<Session>> {
     let mut closed = Vec::new();
-    for mut s in rows::decode_rows(rows)? {
+    for mut s in rows::decode_rows(sql, bad, rows)? {
         if let Some(reason) = s.due_reason(now) {
             s.close(reason, Actor::Expiry, now);
             closed.push(s);
@@ -64,6 +108,7 @@ async fn seats_used(c: &impl GenericClient, sql: &Sql, app: &str) -> PgResult<u3
 pub(crate) async fn open(
     c: &mut Object,
     sql: &Sql,
+    bad: &Unreadable,
     session: &Session,
     adm: &Admission,
     now: Timestamp,
@@ -91,7 +136,7 @@ pub(crate) async fn open(
         if ctx.seats_used >= total {
             // Full on paper: sessions whose timeout passed free their seats first.
             let due = rows::query(&tx, &sql.due_in_app, &[&app, &now_ms]).await?;
-            let closed = expire_rows(&tx, sql, &due, now).await?;
+            let closed = expire_rows(&tx, sql, bad, &due, now).await?;
             if !closed.is_empty() {
                 ctx.seats_used = seats_used(&tx, sql, app).await?;
             }
@@ -100,23 +145,21 @@ pub(crate) async fn open(
     }
     if let (Some(user), true) = (session.user.as_deref(), user_limited) {
         let due = rows::query(&tx, &sql.due_of_user, &[&app, &user, &now_ms]).await?;
-        let closed = expire_rows(&tx, sql, &due, now).await?;
+        let closed = expire_rows(&tx, sql, bad, &due, now).await?;
         if seats_matter && !closed.is_empty() {
             ctx.seats_used = seats_used(&tx, sql, app).await?;
         }
         displaced.extend(closed);
         let mine = rows::query(&tx, &sql.user_holders, &[&app, &user]).await?;
-        ctx.user_sessions = mine.iter().map(holder).collect::<PgResult<_>>()?;
+        ctx.user_sessions = holders(&rows::decode_rows(sql, bad, &mine)?);
     }
     if let Some(target) = adm.take_over {
-        let row = rows::query_opt(&tx, &sql.take_over_holder, &[&uuid(target), &app]).await?;
-        ctx.take_over = row.as_ref().map(holder).transpose()?;
+        let row = rows::query(&tx, &sql.take_over_holder, &[&uuid(target), &app]).await?;
+        ctx.take_over = holders(&rows::decode_rows(sql, bad, &row)?).pop();
     }
     let want = adm.idlest_wanted(ctx.user_sessions.len());
     if want > 0 && seats_matter && ctx.seats_used >= total {
-        let limit = i64::try_from(want).unwrap_or(i64::MAX);
-        let idlest = rows::query(&tx, &sql.idlest, &[&app, &limit]).await?;
-        ctx.idlest = idlest.iter().map(holder).collect::<PgResult<_>>()?;
+        ctx.idlest = idlest(&tx, sql, bad, app, want).await?;
     }
 
     let close = match decide(adm, session.counts_seat, session.user.is_some(), &ctx) {
@@ -131,7 +174,7 @@ pub(crate) async fn open(
     if !close.is_empty() {
         let ids: Vec<uuid::Uuid> = close.iter().map(|(id, _)| uuid(*id)).collect();
         let locked = rows::query(&tx, &sql.lock_many, &[&ids]).await?;
-        let mut victims = rows::decode_rows(&locked)?;
+        let mut victims = rows::decode_rows(sql, bad, &locked)?;
         let mut closed = Vec::with_capacity(close.len());
         // In decide's order; a victim closed meanwhile by someone else is skipped (its
         // seat is free all the same).

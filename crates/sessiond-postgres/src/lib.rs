@@ -85,6 +85,23 @@
 //!   most 500 rows and a call stops early once half its time limit is spent, so a
 //!   large backlog drains over several calls rather than timing out in one.
 //!
+//! # Unreadable rows
+//!
+//! A row whose `body` does not decode as a session (JSON nested deeper than the
+//! decoder's limit of 128, JSON of another shape, a body naming another id) harms
+//! only its session, as [`sessiond_core::store`] describes: reads and writes of that
+//! session answer [`StoreError::Corrupt`]; lists (which fill their page from the rows
+//! after it), close-all and the expiry sweep (which reads past it) pass over it.
+//! Admission counts seats from the columns, so the row keeps its seat, but the
+//! sessions it may displace (take-over target, the user's sessions, the idlest seat
+//! holders) are read from their bodies, so it is never picked and does not count
+//! against its user. The purge deletes closed rows past retention by their columns,
+//! readable or not. Closing the session by id deletes the row, and with it every
+//! index entry, and answers
+//! [`CloseOutcome::Discarded`](sessiond_core::store::CloseOutcome::Discarded). Each
+//! meeting is counted ([`PostgresStore::unreadable_records`]) and logged with the
+//! session id and table, never the body.
+//!
 //! # Time limits
 //!
 //! Every operation, including the wait for a pooled connection, must finish within
@@ -137,6 +154,7 @@ mod ops;
 mod rows;
 mod schema;
 mod store;
+mod unreadable;
 
 pub use bus::{PostgresEventBus, MAX_PAYLOAD};
 pub use error::PostgresError;

@@ -21,17 +21,22 @@ use sessiond_core::{
 use tokio_postgres::types::ToSql;
 
 use crate::admit::{expire_rows, lock_app};
-use crate::error::PgResult;
-use crate::rows::{self, decode, hash_bytes, ts, uuid};
+use crate::error::{PgResult, PostgresError};
+use crate::rows::{self, hash_bytes, ts, uuid, Decoded};
 use crate::schema::Sql;
+use crate::unreadable::Unreadable;
 
-/// Reads a session by `lookup`, locking its row (`lock`) or not.
-async fn fetch(
+/// What becomes of an unreadable row an operation on its own session met.
+const NOT_READ: &str = "not read (closing the session by id removes it)";
+
+/// Reads the row `lookup` names, locking it (`lock`) or not.
+async fn fetch_row(
     c: &impl GenericClient,
     sql: &Sql,
+    bad: &Unreadable,
     lookup: Lookup,
     lock: bool,
-) -> PgResult<Option<Session>> {
+) -> PgResult<Option<Decoded>> {
     let row = match lookup {
         Lookup::Id(id) => {
             let text = if lock {
@@ -50,12 +55,38 @@ async fn fetch(
             rows::query_opt(c, text, &[&hash_bytes(h)]).await?
         }
     };
-    row.map(|r| decode(r.try_get(0)?)).transpose()
+    row.map(|r| rows::decode_row(sql, bad, &r, NOT_READ))
+        .transpose()
+}
+
+/// Reads a session by `lookup`, locking its row (`lock`) or not. A row whose body
+/// does not decode is [`PostgresError::Corrupt`].
+async fn fetch(
+    c: &impl GenericClient,
+    sql: &Sql,
+    bad: &Unreadable,
+    lookup: Lookup,
+    lock: bool,
+) -> PgResult<Option<Session>> {
+    match fetch_row(c, sql, bad, lookup, lock).await? {
+        None => Ok(None),
+        Some(Decoded::Session(s)) => Ok(Some(s)),
+        Some(Decoded::Unreadable { id, why }) => Err(PostgresError::Corrupt(format!(
+            "the body of session {id} in {}.sessions cannot be read ({why}); closing the \
+             session by id removes it",
+            sql.schema
+        ))),
+    }
 }
 
 /// A session as stored, in one statement.
-pub(crate) async fn get(c: &Object, sql: &Sql, lookup: Lookup) -> PgResult<Option<Session>> {
-    fetch(c, sql, lookup, false).await
+pub(crate) async fn get(
+    c: &Object,
+    sql: &Sql,
+    bad: &Unreadable,
+    lookup: Lookup,
+) -> PgResult<Option<Session>> {
+    fetch(c, sql, bad, lookup, false).await
 }
 
 /// Applies `change` through [`Session::step`].
@@ -65,9 +96,11 @@ pub(crate) async fn get(c: &Object, sql: &Sql, lookup: Lookup) -> PgResult<Optio
 /// whole operation. Otherwise the row is locked, the step runs again on the locked
 /// state and the result is written in the same transaction. Touches commit with
 /// `synchronous_commit = off` when `async_touches` is set.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn modify(
     c: &mut Object,
     sql: &Sql,
+    bad: &Unreadable,
     lookup: Lookup,
     change: &Change,
     cond: &Conditions,
@@ -77,7 +110,7 @@ pub(crate) async fn modify(
     let mut lock_app_of = None;
     match change {
         Change::Read | Change::Touch => {
-            let Some(mut s) = fetch(&*c, sql, lookup, false).await? else {
+            let Some(mut s) = fetch(&*c, sql, bad, lookup, false).await? else {
                 return Ok(ModifyOutcome::NotFound);
             };
             match s.step(change, cond, now) {
@@ -94,7 +127,7 @@ pub(crate) async fn modify(
         }
         Change::SetPrivileges { .. } => {
             // It can make the session take a seat: serialise with admission.
-            let Some(s) = fetch(&*c, sql, lookup, false).await? else {
+            let Some(s) = fetch(&*c, sql, bad, lookup, false).await? else {
                 return Ok(ModifyOutcome::NotFound);
             };
             lock_app_of = Some(s.app);
@@ -106,7 +139,7 @@ pub(crate) async fn modify(
     if let Some(app) = &lock_app_of {
         lock_app(&tx, sql, app).await?;
     }
-    let Some(mut s) = fetch(&tx, sql, lookup, true).await? else {
+    let Some(mut s) = fetch(&tx, sql, bad, lookup, true).await? else {
         tx.rollback().await?;
         return Ok(ModifyOutcome::NotFound);
     };
@@ -140,19 +173,30 @@ pub(crate) async fn modify(
     }
 }
 
-/// Closes one open session.
+/// Closes one open session. A row whose body does not decode is deleted instead
+/// (the row is the session and all its index entries).
 pub(crate) async fn close(
     c: &mut Object,
     sql: &Sql,
+    bad: &Unreadable,
     id: SessionId,
     reason: CloseReason,
     by: Actor,
     now: Timestamp,
 ) -> PgResult<CloseOutcome> {
     let tx = c.transaction().await?;
-    let Some(mut s) = fetch(&tx, sql, Lookup::Id(id), true).await? else {
-        tx.rollback().await?;
-        return Ok(CloseOutcome::NotFound);
+    let mut s = match fetch_row(&tx, sql, bad, Lookup::Id(id), true).await? {
+        Some(Decoded::Session(s)) => s,
+        Some(Decoded::Unreadable { .. }) => {
+            rows::execute(&tx, &sql.delete_one, &[&uuid(id)]).await?;
+            tx.commit().await?;
+            tracing::warn!(session = %id, record = %format!("{}.sessions row {id}", sql.schema), "unreadable session row removed by a close");
+            return Ok(CloseOutcome::Discarded);
+        }
+        None => {
+            tx.rollback().await?;
+            return Ok(CloseOutcome::NotFound);
+        }
     };
     if !s.close(reason, by, now) {
         tx.rollback().await?;
@@ -164,9 +208,11 @@ pub(crate) async fn close(
 }
 
 /// Closes every open session of `app` but those in `except`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn close_all(
     c: &mut Object,
     sql: &Sql,
+    bad: &Unreadable,
     app: &str,
     except: &[SessionId],
     reason: CloseReason,
@@ -177,7 +223,7 @@ pub(crate) async fn close_all(
     lock_app(&tx, sql, app).await?;
     let except: Vec<uuid::Uuid> = except.iter().map(|id| uuid(*id)).collect();
     let locked = rows::query(&tx, &sql.lock_open_except, &[&app, &except]).await?;
-    let mut closed = rows::decode_rows(&locked)?;
+    let mut closed = rows::decode_rows(sql, bad, &locked)?;
     closed.retain_mut(|s| s.close(reason, by, now));
     rows::update_many(&tx, sql, &closed).await?;
     tx.commit().await?;
@@ -220,14 +266,48 @@ pub(crate) async fn import(c: &mut Object, sql: &Sql, s: &Session) -> PgResult<(
     }
 }
 
-/// A page of sessions, exactly as [`ListQuery`] describes it.
-pub(crate) async fn list(c: &Object, sql: &Sql, q: &ListQuery) -> PgResult<Vec<Session>> {
-    if q.limit == 0 {
-        return Ok(Vec::new());
+/// A page of sessions, exactly as [`ListQuery`] describes it. Rows whose body does
+/// not decode are left out (reported as skipped) and the page is filled from the rows
+/// after them, so a short page still means the last one.
+pub(crate) async fn list(
+    c: &Object,
+    sql: &Sql,
+    bad: &Unreadable,
+    q: &ListQuery,
+) -> PgResult<Vec<Session>> {
+    let mut out = Vec::new();
+    let mut after = q.after;
+    while out.len() < q.limit {
+        let want = q.limit - out.len();
+        let found = list_rows(c, sql, q, after, want).await?;
+        for row in &found {
+            let id: uuid::Uuid = row.try_get(1)?;
+            after = Some(SessionId::from_u128(id.as_u128()));
+            if let Decoded::Session(s) = rows::decode_row(sql, bad, row, "skipped")? {
+                out.push(s);
+            }
+        }
+        if found.len() < want {
+            break;
+        }
     }
-    let mut text = format!("SELECT body::text FROM {}.sessions WHERE true", sql.schema);
-    let after = q.after.map(uuid);
-    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    Ok(out)
+}
+
+/// The `body, id` rows of up to `limit` sessions `q` lists, after `after`.
+async fn list_rows(
+    c: &Object,
+    sql: &Sql,
+    q: &ListQuery,
+    after: Option<SessionId>,
+    limit: usize,
+) -> PgResult<Vec<tokio_postgres::Row>> {
+    let mut text = format!(
+        "SELECT body::text, id FROM {}.sessions WHERE true",
+        sql.schema
+    );
+    let after = after.map(uuid);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     if let Some(app) = &q.app {
         params.push(app);
@@ -250,8 +330,7 @@ pub(crate) async fn list(c: &Object, sql: &Sql, q: &ListQuery) -> PgResult<Vec<S
     }
     params.push(&limit);
     text += &format!(" ORDER BY id {order} LIMIT ${}", params.len());
-    let found = rows::query(c, &text, &params).await?;
-    rows::decode_rows(&found)
+    rows::query(c, &text, &params).await
 }
 
 /// Open sessions and seats taken in `app`.
@@ -270,6 +349,9 @@ pub(crate) async fn counts(c: &Object, sql: &Sql, app: &str) -> PgResult<AppCoun
 /// Rows one expiry transaction takes at most.
 const EXPIRY_BATCH: usize = 500;
 
+/// Most unreadable due rows one sweep passes over (beyond that, the next sweep goes on).
+const UNREADABLE_SKIP_MAX: usize = 10_000;
+
 /// Closes up to `limit` open sessions whose timeout passed and deletes up to `limit`
 /// closed ones past retention. Both read the deadline index from its low end and skip
 /// rows another node holds, so each due session is closed once, by one node.
@@ -282,6 +364,7 @@ const EXPIRY_BATCH: usize = 500;
 pub(crate) async fn expire_due(
     c: &mut Object,
     sql: &Sql,
+    bad: &Unreadable,
     now: Timestamp,
     limit: usize,
     budget: Duration,
@@ -298,13 +381,24 @@ pub(crate) async fn expire_due(
             break;
         }
     }
+    // Due rows whose body does not decode stay open and first in line: the batches
+    // after the one that met them read past them.
+    let mut passed_over: Vec<uuid::Uuid> = Vec::new();
     while out.closed.len() < limit && started.elapsed() <= budget {
         let batch = EXPIRY_BATCH.min(limit - out.closed.len());
         let n = i64::try_from(batch).unwrap_or(i64::MAX);
         let tx = c.transaction().await?;
-        let due = rows::query(&tx, &sql.due_open, &[&now_ms, &n]).await?;
-        let closed = expire_rows(&tx, sql, &due, now).await?;
+        let due = rows::query(&tx, &sql.due_open, &[&now_ms, &n, &passed_over]).await?;
+        let closed = expire_rows(&tx, sql, bad, &due, now).await?;
         tx.commit().await?;
+        if closed.len() < due.len() && passed_over.len() < UNREADABLE_SKIP_MAX {
+            for row in &due {
+                let id: uuid::Uuid = row.try_get(1)?;
+                if !closed.iter().any(|s| uuid(s.id) == id) {
+                    passed_over.push(id);
+                }
+            }
+        }
         out.closed.extend(closed);
         if due.len() < batch {
             break;

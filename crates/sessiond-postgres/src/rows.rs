@@ -4,7 +4,6 @@
 //! filter, sort or lock on, rewritten from the body at every write.
 
 use deadpool_postgres::GenericClient;
-use sessiond_core::admission::Holder;
 use sessiond_core::{Session, SessionId, Timestamp, TokenHash};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -12,15 +11,11 @@ use uuid::Uuid;
 
 use crate::error::{PgResult, PostgresError};
 use crate::schema::Sql;
+use crate::unreadable::{describe, Unreadable};
 
 /// A timestamp as stored (milliseconds since the epoch; "never" saturates).
 pub(crate) fn ts(t: Timestamp) -> i64 {
     i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A stored timestamp back (a negative one cannot be written, so reads as the epoch).
-pub(crate) fn from_ts(v: i64) -> Timestamp {
-    Timestamp(u64::try_from(v).unwrap_or(0))
 }
 
 /// A session id as a `uuid` value.
@@ -33,26 +28,46 @@ pub(crate) fn hash_bytes(h: TokenHash) -> Vec<u8> {
     h.0.to_be_bytes().to_vec()
 }
 
-/// Parses a `body` column.
-pub(crate) fn decode(body: &str) -> PgResult<Session> {
-    serde_json::from_str(body).map_err(|e| PostgresError::Corrupt(e.to_string()))
+/// A `body::text, id` row, decoded.
+// One lives for one row; boxing the session would cost an allocation per row.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Decoded {
+    /// The session.
+    Session(Session),
+    /// The body does not decode (already counted and logged); `why` says how.
+    Unreadable {
+        /// The session whose body it is (from the `id` column).
+        id: SessionId,
+        /// What is wrong with it, without its content.
+        why: String,
+    },
 }
 
-/// Parses the first column (`body::text`) of each row.
-pub(crate) fn decode_rows(rows: &[Row]) -> PgResult<Vec<Session>> {
-    rows.iter().map(|r| decode(r.try_get(0)?)).collect()
+/// Decodes a `body::text, id` row. An unreadable body is counted and logged (`what`
+/// says what becomes of it) and answered as [`Decoded::Unreadable`].
+pub(crate) fn decode_row(sql: &Sql, bad: &Unreadable, row: &Row, what: &str) -> PgResult<Decoded> {
+    let body: &str = row.try_get(0)?;
+    let id: Uuid = row.try_get(1)?;
+    let id = SessionId::from_u128(id.as_u128());
+    let why = match serde_json::from_str::<Session>(body) {
+        Ok(s) if s.id == id => return Ok(Decoded::Session(s)),
+        Ok(s) => format!("it holds session {}", s.id),
+        Err(e) => describe(&e),
+    };
+    bad.met(id, &format!("{}.sessions row {id}", sql.schema), &why, what);
+    Ok(Decoded::Unreadable { id, why })
 }
 
-/// A holder (what admission needs) from an `id, created_at, last_activity_at,
-/// counts_seat` row.
-pub(crate) fn holder(row: &Row) -> PgResult<Holder> {
-    let id: Uuid = row.try_get(0)?;
-    Ok(Holder {
-        id: SessionId::from_u128(id.as_u128()),
-        created_at: from_ts(row.try_get(1)?),
-        last_activity_at: from_ts(row.try_get(2)?),
-        counts_seat: row.try_get(3)?,
-    })
+/// Decodes `body::text, id` rows, leaving out (and reporting as skipped) the ones
+/// whose body does not decode.
+pub(crate) fn decode_rows(sql: &Sql, bad: &Unreadable, rows: &[Row]) -> PgResult<Vec<Session>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Decoded::Session(s) = decode_row(sql, bad, row, "skipped")? {
+            out.push(s);
+        }
+    }
+    Ok(out)
 }
 
 /// The column values of one session.

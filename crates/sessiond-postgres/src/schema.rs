@@ -116,6 +116,7 @@ pub(crate) struct Sql {
     pub get_by_token: String,
     pub lock_by_id: String,
     pub lock_by_token: String,
+    pub delete_one: String,
     pub app_of: String,
     pub lock_app_of: String,
     pub lock_app: String,
@@ -138,7 +139,9 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         let s = quoted(schema);
         let t = format!("{s}.sessions");
-        let holder = "SELECT id, created_at, last_activity_at, counts_seat";
+        // Rows that become sessions: the body, and the id to name one that does not
+        // decode.
+        let body = "SELECT body::text, id";
         Sql {
             insert: format!(
                 "INSERT INTO {t} (id, token_hash, app, user_name, open, counts_seat, deadline, \
@@ -169,34 +172,35 @@ impl Sql {
                  AS u(id, token_hash, user_name, open, counts_seat, deadline, last_activity_at, \
                  version, body) WHERE s.id = u.id"
             ),
-            get_by_id: format!("SELECT body::text FROM {t} WHERE id = $1"),
-            get_by_token: format!("SELECT body::text FROM {t} WHERE token_hash = $1"),
-            lock_by_id: format!("SELECT body::text FROM {t} WHERE id = $1 FOR UPDATE"),
-            lock_by_token: format!("SELECT body::text FROM {t} WHERE token_hash = $1 FOR UPDATE"),
+            get_by_id: format!("{body} FROM {t} WHERE id = $1"),
+            get_by_token: format!("{body} FROM {t} WHERE token_hash = $1"),
+            lock_by_id: format!("{body} FROM {t} WHERE id = $1 FOR UPDATE"),
+            lock_by_token: format!("{body} FROM {t} WHERE token_hash = $1 FOR UPDATE"),
+            delete_one: format!("DELETE FROM {t} WHERE id = $1"),
             app_of: format!("SELECT app FROM {t} WHERE id = $1"),
             lock_app_of: format!("SELECT app FROM {t} WHERE id = $1 FOR UPDATE"),
             lock_app: format!("SELECT 1 FROM {s}.apps WHERE app = $1 FOR UPDATE"),
             insert_app: format!("INSERT INTO {s}.apps (app) VALUES ($1) ON CONFLICT DO NOTHING"),
             seats_used: format!("SELECT count(*) FROM {t} WHERE app = $1 AND open AND counts_seat"),
             due_in_app: format!(
-                "SELECT body::text FROM {t} WHERE app = $1 AND open AND deadline < $2 \
+                "{body} FROM {t} WHERE app = $1 AND open AND deadline < $2 \
                  ORDER BY id FOR UPDATE"
             ),
             due_of_user: format!(
-                "SELECT body::text FROM {t} WHERE app = $1 AND user_name = $2 AND open \
+                "{body} FROM {t} WHERE app = $1 AND user_name = $2 AND open \
                  AND deadline < $3 ORDER BY id FOR UPDATE"
             ),
-            user_holders: format!("{holder} FROM {t} WHERE app = $1 AND user_name = $2 AND open"),
-            take_over_holder: format!("{holder} FROM {t} WHERE id = $1 AND app = $2 AND open"),
+            user_holders: format!("{body} FROM {t} WHERE app = $1 AND user_name = $2 AND open"),
+            take_over_holder: format!("{body} FROM {t} WHERE id = $1 AND app = $2 AND open"),
             idlest: format!(
-                "{holder} FROM {t} WHERE app = $1 AND open AND counts_seat \
+                "{body} FROM {t} WHERE app = $1 AND open AND counts_seat \
                  ORDER BY last_activity_at, id LIMIT $2"
             ),
             lock_many: format!(
-                "SELECT body::text FROM {t} WHERE id = ANY($1) AND open ORDER BY id FOR UPDATE"
+                "{body} FROM {t} WHERE id = ANY($1) AND open ORDER BY id FOR UPDATE"
             ),
             lock_open_except: format!(
-                "SELECT body::text FROM {t} WHERE app = $1 AND open AND NOT (id = ANY($2)) \
+                "{body} FROM {t} WHERE app = $1 AND open AND NOT (id = ANY($2)) \
                  ORDER BY id FOR UPDATE"
             ),
             counts: format!(
@@ -204,7 +208,7 @@ impl Sql {
                  WHERE app = $1 AND open"
             ),
             due_open: format!(
-                "SELECT body::text FROM {t} WHERE open AND deadline < $1 \
+                "{body} FROM {t} WHERE open AND deadline < $1 AND NOT (id = ANY($3)) \
                  ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED"
             ),
             purge: format!(

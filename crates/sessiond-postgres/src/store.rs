@@ -22,6 +22,7 @@ use crate::bus::PostgresEventBus;
 use crate::db::{retrying, Db};
 use crate::error::{PgResult, PostgresError};
 use crate::schema::{self, Sql};
+use crate::unreadable::Unreadable;
 use crate::{admit, ops};
 
 /// How long migrations at connect may take (they may wait for another node's).
@@ -75,6 +76,7 @@ pub struct PostgresStore {
     bus: Arc<PostgresEventBus>,
     schema: Arc<str>,
     async_touches: bool,
+    unreadable: Arc<Unreadable>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -147,12 +149,23 @@ impl PostgresStore {
             db,
             schema: Arc::from(options.schema),
             async_touches: options.async_touches,
+            unreadable: Arc::default(),
         })
     }
 
     /// The schema the store's tables live in.
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// How many times an operation of this store (any clone of it) met a row whose
+    /// body it could not decode and went on around it, since the store was made: a
+    /// counter for the metrics. Each meeting counts, so one bad row that every sweep
+    /// passes over keeps it growing until an administrator closes that session by id
+    /// (which deletes the row). The log names the rows (`warn`, once per row and
+    /// process). See "Unreadable rows" in the crate docs.
+    pub fn unreadable_records(&self) -> u64 {
+        self.unreadable.count()
     }
 
     /// The event bus (also what [`Store::event_bus`] returns).
@@ -212,16 +225,16 @@ impl Store for PostgresStore {
         admission: &Admission,
         now: Timestamp,
     ) -> StoreResult<OpenOutcome> {
-        let sql = &self.db.sql;
+        let (sql, bad) = (&self.db.sql, &*self.unreadable);
         run!(self, "open", |c| admit::open(
-            &mut c, sql, &session, admission, now
+            &mut c, sql, bad, &session, admission, now
         )
         .await)
     }
 
     async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
-        let sql = &self.db.sql;
-        run!(self, "get", |c| ops::get(&c, sql, lookup).await)
+        let (sql, bad) = (&self.db.sql, &*self.unreadable);
+        run!(self, "get", |c| ops::get(&c, sql, bad, lookup).await)
     }
 
     async fn modify(
@@ -231,9 +244,9 @@ impl Store for PostgresStore {
         cond: &Conditions,
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome> {
-        let (sql, touches) = (&self.db.sql, self.async_touches);
+        let (sql, bad, touches) = (&self.db.sql, &*self.unreadable, self.async_touches);
         run!(self, "modify", |c| ops::modify(
-            &mut c, sql, lookup, change, cond, now, touches
+            &mut c, sql, bad, lookup, change, cond, now, touches
         )
         .await)
     }
@@ -245,9 +258,9 @@ impl Store for PostgresStore {
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<CloseOutcome> {
-        let sql = &self.db.sql;
+        let (sql, bad) = (&self.db.sql, &*self.unreadable);
         run!(self, "close", |c| ops::close(
-            &mut c, sql, id, reason, by, now
+            &mut c, sql, bad, id, reason, by, now
         )
         .await)
     }
@@ -260,16 +273,16 @@ impl Store for PostgresStore {
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
-        let sql = &self.db.sql;
+        let (sql, bad) = (&self.db.sql, &*self.unreadable);
         run!(self, "close_all", |c| ops::close_all(
-            &mut c, sql, app, except, reason, by, now
+            &mut c, sql, bad, app, except, reason, by, now
         )
         .await)
     }
 
     async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
-        let sql = &self.db.sql;
-        run!(self, "list", |c| ops::list(&c, sql, query).await)
+        let (sql, bad) = (&self.db.sql, &*self.unreadable);
+        run!(self, "list", |c| ops::list(&c, sql, bad, query).await)
     }
 
     async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
@@ -279,9 +292,9 @@ impl Store for PostgresStore {
 
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
         // Leave room in the deadline for the batch under way when the budget runs out.
-        let (sql, budget) = (&self.db.sql, self.db.op_timeout / 2);
+        let (sql, bad, budget) = (&self.db.sql, &*self.unreadable, self.db.op_timeout / 2);
         run!(self, "expire_due", |c| ops::expire_due(
-            &mut c, sql, now, limit, budget
+            &mut c, sql, bad, now, limit, budget
         )
         .await)
     }

@@ -153,7 +153,8 @@ mod tests {
     #[test]
     fn a_read_hint_is_reused_only_for_the_same_revision_and_text() {
         let json = r#"{"id":"0190f5c8-9a4e-7000-8000-000000000001","token_hash":"0123456789abcdef0123456789abcdef","app":"shop","privileges":[],"info":{},"data":{"n":1},"client":{},"created_at":1,"last_activity_at":1,"last_heartbeat_at":1,"idle_timeout_s":60,"lifetime_s":3600,"retention_s":0,"counts_seat":false,"bind_ip":false,"version":1}"#;
-        let stored = Arc::new(Stored::decode("3", json).unwrap());
+        let id = "0190f5c8-9a4e-7000-8000-000000000001".parse().unwrap();
+        let stored = Arc::new(Stored::decode_fields(id, Some("3"), Some(json)).unwrap());
         let read = Hint::of(stored.clone(), Some(Arc::from(json))).unwrap();
         let same = read
             .same_record("3", json)

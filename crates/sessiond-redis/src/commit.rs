@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 
 use redis::aio::ConnectionManager;
-use sessiond_core::Session;
+use sessiond_core::{Session, SessionId};
 
 use crate::error::{Error, Result};
 use crate::keys::AppKeys;
 use crate::scripts::{COMMIT, PUT};
+use crate::unreadable::describe;
 
 /// A session as read from Redis, with the revision of its record.
 #[derive(Debug, Clone)]
@@ -25,22 +26,75 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    /// Decodes a record's `rev` and `json` fields.
-    pub fn decode(rev: &str, json: &str) -> Result<Stored> {
-        let rev = rev
-            .parse()
-            .map_err(|_| Error::Corrupt(format!("a session record has a bad revision {rev:?}")))?;
-        Ok(Stored {
-            rev,
-            session: serde_json::from_str(json)?,
-        })
+    /// Decodes the `rev` and `json` fields of the record of `id` as read (either may
+    /// be missing), or says what is wrong with them.
+    pub fn decode_fields(
+        id: SessionId,
+        rev: Option<&str>,
+        json: Option<&str>,
+    ) -> Result<Stored, BadRecord> {
+        let bad = |why: String| BadRecord {
+            id,
+            rev: rev.filter(|r| !r.is_empty()).unwrap_or("0").to_string(),
+            why,
+        };
+        let rev_num = match rev.map(str::parse::<u64>) {
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return Err(bad("its revision is not a number".into())),
+            None => return Err(bad("it has no revision".into())),
+        };
+        let Some(json) = json else {
+            return Err(bad("it has no JSON".into()));
+        };
+        match serde_json::from_str::<Session>(json) {
+            Ok(session) if session.id == id => Ok(Stored {
+                rev: rev_num,
+                session,
+            }),
+            Ok(session) => Err(bad(format!("it holds session {}", session.id))),
+            Err(e) => Err(bad(describe(&e))),
+        }
     }
 
-    /// Decodes a flat `rev, json, rev, json, ...` list from a script.
-    pub fn decode_list(flat: &[String]) -> Result<Vec<Stored>> {
-        flat.chunks_exact(2)
-            .map(|pair| Stored::decode(&pair[0], &pair[1]))
-            .collect()
+    /// Decodes a flat `id, rev, json, id, rev, json, ...` list from a script (a missing
+    /// field is empty), setting aside the records that do not decode.
+    pub fn decode_triples(flat: &[String]) -> Result<(Vec<Stored>, Vec<BadRecord>)> {
+        let mut good = Vec::with_capacity(flat.len() / 3);
+        let mut bad = Vec::new();
+        for t in flat.chunks_exact(3) {
+            let id: SessionId = t[0].parse().map_err(|_| {
+                Error::Corrupt(format!("an index holds {:?}, not a session id", t[0]))
+            })?;
+            let field = |f: &str| Some(f.to_string()).filter(|f| !f.is_empty());
+            match Stored::decode_fields(id, field(&t[1]).as_deref(), field(&t[2]).as_deref()) {
+                Ok(s) => good.push(s),
+                Err(b) => bad.push(b),
+            }
+        }
+        Ok((good, bad))
+    }
+}
+
+/// A session record that is there but cannot be decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct BadRecord {
+    /// The session it belongs to (from its key).
+    pub id: SessionId,
+    /// Its `rev` field as stored (`0` when missing, as the scripts read a missing one).
+    pub rev: String,
+    /// What is wrong with it, without its content.
+    pub why: String,
+}
+
+impl BadRecord {
+    /// The error that reports it, for operations on this one session.
+    pub fn into_error(self, keys: &AppKeys) -> Error {
+        Error::Unreadable {
+            app: keys.app().to_string(),
+            id: self.id,
+            rev: self.rev,
+            why: self.why,
+        }
     }
 }
 
@@ -144,6 +198,36 @@ impl Commit {
         after: Option<&Session>,
     ) -> Result<()> {
         self.group(keys, before, after, false)
+    }
+
+    /// Adds the removal of the record of `id`, which could not be decoded, if it is
+    /// still at revision `rev` (as stored), with the id's entries in every index of the
+    /// app that a session's state can name (open, closed, seated, due, purge). The
+    /// user's index cannot be named without the record: the admission script drops
+    /// such entries when it meets them. Moves the app's revision (a seat may be freed).
+    pub fn discard(&mut self, keys: &AppKeys, id: SessionId, rev: &str) {
+        let rec = self.position(keys.record(id));
+        let member = id.to_string();
+        let mut g = vec![
+            rec.to_string(),
+            rev.to_string(),
+            "1".to_string(),
+            "del".to_string(),
+        ];
+        let indexes = [
+            keys.open(),
+            keys.closed(),
+            keys.seated(),
+            keys.due(),
+            keys.purge(),
+        ];
+        g.push(indexes.len().to_string());
+        for key in indexes {
+            let p = self.position(key);
+            g.extend(["zr".into(), p.to_string(), member.clone()]);
+        }
+        self.groups.extend(g);
+        self.count += 1;
     }
 
     /// Adds a write like [`Commit::write`] that also moves the app's revision whatever

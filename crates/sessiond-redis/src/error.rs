@@ -20,6 +20,20 @@ pub enum Error {
     /// A stored record or index entry could not be read back.
     #[error("{0}")]
     Corrupt(String),
+    /// The record of one session is there but cannot be decoded: that session cannot
+    /// be read or changed, only closed by id (which removes the record).
+    #[error("the record of session {id} in app {app:?} cannot be read: {why}")]
+    Unreadable {
+        /// The app whose keys hold it.
+        app: String,
+        /// The session.
+        id: sessiond_core::SessionId,
+        /// Its revision field as stored (`0` when missing), for a revision-checked
+        /// removal.
+        rev: String,
+        /// What is wrong with it (never its content).
+        why: String,
+    },
     /// The options or a name cannot be used (bad URL, prefix or app name).
     #[error("{0}")]
     Config(String),
@@ -34,7 +48,7 @@ impl Error {
         match self {
             Error::TimedOut(_) => true,
             Error::Redis(e) => redis_unavailable(e),
-            Error::Corrupt(_) | Error::Config(_) => false,
+            Error::Corrupt(_) | Error::Unreadable { .. } | Error::Config(_) => false,
         }
     }
 }
@@ -70,6 +84,7 @@ impl From<Error> for StoreError {
         }
         match e {
             Error::Corrupt(m) => StoreError::Corrupt(m),
+            e @ Error::Unreadable { .. } => StoreError::Corrupt(e.to_string()),
             other => StoreError::Backend(Box::new(other)),
         }
     }

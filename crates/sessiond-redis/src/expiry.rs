@@ -14,8 +14,12 @@ use sessiond_core::{Actor, Session, SessionId, Timestamp, TokenHash};
 use crate::commit::{Commit, Committed, Stored};
 use crate::error::Result;
 use crate::keys::AppKeys;
+use crate::read::SKIPPED;
 use crate::scripts::GATHER_DUE;
 use crate::{backoff, RedisStore};
+
+/// Most unreadable due records one sweep of an app passes over beyond its batch.
+const UNREADABLE_SKIP_MAX: usize = 1000;
 
 impl RedisStore {
     pub(crate) async fn expire(&self, now: Timestamp, limit: usize) -> Result<Expired> {
@@ -41,6 +45,11 @@ impl RedisStore {
     }
 
     /// Expires and purges what is due in one app, adding to `out` up to `limit` each.
+    ///
+    /// Unreadable records cannot be closed: those found due are passed over (reads
+    /// start after them, up to [`UNREADABLE_SKIP_MAX`] beyond `limit`), so they never
+    /// hold up the sessions due behind them. Those found past retention are removed,
+    /// as retention promises.
     async fn expire_app(
         &self,
         keys: &AppKeys,
@@ -49,13 +58,15 @@ impl RedisStore {
         out: &mut Expired,
     ) -> Result<()> {
         let mut attempt = 0;
+        // Unreadable due records met so far, at the front of what is still due.
+        let mut passed_over = 0;
         loop {
             let to_close = limit.saturating_sub(out.closed.len());
             let to_purge = limit.saturating_sub(out.purged);
             if to_close == 0 && to_purge == 0 {
                 return Ok(());
             }
-            let (due, purge): (Vec<String>, Vec<String>) = GATHER_DUE
+            let (due, purge, due_scanned, _): (Vec<String>, Vec<String>, usize, usize) = GATHER_DUE
                 .key(keys.rev())
                 .key(keys.due())
                 .key(keys.purge())
@@ -63,12 +74,18 @@ impl RedisStore {
                 .arg(now.as_millis())
                 .arg(to_close)
                 .arg(to_purge)
+                .arg(passed_over)
                 .invoke_async(&mut self.conn())
                 .await?;
             let mut commit = Commit::new(keys, false);
-            // Per group: the session closed, or the (token, id) of the one purged.
-            let mut planned: Vec<Result<Session, (TokenHash, SessionId)>> = Vec::new();
-            for before in Stored::decode_list(&due)? {
+            // Per group: the session closed, or the (token, id) of the one purged
+            // (no token for an unreadable one).
+            let mut planned: Vec<Result<Session, (Option<TokenHash>, SessionId)>> = Vec::new();
+            let (due, bad_due) = Stored::decode_triples(&due)?;
+            for bad in &bad_due {
+                self.report(keys, bad, SKIPPED);
+            }
+            for before in due {
                 if let Some(reason) = before.session.due_reason(now) {
                     let mut after = before.session.clone();
                     after.close(reason, Actor::Expiry, now);
@@ -76,39 +93,50 @@ impl RedisStore {
                     planned.push(Ok(after));
                 }
             }
-            for before in Stored::decode_list(&purge)? {
+            let (purge, bad_purge) = Stored::decode_triples(&purge)?;
+            for before in purge {
                 if before.session.is_past_retention(now) {
                     commit.write(keys, Some(&before), None)?;
-                    planned.push(Err((before.session.token_hash, before.session.id)));
+                    planned.push(Err((Some(before.session.token_hash), before.session.id)));
                 }
             }
-            if commit.is_empty() {
-                return Ok(());
+            for bad in &bad_purge {
+                // The index says its retention ended; what it held no longer matters.
+                self.report(keys, bad, "removed (past retention)");
+                commit.discard(keys, bad.id, &bad.rev);
+                planned.push(Err((None, bad.id)));
             }
-            let Committed::Applied(flags) = commit.run(&mut self.conn()).await? else {
-                continue;
-            };
             let mut conflicts = false;
-            let (mut tokens, mut ids) = (Vec::new(), Vec::new());
-            for (p, applied) in planned.into_iter().zip(flags) {
-                match (p, applied) {
-                    (_, false) => conflicts = true,
-                    (Ok(closed), true) => out.closed.push(closed),
-                    (Err((token, id)), true) => {
-                        out.purged += 1;
-                        tokens.push(token);
-                        ids.push(id);
+            if !commit.is_empty() {
+                let Committed::Applied(flags) = commit.run(&mut self.conn()).await? else {
+                    continue;
+                };
+                let (mut tokens, mut ids) = (Vec::new(), Vec::new());
+                for (p, applied) in planned.into_iter().zip(flags) {
+                    match (p, applied) {
+                        (_, false) => conflicts = true,
+                        (Ok(closed), true) => out.closed.push(closed),
+                        (Err((token, id)), true) => {
+                            out.purged += 1;
+                            tokens.extend(token);
+                            ids.push(id);
+                        }
                     }
                 }
+                self.unindex(&tokens, &ids).await;
             }
-            self.unindex(&tokens, &ids).await;
-            if !conflicts {
+            if conflicts {
+                // Another node wrote some of these meanwhile: read again, and take only
+                // what is still due.
+                attempt += 1;
+                backoff(attempt).await;
+                continue;
+            }
+            passed_over += bad_due.len();
+            let more_behind = !bad_due.is_empty() && due_scanned >= to_close;
+            if !more_behind || passed_over >= limit + UNREADABLE_SKIP_MAX {
                 return Ok(());
             }
-            // Another node wrote some of these meanwhile: read again, and take only
-            // what is still due.
-            attempt += 1;
-            backoff(attempt).await;
         }
     }
 }

@@ -62,6 +62,7 @@ impl Keys {
             )));
         }
         Ok(AppKeys {
+            app: app.to_string(),
             base: format!("{}:{{{app}}}:", self.prefix),
         })
     }
@@ -70,10 +71,16 @@ impl Keys {
 /// The keys of one app: `<prefix>:{<app>}:<name>`.
 #[derive(Debug, Clone)]
 pub(crate) struct AppKeys {
+    app: String,
     base: String,
 }
 
 impl AppKeys {
+    /// The app's name.
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.base)
     }

@@ -118,6 +118,21 @@
 //! most once: a node that was disconnected from pub/sub misses what was sent meanwhile,
 //! and its clients learn the state at their next request.
 //!
+//! # Unreadable records
+//!
+//! A record whose fields do not decode (JSON nested deeper than the decoder's limit of
+//! 128, a revision that is not a number, text that is not a session, a missing field)
+//! harms only its session, as [`sessiond_core::store`] describes: reads and writes of
+//! that session answer [`StoreError::Corrupt`]; lists, close-all and the expiry sweep
+//! pass over it; admission reads the seats from the `seated` index, so the record
+//! keeps its seat, but never picks it to displace and leaves it out of its user's
+//! count. An unreadable record indexed as closed and past retention is purged like any
+//! other. Closing the session by id deletes the record and its entries in the app's
+//! indexes (the user's index entry, which cannot be named without the record, is
+//! dropped when admission next reads that user; the token entry expires by its TTL)
+//! and answers [`CloseOutcome::Discarded`]. Each meeting is counted
+//! ([`RedisStore::unreadable_records`]) and logged with the session id and record key.
+//!
 //! Redis Cluster: the layout and scripts are cluster-safe (one slot per script, global
 //! keys alone); this crate connects to a single endpoint (a standalone server, or a
 //! proxy in front of a cluster).
@@ -131,6 +146,7 @@ mod keys;
 mod open;
 mod read;
 mod scripts;
+mod unreadable;
 mod write;
 
 use std::future::Future;
@@ -153,6 +169,7 @@ pub use error::Error;
 
 use cache::Cache;
 use keys::Keys;
+use unreadable::Unreadable;
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "sessiond";
@@ -247,6 +264,7 @@ struct Inner {
     records: Cache<SessionId, cache::Hint>,
     stripes: Stripes,
     bus: Arc<RedisBus>,
+    unreadable: Unreadable,
 }
 
 /// Node-local queues for writers of the same session (or admissions of the same app).
@@ -329,6 +347,7 @@ impl RedisStore {
                 records: Cache::new(options.record_cache_capacity),
                 stripes: Stripes::new(),
                 bus,
+                unreadable: Unreadable::default(),
             }),
         })
     }
@@ -336,6 +355,16 @@ impl RedisStore {
     /// The key prefix of this store.
     pub fn prefix(&self) -> &str {
         self.inner.keys.prefix()
+    }
+
+    /// How many times an operation of this store (any clone of it) met a session
+    /// record it could not decode and went on around it, since the store was made: a
+    /// counter for the metrics. Each meeting counts, so one bad record that every
+    /// sweep passes over keeps it growing until an administrator closes that session
+    /// by id (which removes the record). The log names the records (`warn`, once per
+    /// record and process). See "Unreadable records" in the crate docs.
+    pub fn unreadable_records(&self) -> u64 {
+        self.inner.unreadable.count()
     }
 
     /// The event bus of this store's prefix.

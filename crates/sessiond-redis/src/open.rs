@@ -14,7 +14,7 @@ use sessiond_core::admission::{
 };
 use sessiond_core::{Actor, Session, SessionId, Timestamp};
 
-use crate::commit::{Commit, Stored};
+use crate::commit::{BadRecord, Commit, Stored};
 use crate::error::{Error, Result};
 use crate::keys::AppKeys;
 use crate::scripts::GATHER_OPEN;
@@ -31,6 +31,11 @@ pub(crate) struct Snapshot {
     take_over: Option<Stored>,
     due: Vec<Stored>,
     idlest: Vec<Stored>,
+    /// Records read that do not decode, left out of the lists above (their seats stay
+    /// in `seats_used`).
+    pub unreadable: Vec<BadRecord>,
+    /// How many of them were read as idlest seat holders.
+    pub unreadable_idlest: usize,
 }
 
 /// What to do with an open request.
@@ -60,13 +65,15 @@ pub(crate) fn needs_snapshot(session: &Session, adm: &Admission) -> bool {
         || adm.take_over.is_some()
 }
 
-/// Reads the snapshot for admitting `session`.
+/// Reads the snapshot for admitting `session`, with `extra_idlest` more idlest seat
+/// holders than admission needs (to make up for unreadable ones).
 pub(crate) async fn gather(
     conn: &mut ConnectionManager,
     keys: &AppKeys,
     session: &Session,
     adm: &Admission,
     now: Timestamp,
+    extra_idlest: usize,
 ) -> Result<Snapshot> {
     let user = session
         .user
@@ -78,7 +85,10 @@ pub(crate) async fn gather(
         _ => String::new(),
     };
     // The script adds one per user session it reads.
-    let wanted = adm.idlest_wanted(0);
+    let wanted = match adm.idlest_wanted(0) {
+        0 => 0,
+        n => n + extra_idlest,
+    };
     let mut inv = GATHER_OPEN.prepare_invoke();
     inv.key(keys.rev())
         .key(keys.open())
@@ -101,15 +111,27 @@ pub(crate) async fn gather(
         Vec<String>,
     );
     let (rev, seats_used, user, take, due, idlest): Raw = inv.invoke_async(conn).await?;
+    let (idlest, mut unreadable) = Stored::decode_triples(&idlest)?;
+    let unreadable_idlest = unreadable.len();
+    let mut decode = |flat: &[String]| -> Result<Vec<Stored>> {
+        let (good, bad) = Stored::decode_triples(flat)?;
+        unreadable.extend(bad);
+        Ok(good)
+    };
+    let user = decode(&user)?;
+    let take_over = decode(&take)?.pop();
+    let due = decode(&due)?;
     Ok(Snapshot {
         app_rev: rev
             .parse()
             .map_err(|_| Error::Corrupt(format!("the app revision {rev:?} is not a number")))?,
         seats_used,
-        user: Stored::decode_list(&user)?,
-        take_over: Stored::decode_list(&take)?.pop(),
-        due: Stored::decode_list(&due)?,
-        idlest: Stored::decode_list(&idlest)?,
+        user,
+        take_over,
+        due,
+        idlest,
+        unreadable,
+        unreadable_idlest,
     })
 }
 

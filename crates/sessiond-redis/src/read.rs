@@ -8,13 +8,18 @@ use sessiond_core::store::{AppCounts, ListQuery, StatusFilter};
 use sessiond_core::{Lookup, Session, SessionId};
 
 use crate::cache::Hint;
-use crate::commit::Stored;
+use crate::commit::{BadRecord, Stored};
 use crate::error::{Error, Result};
 use crate::keys::AppKeys;
 use crate::RedisStore;
 
 /// Largest number of ids a list reads from each index per round trip.
 const LIST_CHUNK_MAX: usize = 500;
+
+/// What becomes of an unreadable record an operation on its own session met.
+const NOT_READ: &str = "not read (closing the session by id removes it)";
+/// What becomes of an unreadable record an operation over many sessions met.
+pub(crate) const SKIPPED: &str = "skipped";
 
 impl RedisStore {
     /// The app and id `lookup` names, from the cache or the global index.
@@ -55,17 +60,16 @@ impl RedisStore {
         }
     }
 
-    /// Reads the record of `id` in `keys`' app.
+    /// Reads the record of `id` in `keys`' app. One that does not decode is an
+    /// [`Error::Unreadable`].
     pub(crate) async fn read_record(
         &self,
         keys: &AppKeys,
         id: SessionId,
     ) -> Result<Option<Stored>> {
         let (rev, json) = self.read_raw(keys, id).await?;
-        match (rev, json) {
-            (Some(rev), Some(json)) => Ok(Some(Stored::decode(&rev, &json)?)),
-            _ => Ok(None),
-        }
+        self.decode_read(keys, id, rev.as_deref(), json.as_deref(), NOT_READ)
+            .map_err(|b| b.into_error(keys))
     }
 
     async fn read_raw(
@@ -81,52 +85,90 @@ impl RedisStore {
             .await?)
     }
 
+    /// Decodes the fields of the record of `id` as read: none when it is not there. A
+    /// record that does not decode is reported as met (`what` says what becomes of it)
+    /// and handed back.
+    fn decode_read(
+        &self,
+        keys: &AppKeys,
+        id: SessionId,
+        rev: Option<&str>,
+        json: Option<&str>,
+        what: &str,
+    ) -> Result<Option<Stored>, BadRecord> {
+        if rev.is_none() && json.is_none() {
+            return Ok(None);
+        }
+        Stored::decode_fields(id, rev, json)
+            .map(Some)
+            .inspect_err(|b| self.report(keys, b, what))
+    }
+
+    /// Counts and logs an unreadable record met in `keys`' app; `what` says what
+    /// becomes of it.
+    pub(crate) fn report(&self, keys: &AppKeys, bad: &BadRecord, what: &str) {
+        self.inner
+            .unreadable
+            .met(bad.id, &keys.record(bad.id), &bad.why, what);
+    }
+
     /// Reads the record of `id` like [`RedisStore::read_record`], and keeps it as the
     /// session's hint with its text. A record equal, revision and text, to the hint
     /// already held is not decoded again.
     async fn read_shared(&self, keys: &AppKeys, id: SessionId) -> Result<Option<Arc<Stored>>> {
-        let (Some(rev), Some(json)) = self.read_raw(keys, id).await? else {
-            return Ok(None);
-        };
-        if let Some(known) = self.inner.records.get(&id) {
-            if let Some(same) = known.same_record(&rev, &json) {
-                // Read again just now: the hint is as fresh as a new one.
-                self.keep_hint(same.clone(), known.json);
-                return Ok(Some(same));
+        let (rev, json) = self.read_raw(keys, id).await?;
+        if let (Some(rev), Some(json)) = (&rev, &json) {
+            if let Some(known) = self.inner.records.get(&id) {
+                if let Some(same) = known.same_record(rev, json) {
+                    // Read again just now: the hint is as fresh as a new one.
+                    self.keep_hint(same.clone(), known.json);
+                    return Ok(Some(same));
+                }
             }
         }
-        let stored = Arc::new(Stored::decode(&rev, &json)?);
-        self.keep_hint(stored.clone(), Some(Arc::from(json)));
+        let stored = match self.decode_read(keys, id, rev.as_deref(), json.as_deref(), NOT_READ) {
+            Ok(Some(s)) => Arc::new(s),
+            Ok(None) => return Ok(None),
+            Err(b) => return Err(b.into_error(keys)),
+        };
+        self.keep_hint(stored.clone(), json.map(Arc::from));
         Ok(Some(stored))
     }
 
-    /// Reads the records of `ids` in one round trip; missing ones are `None`.
+    /// Reads the records of `ids` in one round trip; missing ones are `None`, and so
+    /// are unreadable ones (reported as skipped).
     pub(crate) async fn read_records(
         &self,
         keys: &AppKeys,
         ids: &[SessionId],
     ) -> Result<Vec<Option<Stored>>> {
-        let names: Vec<String> = ids.iter().map(|id| keys.record(*id)).collect();
-        self.read_keys(&names).await
+        let recs: Vec<(&AppKeys, SessionId)> = ids.iter().map(|id| (keys, *id)).collect();
+        self.read_keys(&recs).await
     }
 
-    /// Reads the records named `names` in one round trip; missing ones are `None`.
-    async fn read_keys(&self, names: &[String]) -> Result<Vec<Option<Stored>>> {
-        if names.is_empty() {
+    /// Reads the records of `recs` (app keys and id) in one round trip; missing ones
+    /// are `None`, and so are unreadable ones (reported as skipped).
+    async fn read_keys(&self, recs: &[(&AppKeys, SessionId)]) -> Result<Vec<Option<Stored>>> {
+        if recs.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        for name in names {
-            pipe.cmd("HMGET").arg(name).arg("rev").arg("json");
+        for (keys, id) in recs {
+            pipe.cmd("HMGET")
+                .arg(keys.record(*id))
+                .arg("rev")
+                .arg("json");
         }
         let rows: Vec<(Option<String>, Option<String>)> =
             pipe.query_async(&mut self.conn()).await?;
-        rows.into_iter()
-            .map(|row| match row {
-                (Some(rev), Some(json)) => Stored::decode(&rev, &json).map(Some),
-                _ => Ok(None),
+        Ok(recs
+            .iter()
+            .zip(rows)
+            .map(|((keys, id), (rev, json))| {
+                self.decode_read(keys, *id, rev.as_deref(), json.as_deref(), SKIPPED)
+                    .unwrap_or(None)
             })
-            .collect()
+            .collect())
     }
 
     /// The session `lookup` names, with its app's keys. A token is accepted only if the
@@ -255,12 +297,14 @@ impl RedisStore {
             }
             let found: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
             let mut candidates: Vec<(SessionId, usize)> = Vec::new();
-            for ((app, _), ids) in streams.iter().zip(&found) {
+            for ((app, key), ids) in streams.iter().zip(&found) {
                 for id in ids {
-                    let id = id.parse().map_err(|_| {
-                        Error::Corrupt(format!("an index holds {id:?}, not a session id"))
-                    })?;
-                    candidates.push((id, *app));
+                    match id.parse() {
+                        Ok(id) => candidates.push((id, *app)),
+                        Err(_) => {
+                            tracing::warn!(index = %key, entry = %id, "an index entry is not a session id; skipped");
+                        }
+                    }
                 }
             }
             let last_round = candidates.len() < chunk;
@@ -272,11 +316,11 @@ impl RedisStore {
             let Some(&(last, _)) = candidates.last() else {
                 break;
             };
-            let names: Vec<String> = candidates
+            let recs: Vec<(&AppKeys, SessionId)> = candidates
                 .iter()
-                .map(|(id, app)| app_keys[*app].record(*id))
+                .map(|(id, app)| (&app_keys[*app], *id))
                 .collect();
-            for s in self.read_keys(&names).await?.into_iter().flatten() {
+            for s in self.read_keys(&recs).await?.into_iter().flatten() {
                 if out.len() < q.limit && q.matches(&s.session) {
                     out.push(s.session);
                 }

@@ -112,18 +112,24 @@ return {1, 1}
 /// (`1`/`0`).
 ///
 /// Returns `{app rev, seats used, user, take_over, due, idlest}` where each list is
-/// flat `rev, json, rev, json, ...`. `due` (open sessions past their deadline) and
-/// `idlest` (seat holders by last activity, skipping the due ones) are read only when
-/// the seats are all taken on paper.
+/// flat `id, rev, json, id, rev, json, ...` (a missing field is empty: Rust decides
+/// what a record is worth, including one it cannot decode). `due` (open sessions past
+/// their deadline) and `idlest` (seat holders by last activity, skipping the due ones)
+/// are read only when the seats are all taken on paper. An entry of the user's index
+/// whose record is gone (removed as unreadable, whose user could not be named) is
+/// dropped.
 pub(crate) static GATHER_OPEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local function rec(out, id)
   local r = redis.call('HMGET', ARGV[1] .. id, 'rev', 'json')
-  if r[1] and r[2] then
-    out[#out + 1] = r[1]
-    out[#out + 1] = r[2]
+  if r[1] or r[2] then
+    out[#out + 1] = id
+    out[#out + 1] = r[1] or ''
+    out[#out + 1] = r[2] or ''
+    return true
   end
+  return false
 end
 local rev = redis.call('GET', KEYS[1]) or '0'
 local used = redis.call('ZCARD', KEYS[3])
@@ -131,7 +137,9 @@ local user, take, due, idlest = {}, {}, {}, {}
 local want = tonumber(ARGV[5])
 if ARGV[7] == '1' then
   local ids = redis.call('ZRANGE', KEYS[5], 0, -1)
-  for _, id in ipairs(ids) do rec(user, id) end
+  for _, id in ipairs(ids) do
+    if not rec(user, id) then redis.call('ZREM', KEYS[5], id) end
+  end
   if want > 0 then want = want + #ids end
 end
 if ARGV[6] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[6]) then rec(take, ARGV[6]) end
@@ -163,27 +171,34 @@ return {rev, used, user, take, due, idlest}
 /// Reads an app's due work: open sessions past their deadline and closed ones past
 /// their retention, at most `limit` of each.
 ///
-/// `KEYS`: app rev, due, purge. `ARGV`: record prefix, now (ms), due limit, purge limit.
-/// Returns `{due, purge}`, each flat `rev, json, ...`. An index entry whose record is
-/// gone (deleted by hand) is dropped, so it cannot hold the queue up.
+/// `KEYS`: app rev, due, purge. `ARGV`: record prefix, now (ms), due limit, purge limit,
+/// due offset (entries to pass over first: unreadable records already met).
+/// Returns `{due, purge, due scanned, purge scanned}`: each list flat
+/// `id, rev, json, ...` (a missing field is empty), and how many index entries each
+/// read looked at. An index entry whose record is gone (deleted by hand) is dropped,
+/// so it cannot hold the queue up.
 pub(crate) static GATHER_DUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local function read(key, limit)
+local function read(key, offset, limit)
   local out = {}
-  if limit <= 0 then return out end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[2], 'LIMIT', 0, limit)) do
+  if limit <= 0 then return out, 0 end
+  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[2], 'LIMIT', offset, limit)
+  for _, id in ipairs(ids) do
     local r = redis.call('HMGET', ARGV[1] .. id, 'rev', 'json')
-    if r[1] and r[2] then
-      out[#out + 1] = r[1]
-      out[#out + 1] = r[2]
+    if r[1] or r[2] then
+      out[#out + 1] = id
+      out[#out + 1] = r[1] or ''
+      out[#out + 1] = r[2] or ''
     else
       redis.call('ZREM', key, id)
     end
   end
-  return out
+  return out, #ids
 end
-return {read(KEYS[2], tonumber(ARGV[3])), read(KEYS[3], tonumber(ARGV[4]))}
+local due, due_n = read(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[3]))
+local purge, purge_n = read(KEYS[3], 0, tonumber(ARGV[4]))
+return {due, purge, due_n, purge_n}
 "#,
     )
 });

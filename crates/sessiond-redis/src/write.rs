@@ -16,8 +16,9 @@ use sessiond_core::{
 };
 
 use crate::commit::{Commit, Committed, Stored};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::open::{gather, needs_snapshot, plan, Plan};
+use crate::read::SKIPPED;
 use crate::{backoff, RedisStore};
 
 /// Extra life of index entries past the session's own, so a late sweep still finds them.
@@ -25,6 +26,10 @@ const INDEX_SLACK_MS: u64 = 24 * 3600 * 1000;
 
 /// Sessions closed by close-all per commit.
 const CLOSE_ALL_BATCH: usize = 128;
+
+/// Most idlest seat holders an open reads beyond what admission needs, to find
+/// readable ones behind unreadable records.
+const EXTRA_IDLEST_MAX: usize = 64;
 
 /// How long index entries of `s` must live from `now` (ms): until its absolute lifetime
 /// and retention have both passed, plus slack.
@@ -117,9 +122,19 @@ impl RedisStore {
         };
         let mut indexed = false;
         let mut attempt = 0;
+        // Idlest holders read beyond what admission needs, as many as were unreadable.
+        let mut extra_idlest = 0;
         loop {
             let (commit, displaced) = if needs_snapshot(&session, adm) {
-                let snap = gather(&mut self.conn(), &keys, &session, adm, now).await?;
+                let snap =
+                    gather(&mut self.conn(), &keys, &session, adm, now, extra_idlest).await?;
+                for bad in &snap.unreadable {
+                    self.report(&keys, bad, SKIPPED);
+                }
+                if snap.unreadable_idlest > extra_idlest && extra_idlest < EXTRA_IDLEST_MAX {
+                    extra_idlest = snap.unreadable_idlest.min(EXTRA_IDLEST_MAX);
+                    continue;
+                }
                 match plan(&keys, &session, adm, now, snap)? {
                     Plan::Admit { commit, displaced } => (commit, displaced),
                     Plan::Refuse(r) => {
@@ -273,7 +288,19 @@ impl RedisStore {
         let _turn = self.inner.stripes.session(id).await;
         let mut attempt = 0;
         loop {
-            let Some((keys, before)) = self.fetch(Lookup::Id(id)).await? else {
+            let found = match self.fetch(Lookup::Id(id)).await {
+                Ok(found) => found,
+                Err(Error::Unreadable { app, rev, .. }) => {
+                    if self.discard(&app, id, &rev).await? {
+                        return Ok(CloseOutcome::Discarded);
+                    }
+                    attempt += 1;
+                    backoff(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some((keys, before)) = found else {
                 return Ok(CloseOutcome::NotFound);
             };
             if !before.session.is_open() {
@@ -295,6 +322,26 @@ impl RedisStore {
                     backoff(attempt).await;
                 }
             }
+        }
+    }
+
+    /// Removes the unreadable record of `id` in `app` if it is still at revision `rev`,
+    /// with its entries in the app's indexes and its id entry; false when the record
+    /// moved meanwhile (read it again). The token entry cannot be named without the
+    /// record: it points to nothing now and expires by its TTL.
+    async fn discard(&self, app: &str, id: SessionId, rev: &str) -> Result<bool> {
+        let keys = self.inner.keys.app(app)?;
+        let mut commit = Commit::new(&keys, true);
+        commit.discard(&keys, id, rev);
+        match commit.run(&mut self.conn()).await? {
+            Committed::Applied(_) => {
+                self.inner.records.remove(&id);
+                self.inner.ids.remove(&id);
+                self.unindex(&[], &[id]).await;
+                tracing::warn!(session = %id, record = %keys.record(id), "unreadable session record removed by a close");
+                Ok(true)
+            }
+            Committed::Conflict => Ok(false),
         }
     }
 

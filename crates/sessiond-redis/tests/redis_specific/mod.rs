@@ -16,6 +16,7 @@ use sessiond_redis::{RedisOptions, RedisStore};
 use super::{fresh_store, server_url};
 
 mod nodes;
+mod unreadable;
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
 
