@@ -51,7 +51,8 @@ impl Caller {
             Caller::Admin => Ok(()),
             Caller::App(mine) if mine == app => Ok(()),
             Caller::App(_) => Err(ApiError::forbidden(format!(
-                "this app key does not belong to app {app:?}; use that app's key or the admin token"
+                "this app key does not belong to app {}; use that app's key or the admin token",
+                sessiond_core::quoted(app)
             ))),
         }
     }

@@ -324,3 +324,67 @@ async fn error_messages_stay_short_and_speak_of_the_api() {
     assert!(!m.contains("OpenBody"), "{m}");
     s.stop().await;
 }
+
+/// A parser's message quotes the offending key or value; the answer cuts it (a whole
+/// request body used to come back in one message).
+#[tokio::test]
+async fn parser_messages_are_cut() {
+    let s = Server::memory().await;
+    let t = token(&s.open("shop", SHOP_KEY, json!({})).await);
+    let long = "k".repeat(3000);
+    let cases = [
+        // A syntax error after a long key: the path to it names the key.
+        (
+            Method::PATCH,
+            "/v1/session/data",
+            t.as_str(),
+            format!("{{\"{long}\": x"),
+            "invalid_json",
+            400,
+        ),
+        // An unknown field, and a value of the wrong type, quoted by serde.
+        (
+            Method::POST,
+            "/v1/apps/shop/sessions",
+            SHOP_KEY,
+            format!("{{\"{long}\": 1}}"),
+            "invalid_body",
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/apps/shop/sessions",
+            SHOP_KEY,
+            format!("{{\"privileges\": \"{long}\"}}"),
+            "invalid_body",
+            422,
+        ),
+    ];
+    for (m, path, secret, body, code, status) in cases {
+        let resp = s
+            .req(m, path, Some(secret))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status().as_u16();
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_error(st, &v, status, code);
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.len() < 300, "{} bytes: {msg}", msg.len());
+        assert!(msg.contains("bytes)"), "says it was cut: {msg}");
+    }
+    // An app name in a refusal is quoted short too.
+    let (st, v) = s
+        .call(
+            Method::GET,
+            &format!("/v1/apps/{long}"),
+            Some(SHOP_KEY),
+            None,
+        )
+        .await;
+    assert_error(st, &v, 403, "forbidden");
+    assert!(v["message"].as_str().unwrap().len() < 300, "{v}");
+    s.stop().await;
+}
