@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::auth::{digest, PeerAddr};
-use crate::config::{Config, Secret, StoreUrl};
+use crate::config::{check_secret, Config, Secret, StoreUrl};
 use crate::metrics::{MeteredStore, Metrics};
 use crate::state::State;
 
@@ -61,20 +61,17 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
 
 /// The admin token: from the configuration, else from `<data_dir>/admin-token`, else
 /// newly generated into that file (mode 0600) and printed once on standard error.
+/// Every source is held to the one rule of [`crate::config::check_secret`].
 pub fn admin_token(config: &Config) -> Result<Secret, ServeError> {
     if let Some(t) = &config.admin_token {
+        check_secret("the admin token", t.expose()).map_err(|e| ServeError::Config(e.0))?;
         return Ok(t.clone());
     }
     let path = config.data_dir.join("admin-token");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let t = text.trim();
-        if t.len() >= 16 {
-            return Ok(Secret::new(t));
-        }
-        return Err(ServeError::Config(format!(
-            "{} is too short to be an admin token",
-            path.display()
-        )));
+        check_secret(&path.display().to_string(), t).map_err(|e| ServeError::Config(e.0))?;
+        return Ok(Secret::new(t));
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let token = sessiond_core::Token::generate("admin");
