@@ -168,10 +168,7 @@ pub async fn another_apps_token_is_unknown_and_left_alone(store: Arc<dyn Store>)
     let (m, clock) = setup(
         store,
         Policy {
-            heartbeat: Some(HeartbeatPolicy {
-                interval_s: 30,
-                grace_s: 60,
-            }),
+            heartbeat: Some(HeartbeatPolicy::every(30)),
             ..Default::default()
         },
     );
@@ -270,10 +267,7 @@ pub async fn heartbeat_and_activity_are_two_clocks(store: Arc<dyn Store>) {
         store,
         Policy {
             idle_timeout_s: 120,
-            heartbeat: Some(HeartbeatPolicy {
-                interval_s: 30,
-                grace_s: 60,
-            }),
+            heartbeat: Some(HeartbeatPolicy::every(30)),
             ..Default::default()
         },
     );
@@ -317,10 +311,7 @@ pub async fn heartbeat_suspend_and_resume(store: Arc<dyn Store>) {
         store,
         Policy {
             idle_timeout_s: 600,
-            heartbeat: Some(HeartbeatPolicy {
-                interval_s: 30,
-                grace_s: 60,
-            }),
+            heartbeat: Some(HeartbeatPolicy::every(30)),
             ..Default::default()
         },
     );

@@ -513,6 +513,11 @@ impl Manager {
     }
 
     /// Suspends, resumes or retunes a session's heartbeat.
+    ///
+    /// A change by token is the session's own: it is held to the app's heartbeat policy
+    /// ([`Policy::check_own_heartbeat`]: `heartbeat.max_interval_s`,
+    /// `heartbeat.allow_suspend`), refused with [`Error::BadInput`]. A change by id is
+    /// an operator's (ids grant nothing to clients) and is not.
     pub async fn set_heartbeat(
         &self,
         lookup: Lookup,
@@ -526,6 +531,17 @@ impl Manager {
         }
         if let Some(g) = grace_s {
             self.check_duration("grace_s", g, 0)?;
+        }
+        if matches!(lookup, Lookup::Token(_))
+            && (!active || interval_s.is_some() || grace_s.is_some())
+        {
+            let s = self.get_lookup(lookup).await?;
+            // A closed session is refused as such by the change itself.
+            if let (true, Ok(policy)) = (s.is_open(), self.policy(&s.app)) {
+                policy
+                    .check_own_heartbeat(active, interval_s, grace_s)
+                    .map_err(Error::BadInput)?;
+            }
         }
         let change = Change::SetHeartbeat {
             active,

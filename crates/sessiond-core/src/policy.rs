@@ -41,7 +41,7 @@ pub enum OnUserLimit {
     ReplaceOldest,
 }
 
-/// Heartbeat defaults of an app.
+/// Heartbeat defaults of an app, and what a session may change of its own heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatPolicy {
@@ -50,6 +50,26 @@ pub struct HeartbeatPolicy {
     /// Extra seconds before a silent session is lost.
     #[serde(default = "default_grace")]
     pub grace_s: u32,
+    /// The longest interval a session may give itself with its own token; none: no
+    /// bound but the input limits. Operators are not bound by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_interval_s: Option<u32>,
+    /// Whether a session may suspend its own heartbeat with its own token; none: only
+    /// in an app without seats ([`Policy::heartbeat_suspend_allowed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_suspend: Option<bool>,
+}
+
+impl HeartbeatPolicy {
+    /// A heartbeat every `interval_s` seconds, the default grace, no bound of its own.
+    pub fn every(interval_s: u32) -> Self {
+        HeartbeatPolicy {
+            interval_s,
+            grace_s: DEFAULT_HEARTBEAT_GRACE_S,
+            max_interval_s: None,
+            allow_suspend: None,
+        }
+    }
 }
 
 fn default_grace() -> u32 {
@@ -139,6 +159,9 @@ impl Policy {
             if h.interval_s == 0 {
                 return bad("heartbeat.interval_s must be at least 1");
             }
+            if h.max_interval_s.is_some_and(|m| m < h.interval_s) {
+                return bad("heartbeat.max_interval_s must be at least heartbeat.interval_s");
+            }
         }
         if self.seats == Some(0) {
             return bad("seats must be at least 1 (leave it out for no limit)");
@@ -157,8 +180,129 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether a session may suspend its own heartbeat: `heartbeat.allow_suspend`, by
+    /// default only in an app without seats. A seat's heartbeat is how the seat of a
+    /// client that died comes back; a client that suspends it keeps its seat for as
+    /// long as the idle timeout allows.
+    pub fn heartbeat_suspend_allowed(&self) -> bool {
+        self.heartbeat
+            .and_then(|h| h.allow_suspend)
+            .unwrap_or(self.seats.is_none())
+    }
+
+    /// Checks a change a session asks of its own heartbeat (with its own token):
+    /// suspending needs [`Policy::heartbeat_suspend_allowed`], an interval may not pass
+    /// `heartbeat.max_interval_s`, and where suspending is refused a grace may not pass
+    /// the app's (a long grace is a suspension by another name). The message names
+    /// the setting that refused. Operators' changes are not checked.
+    pub fn check_own_heartbeat(
+        &self,
+        active: bool,
+        interval_s: Option<u32>,
+        grace_s: Option<u32>,
+    ) -> Result<(), String> {
+        let suspend_allowed = self.heartbeat_suspend_allowed();
+        if !active && !suspend_allowed {
+            return Err(
+                "the app's heartbeat policy refuses this: a session may not suspend its own \
+                 heartbeat (heartbeat.allow_suspend is false, the default for an app with seats)"
+                    .into(),
+            );
+        }
+        let max = self.heartbeat.and_then(|h| h.max_interval_s);
+        if let (Some(i), Some(max)) = (interval_s, max) {
+            if i > max {
+                return Err(format!(
+                    "the app's heartbeat policy refuses this: interval_s {i} is over \
+                     heartbeat.max_interval_s ({max} s)"
+                ));
+            }
+        }
+        let app_grace = self
+            .heartbeat
+            .map_or(DEFAULT_HEARTBEAT_GRACE_S, |h| h.grace_s);
+        if let Some(g) = grace_s.filter(|g| *g > app_grace && !suspend_allowed) {
+            return Err(format!(
+                "the app's heartbeat policy refuses this: grace_s {g} is over the app's \
+                 heartbeat.grace_s ({app_grace} s), and the app does not let a session \
+                 suspend its heartbeat (heartbeat.allow_suspend)"
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether a session with `privileges` takes a seat.
     pub fn counts_seat(&self, privileges: &crate::session::Privileges) -> bool {
         !privileges.any_of(&self.reserved_privileges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seats(h: Option<HeartbeatPolicy>) -> Policy {
+        Policy {
+            seats: Some(5),
+            heartbeat: h,
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn suspending_ones_own_heartbeat_is_off_by_default_where_there_are_seats() {
+        assert!(Policy::default().heartbeat_suspend_allowed());
+        assert!(!seats(None).heartbeat_suspend_allowed());
+        let e = seats(None)
+            .check_own_heartbeat(false, None, None)
+            .unwrap_err();
+        assert!(e.contains("heartbeat.allow_suspend"), "{e}");
+        let allowed = HeartbeatPolicy {
+            allow_suspend: Some(true),
+            ..HeartbeatPolicy::every(30)
+        };
+        assert!(seats(Some(allowed))
+            .check_own_heartbeat(false, None, None)
+            .is_ok());
+        assert!(seats(None)
+            .check_own_heartbeat(true, Some(60), Some(60))
+            .is_ok());
+    }
+
+    #[test]
+    fn an_interval_over_the_max_and_a_long_grace_are_refused() {
+        let h = HeartbeatPolicy {
+            max_interval_s: Some(120),
+            ..HeartbeatPolicy::every(30)
+        };
+        let p = seats(Some(h));
+        assert!(p.check_own_heartbeat(true, Some(120), None).is_ok());
+        let e = p
+            .check_own_heartbeat(true, Some(31_536_000), None)
+            .unwrap_err();
+        assert!(e.contains("heartbeat.max_interval_s (120 s)"), "{e}");
+        let e = p
+            .check_own_heartbeat(true, None, Some(31_536_000))
+            .unwrap_err();
+        assert!(e.contains("grace_s"), "{e}");
+        // Without seats the grace is the session's to choose, the max still holds.
+        let p = Policy {
+            heartbeat: Some(h),
+            ..Policy::default()
+        };
+        assert!(p.check_own_heartbeat(true, None, Some(31_536_000)).is_ok());
+        assert!(p.check_own_heartbeat(true, Some(121), None).is_err());
+    }
+
+    #[test]
+    fn the_max_interval_is_at_least_the_interval() {
+        let p = Policy {
+            heartbeat: Some(HeartbeatPolicy {
+                max_interval_s: Some(10),
+                ..HeartbeatPolicy::every(30)
+            }),
+            ..Policy::default()
+        };
+        assert!(p.validate().is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! Who is calling: [`Caller`] (the admin token or an app key), [`SessionToken`] (a
-//! session's own token), and [`ClientAddr`] (the client's address, behind trusted
-//! proxies). Every credential travels as `Authorization: Bearer <secret>`; secrets are
+//! session's own token), [`ClientAddr`] (the client's address, behind trusted
+//! proxies) and [`over_https`] (whether the client's request came over HTTPS). Every credential travels as `Authorization: Bearer <secret>`; secrets are
 //! compared by their SHA-256 digests and never logged.
 
 use std::net::{IpAddr, SocketAddr};
@@ -51,7 +51,8 @@ impl Caller {
             Caller::Admin => Ok(()),
             Caller::App(mine) if mine == app => Ok(()),
             Caller::App(_) => Err(ApiError::forbidden(format!(
-                "this app key does not belong to app {app:?}; use that app's key or the admin token"
+                "this app key does not belong to app {}; use that app's key or the admin token",
+                sessiond_core::quoted(app)
             ))),
         }
     }
@@ -149,5 +150,72 @@ impl FromRequestParts<SharedState> for ClientAddr {
             forwarded,
             |ip| state.trusted_proxies.contains(&ip),
         ))))
+    }
+}
+
+/// Whether the request came over HTTPS: its URI says so, or the TCP peer is a trusted
+/// proxy and the rightmost `X-Forwarded-Proto` value (the one that proxy wrote; those
+/// before it are whatever the client sent) is `https`. The same trust rule as
+/// [`ClientAddr`]: a header from anyone else is not believed.
+pub fn over_https(
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    peer: Option<IpAddr>,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> bool {
+    if uri.scheme() == Some(&axum::http::uri::Scheme::HTTPS) {
+        return true;
+    }
+    if !peer.is_some_and(trusted) {
+        return false;
+    }
+    headers
+        .get_all("x-forwarded-proto")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, Uri};
+
+    fn https(peer: &str, values: &[&str]) -> bool {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-proto", HeaderValue::from_str(v).unwrap());
+        }
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        over_https(
+            &Uri::from_static("/admin/login"),
+            &h,
+            Some(peer.parse().unwrap()),
+            |ip| ip == proxy,
+        )
+    }
+
+    #[test]
+    fn forwarded_proto_is_believed_from_a_trusted_proxy_only_and_read_from_the_right() {
+        assert!(https("10.0.0.1", &["https"]));
+        assert!(https("10.0.0.1", &["HTTPS"]));
+        assert!(https("10.0.0.1", &["http, https"]));
+        assert!(https("10.0.0.1", &["http", "https"]));
+        assert!(
+            !https("10.0.0.1", &["https, http"]),
+            "the client wrote the first"
+        );
+        assert!(!https("10.0.0.1", &["https", "http"]));
+        assert!(!https("10.0.0.1", &[]));
+        assert!(!https("192.0.2.9", &["https"]), "not a trusted proxy");
+        let none = HeaderMap::new();
+        assert!(over_https(
+            &Uri::from_static("https://example.com/admin"),
+            &none,
+            None,
+            |_| false
+        ));
     }
 }

@@ -25,8 +25,44 @@ pub const DEFAULT_REQUEST_TIMEOUT_S: u64 = 30;
 pub const DEFAULT_EXPIRY_INTERVAL_MS: u64 = 1000;
 /// Default keep-alive comment period of event streams.
 pub const DEFAULT_SSE_KEEPALIVE_S: u64 = 15;
+/// Default most connections open at once; over it a new connection is answered 503
+/// and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default largest request head (request line and headers), in bytes; larger gets 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The smallest `max_header_bytes` the HTTP server accepts.
+pub const MIN_HEADER_BYTES: usize = 8192;
+/// Default most event streams open at once, all apps together.
+pub const DEFAULT_MAX_STREAMS: usize = 2048;
+/// Default most event streams open at once per app (its sessions' and its operators').
+pub const DEFAULT_MAX_STREAMS_PER_APP: usize = 1024;
+/// Default most event streams open at once per session.
+pub const DEFAULT_MAX_STREAMS_PER_SESSION: usize = 4;
+/// Default failed admin console sign-ins allowed per client address per minute.
+pub const DEFAULT_CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: u32 = 10;
 /// The app that exists out of the box.
 pub const DEFAULT_APP: &str = "default";
+/// Shortest admin token or app key, in characters.
+pub const MIN_SECRET_LEN: usize = 16;
+/// Longest admin token or app key, in characters.
+pub const MAX_SECRET_LEN: usize = 1024;
+
+/// The one rule for an admin token or an app key, wherever it comes from (the
+/// configuration file, `SESSIOND_ADMIN_TOKEN`, the generated token file):
+/// [`MIN_SECRET_LEN`] to [`MAX_SECRET_LEN`] visible ASCII characters, no spaces. Such a
+/// secret always fits in an `Authorization: Bearer` header, so whatever is accepted
+/// can be sent back. `what` names the setting in the message.
+pub fn check_secret(what: &str, secret: &str) -> Result<(), ConfigError> {
+    let ok = (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&secret.len())
+        && secret.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError(format!(
+            "{what} must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} visible ASCII characters, with no spaces"
+        )))
+    }
+}
 
 /// A secret (admin token, app key) that never prints.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -156,8 +192,21 @@ pub struct Config {
     pub request_timeout_s: u64,
     /// Milliseconds between expiry sweeps.
     pub expiry_interval_ms: u64,
-    /// Seconds between keep-alive comments on event streams.
+    /// Seconds between keep-alive comments on event streams (and between checks that
+    /// the token of a session's stream still works).
     pub sse_keepalive_s: u64,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Largest request head in bytes (at least [`MIN_HEADER_BYTES`]).
+    pub max_header_bytes: usize,
+    /// Most event streams open at once, all apps together.
+    pub max_streams: usize,
+    /// Most event streams open at once per app.
+    pub max_streams_per_app: usize,
+    /// Most event streams open at once per session.
+    pub max_streams_per_session: usize,
+    /// Failed admin console sign-ins allowed per client address per minute.
+    pub console_login_attempts_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` is believed: the client address is its nearest
     /// hop, from the right, that is not one of them ([`sessiond_core::client_address`]).
     pub trusted_proxies: Vec<IpAddr>,
@@ -190,6 +239,12 @@ impl Default for Config {
             request_timeout_s: DEFAULT_REQUEST_TIMEOUT_S,
             expiry_interval_ms: DEFAULT_EXPIRY_INTERVAL_MS,
             sse_keepalive_s: DEFAULT_SSE_KEEPALIVE_S,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_streams_per_app: DEFAULT_MAX_STREAMS_PER_APP,
+            max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
+            console_login_attempts_per_minute: DEFAULT_CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             license_public_key: None,
@@ -211,6 +266,12 @@ struct FileConfig {
     request_timeout_s: Option<u64>,
     expiry_interval_ms: Option<u64>,
     sse_keepalive_s: Option<u64>,
+    max_connections: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_streams: Option<usize>,
+    max_streams_per_app: Option<usize>,
+    max_streams_per_session: Option<usize>,
+    console_login_attempts_per_minute: Option<u32>,
     #[serde(default)]
     trusted_proxies: Vec<IpAddr>,
     limits: Option<LimitsConfig>,
@@ -264,6 +325,9 @@ impl Config {
         if let Some(v) = file.store {
             c.store = v.parse().map_err(|e| ConfigError(format!("store: {e}")))?;
         }
+        if let Some(t) = &file.admin_token {
+            check_secret("admin_token", t.expose())?;
+        }
         c.admin_token = file.admin_token;
         macro_rules! take {
             ($($f:ident),*) => { $(if let Some(v) = file.$f { c.$f = v; })* };
@@ -273,8 +337,33 @@ impl Config {
             header_timeout_s,
             request_timeout_s,
             expiry_interval_ms,
-            sse_keepalive_s
+            sse_keepalive_s,
+            max_connections,
+            max_header_bytes,
+            max_streams,
+            max_streams_per_app,
+            max_streams_per_session,
+            console_login_attempts_per_minute
         );
+        if c.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError(format!(
+                "max_header_bytes must be at least {MIN_HEADER_BYTES}"
+            )));
+        }
+        for (key, v) in [
+            ("max_connections", c.max_connections),
+            ("max_streams", c.max_streams),
+            ("max_streams_per_app", c.max_streams_per_app),
+            ("max_streams_per_session", c.max_streams_per_session),
+            (
+                "console_login_attempts_per_minute",
+                c.console_login_attempts_per_minute as usize,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError(format!("{key} must be at least 1")));
+            }
+        }
         c.trusted_proxies = file.trusted_proxies;
         if let Some(l) = file.limits {
             if let Some(v) = l.max_data_bytes {
@@ -303,10 +392,13 @@ impl Config {
             }
             let key = match table.remove("key") {
                 None => None,
-                Some(toml::Value::String(k)) if k.len() >= 16 => Some(Secret(k)),
+                Some(toml::Value::String(k)) => {
+                    check_secret(&format!("apps.{name}.key"), &k)?;
+                    Some(Secret(k))
+                }
                 Some(_) => {
                     return Err(ConfigError(format!(
-                        "apps.{name}.key must be a string of at least 16 characters"
+                        "apps.{name}.key must be a string of {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters"
                     )))
                 }
             };
@@ -455,6 +547,43 @@ mod tests {
             })
         );
         assert!("mysql://x".parse::<StoreUrl>().is_err());
+    }
+
+    #[test]
+    fn one_rule_for_every_secret() {
+        for bad in [
+            "x",
+            "fifteen-chars-x",
+            "sixteen chars xx",
+            "sixteen-chars-\u{e9}\u{e9}",
+        ] {
+            let e = Config::from_toml(&format!("admin_token = {bad:?}\n")).unwrap_err();
+            assert!(
+                e.0.contains("admin_token must be 16 to 1024"),
+                "{bad:?}: {e}"
+            );
+            let e = Config::from_toml(&format!("[apps.x]\nkey = {bad:?}\n")).unwrap_err();
+            assert!(
+                e.0.contains("apps.x.key must be 16 to 1024"),
+                "{bad:?}: {e}"
+            );
+        }
+        let long = "k".repeat(MAX_SECRET_LEN + 1);
+        assert!(check_secret("t", &long).is_err());
+        assert!(check_secret("t", "sixteen-chars-ok").is_ok());
+        let c = Config::from_toml("admin_token = \"sixteen-chars-ok\"\n").unwrap();
+        assert_eq!(c.admin_token.unwrap().expose(), "sixteen-chars-ok");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_refuse_zero() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.max_streams_per_session, DEFAULT_MAX_STREAMS_PER_SESSION);
+        let e = Config::from_toml("max_streams = 0\n").unwrap_err();
+        assert!(e.0.contains("max_streams must be at least 1"), "{e}");
+        let e = Config::from_toml("max_header_bytes = 100\n").unwrap_err();
+        assert!(e.0.contains("8192"), "{e}");
     }
 
     #[test]

@@ -6,14 +6,24 @@
 //! `SameSite=Strict` cookie scoped to `/admin`; the credential stays on the server.
 //! Requests that change anything must come from the console's own page: they carry the
 //! `X-Sessiond-Console` header (which a cross-site form cannot send) and, when the
-//! browser sends `Origin`, it must be this server.
+//! browser sends `Origin`, it must be this server. The cookie is `Secure` when the
+//! sign-in came over HTTPS ([`crate::auth::over_https`]).
+//!
+//! Sign-in is throttled per client address (`console_login_attempts_per_minute` failed
+//! attempts, then 429 until the minute is over), in a table of at most
+//! [`MAX_THROTTLED_ADDRESSES`] addresses, and at most [`MAX_CONSOLE_SESSIONS`] browsers
+//! are signed in at once (the oldest sign-in goes first): nothing a client sends grows
+//! the console's memory without bound.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
@@ -29,6 +39,17 @@ use crate::state::SharedState;
 const COOKIE: &str = "sessiond_console";
 const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 const CSRF_HEADER: &str = "x-sessiond-console";
+/// The window over which failed sign-ins are counted.
+const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Most client addresses the sign-in throttle remembers at once. When every one is
+/// still within its window, sign-ins from other addresses are refused (429) until one
+/// ends: the table's memory is bounded whatever the number of addresses.
+pub const MAX_THROTTLED_ADDRESSES: usize = 10_000;
+
+/// Most browsers signed in to the console at once; a new sign-in beyond it ends the
+/// oldest.
+pub const MAX_CONSOLE_SESSIONS: usize = 1024;
 
 const INDEX: &str = include_str!("../console/index.html");
 const LOGIN: &str = include_str!("../console/login.html");
@@ -44,17 +65,152 @@ struct Signed {
     expires: Instant,
 }
 
-/// The console's signed-in browsers.
-#[derive(Default)]
-pub struct ConsoleSessions(Mutex<HashMap<String, Signed>>);
+/// Failed sign-ins of one client address in the current window.
+struct Failures {
+    since: Instant,
+    count: u32,
+}
+
+/// The console's signed-in browsers, and the sign-in throttle.
+pub struct ConsoleSessions {
+    signed: Mutex<HashMap<String, Signed>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Failed sign-ins allowed per client address per minute.
+    attempts_per_minute: u32,
+}
+
+impl Default for ConsoleSessions {
+    fn default() -> Self {
+        Self::new(crate::config::DEFAULT_CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE)
+    }
+}
 
 impl ConsoleSessions {
+    /// No browser signed in; `attempts_per_minute` failed sign-ins allowed per client
+    /// address per minute.
+    pub fn new(attempts_per_minute: u32) -> Self {
+        ConsoleSessions {
+            signed: Mutex::default(),
+            failures: Mutex::default(),
+            attempts_per_minute,
+        }
+    }
+
     fn get(&self, headers: &HeaderMap) -> Option<Signed> {
         let id = cookie(headers)?;
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.signed.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         map.retain(|_, s| s.expires > now);
         map.get(&id).cloned()
+    }
+
+    fn insert(&self, id: String, signed: Signed) {
+        let mut map = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        map.retain(|_, s| s.expires > now);
+        while map.len() >= MAX_CONSOLE_SESSIONS {
+            let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            map.remove(&oldest);
+        }
+        map.insert(id, signed);
+    }
+
+    fn remove(&self, id: &str) {
+        self.signed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Whether `addr` may try to sign in now.
+    fn may_try(&self, addr: IpAddr) -> bool {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match map.get(&addr) {
+            Some(f) if now.duration_since(f.since) < THROTTLE_WINDOW => {
+                f.count < self.attempts_per_minute
+            }
+            Some(_) => {
+                map.remove(&addr);
+                true
+            }
+            None => {
+                if map.len() >= MAX_THROTTLED_ADDRESSES {
+                    map.retain(|_, f| now.duration_since(f.since) < THROTTLE_WINDOW);
+                }
+                map.len() < MAX_THROTTLED_ADDRESSES
+            }
+        }
+    }
+
+    /// Counts a failed sign-in from `addr`.
+    fn failed(&self, addr: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if map.len() >= MAX_THROTTLED_ADDRESSES && !map.contains_key(&addr) {
+            map.retain(|_, f| now.duration_since(f.since) < THROTTLE_WINDOW);
+            if map.len() >= MAX_THROTTLED_ADDRESSES {
+                return;
+            }
+        }
+        let f = map.entry(addr).or_insert(Failures {
+            since: now,
+            count: 0,
+        });
+        if now.duration_since(f.since) >= THROTTLE_WINDOW {
+            *f = Failures {
+                since: now,
+                count: 0,
+            };
+        }
+        f.count = f.count.saturating_add(1);
+    }
+}
+
+/// Where a console request came from: the client's address (behind trusted proxies,
+/// as [`crate::auth::ClientAddr`] reads it) and whether it came over HTTPS.
+struct Origin {
+    addr: Option<IpAddr>,
+    https: bool,
+}
+
+impl FromRequestParts<ConsoleState> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        (st, _): &ConsoleState,
+    ) -> Result<Self, Self::Rejection> {
+        let trusted = |ip: IpAddr| st.trusted_proxies.contains(&ip);
+        let peer = parts
+            .extensions
+            .get::<crate::auth::PeerAddr>()
+            .map(|p| p.0.ip());
+        let addr = peer.map(|peer| {
+            let forwarded = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            sessiond_core::client_address(peer, forwarded, trusted)
+        });
+        let https = crate::auth::over_https(&parts.uri, &parts.headers, peer, trusted);
+        Ok(Origin { addr, https })
+    }
+}
+
+/// The console cookie's attributes; `Secure` when the browser came over HTTPS.
+fn cookie_attributes(https: bool) -> &'static str {
+    if https {
+        "Path=/admin; HttpOnly; SameSite=Strict; Secure"
+    } else {
+        "Path=/admin; HttpOnly; SameSite=Strict"
     }
 }
 
@@ -138,18 +294,47 @@ struct LoginForm {
 
 async fn login(
     State((st, _)): State<ConsoleState>,
+    origin: Origin,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     if !same_origin(&headers) {
         return ApiError::forbidden("sign in from the console's own page").into_response();
     }
+    if origin.addr.is_some_and(|a| !st.console.may_try(a)) {
+        tracing::warn!(client = ?origin.addr, "console sign-in throttled");
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed sign-ins from this address; wait a minute",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(FormRejection::BytesRejection(e)) => {
+            return crate::error::body_error(e.status()).into_response()
+        }
+        Err(e) => {
+            return ApiError::bad_request(format!(
+                "send the sign-in form: {}",
+                crate::error::cut(&e.body_text())
+            ))
+            .into_response()
+        }
+    };
     let d = digest(form.token.trim());
     let app = if d == st.admin_digest {
         None
     } else if let Some(app) = st.app_keys.get(&d) {
         Some(app.clone())
     } else {
+        if let Some(a) = origin.addr {
+            st.console.failed(a);
+        }
         tracing::info!("console sign-in refused: unknown token");
         let html = LOGIN.replace(
             "{{error}}",
@@ -162,21 +347,18 @@ async fn login(
         .to_string();
     let id = id.trim_start_matches("console:").to_string();
     tracing::info!(role = app.as_deref().unwrap_or("admin"), "console sign-in");
-    st.console
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            id.clone(),
-            Signed {
-                secret: Secret::new(form.token.trim()),
-                app,
-                expires: Instant::now() + LIFETIME,
-            },
-        );
+    st.console.insert(
+        id.clone(),
+        Signed {
+            secret: Secret::new(form.token.trim()),
+            app,
+            expires: Instant::now() + LIFETIME,
+        },
+    );
     let mut r = Redirect::to("/admin").into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}={id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{COOKIE}={id}; {}; Max-Age={}",
+        cookie_attributes(origin.https),
         LIFETIME.as_secs()
     )) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -184,24 +366,24 @@ async fn login(
     r
 }
 
-async fn logout(State((st, _)): State<ConsoleState>, headers: HeaderMap) -> Response {
+async fn logout(
+    State((st, _)): State<ConsoleState>,
+    origin: Origin,
+    headers: HeaderMap,
+) -> Response {
     if !same_origin(&headers) {
         return ApiError::forbidden("sign out from the console's own page").into_response();
     }
     if let Some(id) = cookie(&headers) {
-        st.console
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        st.console.remove(&id);
     }
     let mut r = Redirect::to("/admin").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "sessiond_console=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}=; {}; Max-Age=0",
+        cookie_attributes(origin.https)
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     r
 }
 

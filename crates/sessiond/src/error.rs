@@ -147,20 +147,33 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonSyntaxError(e) => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
-                format!("the body is not valid JSON: {}", inner(&e)),
+                format!("the body is not valid JSON: {}", cut(&inner(&e))),
             ),
             JsonRejection::JsonDataError(e) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_body",
                 format!(
                     "the body does not have the expected fields and types: {}",
-                    plain(inner(&e))
+                    cut(&plain(inner(&e)))
                 ),
             ),
             JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
             JsonRejection::BytesRejection(e) => body_error(e.status()),
-            other => ApiError::new(other.status(), "bad_request", other.body_text()),
+            other => ApiError::new(other.status(), "bad_request", cut(&other.body_text())),
         }
+    }
+}
+
+/// The longest text of a parser's message that an error message carries.
+pub const MAX_QUOTED_MESSAGE: usize = 160;
+
+/// A parser's message (serde's, which quotes the offending key or value whole, and
+/// the path to it) cut to [`MAX_QUOTED_MESSAGE`] characters: an answer says what it
+/// refuses without echoing a huge input back.
+pub fn cut(message: &str) -> String {
+    match message.char_indices().nth(MAX_QUOTED_MESSAGE) {
+        None => message.to_string(),
+        Some((at, _)) => format!("{}... ({} bytes)", &message[..at], message.len()),
     }
 }
 
@@ -197,7 +210,7 @@ pub fn body_error(status: StatusCode) -> ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::invalid_query(format!("bad query parameters: {}", inner(&r)))
+        ApiError::invalid_query(format!("bad query parameters: {}", cut(&inner(&r))))
     }
 }
 
@@ -228,10 +241,24 @@ impl From<PathRejection> for ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_path",
-            format!("bad path parameter: {}", inner(&r)),
+            format!("bad path parameter: {}", cut(&inner(&r))),
         )
     }
 }
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_bounds_a_message_and_says_how_long_it_was() {
+        assert_eq!(cut("short"), "short");
+        let long = format!("unknown field `{}`", "é".repeat(10_000));
+        let m = cut(&long);
+        assert!(m.chars().count() < MAX_QUOTED_MESSAGE + 40, "{m}");
+        assert!(m.ends_with(&format!("... ({} bytes)", long.len())), "{m}");
+    }
+}

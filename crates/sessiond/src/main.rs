@@ -114,11 +114,15 @@ fn load(args: &ServeArgs) -> Result<Config, String> {
     if let Some(s) = &args.store {
         config.store = s.parse().map_err(|e| format!("--store: {e}"))?;
     }
-    if let Ok(t) = std::env::var("SESSIOND_ADMIN_TOKEN") {
-        if t.len() < 16 {
-            return Err("SESSIOND_ADMIN_TOKEN must be at least 16 characters".into());
+    match std::env::var("SESSIOND_ADMIN_TOKEN") {
+        Ok(t) => {
+            sessiond::config::check_secret("SESSIOND_ADMIN_TOKEN", &t).map_err(|e| e.0)?;
+            config.admin_token = Some(sessiond::Secret::new(t));
         }
-        config.admin_token = Some(sessiond::Secret::new(t));
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err("SESSIOND_ADMIN_TOKEN must be visible ASCII characters".into())
+        }
+        Err(std::env::VarError::NotPresent) => {}
     }
     Ok(config)
 }

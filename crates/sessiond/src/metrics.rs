@@ -108,6 +108,32 @@ pub struct Metrics {
     store_latency: Family<Histogram>,
 }
 
+/// The route label of a request that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+/// The method label: one of the methods the API knows, else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The status label: a status code HTTP defines (one with a reason phrase), else
+/// `other`.
+pub fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    match axum::http::StatusCode::from_u16(status) {
+        Ok(s) if s.canonical_reason().is_some() => s.as_u16().to_string().into(),
+        _ => "other".into(),
+    }
+}
+
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -127,8 +153,14 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a finished request.
+    /// Records a finished request. Every label comes from a fixed set, whatever the
+    /// client sent: the method from [`method_label`], the route from the router's
+    /// templates (`route` must be a matched template or [`UNMATCHED`]), the status from
+    /// [`status_label`]. Anything a client chooses freely would otherwise grow a new
+    /// series per request.
     pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let method = method_label(method);
+        let status = status_label(status);
         let route = esc(route);
         self.requests
             .get(format!(

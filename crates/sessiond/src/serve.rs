@@ -1,6 +1,7 @@
 //! Starting and stopping the server: open the store, build the Manager and the router,
-//! accept connections (with a header read timeout) until the shutdown signal, then
-//! drain in-flight requests, end event streams and flush the store.
+//! accept connections (at most `max_connections` at once, each with a header read
+//! timeout and a bound on its request head) until the shutdown signal, then drain
+//! in-flight requests, end event streams and flush the store.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,11 +16,11 @@ use hyper_util::service::TowerToHyperService;
 use sessiond_core::{Manager, MemoryStore, Store, StoreError};
 use sessiond_file::FileStore;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
 use crate::auth::{digest, PeerAddr};
-use crate::config::{Config, Secret, StoreUrl};
+use crate::config::{check_secret, Config, Secret, StoreUrl};
 use crate::metrics::{MeteredStore, Metrics};
 use crate::state::State;
 
@@ -61,20 +62,17 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
 
 /// The admin token: from the configuration, else from `<data_dir>/admin-token`, else
 /// newly generated into that file (mode 0600) and printed once on standard error.
+/// Every source is held to the one rule of [`crate::config::check_secret`].
 pub fn admin_token(config: &Config) -> Result<Secret, ServeError> {
     if let Some(t) = &config.admin_token {
+        check_secret("the admin token", t.expose()).map_err(|e| ServeError::Config(e.0))?;
         return Ok(t.clone());
     }
     let path = config.data_dir.join("admin-token");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let t = text.trim();
-        if t.len() >= 16 {
-            return Ok(Secret::new(t));
-        }
-        return Err(ServeError::Config(format!(
-            "{} is too short to be an admin token",
-            path.display()
-        )));
+        check_secret(&path.display().to_string(), t).map_err(|e| ServeError::Config(e.0))?;
+        return Ok(Secret::new(t));
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let token = sessiond_core::Token::generate("admin");
@@ -86,6 +84,20 @@ pub fn admin_token(config: &Config) -> Result<Secret, ServeError> {
         token.expose()
     );
     Ok(Secret::new(token.expose()))
+}
+
+/// Answers a connection over `max_connections` with a 503 it can read, and closes it.
+/// The write never waits: a fresh socket's send buffer takes these few bytes, and a
+/// client that cannot is simply closed.
+fn refuse_connection(stream: &tokio::net::TcpStream) {
+    const BODY: &str = r#"{"error":"too_many_connections","message":"the server has as many connections as it allows; retry shortly"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+    // Debug, not warn: a flood of refused connections must not fill the disk with logs.
+    tracing::debug!("connection refused: max_connections reached");
 }
 
 fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
@@ -143,13 +155,23 @@ pub async fn run(
         shutdown: stop_rx,
         licenses,
         event_log: Arc::new(crate::event_log::EventLog::default()),
-        console: Default::default(),
+        console: crate::console::ConsoleSessions::new(config.console_login_attempts_per_minute),
+        streams: Arc::new(crate::api::events::Streams::new(
+            crate::api::events::StreamLimits {
+                total: config.max_streams,
+                per_app: config.max_streams_per_app,
+                per_session: config.max_streams_per_session,
+            },
+        )),
     });
     let logger = tokio::spawn(state.event_log.clone().follow(manager.clone()));
     let api = crate::api::router(state.clone(), config.max_body_bytes);
-    let router = api
-        .clone()
-        .merge(crate::console::router(state.clone(), api));
+    let console = crate::api::protect(
+        crate::console::router(state.clone(), api.clone()),
+        state.clone(),
+        config.max_body_bytes,
+    );
+    let router = api.merge(console);
     let watcher = state.licenses.any().then(|| {
         let state = state.clone();
         tokio::spawn(async move {
@@ -176,6 +198,8 @@ pub async fn run(
     );
     let graceful = GracefulShutdown::new();
     let header_timeout = Duration::from_secs(config.header_timeout_s.max(1));
+    let max_header_bytes = config.max_header_bytes.max(crate::config::MIN_HEADER_BYTES);
+    let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -188,6 +212,10 @@ pub async fn run(
                         continue;
                     }
                 };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    refuse_connection(&stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let svc = router.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
@@ -196,12 +224,14 @@ pub async fn run(
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
+                    .max_buf_size(max_header_bytes)
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,

@@ -33,6 +33,8 @@ pub struct State {
     pub licenses: crate::license::Licenses,
     /// Signed-in admin console browsers.
     pub console: crate::console::ConsoleSessions,
+    /// Open event streams, counted against their limits.
+    pub streams: Arc<crate::api::events::Streams>,
     /// Recent events, for `Last-Event-ID` replay.
     pub event_log: Arc<crate::event_log::EventLog>,
 }

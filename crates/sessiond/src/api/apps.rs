@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sessiond_core::store::{ListQuery, StatusFilter};
 use sessiond_core::{
-    Client, CloseReason, HeartbeatRequest, JsonObject, Lookup, OpenRequest, SessionId,
+    Client, CloseReason, HeartbeatRequest, JsonObject, Lookup, OpenRequest, Session, SessionId,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -64,6 +64,17 @@ fn parse_id(s: &str) -> ApiResult<SessionId> {
             format!("no session has id {}", sessiond_core::quoted(s)),
         )
     })
+}
+
+/// The session `id` if the caller may manage it. Another app's session answers
+/// exactly as an unknown id does (404 `not_found`, the same message): an app key must
+/// not learn which ids exist in other apps.
+async fn visible(st: &SharedState, caller: &Caller, id: SessionId) -> ApiResult<Session> {
+    let s = st.manager.get(id).await?;
+    if caller.check_app(&s.app).is_err() {
+        return Err(sessiond_core::Error::NotFound(id).into());
+    }
+    Ok(s)
 }
 
 fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult<Client> {
@@ -251,15 +262,13 @@ pub async fn list_sessions(
     responses(
         (status = 200, description = "The session", body = SessionView),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
-        (status = 403, description = "A session of another app", body = crate::views::ErrorBody),
-        (status = 404, description = "No such session", body = crate::views::ErrorBody)))]
+        (status = 404, description = "No such session, or a session of another app (the same answer)", body = crate::views::ErrorBody)))]
 pub async fn get_session(
     State(st): State<SharedState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let s = st.manager.get(parse_id(&id)?).await?;
-    caller.check_app(&s.app)?;
+    let s = visible(&st, &caller, parse_id(&id)?).await?;
     Ok(session_response(StatusCode::OK, &s))
 }
 
@@ -271,8 +280,7 @@ pub async fn get_session(
     responses(
         (status = 200, description = "The closed session", body = SessionView),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
-        (status = 403, description = "A session of another app", body = crate::views::ErrorBody),
-        (status = 404, description = "No such session", body = crate::views::ErrorBody),
+        (status = 404, description = "No such session, or a session of another app (the same answer)", body = crate::views::ErrorBody),
         (status = 410, description = "Already closed", body = crate::views::ErrorBody)))]
 pub async fn kill(
     State(st): State<SharedState>,
@@ -280,8 +288,7 @@ pub async fn kill(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let s = st.manager.get(id).await?;
-    caller.check_app(&s.app)?;
+    visible(&st, &caller, id).await?;
     let s = st
         .manager
         .close(Lookup::Id(id), CloseReason::Killed, caller.actor())
@@ -312,8 +319,7 @@ pub struct PrivilegesBody {
         (status = 200, description = "The session and its new token", body = SessionWithToken),
         (status = 400, description = "Bad values", body = crate::views::ErrorBody),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
-        (status = 403, description = "A session of another app", body = crate::views::ErrorBody),
-        (status = 404, description = "No such session", body = crate::views::ErrorBody),
+        (status = 404, description = "No such session, or a session of another app (the same answer)", body = crate::views::ErrorBody),
         (status = 409, description = "`seats_exhausted` (losing a reserved privilege would take a seat of a full house; with `seats` and the holders as `sessions`) or `user_limit` (the new user is at `max_per_user`)", body = crate::views::ErrorBody),
         (status = 410, description = "The session is closed", body = crate::views::ErrorBody),
         (status = 413, description = "The body is over the size limit", body = crate::views::ErrorBody),
@@ -326,8 +332,7 @@ pub async fn set_privileges(
     Json(body): Json<PrivilegesBody>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let current = st.manager.get(id).await?;
-    caller.check_app(&current.app)?;
+    visible(&st, &caller, id).await?;
     let (s, token) = st
         .manager
         .set_privileges(

@@ -1,22 +1,133 @@
 //! Server-Sent Events. `GET /v1/session/events` pushes `closed` (with its reason) the
 //! moment the caller's session closes, then ends; a client that connects after the
-//! close gets the `closed` event at once, so reconnecting never misses it.
+//! close gets the `closed` event at once, so reconnecting never misses it. A stream
+//! lives only as long as the token that opened it works: when the token is rotated
+//! (a privilege change) it sends `privileges_changed` and ends; besides the events, it
+//! checks its token at every keep-alive period, so a missed event cannot keep it open.
 //! `GET /v1/apps/{app}/events` streams every event of an app for operators. Both send
 //! keep-alive comments so proxies keep idle streams open, and end on shutdown.
+//!
+//! Open streams are counted ([`Streams`]): at most so many in all, per app and per
+//! session; one more is refused with 429 `too_many_streams`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, BoxStream, StreamExt};
-use sessiond_core::{Error, Event, EventKind, Lookup, Resolve};
+use sessiond_core::{Error, Event, EventKind, Lookup, Resolve, SessionId, Token};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
 use crate::auth::{Caller, ClientAddr, SessionToken};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
+
+/// The most event streams open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// In all.
+    pub total: usize,
+    /// Per app (its sessions' streams and its operators').
+    pub per_app: usize,
+    /// Per session.
+    pub per_session: usize,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_app: HashMap<String, usize>,
+    per_session: HashMap<SessionId, usize>,
+}
+
+/// The open event streams, counted against [`StreamLimits`]. Its tables hold one entry
+/// per app and per session with a stream open, so they are bounded by the limits.
+pub struct Streams {
+    limits: StreamLimits,
+    open: Mutex<Open>,
+}
+
+/// A stream's place in the count, given back when the stream ends or its client goes.
+pub struct StreamSlot {
+    streams: Arc<Streams>,
+    app: String,
+    session: Option<SessionId>,
+}
+
+impl Streams {
+    /// No stream open yet.
+    pub fn new(limits: StreamLimits) -> Self {
+        Streams {
+            limits,
+            open: Mutex::default(),
+        }
+    }
+
+    /// Takes a place for a stream of `app` (and of `session`), or refuses with 429
+    /// naming the limit reached.
+    pub fn open(
+        self: &Arc<Self>,
+        app: &str,
+        session: Option<SessionId>,
+    ) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let full = |what: &str, n: usize| {
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!("{n} event streams are open {what}, the most allowed; close one first"),
+            ))
+        };
+        if open.total >= self.limits.total {
+            return full("on this server", self.limits.total);
+        }
+        if open.per_app.get(app).copied().unwrap_or(0) >= self.limits.per_app {
+            return full("for this app", self.limits.per_app);
+        }
+        if let Some(id) = session {
+            if open.per_session.get(&id).copied().unwrap_or(0) >= self.limits.per_session {
+                return full("for this session", self.limits.per_session);
+            }
+            *open.per_session.entry(id).or_default() += 1;
+        }
+        *open.per_app.entry(app.to_string()).or_default() += 1;
+        open.total += 1;
+        Ok(StreamSlot {
+            streams: self.clone(),
+            app: app.to_string(),
+            session,
+        })
+    }
+
+    /// Streams open now.
+    pub fn count(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.total = open.total.saturating_sub(1);
+        fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        release(&mut open.per_app, &self.app);
+        if let Some(id) = self.session {
+            release(&mut open.per_session, &id);
+        }
+    }
+}
 
 /// A frame for `e`, its `id` the event time (session streams) unless one is given.
 fn frame_with_id(e: &Event, id: Option<u64>) -> SseEvent {
@@ -41,31 +152,14 @@ fn respond(st: &SharedState, s: BoxStream<'static, Result<SseEvent, Infallible>>
         .into_response()
 }
 
-/// What a stream waits on: the next event, or shutdown.
-async fn next_event(
-    rx: &mut broadcast::Receiver<Event>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Option<Result<Event, u64>> {
-    if *shutdown.borrow() {
-        return None;
-    }
-    tokio::select! {
-        r = rx.recv() => match r {
-            Ok(e) => Some(Ok(e)),
-            Err(RecvError::Lagged(n)) => Some(Err(n)),
-            Err(RecvError::Closed) => None,
-        },
-        _ = shutdown.changed() => None,
-    }
-}
-
 /// The caller's session events: `closed` when it closes (then the stream ends).
 #[utoipa::path(get, path = "/v1/session/events", tag = "session",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "text/event-stream; `event: closed` with `{id, app, reason, by, at}`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream; its last frame is `event: closed` with `{id, app, reason, by, at}` when the session closes, or `event: privileges_changed` when the token is rotated (reconnect with the new one); then it ends", content_type = "text/event-stream", body = String),
         (status = 400, description = "bind_ip refused the address", body = crate::views::ErrorBody),
-        (status = 401, description = "Unknown token", body = crate::views::ErrorBody)))]
+        (status = 401, description = "Unknown token", body = crate::views::ErrorBody),
+        (status = 429, description = "`too_many_streams`: as many streams are open as allowed for this session, its app or the server", body = crate::views::ErrorBody)))]
 pub async fn session_events(
     State(st): State<SharedState>,
     SessionToken(token): SessionToken,
@@ -93,36 +187,95 @@ pub async fn session_events(
         }
         Err(e) => return Err(e.into()),
     };
-    let id = session.id;
-    let state = (rx, st.shutdown.clone(), st.clone(), token, false);
-    let s = stream::unfold(
-        state,
-        move |(mut rx, mut shutdown, st, token, done)| async move {
-            if done {
+    let slot = st.streams.open(&session.app, Some(session.id))?;
+    let watch = Watch {
+        id: session.id,
+        token,
+        rx,
+        shutdown: st.shutdown.clone(),
+        recheck: tokio::time::interval_at(
+            tokio::time::Instant::now() + st.sse_keepalive,
+            st.sse_keepalive,
+        ),
+        st: st.clone(),
+        _slot: slot,
+    };
+    let s = stream::unfold(Some(watch), |watch| async move {
+        let mut w = watch?;
+        let last = w.last_frame().await?;
+        // The last frame goes out, then the stream ends.
+        Some((Ok(last), None))
+    });
+    Ok(respond(&st, s.boxed()))
+}
+
+/// What a session's stream watches: its session's events, its token, and shutdown.
+struct Watch {
+    id: SessionId,
+    token: Token,
+    rx: broadcast::Receiver<Event>,
+    shutdown: watch::Receiver<bool>,
+    recheck: tokio::time::Interval,
+    st: SharedState,
+    _slot: StreamSlot,
+}
+
+impl Watch {
+    /// Waits until the token that opened the stream stops working, and answers the
+    /// frame that says why: `closed` (the session closed) or `privileges_changed` (the
+    /// token was rotated). None: shutdown, or nothing left to describe.
+    async fn last_frame(&mut self) -> Option<SseEvent> {
+        loop {
+            if *self.shutdown.borrow() {
                 return None;
             }
-            loop {
-                match next_event(&mut rx, &mut shutdown).await? {
-                    Ok(e) if e.id == id && e.kind == EventKind::Closed => {
-                        return Some((Ok(frame(&e)), (rx, shutdown, st, token, true)));
+            tokio::select! {
+                r = self.rx.recv() => match r {
+                    Ok(e) if e.id == self.id
+                        && matches!(e.kind, EventKind::Closed | EventKind::PrivilegesChanged) =>
+                    {
+                        return Some(frame(&e));
                     }
-                    Ok(_) => continue,
-                    Err(_) => {
-                        // Missed events: look at the session itself.
-                        if let Ok(Some(s)) =
-                            st.manager.store().get(Lookup::Token(token.hash())).await
-                        {
-                            if !s.is_open() {
-                                let e = Event::of(EventKind::Closed, &s, st.manager.now());
-                                return Some((Ok(frame(&e)), (rx, shutdown, st, token, true)));
-                            }
+                    Ok(_) => {}
+                    // Missed events: look at the session itself.
+                    Err(RecvError::Lagged(_)) => {
+                        if let Some(f) = self.check().await {
+                            return f;
                         }
                     }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.recheck.tick() => {
+                    if let Some(f) = self.check().await {
+                        return f;
+                    }
                 }
+                _ = self.shutdown.changed() => return None,
             }
-        },
-    );
-    Ok(respond(&st, s.boxed()))
+        }
+    }
+
+    /// Whether the token still opens the session: None if it does (or the store cannot
+    /// say now), else the stream's last frame.
+    async fn check(&self) -> Option<Option<SseEvent>> {
+        let store = self.st.manager.store();
+        let now = self.st.manager.now();
+        match store.get(Lookup::Token(self.token.hash())).await {
+            Ok(Some(s)) if s.is_open() => None,
+            Ok(Some(s)) => Some(Some(frame(&Event::of(EventKind::Closed, &s, now)))),
+            Ok(None) => Some(match store.get(Lookup::Id(self.id)).await {
+                Ok(Some(s)) if s.is_open() => {
+                    Some(frame(&Event::of(EventKind::PrivilegesChanged, &s, now)))
+                }
+                Ok(Some(s)) => Some(frame(&Event::of(EventKind::Closed, &s, now))),
+                _ => None,
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, session = %self.id, "event stream: the store did not answer; checking later");
+                None
+            }
+        }
+    }
 }
 
 /// Every event of an app: `opened`, `closed`, `privileges_changed`, `heartbeat_changed`.
@@ -136,7 +289,8 @@ pub async fn session_events(
         (status = 200, description = "text/event-stream of `{event, id, app, user?, reason?, by?, at}`", content_type = "text/event-stream", body = String),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
         (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
-        (status = 404, description = "No such app", body = crate::views::ErrorBody)))]
+        (status = 404, description = "No such app", body = crate::views::ErrorBody),
+        (status = 429, description = "`too_many_streams`: as many streams are open as allowed for this app or the server", body = crate::views::ErrorBody)))]
 pub async fn app_events(
     State(st): State<SharedState>,
     caller: Caller,
@@ -145,6 +299,7 @@ pub async fn app_events(
 ) -> ApiResult<Response> {
     caller.check_app(&app)?;
     st.manager.policy(&app)?;
+    let slot = st.streams.open(&app, None)?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -157,30 +312,33 @@ pub async fn app_events(
         .iter()
         .map(|(seq, e)| Ok(numbered(*seq, e)))
         .collect();
-    let state = (rx, st.shutdown.clone(), app, last);
-    let live = stream::unfold(state, move |(mut rx, mut shutdown, app, last)| async move {
-        loop {
-            if *shutdown.borrow() {
-                return None;
-            }
-            let next = tokio::select! {
-                r = rx.recv() => r,
-                _ = shutdown.changed() => return None,
-            };
-            match next {
-                Ok((seq, e)) if seq > last && *e.app == *app => {
-                    return Some((Ok(numbered(seq, &e)), (rx, shutdown, app, seq)));
+    let state = (rx, st.shutdown.clone(), app, last, slot);
+    let live = stream::unfold(
+        state,
+        move |(mut rx, mut shutdown, app, last, slot)| async move {
+            loop {
+                if *shutdown.borrow() {
+                    return None;
                 }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(n)) => {
-                    let lag = SseEvent::default()
-                        .event("lagged")
-                        .data(format!("{{\"missed\":{n}}}"));
-                    return Some((Ok(lag), (rx, shutdown, app, last)));
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = shutdown.changed() => return None,
+                };
+                match next {
+                    Ok((seq, e)) if seq > last && *e.app == *app => {
+                        return Some((Ok(numbered(seq, &e)), (rx, shutdown, app, seq, slot)));
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => {
+                        let lag = SseEvent::default()
+                            .event("lagged")
+                            .data(format!("{{\"missed\":{n}}}"));
+                        return Some((Ok(lag), (rx, shutdown, app, last, slot)));
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                Err(RecvError::Closed) => return None,
             }
-        }
-    });
+        },
+    );
     Ok(respond(&st, stream::iter(replayed).chain(live).boxed()))
 }

@@ -21,6 +21,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::error::ApiError;
+use crate::metrics::UNMATCHED;
 use crate::state::SharedState;
 
 /// A JSON body whose rejections are API errors.
@@ -88,7 +89,7 @@ pub struct Query<T>(pub T);
 
 /// The whole API.
 pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(
             "/v1/session",
             get(session::get_session).delete(session::logout),
@@ -121,13 +122,22 @@ pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone());
+    protect(routes, state, max_body_bytes)
+}
+
+/// The protections every route of the server sits behind, the API's and the admin
+/// console's alike: a body limit (413 at once for a declared oversize body), a time
+/// limit per request, `Cache-Control: no-store`, bounded metrics, and a panic catcher
+/// that answers 500 with the API's error body.
+pub fn protect(routes: Router, state: SharedState, max_body_bytes: usize) -> Router {
+    routes
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             refuse_declared_oversize(max_body_bytes, req, next)
         }))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(state, guard))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -176,10 +186,11 @@ async fn refuse_declared_oversize(max: usize, req: Request, next: Next) -> Respo
 async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
+    // The matched template, never the path itself: a path is the client's to choose.
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        .map_or_else(|| UNMATCHED.to_string(), |p| p.as_str().to_string());
     let streaming = route.ends_with("/events");
     let mut resp = if streaming {
         next.run(req).await

@@ -103,12 +103,14 @@ pub struct HeartbeatChange {
     pub grace_s: Option<u32>,
 }
 
-/// Suspends, resumes or retunes this session's heartbeat.
+/// Suspends, resumes or retunes this session's heartbeat, within the app's heartbeat
+/// policy: `heartbeat.allow_suspend` (by default false for an app with seats) and
+/// `heartbeat.max_interval_s`.
 #[utoipa::path(put, path = "/v1/session/heartbeat", tag = "session", request_body = HeartbeatChange,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The session with its new heartbeat", body = SessionView),
-        (status = 400, description = "Bad values", body = crate::views::ErrorBody),
+        (status = 400, description = "Bad values, or a change the app's heartbeat policy refuses (`bad_request`; the message names `heartbeat.allow_suspend`, `heartbeat.max_interval_s` or `heartbeat.grace_s`)", body = crate::views::ErrorBody),
         (status = 401, description = "Unknown token", body = crate::views::ErrorBody),
         (status = 410, description = "The session is closed", body = crate::views::ErrorBody),
         (status = 413, description = "The body is over the size limit", body = crate::views::ErrorBody),

@@ -17,7 +17,8 @@ pub const SHOP_KEY: &str = "shop-key-0123456789abcdef";
 pub const DESK_KEY: &str = "desk-key-0123456789abcdef";
 
 /// A configuration with two apps: `shop` (web, bind_ip, reserved `admin`) and `desk`
-/// (2 seats, 30 s heartbeat, one session per user), admin token [`ADMIN`].
+/// (2 seats, 30 s heartbeat a session may stretch to 300 s but not suspend, one session
+/// per user), admin token [`ADMIN`].
 pub fn config(dir: Option<&Path>) -> Config {
     let text = format!(
         r#"
@@ -33,7 +34,7 @@ pub fn config(dir: Option<&Path>) -> Config {
         key = "{DESK_KEY}"
         seats = 2
         reserved_privileges = ["admin"]
-        heartbeat = {{ interval_s = 30, grace_s = 60 }}
+        heartbeat = {{ interval_s = 30, grace_s = 60, max_interval_s = 300 }}
         max_per_user = 1
         "#,
         store = if dir.is_some() { "file:" } else { "memory:" },

@@ -125,14 +125,22 @@ async fn credentials_are_checked_per_app() {
     assert_error(st, &v, 403, "forbidden");
     let shop = s.open("shop", SHOP_KEY, json!({})).await;
     for (m, path) in [
-        (Method::GET, format!("/v1/sessions/{}", id(&shop))),
-        (Method::DELETE, format!("/v1/sessions/{}", id(&shop))),
         (Method::GET, "/v1/apps/shop".to_string()),
         (Method::GET, "/v1/apps/shop/sessions".to_string()),
     ] {
         let (st, v) = s.call(m, &path, Some(DESK_KEY), None).await;
         assert_error(st, &v, 403, "forbidden");
     }
+    // Another app's session is not there for this key (see below).
+    let (st, v) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/sessions/{}", id(&shop)),
+            Some(DESK_KEY),
+            None,
+        )
+        .await;
+    assert_error(st, &v, 404, "not_found");
     // A session token is not an operator credential.
     let (st, v) = s
         .call(Method::GET, "/v1/apps/shop", Some(&token(&shop)), None)
@@ -322,5 +330,102 @@ async fn error_messages_stay_short_and_speak_of_the_api() {
     let m = v["message"].as_str().unwrap();
     assert!(m.contains("expected a JSON object"), "{m}");
     assert!(!m.contains("OpenBody"), "{m}");
+    s.stop().await;
+}
+
+/// A parser's message quotes the offending key or value; the answer cuts it (a whole
+/// request body used to come back in one message).
+#[tokio::test]
+async fn parser_messages_are_cut() {
+    let s = Server::memory().await;
+    let t = token(&s.open("shop", SHOP_KEY, json!({})).await);
+    let long = "k".repeat(3000);
+    let cases = [
+        // A syntax error after a long key: the path to it names the key.
+        (
+            Method::PATCH,
+            "/v1/session/data",
+            t.as_str(),
+            format!("{{\"{long}\": x"),
+            "invalid_json",
+            400,
+        ),
+        // An unknown field, and a value of the wrong type, quoted by serde.
+        (
+            Method::POST,
+            "/v1/apps/shop/sessions",
+            SHOP_KEY,
+            format!("{{\"{long}\": 1}}"),
+            "invalid_body",
+            422,
+        ),
+        (
+            Method::POST,
+            "/v1/apps/shop/sessions",
+            SHOP_KEY,
+            format!("{{\"privileges\": \"{long}\"}}"),
+            "invalid_body",
+            422,
+        ),
+    ];
+    for (m, path, secret, body, code, status) in cases {
+        let resp = s
+            .req(m, path, Some(secret))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status().as_u16();
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_error(st, &v, status, code);
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.len() < 300, "{} bytes: {msg}", msg.len());
+        assert!(msg.contains("bytes)"), "says it was cut: {msg}");
+    }
+    // An app name in a refusal is quoted short too.
+    let (st, v) = s
+        .call(
+            Method::GET,
+            &format!("/v1/apps/{long}"),
+            Some(SHOP_KEY),
+            None,
+        )
+        .await;
+    assert_error(st, &v, 403, "forbidden");
+    assert!(v["message"].as_str().unwrap().len() < 300, "{v}");
+    s.stop().await;
+}
+
+/// Another app's session id answers exactly like an unknown id on every
+/// `/v1/sessions/{id}` route: same status, same body but the id. (It was 403 against
+/// 404, telling an app key which ids exist in other apps.)
+#[tokio::test]
+async fn another_apps_session_is_answered_like_an_unknown_one() {
+    let s = Server::memory().await;
+    let shop = s.open("shop", SHOP_KEY, json!({})).await;
+    let theirs = id(&shop);
+    let unknown = "0192f0c1-7a3b-7cde-8f01-23456789abcd";
+    let privileges = json!({"privileges": ["x"]});
+    for (m, suffix, body) in [
+        (Method::GET, "", None),
+        (Method::DELETE, "", None),
+        (Method::PUT, "/privileges", Some(privileges)),
+    ] {
+        let mut answers = Vec::new();
+        for target in [theirs.as_str(), unknown] {
+            let path = format!("/v1/sessions/{target}{suffix}");
+            let (st, v) = s.call(m.clone(), &path, Some(DESK_KEY), body.clone()).await;
+            assert_error(st, &v, 404, "not_found");
+            let text = v.to_string().replace(target, "<id>");
+            answers.push((st, text));
+        }
+        assert_eq!(answers[0], answers[1], "{m} {suffix}");
+    }
+    // Nothing happened to it.
+    let (st, v) = s
+        .call(Method::GET, "/v1/session", Some(&token(&shop)), None)
+        .await;
+    assert_eq!((st, v["privileges"].clone()), (200, json!([])), "{v}");
     s.stop().await;
 }

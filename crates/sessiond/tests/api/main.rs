@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod console;
 mod errors;
+mod hostile;
 mod management;
 mod migrate;
 mod multinode;

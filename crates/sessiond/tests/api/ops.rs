@@ -59,3 +59,71 @@ async fn health_readiness_metrics_openapi() {
     }
     s.stop().await;
 }
+
+/// The metric series of the exposition text: its sample lines, without the values.
+async fn series(s: &Server) -> std::collections::BTreeSet<String> {
+    let text = s
+        .req(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))
+        .collect()
+}
+
+/// Sends `n` requests whose methods and paths are all different and made up.
+async fn junk(s: &Server, from: usize, n: usize) {
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let (http, base) = (s.http.clone(), s.base.clone());
+            tokio::spawn(async move {
+                for i in (from + t..from + n).step_by(8) {
+                    let method = Method::from_bytes(format!("JUNK{i}").as_bytes()).unwrap();
+                    let (method, path) = match i % 4 {
+                        0 => (method, format!("/junk/{i}")),
+                        1 => (method, "/v1/session".to_string()),
+                        2 => (Method::GET, format!("/v1/nothing/{i}")),
+                        _ => (method, format!("/admin/junk{i}")),
+                    };
+                    let resp = http
+                        .request(method, format!("{base}{path}"))
+                        .bearer_auth(format!("junk:{i}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(resp.status().is_client_error(), "{path}: {}", resp.status());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Metric labels come from fixed sets: junk methods and paths fall into `other` and
+/// `unmatched`, so no number of them grows the exposition (it did by 2 series each).
+#[tokio::test]
+async fn junk_requests_add_no_metric_series() {
+    let s = Server::memory().await;
+    junk(&s, 0, 64).await;
+    // The first read of /metrics adds its own series.
+    series(&s).await;
+    let before = series(&s).await;
+    assert!(
+        before
+            .iter()
+            .any(|l| l.contains("method=\"other\",route=\"unmatched\"")),
+        "{before:#?}"
+    );
+    junk(&s, 64, 10_000).await;
+    let after = series(&s).await;
+    let added: Vec<_> = after.difference(&before).collect();
+    assert!(added.is_empty(), "10,000 junk requests added {added:#?}");
+    s.stop().await;
+}

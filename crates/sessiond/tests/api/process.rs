@@ -179,3 +179,56 @@ async fn acknowledged_writes_survive_kill_9_and_no_token_is_logged() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The admin token is held to one rule wherever it comes from: the environment, the
+/// configuration file and the token file alike (the file once took one character).
+#[test]
+fn one_rule_for_the_admin_token_from_env_file_and_token_file() {
+    let serve = |dir: &std::path::Path, env: Option<&str>, config: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory:",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("SESSIOND_CONFIG")
+        .env_remove("SESSIOND_STORE")
+        .env_remove("SESSIOND_ADMIN_TOKEN");
+        if let Some(t) = env {
+            cmd.env("SESSIOND_ADMIN_TOKEN", t);
+        }
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dir = temp_dir("admin-token-rule");
+    std::fs::create_dir_all(&dir).unwrap();
+    for bad in ["x", "sixteen chars xx"] {
+        let (code, err) = serve(&dir, Some(bad), None);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("SESSIOND_ADMIN_TOKEN must be 16 to 1024"),
+            "{err}"
+        );
+        let config = dir.join("sessiond.toml");
+        std::fs::write(&config, format!("admin_token = {bad:?}\n")).unwrap();
+        let (code, err) = serve(&dir, None, Some(&config));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("admin_token must be 16 to 1024"), "{err}");
+        std::fs::remove_file(&config).unwrap();
+        std::fs::write(dir.join("admin-token"), format!("{bad}\n")).unwrap();
+        let (code, err) = serve(&dir, None, None);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("admin-token must be 16 to 1024"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -143,7 +143,8 @@ async fn storage_flow_patch_if_match_412() {
 #[tokio::test]
 async fn heartbeat_suspend_resume_and_logout() {
     let s = Server::memory().await;
-    let t = token(&s.open("desk", DESK_KEY, json!({})).await);
+    // shop has no seats: its sessions may suspend their heartbeat.
+    let t = token(&s.open("shop", SHOP_KEY, json!({})).await);
     let (st, v) = s
         .call(
             Method::PUT,
@@ -295,5 +296,60 @@ async fn events_push_closed_within_a_second_of_a_kill() {
         .unwrap();
     let data = wait_closed(again, Duration::from_secs(1)).await;
     assert!(data.contains("killed"));
+    s.stop().await;
+}
+
+/// A session of an app with seats may not suspend its own heartbeat, nor stretch it
+/// past `heartbeat.max_interval_s` or its grace past the app's: it would keep its seat
+/// after its client died. The refusal says which policy refused, and changes nothing.
+#[tokio::test]
+async fn a_seat_session_is_held_to_the_apps_heartbeat_policy() {
+    let s = Server::memory().await;
+    let t = token(&s.open("desk", DESK_KEY, json!({})).await);
+    for (body, names) in [
+        (json!({"active": false}), "heartbeat.allow_suspend"),
+        (
+            json!({"active": true, "interval_s": 31_536_000}),
+            "heartbeat.max_interval_s",
+        ),
+        (
+            json!({"active": true, "grace_s": 31_536_000}),
+            "heartbeat.grace_s",
+        ),
+    ] {
+        let (st, v) = s
+            .call(
+                Method::PUT,
+                "/v1/session/heartbeat",
+                Some(&t),
+                Some(body.clone()),
+            )
+            .await;
+        assert_error(st, &v, 400, "bad_request");
+        let m = v["message"].as_str().unwrap();
+        assert!(
+            m.contains("heartbeat policy") && m.contains(names),
+            "{body}: {m}"
+        );
+    }
+    let (_, v) = s
+        .call(Method::GET, "/v1/session?touch=false", Some(&t), None)
+        .await;
+    assert_eq!(
+        v["heartbeat"],
+        json!({"interval_s": 30, "grace_s": 60, "active": true})
+    );
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            "/v1/session/heartbeat",
+            Some(&t),
+            Some(json!({"active": true, "interval_s": 300})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["heartbeat"]["interval_s"].clone()),
+        (200, json!(300))
+    );
     s.stop().await;
 }
