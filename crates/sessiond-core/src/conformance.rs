@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
             open_then_resolve, unknown_token_is_invalid,
             another_apps_token_is_unknown_and_left_alone, idle_timeout, absolute_lifetime,
             heartbeat_and_activity_are_two_clocks, heartbeat_suspend_and_resume,
+            downtime_is_not_a_lost_heartbeat,
             expiry_sweep_closes_then_purges, seats_reject_with_holders,
             reserved_privileges_skip_seats, privilege_changes_respect_the_user_limit,
             evict_idlest, user_limit_reject,
@@ -302,6 +303,71 @@ pub async fn heartbeat_and_activity_are_two_clocks(store: Arc<dyn Store>) {
     assert_eq!(
         closed_reason(m.resolve(&b.token, TOUCH).await),
         CloseReason::HeartbeatLost
+    );
+}
+
+/// A restart longer than interval + grace: every session that missed a beat gets a
+/// fresh window; a client that beats within it keeps its seat, one that does not is
+/// lost a window later; idle and absolute timeouts are not stretched.
+pub async fn downtime_is_not_a_lost_heartbeat(store: Arc<dyn Store>) {
+    let policy = Policy {
+        idle_timeout_s: 600,
+        seats: Some(3),
+        heartbeat: Some(HeartbeatPolicy {
+            interval_s: 10,
+            grace_s: 5,
+            ..HeartbeatPolicy::every(10)
+        }),
+        ..Default::default()
+    };
+    let (m, clock) = setup(store.clone(), policy.clone());
+    let back = m.open("app", OpenRequest::default()).await.unwrap();
+    let gone = m.open("app", OpenRequest::default()).await.unwrap();
+    let idle = m
+        .open(
+            "app",
+            OpenRequest {
+                idle_timeout_s: Some(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    drop(m);
+
+    // The server is down for a minute, then starts again on the same store.
+    clock.advance(Duration::from_secs(60));
+    let m = Manager::with_clock(store, clock.clone());
+    m.set_policy("app", policy).unwrap();
+    let mut events = m.subscribe();
+    assert_eq!(
+        m.renew_heartbeats().await.unwrap(),
+        2,
+        "back and gone renewed"
+    );
+    assert_eq!(
+        events.recv().await.unwrap().id,
+        idle.session.id,
+        "the idle timeout still closed its session"
+    );
+    let s = m.get(idle.session.id).await.unwrap();
+    assert_eq!(s.closed.map(|c| c.reason), Some(CloseReason::IdleTimeout));
+
+    clock.advance(Duration::from_secs(12));
+    m.heartbeat(&back.token, None)
+        .await
+        .expect("a client beating within the fresh window keeps its seat");
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(
+        closed_reason(m.heartbeat(&gone.token, None).await),
+        CloseReason::HeartbeatLost,
+        "one that never beats is lost one window after the restart"
+    );
+    assert_eq!(m.seats("app").await.unwrap().used, 1);
+    assert_eq!(
+        m.renew_heartbeats().await.unwrap(),
+        0,
+        "a session that beats is not renewed"
     );
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::session::{
 };
 use crate::store::{
     AppCounts, CloseOutcome, Expired, ListQuery, Lookup, ModifyOutcome, OpenOutcome, StatusFilter,
-    Store,
+    Store, StoreError,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -99,6 +100,13 @@ pub struct Manager {
     events: broadcast::Sender<Event>,
     /// This node's own events only, for the relay to send to other nodes.
     outbox: broadcast::Sender<Event>,
+    /// Set when a store call failed because the store was unavailable: clients could
+    /// not beat meanwhile, so before anything else runs once the store answers again,
+    /// [`Manager::renew_heartbeats`] gives every session that missed a beat a fresh
+    /// window.
+    outage: AtomicBool,
+    /// One renewal at a time.
+    renewing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -134,6 +142,8 @@ impl Manager {
             limits: Limits::default(),
             events,
             outbox: broadcast::channel(4096).0,
+            outage: AtomicBool::new(false),
+            renewing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -336,7 +346,13 @@ impl Manager {
             version: 1,
         };
         let admission = Admission::from_policy(&policy, req.take_over);
-        match self.store.open(session, &admission, now).await? {
+        self.after_outage().await?;
+        let outcome = self
+            .store
+            .open(session, &admission, now)
+            .await
+            .map_err(|e| self.noted(e))?;
+        match outcome {
             OpenOutcome::Opened { session, displaced } => {
                 for d in &displaced {
                     self.publish(EventKind::Closed, d);
@@ -443,8 +459,14 @@ impl Manager {
     /// Runs `change` on a session and maps the outcome; `missing` is the error when
     /// there is no such session.
     async fn modify(&self, lookup: Lookup, change: &Change, cond: Conditions) -> Result<Session> {
+        self.after_outage().await?;
         let now = self.clock.now();
-        match self.store.modify(lookup, change, &cond, now).await? {
+        let outcome = self
+            .store
+            .modify(lookup, change, &cond, now)
+            .await
+            .map_err(|e| self.noted(e))?;
+        match outcome {
             ModifyOutcome::Done { session, step } => {
                 if let Step::Expired(_) = step {
                     self.publish(EventKind::Closed, &session);
@@ -746,11 +768,105 @@ impl Manager {
     /// Closes what timed out and purges what passed retention (at most `limit` each),
     /// publishing a `closed` event per session closed.
     pub async fn expire_due(&self, limit: usize) -> Result<Expired> {
-        let out = self.store.expire_due(self.clock.now(), limit).await?;
+        self.after_outage().await?;
+        let out = self
+            .store
+            .expire_due(self.clock.now(), limit)
+            .await
+            .map_err(|e| self.noted(e))?;
         for s in &out.closed {
             self.publish(EventKind::Closed, s);
         }
         Ok(out)
+    }
+
+    /// Records a store outage (see [`Manager::renew_heartbeats`]) and passes the
+    /// error on.
+    fn noted(&self, e: StoreError) -> StoreError {
+        if matches!(e, StoreError::Unavailable(_)) {
+            self.outage.store(true, Ordering::Release);
+        }
+        e
+    }
+
+    /// After a store outage, renews heartbeats once before going on (one atomic load
+    /// when there was none).
+    async fn after_outage(&self) -> Result<()> {
+        if !self.outage.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one = self.renewing.lock().await;
+        if self.outage.load(Ordering::Acquire) {
+            let renewed = self.renew_heartbeats().await?;
+            self.outage.store(false, Ordering::Release);
+            tracing::info!(
+                renewed,
+                "the store answers again; sessions that missed a heartbeat meanwhile got a fresh window"
+            );
+        }
+        Ok(())
+    }
+
+    /// Gives every open session whose client missed a heartbeat (its last beat is more
+    /// than an interval old) a fresh heartbeat window from now: the server was down or
+    /// its store unreachable, so the client could not beat, and a downtime is not a
+    /// lost heartbeat. Idle and absolute timeouts are unchanged, and a session due for
+    /// one of them is closed for it. Run by the server before it serves (a restart) and
+    /// by the Manager itself once the store answers after an outage. One store write per
+    /// such session; returns how many were renewed.
+    pub async fn renew_heartbeats(&self) -> Result<usize> {
+        let mut renewed = 0;
+        for app in self.apps() {
+            let mut after = None;
+            loop {
+                let q = ListQuery {
+                    app: Some(app.clone()),
+                    status: StatusFilter::Open,
+                    after,
+                    limit: self.limits.max_page,
+                    ..Default::default()
+                };
+                let page = self.store.list(&q).await.map_err(|e| self.noted(e))?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id);
+                let now = self.clock.now();
+                for s in &page {
+                    let missed = s.heartbeat.is_some_and(|h| {
+                        h.active
+                            && now.millis_since(s.last_heartbeat_at)
+                                > u64::from(h.interval_s) * 1000
+                    });
+                    if !missed {
+                        continue;
+                    }
+                    let outcome = self
+                        .store
+                        .modify(
+                            Lookup::Id(s.id),
+                            &Change::RenewHeartbeat,
+                            &Conditions::default(),
+                            now,
+                        )
+                        .await
+                        .map_err(|e| self.noted(e))?;
+                    match outcome {
+                        ModifyOutcome::Done {
+                            step: Step::Changed,
+                            ..
+                        } => renewed += 1,
+                        ModifyOutcome::Done {
+                            session,
+                            step: Step::Expired(_),
+                        } => self.publish(EventKind::Closed, &session),
+                        _ => {}
+                    }
+                }
+                if page.len() < q.limit {
+                    break;
+                }
+            }
+        }
+        Ok(renewed)
     }
 
     /// Relays events between this node and the others sharing the store, when the store

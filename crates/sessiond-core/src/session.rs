@@ -304,6 +304,10 @@ pub enum Change {
         /// The grace to use when the session had no heartbeat yet.
         default_grace_s: u32,
     },
+    /// Restart the heartbeat window now, if the client missed a beat: the service was
+    /// down (a restart, a store outage), so the client could not beat. The other
+    /// timeouts still apply. Changes no version.
+    RenewHeartbeat,
     /// JSON merge patch of the storage; counts as activity.
     PatchData {
         /// The RFC 7396 patch (an object).
@@ -518,6 +522,22 @@ impl Session {
         due.map(|(_, r)| r)
     }
 
+    /// For [`Change::RenewHeartbeat`]: an active heartbeat that missed a beat (the last
+    /// one is more than an interval old) counts from `now`. Returns whether it did.
+    fn renew_heartbeat(&mut self, now: Timestamp) -> bool {
+        match self.heartbeat {
+            Some(h)
+                if h.active
+                    && now.millis_since(self.last_heartbeat_at)
+                        > u64::from(h.interval_s) * 1000 =>
+            {
+                self.last_heartbeat_at = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether a closed session's retention has ended at `now`.
     pub fn is_past_retention(&self, now: Timestamp) -> bool {
         self.closed.is_some() && now > self.deadline()
@@ -570,9 +590,13 @@ impl Session {
         if let Some(c) = self.closed {
             return Err(ChangeError::Closed(c));
         }
+        let renewed = matches!(change, Change::RenewHeartbeat) && self.renew_heartbeat(now);
         if let Some(reason) = self.due_reason(now) {
             self.close(reason, Actor::Expiry, now);
             return Ok(Step::Expired(reason));
+        }
+        if renewed {
+            return Ok(Step::Changed);
         }
         self.check_bound_ip(cond.bound_ip)?;
         if let Some(v) = cond.expect_version {
@@ -583,7 +607,7 @@ impl Session {
             }
         }
         match change {
-            Change::Read => Ok(Step::Unchanged),
+            Change::Read | Change::RenewHeartbeat => Ok(Step::Unchanged),
             Change::Touch => {
                 if now.millis_since(self.last_activity_at) < self.touch_granularity_ms().max(1) {
                     return Ok(Step::Unchanged);

@@ -232,3 +232,30 @@ fn one_rule_for_the_admin_token_from_env_file_and_token_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A restart longer than interval + grace: the client that beats right after it keeps
+/// its session; one that never beats again is lost a window later.
+#[tokio::test]
+async fn a_restart_longer_than_the_heartbeat_window_kicks_no_one() {
+    let dir = temp_dir("restart-beat");
+    let s = Server::start(config(Some(&dir))).await;
+    let beat = json!({"heartbeat": {"interval_s": 1, "grace_s": 1}});
+    let back = token(&s.open("shop", SHOP_KEY, beat.clone()).await);
+    let gone = token(&s.open("shop", SHOP_KEY, beat).await);
+    s.stop().await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+
+    let s = Server::start(config(Some(&dir))).await;
+    let (st, v) = s
+        .call(Method::POST, "/v1/session/heartbeat", Some(&back), None)
+        .await;
+    assert_eq!(st, 200, "the seat survives the downtime: {v}");
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let (st, v) = s
+        .call(Method::POST, "/v1/session/heartbeat", Some(&gone), None)
+        .await;
+    assert_eq!(st, 410, "{v}");
+    assert_eq!(v["reason"], "heartbeat_lost");
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
