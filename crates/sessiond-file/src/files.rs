@@ -90,6 +90,8 @@ pub struct Recovered {
     pub torn_tail: bool,
     /// Records that could not be read, each copied to the quarantine folder.
     pub quarantined: Vec<Quarantined>,
+    /// Damaged byte ranges copied to the quarantine folder by a repair.
+    pub set_aside: Vec<PathBuf>,
 }
 
 /// A record recovery could not read, and where a copy of it is kept.
@@ -140,12 +142,46 @@ fn quarantine(dir: &Path, file: &str, u: Unreadable) -> std::io::Result<Quaranti
     })
 }
 
-/// Reads the directory back into sessions and opens the journal to append to.
+/// Copies damaged bytes of `file` to the quarantine folder, durably.
+fn keep_damaged(dir: &Path, file: &str, d: &frame::Damaged) -> std::io::Result<PathBuf> {
+    let (offset, bytes) = (d.offset, &d.bytes);
+    let q = quarantine_dir(dir);
+    fs::create_dir_all(&q)?;
+    let copy = q.join(format!(
+        "{file}@{offset}-{}.damaged",
+        offset + bytes.len() as u64
+    ));
+    let mut f = File::create(&copy)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    sync_dir(&q)?;
+    tracing::error!(
+        file,
+        from = offset,
+        to = offset + bytes.len() as u64,
+        copy = %copy.display(),
+        sessions_left_out = d.ids.len(),
+        "damaged bytes set aside; every valid record around them is kept"
+    );
+    Ok(copy)
+}
+
+/// Reads the directory back into sessions and opens the journal to append to. Refuses
+/// (naming `sessiond repair`) when a file is damaged with valid records after the
+/// damage; see [`recover_with`].
 pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
+    recover_with(dir, false)
+}
+
+/// [`recover`]; with `repair`, damaged bytes are copied to the quarantine folder and
+/// every valid record around them kept, instead of refusing (they are listed in
+/// [`Recovered::set_aside`]).
+pub fn recover_with(dir: &Path, repair: bool) -> std::io::Result<Recovered> {
     let snapshots = numbered(dir, "snapshot-", ".dat")?;
     let base = snapshots.last().copied().unwrap_or(0);
     let mut state: HashMap<SessionId, Session> = HashMap::new();
     let mut quarantined = Vec::new();
+    let mut set_aside = Vec::new();
     let mut apply =
         |state: &mut HashMap<SessionId, Session>, file: &str, r: Record| -> std::io::Result<()> {
             match r {
@@ -161,20 +197,37 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
                     }
                     quarantined.push(quarantine(dir, file, u)?);
                 }
+                Record::Commit => {}
+                Record::Damaged(d) => {
+                    let to = d.offset + d.bytes.len() as u64;
+                    if !repair {
+                        return Err(std::io::Error::other(format!(
+                            "{file} is damaged at bytes {}..{to} and valid records follow; \
+                             nothing was dropped. With the server stopped, run `sessiond \
+                             repair` (same --config or --data-dir) to set the damaged bytes \
+                             aside in quarantine/ and keep every other record",
+                            d.offset
+                        )));
+                    }
+                    for id in &d.ids {
+                        state.remove(id);
+                    }
+                    set_aside.push(keep_damaged(dir, file, &d)?);
+                }
             }
             Ok(())
         };
     if snapshots.last().is_some() {
         let bytes = fs::read(snapshot_path(dir, base))?;
-        let d = frame::decode_all(&bytes);
-        if d.torn {
-            return Err(std::io::Error::other(format!(
-                "snapshot-{base}.dat is damaged after {} valid bytes; restore it from a backup",
-                d.valid_len
-            )));
-        }
+        // A snapshot is written whole and synced before it is named: any bad byte in
+        // it is damage.
+        let d = frame::decode_all(&bytes, true);
         let name = format!("snapshot-{base}.dat");
-        for r in d.records {
+        let mut records = d.records;
+        if d.torn {
+            records.push(Record::Damaged(frame::Damaged::tail(&bytes, d.valid_len)));
+        }
+        for r in records {
             apply(&mut state, &name, r)?;
         }
     }
@@ -187,16 +240,16 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
     for (i, n) in journals.iter().enumerate() {
         let path = journal_path(dir, *n);
         let bytes = fs::read(&path)?;
-        let d = frame::decode_all(&bytes);
+        let d = frame::decode_all(&bytes, false);
         let last = i + 1 == journals.len();
+        let name = format!("journal-{n}.log");
+        let mut records = d.records;
         if d.torn {
             let rest = &bytes[d.valid_len as usize..];
             let padding = rest.iter().all(|b| *b == 0);
             if !last && !padding {
-                return Err(std::io::Error::other(format!(
-                    "journal-{n}.log is damaged after {} valid bytes and is not the last journal",
-                    d.valid_len
-                )));
+                // Only the last journal can end in a write cut short.
+                records.push(Record::Damaged(frame::Damaged::tail(&bytes, d.valid_len)));
             }
             if last {
                 // Preallocated zeros, or a write cut by a crash (never acknowledged):
@@ -208,9 +261,11 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
                 torn_tail = !padding;
             }
         }
-        replayed += d.records.len();
-        let name = format!("journal-{n}.log");
-        for r in d.records {
+        replayed += records
+            .iter()
+            .filter(|r| matches!(r, Record::Put(_) | Record::Remove(_)))
+            .count();
+        for r in records {
             apply(&mut state, &name, r)?;
         }
     }
@@ -225,6 +280,7 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
         replayed,
         torn_tail,
         quarantined,
+        set_aside,
     })
 }
 
@@ -335,7 +391,7 @@ mod tests {
 
         let r = recover(&d).unwrap();
         assert_eq!(
-            r.replayed, 2,
+            r.replayed, 1,
             "the frame after the unreadable one is replayed"
         );
         assert!(!r.torn_tail);

@@ -20,6 +20,45 @@ pub enum Record {
     Remove(SessionId),
     /// A whole, checksummed frame whose payload cannot be decoded.
     Unreadable(Unreadable),
+    /// The end of a batch (see [`encode_commit`]).
+    Commit,
+    /// Bytes holding no valid frame where valid records follow (see [`decode_all`]),
+    /// in their place among the records.
+    Damaged(Damaged),
+}
+
+/// Damaged bytes of a file.
+#[derive(Debug)]
+pub struct Damaged {
+    /// Where they start in the file.
+    pub offset: u64,
+    /// The bytes, as found.
+    pub bytes: Vec<u8>,
+    /// Sessions whose state may have been in them (an id found after a `P` tag): their
+    /// last state cannot be known, so they are left out rather than shown as they were
+    /// before (a damaged logout must not bring a session back).
+    pub ids: Vec<SessionId>,
+}
+
+impl Damaged {
+    fn new(bytes: &[u8], from: usize, to: usize) -> Damaged {
+        let range = &bytes[from..to];
+        let tag = b"P{\"id\":\"";
+        let ids = (0..range.len().saturating_sub(tag.len()))
+            .filter(|i| range[*i..].starts_with(tag))
+            .filter_map(|i| leading_id(&range[i + 1..]))
+            .collect();
+        Damaged {
+            offset: from as u64,
+            bytes: range.to_vec(),
+            ids,
+        }
+    }
+
+    /// A tail of a file that no valid frame follows, where none may be torn.
+    pub fn tail(bytes: &[u8], from: u64) -> Damaged {
+        Damaged::new(bytes, from as usize, bytes.len())
+    }
 }
 
 /// A frame that is whole but cannot be decoded, kept as found.
@@ -70,6 +109,17 @@ fn seal(buf: &mut [u8], start: usize) {
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Appends the marker that ends a batch: the writer seals every batch with one. A
+/// batch is acknowledged only once written and synced, and the writer starts the next
+/// batch only after that, so a record found after a batch's marker proves that batch
+/// complete: damage before it is damage to acknowledged data, not a write cut short.
+pub fn encode_commit(buf: &mut Vec<u8>) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    buf.push(b'C');
+    seal(buf, start);
+}
+
 /// What reading a file found.
 #[derive(Debug)]
 pub struct Decoded {
@@ -81,40 +131,76 @@ pub struct Decoded {
     pub torn: bool,
 }
 
-/// Decodes every valid frame of `bytes`, stopping at the first torn or corrupt one.
-pub fn decode_all(bytes: &[u8]) -> Decoded {
+/// The frame at `pos`, if one starts there whole and checksummed.
+fn frame_at(bytes: &[u8], pos: usize) -> Option<&[u8]> {
+    let header = bytes.get(pos..pos + HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    let payload = bytes.get(pos + HEADER..(pos + HEADER).checked_add(len)?)?;
+    (len > 0 && crc32fast::hash(payload) == crc).then_some(payload)
+}
+
+/// Decodes a frame's payload, found at `offset`.
+fn decode(payload: &[u8], offset: u64) -> Record {
+    let unreadable = |id, error: String| {
+        Record::Unreadable(Unreadable {
+            offset,
+            id,
+            payload: payload.to_vec(),
+            error,
+        })
+    };
+    match payload[0] {
+        b'P' => match serde_json::from_slice::<Session>(&payload[1..]) {
+            Ok(s) => Record::Put(Box::new(s)),
+            Err(e) => unreadable(leading_id(&payload[1..]), e.to_string()),
+        },
+        b'R' if payload.len() == 17 => {
+            let id = u128::from_be_bytes(payload[1..17].try_into().expect("16 bytes"));
+            Record::Remove(SessionId::from_u128(id))
+        }
+        b'C' if payload.len() == 1 => Record::Commit,
+        tag => unreadable(None, format!("unknown record type {tag}")),
+    }
+}
+
+/// Decodes every frame of `bytes` from `pos` on, stopping at the first bad one.
+/// Returns the records and where they end.
+fn run(bytes: &[u8], mut pos: usize) -> (Vec<Record>, usize) {
     let mut records = Vec::new();
-    let mut pos = 0usize;
-    while pos + HEADER <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        let Some(payload) = bytes.get(pos + HEADER..pos + HEADER + len) else {
-            break;
-        };
-        if len == 0 || crc32fast::hash(payload) != crc {
+    while let Some(payload) = frame_at(bytes, pos) {
+        records.push(decode(payload, pos as u64));
+        pos += HEADER + payload.len();
+    }
+    (records, pos)
+}
+
+/// Decodes every valid frame of `bytes`.
+///
+/// Where a frame is torn or fails its checksum, the rest is searched for the next
+/// valid frame. If what follows proves the bad bytes' batch complete (a batch marker
+/// with a record after it), or the file is `complete` (a snapshot: written whole and
+/// synced before it was named), the bad bytes are damage: a [`Record::Damaged`] in
+/// their place, and reading goes on. Otherwise they are the torn tail of the
+/// last batch, which was never acknowledged: reading stops there.
+pub fn decode_all(bytes: &[u8], complete: bool) -> Decoded {
+    let (mut records, mut pos) = run(bytes, 0);
+    while pos < bytes.len() {
+        // Zeros are the journal's preallocated room, never a frame: skip them quickly.
+        let next = (pos + 1..bytes.len()).find(|q| bytes[*q] != 0 && frame_at(bytes, *q).is_some());
+        let Some(next) = next else { break };
+        let (after, end) = run(bytes, next);
+        let proven = complete
+            || after
+                .iter()
+                .position(|r| matches!(r, Record::Commit))
+                .is_some_and(|i| i + 1 < after.len());
+        if !proven {
             break;
         }
-        let unreadable = |id, error: String| {
-            Record::Unreadable(Unreadable {
-                offset: pos as u64,
-                id,
-                payload: payload.to_vec(),
-                error,
-            })
-        };
-        let record = match payload[0] {
-            b'P' => match serde_json::from_slice::<Session>(&payload[1..]) {
-                Ok(s) => Record::Put(Box::new(s)),
-                Err(e) => unreadable(leading_id(&payload[1..]), e.to_string()),
-            },
-            b'R' if payload.len() == 17 => {
-                let id = u128::from_be_bytes(payload[1..17].try_into().expect("16 bytes"));
-                Record::Remove(SessionId::from_u128(id))
-            }
-            tag => unreadable(None, format!("unknown record type {tag}")),
-        };
-        records.push(record);
-        pos += HEADER + len;
+        records.push(Record::Damaged(Damaged::new(bytes, pos, next)));
+        records.extend(after);
+        pos = end;
     }
     Decoded {
         records,
@@ -177,7 +263,7 @@ mod tests {
             let mut frames = Vec::new();
             encode_put(&mut frames, &s);
             encode_remove(&mut frames, s.id);
-            let d = decode_all(&frames);
+            let d = decode_all(&frames, false);
             assert!(!d.torn);
             assert!(matches!(&d.records[0], Record::Put(back) if **back == s));
             assert!(matches!(d.records[1], Record::Remove(id) if id == s.id));
@@ -192,6 +278,62 @@ mod tests {
         buf
     }
 
+    /// Two batches as the writer writes them: `a`, marker; `b`, marker.
+    fn two_batches(a: &Session, b: &Session) -> (Vec<u8>, usize) {
+        let mut file = Vec::new();
+        encode_put(&mut file, a);
+        let first_len = file.len();
+        encode_commit(&mut file);
+        encode_put(&mut file, b);
+        encode_commit(&mut file);
+        (file, first_len)
+    }
+
+    #[test]
+    fn damage_in_a_batch_a_later_batch_followed_is_damage_and_reading_goes_on() {
+        let (a, b) = (used(), bare());
+        let (mut file, first_len) = two_batches(&a, &b);
+        file[first_len / 2] ^= 0x55; // a bit flip inside a's frame
+        let d = decode_all(&file, false);
+        assert!(!d.torn);
+        assert!(
+            matches!(&d.records[0], Record::Damaged(x)
+            if x.offset == 0 && x.ids == vec![a.id]),
+            "{:?}",
+            d.records[0]
+        );
+        assert!(d
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::Put(s) if s.id == b.id)));
+        assert_eq!(d.valid_len, file.len() as u64);
+    }
+
+    #[test]
+    fn damage_in_the_last_batch_is_a_torn_write_and_cut() {
+        let (a, b) = (used(), bare());
+        let (mut file, first_len) = two_batches(&a, &b);
+        let second = first_len + HEADER + 1; // where b's frame starts
+        file[second + HEADER + 4] ^= 0x55;
+        let d = decode_all(&file, false);
+        assert!(d.torn, "b's batch never completed: a torn write");
+        assert_eq!(d.valid_len, second as u64);
+        assert!(d.records.iter().all(|r| !matches!(r, Record::Damaged(_))));
+        // The same bytes in a snapshot (written whole) are damage.
+        let mut snapshot = Vec::new();
+        encode_put(&mut snapshot, &a);
+        let cut = snapshot.len();
+        encode_put(&mut snapshot, &b);
+        encode_put(&mut snapshot, &a);
+        snapshot[cut + HEADER + 60] ^= 0x55; // past the id
+        let d = decode_all(&snapshot, true);
+        assert!(d
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::Damaged(x) if x.ids == vec![b.id])));
+        assert!(!d.torn);
+    }
+
     #[test]
     fn a_whole_frame_that_cannot_be_decoded_is_returned_and_reading_goes_on() {
         let s = used();
@@ -202,7 +344,7 @@ mod tests {
         let bad_len = file.len() as u64;
         file.extend(sealed(b"Xjunk"));
         encode_remove(&mut file, s.id);
-        let d = decode_all(&file);
+        let d = decode_all(&file, false);
         assert!(!d.torn, "nothing was torn");
         assert_eq!(d.valid_len, file.len() as u64);
         assert!(matches!(&d.records[0], Record::Unreadable(u)

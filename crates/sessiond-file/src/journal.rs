@@ -334,6 +334,7 @@ fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
             (p.seq, p.shutdown)
         };
         if !batch.is_empty() {
+            frame::encode_commit(&mut batch);
             let durable_len = journal.len;
             let result = journal.write(&batch).and_then(|_| journal.sync());
             batch.clear();

@@ -75,6 +75,34 @@ impl Default for FileOptions {
     }
 }
 
+/// Takes the directory's lock file: one process at a time.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    std::fs::create_dir_all(dir)?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
+    if lock.try_lock().is_err() {
+        return Err(StoreError::Unavailable(format!(
+            "{} is in use by another process (only one sessiond may use a data directory)",
+            dir.display()
+        )));
+    }
+    Ok(lock)
+}
+
+/// What [`FileStore::repair`] did.
+#[derive(Debug, Clone)]
+pub struct Repaired {
+    /// Sessions kept.
+    pub sessions: usize,
+    /// Whole records that could not be decoded, left out and copied to quarantine.
+    pub quarantined: Vec<Quarantined>,
+    /// Damaged byte ranges copied to quarantine (every valid record around them kept).
+    pub set_aside: Vec<PathBuf>,
+}
+
 /// The embedded durable store: a directory on local disk.
 pub struct FileStore {
     mem: MemoryStore,
@@ -99,21 +127,11 @@ impl FileStore {
     }
 
     /// Opens (creating if needed) the store in `dir`. Fails if another process has it
-    /// open, or if its files are damaged beyond a torn last write.
+    /// open, or if its files are damaged beyond a torn last write (the message then
+    /// names [`FileStore::repair`]'s command, `sessiond repair`).
     pub fn open_with(dir: impl AsRef<Path>, options: FileOptions) -> Result<FileStore, StoreError> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))?;
-        if lock.try_lock().is_err() {
-            return Err(StoreError::Unavailable(format!(
-                "{} is in use by another process (only one sessiond may use a data directory)",
-                dir.display()
-            )));
-        }
+        let lock = lock_dir(&dir)?;
         let rec = files::recover(&dir)
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
         let (file, epoch, size) = rec.journal;
@@ -143,6 +161,42 @@ impl FileStore {
             writer,
             dir,
             _lock: lock,
+        })
+    }
+
+    /// Repairs a store that refuses to open because a file is damaged with valid
+    /// records after the damage (a bit flip, a bad sector): reads every valid record
+    /// of every file, copies the damaged bytes and any undecodable record to
+    /// `<dir>/quarantine/`, and writes a fresh snapshot of what was kept, which retires
+    /// the damaged files. Nothing valid is dropped. The store must not be open.
+    pub fn repair(dir: impl AsRef<Path>) -> Result<Repaired, StoreError> {
+        let dir = dir.as_ref();
+        if !dir.join("LOCK").exists() {
+            return Err(StoreError::Unavailable(format!(
+                "{} holds no sessiond store",
+                dir.display()
+            )));
+        }
+        let _lock = lock_dir(dir)?;
+        let rec = files::recover_with(dir, true)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
+        let next = rec.journal.1 + 1;
+        let sessions = rec.sessions.len();
+        let mem = MemoryStore::new();
+        mem.load(rec.sessions);
+        files::create_journal(dir, next)?;
+        files::write_snapshot(dir, next, &mem)?;
+        tracing::info!(
+            dir = %dir.display(),
+            sessions,
+            quarantined = rec.quarantined.len(),
+            set_aside = rec.set_aside.len(),
+            "store repaired: a fresh snapshot holds every valid record"
+        );
+        Ok(Repaired {
+            sessions,
+            quarantined: rec.quarantined,
+            set_aside: rec.set_aside,
         })
     }
 

@@ -350,6 +350,52 @@ fn an_unreadable_record_loses_nothing_written_after_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A bit flip inside an acknowledged record, with acknowledged writes after it: the
+/// store refuses to start (naming the repair command) rather than drop anything; the
+/// repair sets the damaged bytes aside and keeps every other record; the damaged
+/// session is left out, not shown in an older state.
+#[test]
+fn damage_before_acknowledged_writes_is_refused_then_repaired_without_loss() {
+    let dir = fresh_dir("damaged");
+    let rt = rt();
+    let (ann, bob) = rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        let ann = m.open("app", OpenRequest::default()).await.unwrap().token;
+        let bob = m.open("app", OpenRequest::default()).await.unwrap().token;
+        m.update_data(Lookup::Token(bob.hash()), json!({ "n": 2 }), None, None)
+            .await
+            .unwrap();
+        (ann, bob)
+    });
+    // Flip a byte inside the first frame (ann's open).
+    let journal = journal_of(&dir);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[40] ^= 0x55;
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let refused = FileStore::open(&dir).expect_err("damage before acknowledged writes");
+    assert!(
+        refused.to_string().contains("sessiond repair"),
+        "the message names the repair: {refused}"
+    );
+    let repaired = FileStore::repair(&dir).expect("repair");
+    assert_eq!(repaired.set_aside.len(), 1);
+    assert!(repaired.set_aside[0].exists());
+    rt.block_on(async {
+        let m = manager(&dir, FileOptions::default());
+        assert!(
+            m.resolve(&ann, Resolve::default()).await.is_err(),
+            "the session whose record was damaged is left out"
+        );
+        let s = m
+            .resolve(&bob, Resolve::default())
+            .await
+            .expect("bob is kept");
+        assert_eq!(s.data.get("n"), Some(json!(2)));
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_directory_serves_one_process_at_a_time() {
     let dir = fresh_dir("lock");

@@ -17,6 +17,7 @@ mod cli;
 mod connect;
 mod license_cmd;
 mod migrate;
+mod repair;
 
 /// sessiond: a session manager (cookie sessions, seat-limited client sessions, admin).
 #[derive(Parser)]
@@ -51,6 +52,8 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Copy every session (open and history) from one store to another.
     Migrate(migrate::MigrateArgs),
+    /// Repair a damaged embedded store (server stopped), keeping every valid record.
+    Repair(repair::RepairArgs),
     /// Make and check signed license files (seats and expiry per app).
     #[command(subcommand)]
     License(license_cmd::LicenseCmd),
@@ -202,5 +205,6 @@ async fn main() -> ExitCode {
         Command::License(cmd) => license_cmd::run(cmd),
         Command::Connect(args) => connect::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Repair(args) => repair::run(args),
     }
 }

@@ -259,3 +259,57 @@ async fn a_restart_longer_than_the_heartbeat_window_kicks_no_one() {
     s.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A bit flip in an acknowledged journal record: the server refuses to start and names
+/// `sessiond repair`; the repair keeps every other record and the server starts again.
+#[tokio::test]
+async fn a_damaged_store_is_refused_then_repaired_by_the_command_it_names() {
+    let dir = temp_dir("repair");
+    let s = Server::start(config(Some(&dir))).await;
+    let first = token(&s.open("shop", SHOP_KEY, json!({"user": "ann"})).await);
+    let kept = token(&s.open("shop", SHOP_KEY, json!({"user": "bob"})).await);
+    let (st, _) = s
+        .call(
+            Method::PATCH,
+            "/v1/session/data",
+            Some(&kept),
+            Some(json!({"n": 1})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    s.stop().await;
+    let store = dir.join("store");
+    let journal = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".log"))
+        .unwrap();
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[60] ^= 0x55; // inside the first record
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let mut config = config(Some(&dir));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let refused = sessiond_file::FileStore::open(config.store_dir()).unwrap_err();
+    assert!(refused.to_string().contains("sessiond repair"), "{refused}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args(["repair", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("damaged bytes set aside"), "{stdout}");
+
+    let s = Server::start(config).await;
+    let (st, v) = s.call(Method::GET, "/v1/session", Some(&kept), None).await;
+    assert_eq!((st, &v["data"]), (200, &json!({"n": 1})), "{v}");
+    let (st, _) = s.call(Method::GET, "/v1/session", Some(&first), None).await;
+    assert_eq!(st, 401, "the damaged record's session is left out");
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
