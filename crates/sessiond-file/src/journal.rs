@@ -198,6 +198,11 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether the writer thread has ended.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// The gate alone, for reads that must not see a reload half done.
     pub(crate) fn gate(&self) -> RwLockReadGuard<'_, ()> {
         self.gate.read().unwrap_or_else(|e| e.into_inner())
