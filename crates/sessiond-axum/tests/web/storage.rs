@@ -91,3 +91,35 @@ async fn too_much_data_is_413_and_changes_nothing() {
     let r = call(Method::GET, "/keys").cookie(&pair).send(&app).await;
     assert_eq!(r.json(), json!(["a"]));
 }
+
+/// Storage at the JSON depth limit is kept; one level more is 400 and changes nothing
+/// (a value the stores could write but never read back).
+#[tokio::test]
+async fn json_past_the_depth_limit_is_400_and_changes_nothing() {
+    let m = memory_manager(Policy::default());
+    let app = routes(SessionLayer::new(m, APP).unwrap());
+    let pair = new_session(&app).await;
+    // Under the key, inside the storage object (level 1): `levels` more levels.
+    let nested = |levels: usize| {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!([v]);
+        }
+        v
+    };
+    let limit = sessiond_core::Limits::MAX_JSON_DEPTH;
+    let r = call(Method::POST, "/json/deep")
+        .cookie(&pair)
+        .json(&nested(limit - 1).to_string())
+        .send(&app)
+        .await;
+    assert!(r.status.is_success(), "{} {}", r.status, r.body);
+    let r = call(Method::POST, "/json/deeper")
+        .cookie(&pair)
+        .json(&nested(limit).to_string())
+        .send(&app)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = call(Method::GET, "/keys").cookie(&pair).send(&app).await;
+    assert_eq!(r.json(), json!(["a", "deep"]));
+}

@@ -429,3 +429,73 @@ async fn another_apps_session_is_answered_like_an_unknown_one() {
     assert_eq!((st, v["privileges"].clone()), (200, json!([])), "{v}");
     s.stop().await;
 }
+
+/// Storage and info at the JSON limits are accepted and read back; one level or one
+/// key byte more is 400 naming the limit, and nothing changes.
+#[tokio::test]
+async fn json_at_its_limits_and_one_past_them() {
+    let s = Server::memory().await;
+    let limit = sessiond_core::Limits::MAX_JSON_DEPTH;
+    let nested = |levels: usize| {
+        let mut v = json!(1);
+        for _ in 1..levels {
+            v = json!([v]);
+        }
+        json!({ "d": v })
+    };
+    let o = s
+        .open(
+            "shop",
+            SHOP_KEY,
+            json!({"data": nested(limit), "info": nested(limit)}),
+        )
+        .await;
+    let t = token(&o);
+    let (st, v) = s.call(Method::GET, "/v1/session", Some(&t), None).await;
+    assert_eq!((st, &v["data"]), (200, &nested(limit)));
+
+    let (st, v) = s
+        .call(
+            Method::PATCH,
+            "/v1/session/data",
+            Some(&t),
+            Some(json!({"e": nested(limit)})),
+        )
+        .await;
+    assert_error(st, &v, 400, "bad_request");
+    assert!(
+        v["message"].as_str().unwrap().contains("max_json_depth"),
+        "{v}"
+    );
+    let long = "k".repeat(sessiond_core::Limits::MAX_JSON_KEY_BYTES + 1);
+    let (st, v) = s
+        .call(
+            Method::PATCH,
+            "/v1/session/data",
+            Some(&t),
+            Some(json!({ long: 1 })),
+        )
+        .await;
+    assert_error(st, &v, 400, "bad_request");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_json_key_bytes"),
+        "{v}"
+    );
+    let st = s
+        .req(Method::POST, "/v1/apps/shop/sessions", Some(SHOP_KEY))
+        .json(&json!({"info": nested(limit + 1)}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(st, 400);
+    let (st, v) = s.call(Method::GET, "/v1/session", Some(&t), None).await;
+    assert_eq!(
+        (st, &v["data"], &v["version"]),
+        (200, &nested(limit), &json!(1))
+    );
+}
