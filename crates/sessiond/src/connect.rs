@@ -6,27 +6,12 @@
 //! reason; Ctrl-C logs out cleanly. Flags make it usable in scripts.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::exit::Exit;
 use sessiond_client::{Client, CloseReason, Error, OpenRequest, Session};
 
 /// The exit code for a session closed for `reason` (listed in `--help`).
-fn exit_code(reason: &CloseReason) -> u8 {
-    match reason {
-        CloseReason::Killed => 10,
-        CloseReason::ClosedAll => 11,
-        CloseReason::TakenOver => 12,
-        CloseReason::HeartbeatLost => 13,
-        CloseReason::IdleTimeout => 14,
-        CloseReason::AbsoluteTimeout => 15,
-        CloseReason::Evicted => 16,
-        CloseReason::Replaced => 17,
-        CloseReason::Logout => 18,
-        CloseReason::Other(_) => 19,
-    }
-}
-
 fn explain(reason: &CloseReason) -> &'static str {
     match reason {
         CloseReason::Killed => "an administrator closed this session",
@@ -56,7 +41,11 @@ pub enum OnFull {
 /// `sessiond connect` flags.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes:\n  0   logged out (Ctrl-C, SIGTERM or SIGHUP: the seat is given back)\n  1   error\n  2   bad flags, or --take-over names no open session of the app\n  3   house full, no seat taken\n  4   refused (user limit, license)\n  10  killed\n  11  closed_all\n  12  taken_over\n  13  heartbeat_lost\n  14  idle_timeout\n  15  absolute_timeout\n  16  evicted\n  17  replaced\n  18  logged out elsewhere\n\nExamples:\n  sessiond connect --app gestan --user ann --label desk-1 --token \"$GESTAN_KEY\"\n  sessiond connect --app gestan --user bob --on-full take-over-idlest"
+    after_help = crate::exit::help(
+        "logged out (Ctrl-C, SIGTERM or SIGHUP: the seat is given back)",
+        &crate::exit::Exit::ALL,
+        "Examples:\n  sessiond connect --app gestan --user ann --label desk-1 --token \"$GESTAN_KEY\"\n  sessiond connect --app gestan --user bob --on-full take-over-idlest",
+    )
 )]
 pub struct ConnectArgs {
     /// URL of the sessiond server.
@@ -120,7 +109,7 @@ async fn ask(prompt: String) -> Option<String> {
 }
 
 /// Runs the seat client to its end; the exit code says how it ended.
-pub async fn run(args: ConnectArgs) -> ExitCode {
+pub async fn run(args: ConnectArgs) -> Exit {
     let token = args.token.clone().or_else(|| {
         std::fs::read_to_string(args.data_dir.join("admin-token"))
             .ok()
@@ -130,7 +119,7 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sessiond: {e}");
-            return ExitCode::from(1);
+            return Exit::Failed;
         }
     };
     let interactive = std::io::stdin().is_terminal();
@@ -145,7 +134,7 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
                 "sessiond: --take-over {}: not a session id (see `sessiond sessions list`)",
                 sessiond_core::quoted(t)
             );
-            return ExitCode::from(2);
+            return Exit::Usage;
         }
     }
     let mut take_over = args.take_over.clone();
@@ -206,7 +195,7 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
                         }
                         None => {
                             println!("No seat taken; quitting.");
-                            return ExitCode::from(3);
+                            return Exit::HouseFull;
                         }
                     }
                 }
@@ -216,7 +205,7 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
                             "sessiond: --take-over: no open session of {} has that id",
                             args.app
                         );
-                        return ExitCode::from(2);
+                        return Exit::Usage;
                     }
                     println!("That seat was freed or taken meanwhile; trying again.");
                     continue;
@@ -226,7 +215,7 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
                     e.code(),
                     Some("user_limit" | "license_expired" | "license_invalid")
                 );
-                return ExitCode::from(if refused { 4 } else { 1 });
+                return if refused { Exit::Refused } else { Exit::Failed };
             }
         }
     };
@@ -235,7 +224,7 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sessiond: {e}");
-            return ExitCode::from(1);
+            return Exit::Failed;
         }
     };
     let mut interval = session
@@ -247,10 +236,10 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
         "Connected to {} as {} (session {}). Heartbeat every {interval} s. Press Ctrl-C to disconnect.",
         args.app, args.user, session.id
     );
-    let closed = |reason: CloseReason, by: Option<String>| -> ExitCode {
+    let closed = |reason: CloseReason, by: Option<String>| -> Exit {
         let by = by.map(|b| format!(", by {b}")).unwrap_or_default();
         println!("Disconnected: {} ({reason}{by}).", explain(&reason));
-        ExitCode::from(exit_code(&reason))
+        Exit::closed(&reason)
     };
     let mut stop = std::pin::pin!(stop_requested());
     let mut events = me.session_events().await.ok();
@@ -290,7 +279,7 @@ pub async fn run(args: ConnectArgs) -> ExitCode {
                     Ok(_) => println!("Logged out."),
                     Err(e) => eprintln!("logout failed: {e}"),
                 }
-                return ExitCode::SUCCESS;
+                return Exit::Done;
             }
         }
     }

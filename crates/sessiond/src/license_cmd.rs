@@ -1,8 +1,8 @@
 //! `sessiond license keygen|issue|verify`: making and checking signed license files.
 
+use crate::exit::Exit;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Subcommand;
 use sessiond::license::{self, License};
@@ -116,7 +116,7 @@ fn check_issue(
 }
 
 /// Runs a license command.
-pub fn run(cmd: LicenseCmd) -> ExitCode {
+pub fn run(cmd: LicenseCmd) -> Exit {
     match cmd {
         LicenseCmd::Keygen { dir } => {
             let (secret, public) = license::keygen();
@@ -127,7 +127,7 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
                 .and_then(|_| std::fs::write(&publ, format!("{public}\n")))
             {
                 eprintln!("sessiond: cannot write the keys in {}: {e} (existing keys are never overwritten)", dir.display());
-                return ExitCode::from(1);
+                return Exit::Failed;
             }
             println!(
                 "secret key: {} (mode 0600; keep it off the servers)",
@@ -135,7 +135,7 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
             );
             println!("public key: {}", publ.display());
             println!("\nPut this in the server's config:\n\n  license_public_key = \"{public}\"");
-            ExitCode::SUCCESS
+            Exit::Done
         }
         LicenseCmd::Issue {
             key,
@@ -149,7 +149,7 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
                 Ok(end) => end,
                 Err(e) => {
                     eprintln!("sessiond: {e}");
-                    return ExitCode::from(2);
+                    return Exit::Usage;
                 }
             };
             if sessiond_core::Clock::now(&sessiond_core::SystemClock) >= end {
@@ -159,7 +159,7 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("sessiond: {e}");
-                    return ExitCode::from(1);
+                    return Exit::Failed;
                 }
             };
             let l = License {
@@ -173,14 +173,14 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("sessiond: {e}");
-                    return ExitCode::from(2);
+                    return Exit::Usage;
                 }
             };
             match out {
                 Some(p) => {
                     if let Err(e) = std::fs::write(&p, &text) {
                         eprintln!("sessiond: cannot write {}: {e}", p.display());
-                        return ExitCode::from(1);
+                        return Exit::Failed;
                     }
                     println!(
                         "license for {} ({} seat(s) of {}, until {}) written to {}",
@@ -193,7 +193,7 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
                 }
                 None => print!("{text}"),
             }
-            ExitCode::SUCCESS
+            Exit::Done
         }
         LicenseCmd::Verify {
             file,
@@ -208,14 +208,14 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
                 Ok(k) => k,
                 Err(e) => {
                     eprintln!("sessiond: {e}");
-                    return ExitCode::from(2);
+                    return Exit::Usage;
                 }
             };
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("sessiond: {}: {e}", file.display());
-                    return ExitCode::from(2);
+                    return Exit::Usage;
                 }
             };
             match license::verify(&text, &key, app.as_deref()) {
@@ -230,15 +230,15 @@ pub fn run(cmd: LicenseCmd) -> ExitCode {
                     );
                     if expired {
                         println!("status:   EXPIRED");
-                        ExitCode::from(1)
+                        Exit::Failed
                     } else {
                         println!("status:   valid");
-                        ExitCode::SUCCESS
+                        Exit::Done
                     }
                 }
                 Err(e) => {
                     println!("status:   INVALID: {e}");
-                    ExitCode::from(2)
+                    Exit::Usage
                 }
             }
         }

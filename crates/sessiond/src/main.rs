@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use exit::Exit;
 use sessiond::Config;
 
 /// mimalloc rather than the system allocator: a server's allocations are many, small
@@ -15,6 +16,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
 mod connect;
+mod exit;
 mod license_cmd;
 mod migrate;
 mod repair;
@@ -35,12 +37,20 @@ enum Command {
     /// ./sessiond-data, with an app named "default"; the admin token is generated into
     /// ./sessiond-data/admin-token on first start and printed once.
     #[command(
-        after_help = "Exit codes:\n  0  stopped by SIGTERM or Ctrl-C, every change flushed\n  1  could not listen, or failed while serving (the store, the disk)\n  2  bad flags or configuration\n\nExamples:\n  sessiond serve\n  sessiond serve --config sessiond.toml\n  sessiond serve --listen 0.0.0.0:7420 --data-dir /var/lib/sessiond\n  SESSIOND_STORE=memory: sessiond serve"
+        after_help = exit::help(
+            "stopped by SIGTERM or Ctrl-C, every change flushed",
+            &[Exit::Done, Exit::Failed, Exit::Usage],
+            "Examples:\n  sessiond serve\n  sessiond serve --config sessiond.toml\n  sessiond serve --listen 0.0.0.0:7420 --data-dir /var/lib/sessiond\n  SESSIOND_STORE=memory: sessiond serve",
+        )
     )]
     Serve(ServeArgs),
     /// List, inspect and close sessions of a running server.
     #[command(
-        after_help = "Examples:\n  sessiond sessions list --app default\n  sessiond sessions kill 0192f0c1-7a3b-7cde-8f01-23456789abcd\n  sessiond sessions close-all --app gestan --except <my-session-id>\n  sessiond sessions history --app gestan"
+        after_help = exit::help(
+            "done",
+            &[Exit::Done, Exit::Failed, Exit::Usage],
+            "Examples:\n  sessiond sessions list --app default\n  sessiond sessions kill 0192f0c1-7a3b-7cde-8f01-23456789abcd\n  sessiond sessions close-all --app gestan --except <my-session-id>\n  sessiond sessions history --app gestan",
+        )
     )]
     Sessions {
         #[command(flatten)]
@@ -55,10 +65,18 @@ enum Command {
     /// Repair a damaged embedded store (server stopped), keeping every valid record.
     Repair(repair::RepairArgs),
     /// Make and check signed license files (seats and expiry per app).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = exit::help(
+        "done; for verify: the license is valid",
+        &[Exit::Done, Exit::Failed, Exit::Usage],
+        "verify ends with 1 for an expired license and 2 for an invalid one.",
+    ))]
     License(license_cmd::LicenseCmd),
     /// Show the apps of a running server: policy, seats used and total.
-    #[command(after_help = "Examples:\n  sessiond apps list\n  sessiond apps show gestan --json")]
+    #[command(after_help = exit::help(
+        "done",
+        &[Exit::Done, Exit::Failed, Exit::Usage],
+        "Examples:\n  sessiond apps list\n  sessiond apps show gestan --json",
+    ))]
     Apps {
         #[command(flatten)]
         remote: cli::Remote,
@@ -67,16 +85,16 @@ enum Command {
     },
 }
 
-/// Runs an operator command, mapping failures to exit code 1. API refusals were
+/// Runs an operator command, mapping failures to [`Exit::Failed`]. API refusals were
 /// already printed by the command; other failures (connection refused) are printed here.
-async fn operator(result: anyhow::Result<()>) -> ExitCode {
+async fn operator(result: anyhow::Result<()>) -> Exit {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Done,
         Err(e) => {
             if !matches!(e.downcast_ref(), Some(sessiond_client::Error::Api { .. })) {
                 eprintln!("sessiond: {e:#}");
             }
-            ExitCode::from(1)
+            Exit::Failed
         }
     }
 }
@@ -151,7 +169,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
+async fn serve(args: ServeArgs) -> Exit {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
         eprintln!(
             "sessiond: --log {:?}: {e}; logging at info instead",
@@ -172,25 +190,25 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sessiond: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage;
         }
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("sessiond: cannot listen on {}: {e}", config.listen);
-            return ExitCode::from(1);
+            return Exit::Failed;
         }
     };
     match sessiond::run(listener, config, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Done,
         Err(sessiond::ServeError::Config(e)) => {
             eprintln!("sessiond: configuration: {e}");
-            ExitCode::from(2)
+            Exit::Usage
         }
         Err(e) => {
             eprintln!("sessiond: {e}");
-            ExitCode::from(1)
+            Exit::Failed
         }
     }
 }
@@ -198,7 +216,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    // The one place a command's end becomes the process's exit code.
+    let end = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Sessions { remote, cmd } => operator(cli::run_sessions(&remote, cmd).await).await,
         Command::Apps { remote, cmd } => operator(cli::run_apps(&remote, cmd).await).await,
@@ -206,5 +225,6 @@ async fn main() -> ExitCode {
         Command::Connect(args) => connect::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Repair(args) => repair::run(args),
-    }
+    };
+    end.into()
 }

@@ -5,10 +5,10 @@
 //! their tokens across the move. Stop the servers using the source first: a file store
 //! refuses a second user anyway, and a live source would change under the copy.
 
+use crate::exit::Exit;
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Instant;
 
 use sessiond::{Config, StoreUrl};
@@ -18,7 +18,11 @@ use sessiond_core::{SessionId, Store};
 /// `sessiond migrate` flags.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Store URLs: file: (the data dir's store), file:///path/to/store, postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix]\n\nExit codes:\n  0  every session copied and found in the destination\n  1  a read, a write or the count check failed\n  2  bad flags, a store that cannot be opened, a missing source, or the same store twice\n\nExamples:\n  sessiond migrate --from file: --to 'postgres://postgres@127.0.0.1/sessions'\n  sessiond migrate --from redis://10.0.0.5:6379 --to file:///var/lib/sessiond/store"
+    after_help = crate::exit::help(
+        "every session copied and found in the destination",
+        &[Exit::Done, Exit::Failed, Exit::Usage],
+        "Store URLs: file: (the data dir's store), file:///path/to/store, postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix]\n\nExamples:\n  sessiond migrate --from file: --to 'postgres://postgres@127.0.0.1/sessions'\n  sessiond migrate --from redis://10.0.0.5:6379 --to file:///var/lib/sessiond/store",
+    )
 )]
 pub struct MigrateArgs {
     /// The store to copy from.
@@ -150,7 +154,7 @@ impl Progress {
 }
 
 /// Runs the migration; exit 0 when every session was found in the destination.
-pub async fn run(args: MigrateArgs) -> ExitCode {
+pub async fn run(args: MigrateArgs) -> Exit {
     // Every check before anything is opened: opening a file store creates it.
     let configs = parse(&args.from, &args.data_dir).and_then(|from| {
         let to = parse(&args.to, &args.data_dir)?;
@@ -162,14 +166,14 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sessiond: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage;
         }
     };
     let (from, to) = match (open(&args.from, &from).await, open(&args.to, &to).await) {
         (Ok(f), Ok(t)) => (f, t),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("sessiond: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage;
         }
     };
     let batch = usize::from(args.batch);
@@ -182,7 +186,7 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
         Ok(n) => n,
         Err(e) => {
             eprintln!("sessiond: reading {}: {e}", args.from);
-            return ExitCode::from(1);
+            return Exit::Failed;
         }
     };
     eprintln!("copying {total} sessions into {} ({})", args.to, to.kind());
@@ -210,13 +214,13 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("\nsessiond: reading {}: {e}", args.from);
-                return ExitCode::from(1);
+                return Exit::Failed;
             }
         };
         for s in &page {
             if let Err(e) = to.import(s.clone()).await {
                 eprintln!("\nsessiond: writing session {} into {}: {e}", s.id, args.to);
-                return ExitCode::from(1);
+                return Exit::Failed;
             }
             copied.insert(s.id);
             progress.done += 1;
@@ -235,7 +239,7 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
     }
     if let Err(e) = to.flush().await {
         eprintln!("sessiond: flushing {}: {e}", args.to);
-        return ExitCode::from(1);
+        return Exit::Failed;
     }
     let mut found = 0u64;
     let counted = all_ids(to.as_ref(), batch, |page| {
@@ -244,7 +248,7 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
     .await;
     if let Err(e) = counted {
         eprintln!("sessiond: checking {}: {e}", args.to);
-        return ExitCode::from(1);
+        return Exit::Failed;
     }
     println!(
         "source: {total} sessions; copied: {}; found in the destination: {found}",
@@ -252,12 +256,12 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
     );
     if found == total && copied.len() as u64 == total {
         println!("count check passed");
-        ExitCode::SUCCESS
+        Exit::Done
     } else {
         println!(
             "count check FAILED: the destination lacks {} session(s)",
             total.saturating_sub(found)
         );
-        ExitCode::from(1)
+        Exit::Failed
     }
 }

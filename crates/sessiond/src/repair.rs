@@ -5,8 +5,8 @@
 //! command, run with the server stopped, copies the damaged bytes to the store's
 //! `quarantine/` folder, keeps every valid record, and writes a fresh snapshot.
 
+use crate::exit::Exit;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use sessiond::config::StoreUrl;
 use sessiond::Config;
@@ -15,7 +15,11 @@ use sessiond_file::FileStore;
 /// Repair a damaged embedded (file) store, keeping every valid record.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Run it with the server stopped, on the data directory the server refused to start on. Damaged bytes and records that cannot be read are copied to <store>/quarantine/; the sessions they held are left out (their tokens stop working) rather than shown in an older state.\n\nExit codes:\n  0  repaired (or nothing was damaged): the server starts again\n  1  the repair failed (the store is in use, a read or a write failed)\n  2  bad flags or configuration, or the store is not an embedded one\n\nExamples:\n  sessiond repair\n  sessiond repair --data-dir /var/lib/sessiond\n  sessiond repair --config /etc/sessiond/sessiond.toml"
+    after_help = crate::exit::help(
+        "repaired (or nothing was damaged): the server starts again",
+        &[Exit::Done, Exit::Failed, Exit::Usage],
+        "Run it with the server stopped, on the data directory the server refused to start on. Damaged bytes and records that cannot be read are copied to <store>/quarantine/; the sessions they held are left out (their tokens stop working) rather than shown in an older state.\n\nExamples:\n  sessiond repair\n  sessiond repair --data-dir /var/lib/sessiond\n  sessiond repair --config /etc/sessiond/sessiond.toml",
+    )
 )]
 pub struct RepairArgs {
     /// TOML configuration file of the server (its store and data directory).
@@ -27,13 +31,13 @@ pub struct RepairArgs {
 }
 
 /// Runs the repair and prints what it did.
-pub fn run(args: RepairArgs) -> ExitCode {
+pub fn run(args: RepairArgs) -> Exit {
     let mut config = match &args.config {
         Some(p) => match Config::from_file(p) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("sessiond: {e}");
-                return ExitCode::from(2);
+                return Exit::Usage;
             }
         },
         None => Config::default(),
@@ -43,7 +47,7 @@ pub fn run(args: RepairArgs) -> ExitCode {
     }
     if !matches!(config.store, StoreUrl::File(_)) {
         eprintln!("sessiond: repair is for the embedded file store; this configuration uses another store");
-        return ExitCode::from(2);
+        return Exit::Usage;
     }
     let dir = config.store_dir();
     match FileStore::repair(&dir) {
@@ -63,11 +67,11 @@ pub fn run(args: RepairArgs) -> ExitCode {
             if r.set_aside.is_empty() && r.quarantined.is_empty() {
                 println!("  nothing was damaged");
             }
-            ExitCode::SUCCESS
+            Exit::Done
         }
         Err(e) => {
             eprintln!("sessiond: {e}");
-            ExitCode::from(1)
+            Exit::Failed
         }
     }
 }

@@ -331,3 +331,24 @@ async fn refusals_come_with_a_hint_that_says_what_to_do() {
     );
     let _ = std::fs::remove_dir_all(&empty);
 }
+
+/// Every command's `--help` lists its exit codes, from the one table.
+#[test]
+fn every_command_lists_its_exit_codes() {
+    for cmd in [
+        "serve", "sessions", "apps", "connect", "migrate", "license", "repair",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd}");
+        for code in ["  0   ", "  1   ", "  2   "] {
+            assert!(
+                help.contains("Exit codes:\n") && help.contains(code),
+                "{cmd} --help lacks {code:?}:\n{help}"
+            );
+        }
+    }
+}
