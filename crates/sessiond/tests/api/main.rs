@@ -16,3 +16,4 @@ mod process;
 mod seat_client;
 mod seats;
 mod session;
+mod unreadable;
