@@ -12,6 +12,7 @@ mod migrate;
 mod multinode;
 mod ops;
 mod outage;
+mod outcome;
 mod process;
 mod seat_client;
 mod seats;
