@@ -133,6 +133,21 @@ async fn unreadable_record_over_http(kind: &str) {
     let (st, v) = s.call(Method::GET, &path, Some(ADMIN), None).await;
     assert_error(st, &v, 500, "session_unreadable");
     assert!(v["message"].as_str().unwrap().contains("DELETE"), "{v}");
+    // Meeting it is counted in the metrics.
+    let metrics = s
+        .req(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let met: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sessiond_store_unreadable_records_total{event=\"met\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no unreadable-records series: {metrics}"));
+    assert!(met >= 1, "{metrics}");
     let (st, v) = s
         .call(Method::GET, "/v1/apps/desk", Some(ADMIN), None)
         .await;
