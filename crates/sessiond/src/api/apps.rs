@@ -359,7 +359,7 @@ pub async fn kill(
 #[serde(untagged)]
 pub enum KillAnswer {
     /// The session, now closed as `killed`.
-    Closed(SessionView),
+    Closed(Box<SessionView>),
     /// The record was removed.
     Discarded(Discarded),
 }
