@@ -110,8 +110,16 @@ impl SessionError {
     fn public_message(&self) -> String {
         if self.status().is_server_error() {
             tracing::error!(error = %self, "session operation failed");
-            match self.status() {
-                StatusCode::SERVICE_UNAVAILABLE => {
+            match (self.status(), self) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SessionError::Manager(sessiond_core::Error::Store(
+                        sessiond_core::StoreError::OutcomeUnknown(_),
+                    )),
+                ) => "the session store did not confirm a change, which may or may not have \
+                      been made; reload before trying again"
+                    .to_string(),
+                (StatusCode::SERVICE_UNAVAILABLE, _) => {
                     "sessions are unavailable right now; try again shortly".to_string()
                 }
                 _ => "the session could not be handled; see the server log".to_string(),
@@ -167,6 +175,19 @@ mod tests {
         let f = e.to_failure();
         assert_eq!(f.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(f.code, "store_unavailable");
+        assert!(!f.message.contains("10.0.0.7"));
+    }
+
+    #[test]
+    fn a_write_of_unknown_outcome_is_503_fatal_with_its_own_code() {
+        let e = SessionError::from(sessiond_core::Error::Store(StoreError::OutcomeUnknown(
+            "no answer from 10.0.0.7".into(),
+        )));
+        assert!(e.is_fatal());
+        let f = e.to_failure();
+        assert_eq!(f.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(f.code, "outcome_unknown");
+        assert!(f.message.contains("may or may not"), "{}", f.message);
         assert!(!f.message.contains("10.0.0.7"));
     }
 

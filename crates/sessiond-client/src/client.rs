@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::error::Error;
-use crate::model::{App, HeartbeatAck, OpenedSession, Secret, Session, SessionPage};
+use crate::model::{App, HeartbeatAck, Killed, OpenedSession, Secret, Session, SessionPage};
 use crate::request::{HeartbeatUpdate, ListQuery, OpenRequest, PrivilegesUpdate};
 use crate::sse::EventStream;
 
@@ -261,7 +261,17 @@ impl Client {
     }
 
     /// `DELETE /v1/sessions/{id}`: closes a session as `killed`; its holder is told.
+    /// The removal of a record that cannot be read has no session to answer with:
+    /// this fails with [`Error::Decode`] then, where [`Client::kill`] says what happened.
     pub async fn kill_session(&self, id: &str) -> Result<Session, Error> {
+        self.call(Method::DELETE, &["v1", "sessions", id], &[], None::<&()>)
+            .await
+    }
+
+    /// `DELETE /v1/sessions/{id}`: closes a session as `killed` (its holder is told), or,
+    /// with the admin token, removes a session record the server cannot read
+    /// ([`Killed::Discarded`]).
+    pub async fn kill(&self, id: &str) -> Result<Killed, Error> {
         self.call(Method::DELETE, &["v1", "sessions", id], &[], None::<&()>)
             .await
     }

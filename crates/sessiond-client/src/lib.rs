@@ -21,8 +21,8 @@ mod sse;
 pub use client::Client;
 pub use error::{Error, SeatsExhausted};
 pub use model::{
-    App, ClientInfo, CloseReason, ClosedBy, Heartbeat, HeartbeatAck, OpenedSession, Seats, Secret,
-    Session, SessionPage, SessionStatus,
+    App, ClientInfo, CloseReason, ClosedBy, Heartbeat, HeartbeatAck, Killed, OpenedSession, Seats,
+    Secret, Session, SessionPage, SessionStatus,
 };
 pub use request::{
     HeartbeatRequest, HeartbeatUpdate, ListQuery, OpenRequest, Order, PrivilegesUpdate,

@@ -294,6 +294,22 @@ pub struct OpenedSession {
     pub token: Secret,
 }
 
+/// What `DELETE /v1/sessions/{id}` did ([`crate::Client::kill`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Killed {
+    /// The stored record of the session could not be read, so the server removed it
+    /// (admin token only): `{"id", "discarded": true}`. There is no session to show.
+    Discarded {
+        /// The session id.
+        id: String,
+        /// Always true.
+        discarded: bool,
+    },
+    /// The session, now closed as `killed`.
+    Closed(Box<Session>),
+}
+
 /// One page of a session list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionPage {

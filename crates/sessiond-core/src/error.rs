@@ -82,6 +82,7 @@ impl Error {
             Error::DataTooLarge { .. } => "data_too_large",
             Error::BadInput(_) => "bad_request",
             Error::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            Error::Store(StoreError::OutcomeUnknown(_)) => "outcome_unknown",
             Error::Store(_) => "store_error",
         }
     }
@@ -139,5 +140,18 @@ pub(crate) fn cut(message: &str) -> String {
     match message.char_indices().nth(MAX) {
         None => message.to_string(),
         Some((at, _)) => format!("{}... ({} bytes)", &message[..at], message.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_of_unknown_outcome_has_its_own_code() {
+        let unknown = Error::Store(StoreError::OutcomeUnknown("timed out".into()));
+        let unavailable = Error::Store(StoreError::Unavailable("refused".into()));
+        assert_eq!(unknown.code(), "outcome_unknown");
+        assert_eq!(unavailable.code(), "store_unavailable");
     }
 }

@@ -45,7 +45,9 @@ pub use events::{Event, EventKind};
 pub use id::{BadSessionId, SessionId, Token, TokenHash, MAX_TOKEN_PREFIX, TOKEN_KEY_BYTES};
 pub use json::{JsonError, JsonObject};
 pub use limits::Limits;
-pub use manager::{valid_app_name, HeartbeatRequest, Manager, OpenRequest, Opened, Resolve, Seats};
+pub use manager::{
+    valid_app_name, ClosedById, HeartbeatRequest, Manager, OpenRequest, Opened, Resolve, Seats,
+};
 pub use memory::MemoryStore;
 pub use policy::{HeartbeatPolicy, OnFull, OnUserLimit, Policy, TokenPrefix};
 pub use session::{

@@ -91,6 +91,18 @@ pub struct Seats {
     pub open: u64,
 }
 
+/// What [`Manager::close_by_id`] did.
+// Outcomes live for one call; boxing the session would cost an allocation per close.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum ClosedById {
+    /// The session was open and is now closed.
+    Closed(Session),
+    /// The session's stored record could not be read: it was removed with its index
+    /// entries (and its seat freed). There is no session to show.
+    Discarded,
+}
+
 /// Applies the session rules over a [`Store`].
 pub struct Manager {
     store: Arc<dyn Store>,
@@ -652,29 +664,48 @@ impl Manager {
         }
     }
 
-    /// Closes a session for `reason`, recording `by`.
+    /// Closes a session for `reason`, recording `by`. A session whose stored record
+    /// cannot be read is removed instead and answered [`Error::NotFound`] (nothing
+    /// readable was there and nothing is now, which is what every later read of its id
+    /// says); [`Manager::close_by_id`] tells that case apart.
     pub async fn close(&self, lookup: Lookup, reason: CloseReason, by: Actor) -> Result<Session> {
         let id = match lookup {
             Lookup::Id(id) => id,
             Lookup::Token(_) => self.get_lookup(lookup).await?.id,
         };
+        match self.close_by_id(id, reason, by).await {
+            Ok(ClosedById::Closed(s)) => Ok(s),
+            Ok(ClosedById::Discarded) => Err(Error::NotFound(id)),
+            Err(Error::NotFound(_)) if matches!(lookup, Lookup::Token(_)) => {
+                Err(Error::InvalidToken)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes the session `id` for `reason`, recording `by`, and says whether it closed
+    /// a session or removed a record that could not be read
+    /// ([`CloseOutcome::Discarded`], see "Unreadable records" in [`crate::store`]): the
+    /// operator's way to get rid of such a record. No event is published for a removed
+    /// record, since there is no session to describe.
+    pub async fn close_by_id(
+        &self,
+        id: SessionId,
+        reason: CloseReason,
+        by: Actor,
+    ) -> Result<ClosedById> {
         match self.store.close(id, reason, by, self.clock.now()).await? {
             CloseOutcome::Closed(s) => {
                 self.publish(EventKind::Closed, &s);
-                Ok(s)
+                Ok(ClosedById::Closed(s))
             }
             CloseOutcome::AlreadyClosed(s) => {
                 Err(Error::SessionClosed(s.closed.ok_or(Error::NotFound(id))?))
             }
-            CloseOutcome::NotFound => Err(match lookup {
-                Lookup::Id(id) => Error::NotFound(id),
-                Lookup::Token(_) => Error::InvalidToken,
-            }),
-            // Nothing readable was there and nothing is now: to the caller the session
-            // does not exist, which is what every later read of its id will say.
+            CloseOutcome::NotFound => Err(Error::NotFound(id)),
             CloseOutcome::Discarded => {
                 tracing::warn!(session = %id, by = %by, "closing an unreadable session record removed it");
-                Err(Error::NotFound(id))
+                Ok(ClosedById::Discarded)
             }
         }
     }

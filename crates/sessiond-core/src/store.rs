@@ -175,9 +175,20 @@ pub struct Expired {
 /// session or a skipped revocation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store cannot be reached or is not answering in time.
+    /// The store cannot be reached or is not answering in time, and nothing was
+    /// changed: the operation failed before any write of it was sent (or the store
+    /// refused it as a whole). Retrying is safe.
     #[error("the session store is unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent to the store and no answer came back in time (a timeout, a
+    /// connection lost mid-flight): it may or may not have been applied. The caller
+    /// must read the state again before retrying, since a blind retry could apply a
+    /// change twice (a second open takes a second seat) or report a refusal for what
+    /// in fact succeeded.
+    #[error(
+        "the session store did not confirm a write, which may or may not have been applied: {0}"
+    )]
+    OutcomeUnknown(String),
     /// Stored data could not be read back.
     #[error("the session store holds data it cannot read: {0}")]
     Corrupt(String),

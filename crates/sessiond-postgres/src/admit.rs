@@ -190,7 +190,7 @@ pub(crate) async fn open(
         displaced.extend(closed);
     }
     rows::insert(&tx, sql, session).await?;
-    tx.commit().await?;
+    crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
     Ok(OpenOutcome::Opened {
         session: session.clone(),
         displaced,

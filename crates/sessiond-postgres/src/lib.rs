@@ -106,7 +106,11 @@
 //!
 //! Every operation, including the wait for a pooled connection, must finish within
 //! [`PostgresOptions::op_timeout`] (default 2 s) or fails with
-//! [`StoreError::Unavailable`]; so does any failure to reach the server. An operation
+//! [`StoreError::Unavailable`]; so does any failure to reach the server. Once an
+//! operation has sent a `COMMIT` (or a write that commits by itself), a timeout or a
+//! lost connection fails with [`StoreError::OutcomeUnknown`] instead: the server may
+//! have committed it and the answer been lost, so the caller must read again before
+//! retrying. Before that, PostgreSQL rolls back what the operation did. An operation
 //! abandoned on its deadline takes its connection out of the pool (it may still have a
 //! statement running), asks the server to cancel it and closes it; the pool opens a
 //! fresh one. Each pooled connection also runs with `statement_timeout` equal to the
@@ -151,6 +155,7 @@ mod bus;
 mod db;
 mod error;
 mod ops;
+mod outcome;
 mod rows;
 mod schema;
 mod store;

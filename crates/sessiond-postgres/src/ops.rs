@@ -167,7 +167,7 @@ pub(crate) async fn modify(
             } else {
                 rows::update(&tx, sql, &s).await?;
             }
-            tx.commit().await?;
+            crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
             Ok(ModifyOutcome::Done { session: s, step })
         }
     }
@@ -189,7 +189,7 @@ pub(crate) async fn close(
         Some(Decoded::Session(s)) => s,
         Some(Decoded::Unreadable { .. }) => {
             rows::execute(&tx, &sql.delete_one, &[&uuid(id)]).await?;
-            tx.commit().await?;
+            crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
             tracing::warn!(session = %id, record = %format!("{}.sessions row {id}", sql.schema), "unreadable session row removed by a close");
             return Ok(CloseOutcome::Discarded);
         }
@@ -203,7 +203,7 @@ pub(crate) async fn close(
         return Ok(CloseOutcome::AlreadyClosed(s));
     }
     rows::update(&tx, sql, &s).await?;
-    tx.commit().await?;
+    crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
     Ok(CloseOutcome::Closed(s))
 }
 
@@ -226,7 +226,7 @@ pub(crate) async fn close_all(
     let mut closed = rows::decode_rows(sql, bad, &locked)?;
     closed.retain_mut(|s| s.close(reason, by, now));
     rows::update_many(&tx, sql, &closed).await?;
-    tx.commit().await?;
+    crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
     Ok(closed)
 }
 
@@ -261,7 +261,7 @@ pub(crate) async fn import(c: &mut Object, sql: &Sql, s: &Session) -> PgResult<(
             continue;
         }
         rows::upsert(&tx, sql, s).await?;
-        tx.commit().await?;
+        crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
         return Ok(());
     }
 }
@@ -375,7 +375,7 @@ pub(crate) async fn expire_due(
     while out.purged < limit {
         let batch = EXPIRY_BATCH.min(limit - out.purged);
         let n = i64::try_from(batch).unwrap_or(i64::MAX);
-        let purged = rows::execute(&*c, &sql.purge, &[&now_ms, &n]).await?;
+        let purged = crate::outcome::commit(rows::execute(&*c, &sql.purge, &[&now_ms, &n])).await?;
         out.purged += usize::try_from(purged).unwrap_or(usize::MAX);
         if purged < n.unsigned_abs() || started.elapsed() > budget {
             break;
@@ -390,7 +390,7 @@ pub(crate) async fn expire_due(
         let tx = c.transaction().await?;
         let due = rows::query(&tx, &sql.due_open, &[&now_ms, &n, &passed_over]).await?;
         let closed = expire_rows(&tx, sql, bad, &due, now).await?;
-        tx.commit().await?;
+        crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
         if closed.len() < due.len() && passed_over.len() < UNREADABLE_SKIP_MAX {
             for row in &due {
                 let id: uuid::Uuid = row.try_get(1)?;

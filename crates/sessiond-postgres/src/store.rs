@@ -196,20 +196,26 @@ fn tune(config: &mut tokio_postgres::Config, op_timeout: Duration) {
 }
 
 /// Runs `$body` (which may use `$c`, a `&mut Conn`) on a pooled connection, retrying
-/// aborted transactions, all within the operation deadline.
+/// aborted transactions, all within the operation deadline. A failure for want of an
+/// answer is [`StoreError::OutcomeUnknown`] once a commit was sent (see
+/// [`crate::outcome`]), [`StoreError::Unavailable`] before.
 macro_rules! run {
     ($store:expr, $what:literal, |$c:ident| $body:expr) => {{
         let db = &*$store.db;
+        let writes = std::sync::Arc::new(crate::outcome::Writes::default());
         let out: PgResult<_> = db
-            .bounded($what, async {
-                #[allow(unused_mut)]
-                let mut $c = db.conn().await?;
-                let out = retrying!($body);
-                $c.release();
-                out
-            })
+            .bounded(
+                $what,
+                crate::outcome::track(writes.clone(), async {
+                    #[allow(unused_mut)]
+                    let mut $c = db.conn().await?;
+                    let out = retrying!($body);
+                    $c.release();
+                    out
+                }),
+            )
             .await;
-        out.map_err(StoreError::from)
+        out.map_err(|e| writes.classify(e))
     }};
 }
 

@@ -346,14 +346,18 @@ impl Commit {
                 inv.arg(a);
             }
         }
-        let out: Vec<i64> = inv.invoke_async(conn).await?;
-        match out.split_first() {
+        let answer = crate::outcome::commit(
+            async { Ok(inv.invoke_async::<Vec<i64>>(conn).await?) },
+            |out| matches!(out.first(), Some(1)),
+        )
+        .await?;
+        match answer.split_first() {
             Some((1, flags)) if flags.len() == self.count => {
                 Ok(Committed::Applied(flags.iter().map(|f| *f == 1).collect()))
             }
             Some((0, _)) => Ok(Committed::Conflict),
             _ => Err(Error::Corrupt(format!(
-                "unexpected answer from the commit script: {out:?}"
+                "unexpected answer from the commit script: {answer:?}"
             ))),
         }
     }

@@ -102,9 +102,12 @@
 //! # Failures and what a Redis crash can lose
 //!
 //! Every operation is bounded by [`RedisOptions::op_timeout`]; a timeout or a lost
-//! connection answers [`StoreError::Unavailable`] (the connection is re-established in
-//! the background). A write that timed out may still have been applied: a timed-out
-//! open may leave a session that no client holds, which then idles out.
+//! connection answers [`StoreError::Unavailable`] when the operation had sent no write
+//! yet (nothing changed; the connection is re-established in the background), and
+//! [`StoreError::OutcomeUnknown`] once its commit script was sent: Redis may have run
+//! it (a server that was only slow, or stopped, runs it when it resumes) or not, and the
+//! caller must read again before retrying. A timed-out open may so leave a session that
+//! no client holds, which then idles out.
 //!
 //! The store is as durable as the server is configured to be. With persistence off, a
 //! Redis restart loses every session (clients must sign in again) and the list of apps
@@ -144,6 +147,7 @@ mod error;
 mod expiry;
 mod keys;
 mod open;
+mod outcome;
 mod read;
 mod scripts;
 mod unreadable;
@@ -385,11 +389,15 @@ impl RedisStore {
         self.inner.conn.clone()
     }
 
-    /// Runs `fut` within the operation timeout, mapping errors into [`StoreError`].
+    /// Runs `fut` within the operation timeout, mapping errors into [`StoreError`]: a
+    /// timeout or a lost connection is [`StoreError::OutcomeUnknown`] once a commit of
+    /// the operation was sent, [`StoreError::Unavailable`] before (see [`outcome`]).
     async fn bounded<T>(&self, fut: impl Future<Output = error::Result<T>>) -> StoreResult<T> {
-        match tokio::time::timeout(self.inner.op_timeout, fut).await {
-            Ok(r) => r.map_err(StoreError::from),
-            Err(_) => Err(Error::TimedOut(self.inner.op_timeout).into()),
+        let writes = Arc::new(outcome::Writes::default());
+        let run = outcome::track(writes.clone(), fut);
+        match tokio::time::timeout(self.inner.op_timeout, run).await {
+            Ok(r) => r.map_err(|e| writes.classify(e)),
+            Err(_) => Err(writes.classify(Error::TimedOut(self.inner.op_timeout))),
         }
     }
 }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use sessiond_client::{App, Client, ListQuery, Order, Session, StatusFilter};
+use sessiond_client::{App, Client, Killed, ListQuery, Order, Session, StatusFilter};
 
 /// The server the commands talk to unless told otherwise (`sessiond serve`'s default).
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7420";
@@ -155,7 +155,8 @@ pub enum SessionsCmd {
         /// The session id (from `sessiond sessions list`).
         id: String,
     },
-    /// Close a session as `killed`; its client is told at once.
+    /// Close a session as `killed`; its client is told at once. With the admin token, a
+    /// session whose stored record cannot be read is removed instead.
     #[command(
         after_help = "Example:\n  sessiond sessions kill 0192f3c4-7a1e-7c2b-9d4e-5f6a7b8c9d0e"
     )]
@@ -291,14 +292,18 @@ async fn sessions(client: &Client, json: bool, cmd: SessionsCmd) -> Answer {
                 render_fields(&session_fields(&session))
             })
         }
-        SessionsCmd::Kill { id } => {
-            let session = client.kill_session(&id).await?;
-            Ok(if json {
+        SessionsCmd::Kill { id } => match client.kill(&id).await? {
+            Killed::Closed(session) => Ok(if json {
                 to_json(&json!(session))
             } else {
                 format!("session {} {}\n", session.id, status_text(&session))
-            })
-        }
+            }),
+            discarded @ Killed::Discarded { .. } => Ok(if json {
+                to_json(&json!(discarded))
+            } else {
+                format!("session {id}: its record could not be read and was removed\n")
+            }),
+        },
         SessionsCmd::CloseAll { app, except } => {
             let closed = client.close_all(&app, &except).await?;
             Ok(if json {

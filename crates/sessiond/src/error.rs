@@ -129,7 +129,20 @@ impl From<Error> for ApiError {
                     "the session store is unavailable; retry shortly",
                 )
             }
-            Error::Store(err) => {
+            Error::Store(sessiond_core::StoreError::OutcomeUnknown(detail)) => {
+                tracing::warn!(error = %detail, "a store write was not confirmed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    "the session store did not confirm the change, which may or may not have \
+                     been made; read the session again before retrying",
+                )
+            }
+            Error::Store(
+                err @ (sessiond_core::StoreError::Corrupt(_)
+                | sessiond_core::StoreError::Io(_)
+                | sessiond_core::StoreError::Backend(_)),
+            ) => {
                 tracing::error!(error = %err, "store error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -252,6 +265,28 @@ pub type ApiResult<T> = Result<T, ApiError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_of_unknown_outcome_is_503_and_not_store_unavailable() {
+        let e = ApiError::from(Error::Store(sessiond_core::StoreError::OutcomeUnknown(
+            "no answer from 10.0.0.7 within 2s".into(),
+        )));
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code, "outcome_unknown");
+        assert!(
+            e.message.contains("read the session again"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("10.0.0.7"), "{}", e.message);
+        let e = ApiError::from(Error::Store(sessiond_core::StoreError::Unavailable(
+            "refused".into(),
+        )));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        );
+    }
 
     #[test]
     fn cut_bounds_a_message_and_says_how_long_it_was() {

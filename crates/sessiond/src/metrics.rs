@@ -96,9 +96,44 @@ impl<T: Default> Family<T> {
     }
 }
 
+/// Where the counts of session records the store could not read come from. The
+/// server holds its store as `Arc<dyn Store>` behind [`MeteredStore`]; these counts
+/// live on the concrete store, so a handle to them is taken when the store is opened
+/// ([`crate::serve::open_store_counted`]) rather than added to the `Store` trait, where
+/// every decorator would have to remember to forward it.
+#[derive(Clone, Default)]
+pub struct UnreadableRecords {
+    met: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    quarantined: u64,
+}
+
+impl UnreadableRecords {
+    /// Records met by operations, read from `count` (Redis, PostgreSQL: each meeting
+    /// counts).
+    pub fn met_by(count: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        UnreadableRecords {
+            met: Some(Arc::new(count)),
+            quarantined: 0,
+        }
+    }
+
+    /// Records set aside when the store started (the file store's quarantine).
+    pub fn quarantined(n: u64) -> Self {
+        UnreadableRecords {
+            met: None,
+            quarantined: n,
+        }
+    }
+
+    fn met(&self) -> u64 {
+        self.met.as_ref().map_or(0, |f| f())
+    }
+}
+
 /// Every series the server exports.
 #[derive(Default)]
 pub struct Metrics {
+    unreadable: std::sync::OnceLock<UnreadableRecords>,
     opens: Family<AtomicU64>,
     closes: Family<AtomicU64>,
     refusals: Family<AtomicU64>,
@@ -170,6 +205,12 @@ impl Metrics {
         self.request_latency
             .get(format!("method=\"{method}\",route=\"{route}\""))
             .observe(took);
+    }
+
+    /// Exports the counts of `records` (set once, when the store is opened; later
+    /// calls are ignored).
+    pub fn watch_unreadable(&self, records: UnreadableRecords) {
+        let _ = self.unreadable.set(records);
     }
 
     fn store_op(&self, op: &'static str, took: Duration) {
@@ -250,6 +291,19 @@ impl Metrics {
             out,
             "# HELP sessiond_heartbeats_total Heartbeats received.\n# TYPE sessiond_heartbeats_total counter\nsessiond_heartbeats_total {}",
             self.heartbeats.load(Ordering::Relaxed)
+        );
+        // Both series always, from a fixed label set: a dashboard can alert on either.
+        let unreadable = self.unreadable.get().cloned().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "# HELP sessiond_store_unreadable_records_total Session records the store could not read: \
+             met by operations (Redis, PostgreSQL; each meeting counts until an administrator \
+             removes the record), or quarantined when the store started (file store).\n\
+             # TYPE sessiond_store_unreadable_records_total counter\n\
+             sessiond_store_unreadable_records_total{{event=\"met\"}} {}\n\
+             sessiond_store_unreadable_records_total{{event=\"quarantined\"}} {}",
+            unreadable.met(),
+            unreadable.quarantined
         );
         let hists: [(&str, &str, &Family<Histogram>); 2] = [
             (
@@ -367,5 +421,41 @@ impl Store for MeteredStore {
 
     fn write_hint(&self, lookup: Lookup) -> Option<Session> {
         self.inner.write_hint(lookup)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(text: &str, event: &str) -> Option<u64> {
+        let prefix = format!("sessiond_store_unreadable_records_total{{event=\"{event}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn unreadable_records_are_exported_with_fixed_labels() {
+        let m = Manager::new(Arc::new(sessiond_core::MemoryStore::new()));
+        let metrics = Metrics::default();
+        let text = metrics.render(&m).await;
+        assert_eq!(series(&text, "met"), Some(0), "{text}");
+        assert_eq!(series(&text, "quarantined"), Some(0), "{text}");
+
+        let quarantined = Metrics::default();
+        quarantined.watch_unreadable(UnreadableRecords::quarantined(2));
+        let text = quarantined.render(&m).await;
+        assert_eq!(series(&text, "quarantined"), Some(2), "{text}");
+
+        let met = Metrics::default();
+        let n = Arc::new(AtomicU64::new(3));
+        let seen = n.clone();
+        met.watch_unreadable(UnreadableRecords::met_by(move || {
+            seen.load(Ordering::Relaxed)
+        }));
+        n.fetch_add(1, Ordering::Relaxed);
+        let text = met.render(&m).await;
+        assert_eq!(series(&text, "met"), Some(4), "read when rendered: {text}");
     }
 }

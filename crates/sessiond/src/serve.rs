@@ -21,7 +21,7 @@ use tower::ServiceExt;
 
 use crate::auth::{digest, PeerAddr};
 use crate::config::{check_secret, Config, Secret, StoreUrl};
-use crate::metrics::{MeteredStore, Metrics};
+use crate::metrics::{MeteredStore, Metrics, UnreadableRecords};
 use crate::state::State;
 
 /// Why the server could not start or stop cleanly.
@@ -40,22 +40,55 @@ pub enum ServeError {
 
 /// Opens the store the configuration names.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    Ok(open_store_counted(config).await?.0)
+}
+
+/// Opens the store the configuration names, with a handle to its counts of records it
+/// could not read (for the metrics). A file store that quarantined records at start
+/// says so once in the log, with how many and where.
+pub async fn open_store_counted(
+    config: &Config,
+) -> Result<(Arc<dyn Store>, UnreadableRecords), ServeError> {
     Ok(match &config.store {
-        StoreUrl::Memory => Arc::new(MemoryStore::new()),
-        StoreUrl::File(_) => Arc::new(FileStore::open(config.store_dir())?),
+        StoreUrl::Memory => (Arc::new(MemoryStore::new()), UnreadableRecords::default()),
+        StoreUrl::File(_) => {
+            let store = FileStore::open(config.store_dir())?;
+            let quarantined = store.quarantined().len();
+            if quarantined > 0 {
+                tracing::warn!(
+                    records = quarantined,
+                    quarantine = %store.dir().join("quarantine").display(),
+                    "the file store set aside records it could not read; see docs/STORES.md"
+                );
+            }
+            (
+                Arc::new(store),
+                UnreadableRecords::quarantined(quarantined as u64),
+            )
+        }
         StoreUrl::Postgres { url, namespace } => {
             let mut options = sessiond_postgres::PostgresOptions::default();
             if let Some(ns) = namespace {
                 options.schema = ns.clone();
             }
-            Arc::new(sessiond_postgres::PostgresStore::connect(url, options).await?)
+            let store = sessiond_postgres::PostgresStore::connect(url, options).await?;
+            let counted = store.clone();
+            (
+                Arc::new(store),
+                UnreadableRecords::met_by(move || counted.unreadable_records()),
+            )
         }
         StoreUrl::Redis { url, namespace } => {
             let mut options = sessiond_redis::RedisOptions::default();
             if let Some(ns) = namespace {
                 options.prefix = ns.clone();
             }
-            Arc::new(sessiond_redis::RedisStore::connect(url, options).await?)
+            let store = sessiond_redis::RedisStore::connect(url, options).await?;
+            let counted = store.clone();
+            (
+                Arc::new(store),
+                UnreadableRecords::met_by(move || counted.unreadable_records()),
+            )
         }
     })
 }
@@ -128,7 +161,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
-    let store = open_store(&config).await?;
+    let (store, unreadable) = open_store_counted(&config).await?;
+    metrics.watch_unreadable(unreadable);
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
     let manager = manager(&config, store)?;
     // Clients could not beat while the server was down: a restart is not a lost

@@ -311,10 +311,14 @@ pub struct ClosedCount {
     pub closed: usize,
 }
 
-/// The error body every failure carries.
+/// The error body every failure carries. Of the 503 codes, `store_unavailable` means
+/// nothing was changed (retry shortly) and `outcome_unknown` that a change was sent to
+/// the store without an answer, so it may or may not have been made (read again before
+/// retrying).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// Machine-readable code, e.g. `session_closed`.
+    /// Machine-readable code, e.g. `session_closed`, `store_unavailable`,
+    /// `outcome_unknown`.
     pub error: String,
     /// What happened and what to do.
     pub message: String,

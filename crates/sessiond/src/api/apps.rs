@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sessiond_core::store::{ListQuery, StatusFilter};
 use sessiond_core::{
-    Client, CloseReason, HeartbeatRequest, JsonObject, Lookup, OpenRequest, Session, SessionId,
+    Client, CloseReason, ClosedById, HeartbeatRequest, JsonObject, Lookup, OpenRequest, Session,
+    SessionId, StoreError,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -68,13 +69,43 @@ fn parse_id(s: &str) -> ApiResult<SessionId> {
 
 /// The session `id` if the caller may manage it. Another app's session answers
 /// exactly as an unknown id does (404 `not_found`, the same message): an app key must
-/// not learn which ids exist in other apps.
+/// not learn which ids exist in other apps. So does a session whose stored record
+/// cannot be read, for every caller but the admin token: its app cannot be known, so
+/// no app key may see it.
 async fn visible(st: &SharedState, caller: &Caller, id: SessionId) -> ApiResult<Session> {
-    let s = st.manager.get(id).await?;
+    let s = match st.manager.get(id).await {
+        Ok(s) => s,
+        Err(e) => return Err(unreadable_for(caller, id, e)),
+    };
     if caller.check_app(&s.app).is_err() {
         return Err(sessiond_core::Error::NotFound(id).into());
     }
     Ok(s)
+}
+
+/// The answer to `caller` when reading session `id` failed with `e`. A record that
+/// cannot be read ([`StoreError::Corrupt`]) belongs to no app anyone can name: an app
+/// key is told what an unknown id gets; the admin token is told what it is and how to
+/// remove it (the store has logged the details).
+fn unreadable_for(caller: &Caller, id: SessionId, e: sessiond_core::Error) -> ApiError {
+    match (e, caller) {
+        (sessiond_core::Error::Store(StoreError::Corrupt(detail)), Caller::App(_)) => {
+            tracing::debug!(session = %id, error = %detail, "unreadable session record answered not_found to an app key");
+            sessiond_core::Error::NotFound(id).into()
+        }
+        (sessiond_core::Error::Store(StoreError::Corrupt(detail)), Caller::Admin) => {
+            tracing::warn!(session = %id, error = %detail, "unreadable session record");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "session_unreadable",
+                format!(
+                    "the stored record of session {id} cannot be read; \
+                     DELETE /v1/sessions/{id} with the admin token removes it"
+                ),
+            )
+        }
+        (e, _) => e.into(),
+    }
 }
 
 fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult<Client> {
@@ -109,7 +140,7 @@ fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult
         (status = 413, description = "Too large", body = crate::views::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::views::ErrorBody),
         (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody),
-        (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
+        (status = 503, description = "`store_unavailable` (nothing changed; retry) or `outcome_unknown` (the open was sent to the store without an answer: list the user's sessions before retrying)", body = crate::views::ErrorBody)))]
 pub async fn open(
     State(st): State<SharedState>,
     caller: Caller,
@@ -274,27 +305,72 @@ pub async fn get_session(
 
 /// Closes a session as `killed`; its client learns it at its next request or at once
 /// on its event stream.
+///
+/// A session whose stored record cannot be read is removed instead (with its index
+/// entries, freeing its seat), and the answer says so: `{"id", "discarded": true}`.
+/// Only the admin token may do that, since the app of such a record cannot be known;
+/// an app key gets 404 `not_found`, as for an unknown id, and the record stays.
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "apps",
     params(("id" = String, Path, description = "Session id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The closed session", body = SessionView),
+        (status = 200, description = "The closed session; or, for a record that could not be read and was removed (admin token only), `{id, discarded: true}`", body = KillAnswer),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
-        (status = 404, description = "No such session, or a session of another app (the same answer)", body = crate::views::ErrorBody),
-        (status = 410, description = "Already closed", body = crate::views::ErrorBody)))]
+        (status = 404, description = "No such session, a session of another app, or (for an app key) a record that cannot be read: the same answer", body = crate::views::ErrorBody),
+        (status = 410, description = "Already closed", body = crate::views::ErrorBody),
+        (status = 503, description = "`store_unavailable` (nothing changed; retry) or `outcome_unknown` (the close was sent but not confirmed; read the session before retrying)", body = crate::views::ErrorBody)))]
 pub async fn kill(
     State(st): State<SharedState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    visible(&st, &caller, id).await?;
-    let s = st
+    match st.manager.get(id).await {
+        Ok(s) if caller.check_app(&s.app).is_ok() => {}
+        Ok(_) => return Err(sessiond_core::Error::NotFound(id).into()),
+        // A record that cannot be read belongs to no app anyone can name: only a
+        // caller allowed on every app may remove it.
+        Err(sessiond_core::Error::Store(StoreError::Corrupt(_))) if caller == Caller::Admin => {}
+        Err(e) => return Err(unreadable_for(&caller, id, e)),
+    }
+    match st
         .manager
-        .close(Lookup::Id(id), CloseReason::Killed, caller.actor())
-        .await?;
-    tracing::info!(session = %s.id, app = %s.app, user = s.user.as_deref().unwrap_or(""), by = %caller.actor(), "session killed");
-    Ok(session_response(StatusCode::OK, &s))
+        .close_by_id(id, CloseReason::Killed, caller.actor())
+        .await?
+    {
+        ClosedById::Closed(s) => {
+            tracing::info!(session = %s.id, app = %s.app, user = s.user.as_deref().unwrap_or(""), by = %caller.actor(), "session killed");
+            Ok(session_response(StatusCode::OK, &s))
+        }
+        ClosedById::Discarded => {
+            tracing::warn!(session = %id, by = %caller.actor(), "unreadable session record removed");
+            Ok(axum::Json(Discarded {
+                id: id.to_string(),
+                discarded: true,
+            })
+            .into_response())
+        }
+    }
+}
+
+/// What `DELETE /v1/sessions/{id}` answers: the closed session, or the removal of a
+/// record that could not be read.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum KillAnswer {
+    /// The session, now closed as `killed`.
+    Closed(Box<SessionView>),
+    /// The record was removed.
+    Discarded(Discarded),
+}
+
+/// The removal of a session record that could not be read.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Discarded {
+    /// The session id.
+    pub id: String,
+    /// Always true.
+    pub discarded: bool,
 }
 
 /// New privileges for a session.
