@@ -337,8 +337,15 @@ pub async fn downtime_is_not_a_lost_heartbeat(store: Arc<dyn Store>) {
 
     // The server is down for a minute, then starts again on the same store.
     clock.advance(Duration::from_secs(60));
-    let m = Manager::with_clock(store, clock.clone());
+    let m = Arc::new(Manager::with_clock(store, clock.clone()));
     m.set_policy("app", policy).unwrap();
+    m.mark_downtime();
+    // Before the sweeper's renewal, a request counts the missed beat from now.
+    let early = m
+        .resolve(&back.token, PEEK)
+        .await
+        .expect("not lost for the downtime");
+    assert!(early.is_open());
     let mut events = m.subscribe();
     assert_eq!(
         m.renew_heartbeats().await.unwrap(),

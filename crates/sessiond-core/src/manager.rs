@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -112,13 +112,16 @@ pub struct Manager {
     events: broadcast::Sender<Event>,
     /// This node's own events only, for the relay to send to other nodes.
     outbox: broadcast::Sender<Event>,
-    /// Set when a store call failed because the store was unavailable: clients could
-    /// not beat meanwhile, so before anything else runs once the store answers again,
-    /// [`Manager::renew_heartbeats`] gives every session that missed a beat a fresh
-    /// window.
-    outage: AtomicBool,
-    /// One renewal at a time.
-    renewing: tokio::sync::Mutex<()>,
+    /// Set by a downtime ([`Manager::mark_downtime`], or a store call that failed
+    /// because the store was unavailable): clients could not beat meanwhile. Until the
+    /// sweeper has renewed their heartbeats ([`Manager::renew_heartbeats`]), every
+    /// change counts a missed heartbeat from its own time, so no request closes a
+    /// session as `heartbeat_lost` for the downtime, and the sweep waits. Downtimes are
+    /// counted; one is pending while the count passes the count the last renewal saw.
+    downtimes: AtomicU64,
+    renewed_upto: AtomicU64,
+    /// Where the heartbeat clock last restarted (ms since the epoch; 0: never).
+    heartbeat_floor: AtomicU64,
 }
 
 impl std::fmt::Debug for Manager {
@@ -154,8 +157,9 @@ impl Manager {
             limits: Limits::default(),
             events,
             outbox: broadcast::channel(4096).0,
-            outage: AtomicBool::new(false),
-            renewing: tokio::sync::Mutex::new(()),
+            downtimes: AtomicU64::new(0),
+            renewed_upto: AtomicU64::new(0),
+            heartbeat_floor: AtomicU64::new(0),
         }
     }
 
@@ -358,7 +362,6 @@ impl Manager {
             version: 1,
         };
         let admission = Admission::from_policy(&policy, req.take_over);
-        self.after_outage().await?;
         let outcome = self
             .store
             .open(session, &admission, now)
@@ -470,9 +473,14 @@ impl Manager {
 
     /// Runs `change` on a session and maps the outcome; `missing` is the error when
     /// there is no such session.
-    async fn modify(&self, lookup: Lookup, change: &Change, cond: Conditions) -> Result<Session> {
-        self.after_outage().await?;
+    async fn modify(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        mut cond: Conditions,
+    ) -> Result<Session> {
         let now = self.clock.now();
+        cond.heartbeat_floor = self.heartbeat_floor(now);
         let outcome = self
             .store
             .modify(lookup, change, &cond, now)
@@ -519,6 +527,7 @@ impl Manager {
             expect_version: None,
             bound_ip: opts.ip,
             app,
+            ..Default::default()
         };
         self.modify(Lookup::Token(token.hash()), &change, cond)
             .await
@@ -541,6 +550,7 @@ impl Manager {
             expect_version: None,
             bound_ip: ip,
             app,
+            ..Default::default()
         };
         self.modify(Lookup::Token(token.hash()), &Change::Heartbeat, cond)
             .await
@@ -588,6 +598,7 @@ impl Manager {
             expect_version: None,
             bound_ip: ip,
             app: None,
+            ..Default::default()
         };
         let s = self.modify(lookup, &change, cond).await?;
         self.publish(EventKind::HeartbeatChanged, &s);
@@ -614,6 +625,7 @@ impl Manager {
             expect_version,
             bound_ip: ip,
             app: None,
+            ..Default::default()
         };
         self.modify(lookup, &change, cond).await
     }
@@ -799,7 +811,6 @@ impl Manager {
     /// Closes what timed out and purges what passed retention (at most `limit` each),
     /// publishing a `closed` event per session closed.
     pub async fn expire_due(&self, limit: usize) -> Result<Expired> {
-        self.after_outage().await?;
         let out = self
             .store
             .expire_due(self.clock.now(), limit)
@@ -814,38 +825,50 @@ impl Manager {
     /// Records a store outage (see [`Manager::renew_heartbeats`]) and passes the
     /// error on.
     fn noted(&self, e: StoreError) -> StoreError {
-        if matches!(e, StoreError::Unavailable(_)) {
-            self.outage.store(true, Ordering::Release);
+        if matches!(
+            e,
+            StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_)
+        ) {
+            self.mark_downtime();
         }
         e
     }
 
-    /// After a store outage, renews heartbeats once before going on (one atomic load
-    /// when there was none).
-    async fn after_outage(&self) -> Result<()> {
-        if !self.outage.load(Ordering::Acquire) {
-            return Ok(());
+    /// Where a missed heartbeat counts from for a change made `now`: from `now` while a
+    /// downtime's renewal is pending, from the last renewal after it.
+    fn heartbeat_floor(&self, now: Timestamp) -> Option<Timestamp> {
+        if self.downtime_pending() {
+            return Some(now);
         }
-        let _one = self.renewing.lock().await;
-        if self.outage.load(Ordering::Acquire) {
-            let renewed = self.renew_heartbeats().await?;
-            self.outage.store(false, Ordering::Release);
-            tracing::info!(
-                renewed,
-                "the store answers again; sessions that missed a heartbeat meanwhile got a fresh window"
-            );
+        match self.heartbeat_floor.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Timestamp(ms)),
         }
-        Ok(())
+    }
+
+    /// Says the service was down until now (a start after a stop, an upgrade): clients
+    /// could not beat. Until [`Manager::run_expiry`] has renewed their heartbeats, no
+    /// change closes a session as `heartbeat_lost` for the downtime. The server calls it
+    /// at start; a store reporting itself unavailable has the same effect.
+    pub fn mark_downtime(&self) {
+        self.downtimes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether a downtime's heartbeats still await [`Manager::renew_heartbeats`].
+    pub fn downtime_pending(&self) -> bool {
+        self.downtimes.load(Ordering::Acquire) > self.renewed_upto.load(Ordering::Acquire)
     }
 
     /// Gives every open session whose client missed a heartbeat (its last beat is more
     /// than an interval old) a fresh heartbeat window from now: the server was down or
     /// its store unreachable, so the client could not beat, and a downtime is not a
     /// lost heartbeat. Idle and absolute timeouts are unchanged, and a session due for
-    /// one of them is closed for it. Run by the server before it serves (a restart) and
-    /// by the Manager itself once the store answers after an outage. One store write per
-    /// such session; returns how many were renewed.
-    pub async fn renew_heartbeats(&self) -> Result<usize> {
+    /// one of them is closed for it. [`Manager::run_expiry`] runs it after a downtime
+    /// ([`Manager::mark_downtime`]) before it sweeps again. One store write per such
+    /// session, 64 at a time; returns how many were renewed.
+    pub async fn renew_heartbeats(self: &Arc<Self>) -> Result<usize> {
+        let started = self.clock.now();
+        let downtimes = self.downtimes.load(Ordering::Acquire);
         let mut renewed = 0;
         for app in self.apps() {
             let mut after = None;
@@ -861,43 +884,72 @@ impl Manager {
                 let Some(last) = page.last() else { break };
                 after = Some(last.id);
                 let now = self.clock.now();
-                for s in &page {
-                    let missed = s.heartbeat.is_some_and(|h| {
+                let missed = page.iter().filter(|s| {
+                    s.heartbeat.is_some_and(|h| {
                         h.active
                             && now.millis_since(s.last_heartbeat_at)
                                 > u64::from(h.interval_s) * 1000
+                    })
+                });
+                let mut writes = tokio::task::JoinSet::new();
+                for s in missed {
+                    if writes.len() >= 64 {
+                        renewed += self.renewed(writes.join_next().await)?;
+                    }
+                    let (me, id) = (self.clone(), s.id);
+                    writes.spawn(async move {
+                        me.store
+                            .modify(
+                                Lookup::Id(id),
+                                &Change::RenewHeartbeat,
+                                &Conditions::default(),
+                                now,
+                            )
+                            .await
                     });
-                    if !missed {
-                        continue;
-                    }
-                    let outcome = self
-                        .store
-                        .modify(
-                            Lookup::Id(s.id),
-                            &Change::RenewHeartbeat,
-                            &Conditions::default(),
-                            now,
-                        )
-                        .await
-                        .map_err(|e| self.noted(e))?;
-                    match outcome {
-                        ModifyOutcome::Done {
-                            step: Step::Changed,
-                            ..
-                        } => renewed += 1,
-                        ModifyOutcome::Done {
-                            session,
-                            step: Step::Expired(_),
-                        } => self.publish(EventKind::Closed, &session),
-                        _ => {}
-                    }
+                }
+                while let Some(done) = writes.join_next().await {
+                    renewed += self.renewed(Some(done))?;
                 }
                 if page.len() < q.limit {
                     break;
                 }
             }
         }
+        self.heartbeat_floor.store(started.0, Ordering::Release);
+        // A downtime noted while this ran stays pending for the next renewal.
+        self.renewed_upto.fetch_max(downtimes, Ordering::AcqRel);
         Ok(renewed)
+    }
+
+    /// Counts one renewal write's outcome (publishing a close it made).
+    fn renewed(
+        &self,
+        done: Option<
+            std::result::Result<crate::store::StoreResult<ModifyOutcome>, tokio::task::JoinError>,
+        >,
+    ) -> Result<usize> {
+        let outcome = match done {
+            None => return Ok(0),
+            Some(Ok(r)) => r.map_err(|e| self.noted(e))?,
+            Some(Err(e)) => {
+                return Err(Error::BadInput(format!("a heartbeat renewal failed: {e}")))
+            }
+        };
+        Ok(match outcome {
+            ModifyOutcome::Done {
+                step: Step::Changed,
+                ..
+            } => 1,
+            ModifyOutcome::Done {
+                session,
+                step: Step::Expired(_),
+            } => {
+                self.publish(EventKind::Closed, &session);
+                0
+            }
+            _ => 0,
+        })
     }
 
     /// Relays events between this node and the others sharing the store, when the store
@@ -961,6 +1013,22 @@ impl Manager {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if self.downtime_pending() {
+                // A downtime: renew the heartbeats clients could not send before any
+                // sweep may close them.
+                match self.renew_heartbeats().await {
+                    Ok(renewed) => {
+                        tracing::info!(
+                            renewed,
+                            "after a downtime, sessions that missed a heartbeat got a fresh window"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "heartbeats not renewed yet; retrying at the next tick");
+                        continue;
+                    }
+                }
+            }
             // Drain a large backlog in batches without starving other tasks.
             loop {
                 match self.expire_due(BATCH).await {

@@ -348,6 +348,10 @@ pub struct Conditions {
     /// Only a session of this app: one of another app is left untouched, as if the
     /// token were unknown (apps that share a cookie name and a store).
     pub app: Option<Arc<str>>,
+    /// Where the heartbeat clock restarted after a downtime (the server or its store
+    /// was down, so clients could not beat): a missed heartbeat counts from here, not
+    /// from the last beat. Set by the Manager (see `Manager::mark_downtime`).
+    pub heartbeat_floor: Option<Timestamp>,
 }
 
 /// What [`Session::step`] did.
@@ -484,10 +488,16 @@ impl Session {
 
     /// When the heartbeat counts as lost, if it is on.
     pub fn heartbeat_deadline(&self) -> Option<Timestamp> {
-        self.heartbeat.filter(|h| h.active).map(|h| {
-            self.last_heartbeat_at
-                .plus_secs(h.interval_s as u64 + h.grace_s as u64)
-        })
+        self.heartbeat_deadline_after(None)
+    }
+
+    /// [`Session::heartbeat_deadline`], the window counted from `floor` when that is
+    /// later than the last beat ([`Conditions::heartbeat_floor`]).
+    pub fn heartbeat_deadline_after(&self, floor: Option<Timestamp>) -> Option<Timestamp> {
+        let from = floor.map_or(self.last_heartbeat_at, |f| f.max(self.last_heartbeat_at));
+        self.heartbeat
+            .filter(|h| h.active)
+            .map(|h| from.plus_secs(h.interval_s as u64 + h.grace_s as u64))
     }
 
     /// The time this session needs attention: for an open session the first timeout,
@@ -505,6 +515,16 @@ impl Session {
     /// Which timeout has passed at `now`, if any (a session is due once `now` is past
     /// its deadline). When several have, the earliest wins.
     pub fn due_reason(&self, now: Timestamp) -> Option<CloseReason> {
+        self.due_reason_after(now, None)
+    }
+
+    /// [`Session::due_reason`] with the heartbeat window counted from `floor` when that
+    /// is later than the last beat ([`Conditions::heartbeat_floor`]).
+    pub fn due_reason_after(
+        &self,
+        now: Timestamp,
+        floor: Option<Timestamp>,
+    ) -> Option<CloseReason> {
         if self.closed.is_some() {
             return None;
         }
@@ -515,7 +535,7 @@ impl Session {
             }
         };
         consider(self.absolute_deadline(), CloseReason::AbsoluteTimeout);
-        if let Some(h) = self.heartbeat_deadline() {
+        if let Some(h) = self.heartbeat_deadline_after(floor) {
             consider(h, CloseReason::HeartbeatLost);
         }
         consider(self.idle_deadline(), CloseReason::IdleTimeout);
@@ -591,7 +611,7 @@ impl Session {
             return Err(ChangeError::Closed(c));
         }
         let renewed = matches!(change, Change::RenewHeartbeat) && self.renew_heartbeat(now);
-        if let Some(reason) = self.due_reason(now) {
+        if let Some(reason) = self.due_reason_after(now, cond.heartbeat_floor) {
             self.close(reason, Actor::Expiry, now);
             return Ok(Step::Expired(reason));
         }

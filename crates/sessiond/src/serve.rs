@@ -166,17 +166,9 @@ pub async fn run(
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
     let manager = manager(&config, store)?;
     // Clients could not beat while the server was down: a restart is not a lost
-    // heartbeat. Done before the first request and the first sweep.
-    match manager.renew_heartbeats().await {
-        Ok(0) => {}
-        Ok(renewed) => tracing::info!(
-            renewed,
-            "sessions that missed a heartbeat while the server was down got a fresh window"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "heartbeats not renewed at start (retried at the first request once an unreachable store answers)")
-        }
-    }
+    // heartbeat. Requests count a missed beat from now until the sweeper has renewed
+    // those heartbeats, which it does before its first sweep.
+    manager.mark_downtime();
     let admin = admin_token(&config)?;
     let mut app_keys = HashMap::new();
     for (name, app) in &config.apps {

@@ -10,6 +10,7 @@ pub mod apps;
 pub mod events;
 pub mod ops;
 pub mod session;
+mod strict;
 
 use std::time::Instant;
 
@@ -24,10 +25,46 @@ use crate::error::ApiError;
 use crate::metrics::UNMATCHED;
 use crate::state::SharedState;
 
-/// A JSON body whose rejections are API errors.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body whose rejections are API errors; an object that repeats a key is
+/// refused (400 `invalid_json`, see [`strict`]).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_media_type);
+        if !json {
+            return Err(crate::error::unsupported_media_type());
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| crate::error::body_error(e.status()))?;
+        Ok(Json(parse(&bytes)?))
+    }
+}
+
+/// Reads a JSON body: a repeated key is refused before serde would keep its last value.
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Some(key) = strict::repeated_key(bytes) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: an object names the key {key} twice"),
+        ));
+    }
+    let axum::Json(v) = axum::Json::<T>::from_bytes(bytes)?;
+    Ok(v)
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -62,8 +99,7 @@ where
         if !json {
             return Err(crate::error::unsupported_media_type());
         }
-        let axum::Json(v) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(OptionalJson(v))
+        Ok(OptionalJson(parse(&bytes)?))
     }
 }
 
