@@ -58,7 +58,8 @@ impl CaseStores for FreshDirs {
 async fn agrees_with_the_model_across_restarts() {
     let dirs = FreshDirs::default();
     check_against_model(&dirs).await;
-    if let Some(dir) = dirs.last.lock().unwrap().take() {
+    let last = dirs.last.lock().unwrap().take();
+    if let Some(dir) = last {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
