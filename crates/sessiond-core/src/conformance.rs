@@ -10,6 +10,10 @@
 //! The expression is a future giving the store (or an `Option` of it: `None` skips the
 //! suite, for stores whose server is absent; the maker must say so loudly). Each test
 //! makes a fresh store, so stores must give each one its own namespace.
+//!
+//! Besides the tests of single rules, [`model`] holds a property test that runs
+//! generated sequences of operations on the store and on a [`crate::MemoryStore`] and
+//! compares every answer ([`agrees_with_the_model`], part of the suite).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +27,11 @@ use crate::session::{Actor, Client, CloseReason};
 use crate::store::{ListQuery, Lookup, StatusFilter, Store};
 use crate::time::{ManualClock, Timestamp};
 use crate::{Error, Token};
+
+pub mod arbitrary;
+pub mod model;
+
+pub use model::agrees_with_the_model;
 
 /// A store, or none when the suite cannot run here.
 pub trait IntoTestStore {
@@ -64,7 +73,7 @@ macro_rules! conformance_tests {
             race_take_over_has_one_winner, race_patches_of_distinct_keys,
             race_conditional_increments, expiry_on_many_nodes_closes_each_once,
             a_refused_open_changes_nothing, import_copies_sessions_verbatim,
-            events_cross_nodes);
+            events_cross_nodes, agrees_with_the_model);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(

@@ -1,5 +1,11 @@
-//! The store conformance suite on the file store, each test in its own directory.
+//! The store conformance suite on the file store, each test in its own directory, and
+//! the model check with a restart at the end of every case.
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sessiond_core::conformance::model::{check_against_model, CaseStores};
+use sessiond_core::Store;
 use sessiond_file::FileStore;
 
 fn fresh_dir() -> std::path::PathBuf {
@@ -15,3 +21,45 @@ fn fresh_dir() -> std::path::PathBuf {
 }
 
 sessiond_core::conformance_tests!(async { FileStore::open(fresh_dir()).expect("open file store") });
+
+/// A fresh directory per case; a restart closes the store and opens its directory
+/// again. Directories of passing cases are removed.
+#[derive(Default)]
+struct FreshDirs {
+    last: Mutex<Option<PathBuf>>,
+}
+
+#[async_trait::async_trait]
+impl CaseStores for FreshDirs {
+    async fn store(&self) -> Arc<dyn Store> {
+        let dir = fresh_dir();
+        let store = FileStore::open(&dir).expect("open file store");
+        if let Some(old) = self.last.lock().unwrap().replace(dir) {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Arc::new(store)
+    }
+
+    async fn restart(&self, store: Arc<dyn Store>) -> Option<Arc<dyn Store>> {
+        assert_eq!(
+            Arc::strong_count(&store),
+            1,
+            "the store is closed by the restart"
+        );
+        drop(store);
+        let dir = self.last.lock().unwrap().clone().expect("a store was made");
+        Some(Arc::new(FileStore::open(&dir).expect("reopen file store")))
+    }
+}
+
+/// The model check, each case on a store of its own, restarted and read back again at
+/// its end: whatever was acknowledged is there after a restart, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agrees_with_the_model_across_restarts() {
+    let dirs = FreshDirs::default();
+    check_against_model(&dirs).await;
+    let last = dirs.last.lock().unwrap().take();
+    if let Some(dir) = last {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
