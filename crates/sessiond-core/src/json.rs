@@ -5,9 +5,11 @@
 //! text makes a session cheap to clone, store and serve; a change parses, merges
 //! (RFC 7396) and re-serialises once.
 //!
-//! Every `JsonObject` that exists is readable by every store: no constructor lets one
-//! through that nests deeper than [`Limits::MAX_JSON_DEPTH`] or has a key longer than
-//! [`Limits::MAX_JSON_KEY_BYTES`]. A stored session wraps its storage in a record two
+//! Every `JsonObject` a caller can build is readable by every store: no constructor
+//! lets one through that nests deeper than [`Limits::MAX_JSON_DEPTH`] or has a key longer
+//! than [`Limits::MAX_JSON_KEY_BYTES`] (reading a stored record back is the one way in
+//! that takes what is there as it is, so that an upgrade drops no session an older
+//! version stored). A stored session wraps its storage in a record two
 //! levels deep, and the readers (serde_json, Redis's cjson) stop at 128 levels; a value
 //! accepted at 127 levels and stored at 129 could be written but never read back, which
 //! took a store down. The rule is the type's, so no entry point can forget it.
@@ -236,10 +238,24 @@ impl Serialize for JsonObject {
     }
 }
 
+/// Reading a stored record: what a store holds is taken as it is, limits aside (an
+/// older version may have stored a value past today's limits; refusing it now would drop
+/// the session on upgrade). Nothing reaches a store without the limits: every change
+/// builds its value through the checked constructors.
 impl<'de> Deserialize<'de> for JsonObject {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        JsonObject::from_value(&v).map_err(serde::de::Error::custom)
+        match Value::deserialize(d)? {
+            Value::Object(m) if m.is_empty() => Ok(Self::empty()),
+            Value::Object(m) => Ok(JsonObject(
+                serde_json::to_string(&m)
+                    .map_err(serde::de::Error::custom)?
+                    .into_boxed_str(),
+            )),
+            other => Err(serde::de::Error::custom(JsonError::NotAnObject(format!(
+                "got {}",
+                kind(&other)
+            )))),
+        }
     }
 }
 
@@ -375,7 +391,8 @@ mod tests {
             JsonObject::parse(&text),
             Err(JsonError::TooDeep { .. })
         ));
-        assert!(serde_json::from_str::<JsonObject>(&text).is_err());
+        // A stored record is read back as it is (an older version's deeper value).
+        assert!(serde_json::from_str::<JsonObject>(&text).is_ok());
         let ok = JsonObject::from_value(&deep(Limits::MAX_JSON_DEPTH)).unwrap();
         assert!(matches!(
             ok.merge_patch(&json!({ "b": deep(Limits::MAX_JSON_DEPTH + 1) })),

@@ -177,6 +177,13 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
 /// every valid record around them kept, instead of refusing (they are listed in
 /// [`Recovered::set_aside`]).
 pub fn recover_with(dir: &Path, repair: bool) -> std::io::Result<Recovered> {
+    recover_keeping(dir, repair, 0)
+}
+
+/// [`recover_with`], where the last journal is known to hold at least `keep` bytes of
+/// acknowledged frames (a reload after a failed write): damage below that is never
+/// taken for a torn tail.
+pub fn recover_keeping(dir: &Path, repair: bool, keep: u64) -> std::io::Result<Recovered> {
     let snapshots = numbered(dir, "snapshot-", ".dat")?;
     let base = snapshots.last().copied().unwrap_or(0);
     let mut state: HashMap<SessionId, Session> = HashMap::new();
@@ -237,11 +244,28 @@ pub fn recover_with(dir: &Path, repair: bool) -> std::io::Result<Recovered> {
         .collect();
     let mut replayed = 0;
     let mut torn_tail = false;
-    for (i, n) in journals.iter().enumerate() {
+    let contents = journals
+        .iter()
+        .map(|n| fs::read(journal_path(dir, *n)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    // The journal a crash can have cut short: the newest one that holds a frame (a
+    // rotation that failed, or a crash right after one, leaves a newer one empty).
+    let last_written = contents
+        .iter()
+        .rposition(|bytes| frame::starts_with_frame(bytes))
+        .unwrap_or(contents.len().saturating_sub(1));
+    for (i, (n, bytes)) in journals.iter().zip(contents).enumerate() {
         let path = journal_path(dir, *n);
-        let bytes = fs::read(&path)?;
         let d = frame::decode_all(&bytes, false);
-        let last = i + 1 == journals.len();
+        let last = i >= last_written;
+        if i + 1 == journals.len() && d.valid_len < keep {
+            return Err(std::io::Error::other(format!(
+                "journal-{n}.log cannot be read past byte {} although {keep} bytes of it were \
+                 acknowledged; the store stays down. With the server stopped, run `sessiond \
+                 repair` to keep every valid record",
+                d.valid_len
+            )));
+        }
         let name = format!("journal-{n}.log");
         let mut records = d.records;
         if d.torn {
@@ -258,7 +282,7 @@ pub fn recover_with(dir: &Path, repair: bool) -> std::io::Result<Recovered> {
                 let f = OpenOptions::new().write(true).open(&path)?;
                 f.set_len(d.valid_len)?;
                 f.sync_all()?;
-                torn_tail = !padding;
+                torn_tail |= !padding;
             }
         }
         replayed += records
@@ -301,9 +325,15 @@ fn remove_before(dir: &Path, n: u64) {
     }
 }
 
-/// Writes snapshot `n` of `store`, makes it durable, then removes older files.
-/// Returns the number of sessions written.
-pub fn write_snapshot(dir: &Path, n: u64, store: &MemoryStore) -> std::io::Result<usize> {
+/// Writes snapshot `n` of `store`, makes it durable, and once `keep` agrees, names it
+/// and removes older files (else the temporary file is removed). Returns the number of
+/// sessions written.
+pub fn write_snapshot(
+    dir: &Path,
+    n: u64,
+    store: &MemoryStore,
+    keep: impl FnOnce() -> std::io::Result<()>,
+) -> std::io::Result<usize> {
     let tmp = dir.join(format!("snapshot-{n}.tmp"));
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
     let mut buf = Vec::with_capacity(1 << 16);
@@ -321,6 +351,10 @@ pub fn write_snapshot(dir: &Path, n: u64, store: &MemoryStore) -> std::io::Resul
     out.write_all(&buf)?;
     let f = out.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
+    if let Err(e) = keep() {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, snapshot_path(dir, n))?;
     sync_dir(dir)?;
     remove_before(dir, n);
@@ -410,11 +444,22 @@ mod tests {
         journal_with(&d, &[0; 512]);
         fs::write(journal_path(&d, 1), b"").unwrap();
         assert_eq!(recover(&d).unwrap().replayed, 1);
+        // A newer journal that holds no frame (a rotation cut short by a crash): the
+        // older one is still the one a crash could have torn.
         journal_with(&d, &[9; 16]);
-        assert!(
-            recover(&d).is_err(),
-            "damage before the last journal is refused"
-        );
+        fs::write(journal_path(&d, 1), [0; 64]).unwrap();
+        let r = recover(&d).unwrap();
+        assert!(r.torn_tail);
+        assert_eq!(r.journal.1, 1, "writing goes on in the newest journal");
+        // Once the newer journal holds a frame, the older one's bad tail is damage.
+        journal_with(&d, &[9; 16]);
+        let mut frame = Vec::new();
+        frame::encode_remove(&mut frame, SessionId::from_u128(8));
+        fs::write(journal_path(&d, 1), &frame).unwrap();
+        let Err(refused) = recover(&d) else {
+            panic!("damage before the last journal is refused")
+        };
+        assert!(refused.to_string().contains("sessiond repair"), "{refused}");
         fs::remove_dir_all(&d).unwrap();
     }
 }

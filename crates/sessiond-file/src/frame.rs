@@ -140,6 +140,30 @@ fn frame_at(bytes: &[u8], pos: usize) -> Option<&[u8]> {
     (len > 0 && crc32fast::hash(payload) == crc).then_some(payload)
 }
 
+/// Whether a frame this writer writes could start at `pos`, judged from its header and
+/// first bytes before any checksum is computed: the search for the next frame after bad
+/// bytes would otherwise checksum up to 4 GiB at every position. A session record
+/// starts `P{"id":"`, which JSON text never holds unescaped elsewhere.
+fn plausible(bytes: &[u8], pos: usize) -> bool {
+    let Some(header) = bytes.get(pos..(pos + HEADER + 8).min(bytes.len())) else {
+        return false;
+    };
+    if header.len() <= HEADER {
+        return false;
+    }
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    match &header[HEADER..] {
+        [b'R', ..] => len == 17,
+        [b'C', ..] => len == 1,
+        body => body == b"P{\"id\":\"" && len as usize <= bytes.len() - pos - HEADER,
+    }
+}
+
+/// Whether `bytes` starts with a whole, checksummed frame.
+pub fn starts_with_frame(bytes: &[u8]) -> bool {
+    frame_at(bytes, 0).is_some()
+}
+
 /// Decodes a frame's payload, found at `offset`.
 fn decode(payload: &[u8], offset: u64) -> Record {
     let unreadable = |id, error: String| {
@@ -187,7 +211,12 @@ pub fn decode_all(bytes: &[u8], complete: bool) -> Decoded {
     let (mut records, mut pos) = run(bytes, 0);
     while pos < bytes.len() {
         // Zeros are the journal's preallocated room, never a frame: skip them quickly.
-        let next = (pos + 1..bytes.len()).find(|q| bytes[*q] != 0 && frame_at(bytes, *q).is_some());
+        let next = (pos + 1..bytes.len()).find(|q| {
+            // One byte first: most positions (the zeros of the preallocated room) end here.
+            matches!(bytes.get(q + HEADER), Some(b'P' | b'R' | b'C'))
+                && plausible(bytes, *q)
+                && frame_at(bytes, *q).is_some()
+        });
         let Some(next) = next else { break };
         let (after, end) = run(bytes, next);
         let proven = complete

@@ -76,6 +76,9 @@ pub(crate) struct Shared {
     /// load); why is in `failure`.
     failed: AtomicBool,
     failure: Mutex<String>,
+    /// How many times the journal failed (a snapshot taken across a failure may hold
+    /// changes that were undone: it is dropped).
+    failures: AtomicU64,
     /// Sequence numbers whose frames were dropped by a failure, as `(first, last)`
     /// ranges, and the highest of them (so the common case reads one atomic).
     lost: Mutex<Vec<(u64, u64)>>,
@@ -83,6 +86,9 @@ pub(crate) struct Shared {
     /// Operations hold it shared while they change the memory store and append their
     /// frames; reloading the memory store after a failure holds it exclusively.
     gate: RwLock<()>,
+    /// Odd while a reload replaces the memory store (readers that saw it change read
+    /// again under the gate).
+    reloads: AtomicU64,
     compacting: AtomicBool,
     /// The store, set once built (the store holds the hook, the hook needs the store
     /// for snapshots).
@@ -109,9 +115,11 @@ impl Shared {
             stopped: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             failure: Mutex::default(),
+            failures: AtomicU64::new(0),
             lost: Mutex::default(),
             lost_upto: AtomicU64::new(0),
             gate: RwLock::new(()),
+            reloads: AtomicU64::new(0),
             compacting: AtomicBool::new(false),
             store: OnceLock::new(),
             dir,
@@ -145,6 +153,9 @@ impl Shared {
 
     /// Whether waiting for `seq` is over, and how it ended.
     fn settled(&self, seq: u64) -> Option<Result<(), StoreError>> {
+        // `durable` first: a reload records its lost range before the writer publishes
+        // anything newer, so a `durable` past `seq` read here comes with that range.
+        let durable = self.durable.load(Ordering::Acquire);
         if seq <= self.lost_upto.load(Ordering::Acquire)
             && lock(&self.lost)
                 .iter()
@@ -154,7 +165,7 @@ impl Shared {
                 "the journal could not be written; the change was undone".into(),
             )));
         }
-        if self.durable.load(Ordering::Acquire) >= seq {
+        if durable >= seq {
             return Some(Ok(()));
         }
         if let Err(e) = self.check() {
@@ -203,6 +214,20 @@ impl Shared {
         self.stopped.load(Ordering::Acquire)
     }
 
+    /// Runs a read of the memory store that must not see a reload half done: lock-free
+    /// unless a reload ran meanwhile (then again under the gate).
+    pub(crate) fn read<T>(&self, f: impl Fn() -> T) -> T {
+        let before = self.reloads.load(Ordering::Acquire);
+        if before.is_multiple_of(2) {
+            let v = f();
+            if self.reloads.load(Ordering::Acquire) == before {
+                return v;
+            }
+        }
+        let _gate = self.gate();
+        f()
+    }
+
     /// The gate alone, for reads that must not see a reload half done.
     pub(crate) fn gate(&self) -> RwLockReadGuard<'_, ()> {
         self.gate.read().unwrap_or_else(|e| e.into_inner())
@@ -212,6 +237,9 @@ impl Shared {
     /// under it. Hold it only around the synchronous memory operation, never across a
     /// wait.
     pub(crate) fn admit(&self) -> Result<RwLockReadGuard<'_, ()>, StoreError> {
+        // Refused without waiting for the gate while the journal is down (a reload may
+        // hold it for a while); checked again under it.
+        self.check()?;
         let gate = self.gate();
         self.check()?;
         Ok(gate)
@@ -221,6 +249,7 @@ impl Shared {
     /// else (logging included) can go wrong.
     fn fail(&self, why: String) {
         *lock(&self.failure) = why;
+        self.failures.fetch_add(1, Ordering::AcqRel);
         self.failed.store(true, Ordering::Release);
         self.wake_all();
     }
@@ -405,15 +434,20 @@ fn heal(shared: &Shared, journal: JournalFile, durable_len: u64) -> Option<(Jour
                 }
             }
         }
-        let p = lock(&shared.pending);
-        if p.shutdown {
-            return None;
+        let mut p = lock(&shared.pending);
+        if !p.shutdown {
+            p = shared
+                .wake
+                .wait_timeout(p, pause)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        let (p, _) = shared
-            .wake
-            .wait_timeout(p, pause)
-            .unwrap_or_else(|e| e.into_inner());
         if p.shutdown {
+            drop(p);
+            // Frames of the failed write must not come back at the next start.
+            if let Some((j, len)) = &journal {
+                let _ = j.cut(*len);
+            }
             return None;
         }
         pause = (pause * 2).min(Duration::from_secs(5));
@@ -427,8 +461,10 @@ fn reload(
     shared: &Shared,
     cut: &mut Option<(JournalFile, u64)>,
 ) -> std::io::Result<(JournalFile, u64)> {
-    let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
     {
+        // Waits for the operations in flight (they passed the check before the failure
+        // was set), then drops every frame not yet durable: their operations fail.
+        let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
         let mut p = lock(&shared.pending);
         p.buf.clear();
         let first = shared.durable.load(Ordering::Acquire) + 1;
@@ -438,14 +474,21 @@ fn reload(
         }
     }
     shared.wake_all();
+    // Reading the files takes no lock: while the journal is failed no operation changes
+    // the memory store (reads go on meanwhile).
+    let mut keep = 0;
     if let Some((journal, len)) = cut {
         // Frames a failed write may still have left on the disk were never acknowledged.
         journal.cut(*len)?;
+        keep = *len;
     }
+    let rec = files::recover_keeping(&shared.dir, false, keep)?;
     *cut = None;
-    let rec = files::recover(&shared.dir)?;
     if let Some(store) = shared.store.get() {
+        let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
+        shared.reloads.fetch_add(1, Ordering::AcqRel);
         store.replace_all(rec.sessions);
+        shared.reloads.fetch_add(1, Ordering::AcqRel);
     }
     let (file, epoch, size) = rec.journal;
     let path = files::journal_path(&shared.dir, epoch);
@@ -463,24 +506,63 @@ fn rotate(shared: &Arc<Shared>, epoch: u64) -> std::io::Result<File> {
     };
     let next = epoch + 1;
     let file = files::create_journal(&shared.dir, next)?;
-    shared.compacting.store(true, Ordering::Release);
     let s = shared.clone();
-    std::thread::Builder::new()
+    let failures = shared.failures.load(Ordering::Acquire);
+    shared.compacting.store(true, Ordering::Release);
+    let spawned = std::thread::Builder::new()
         .name("sessiond-snapshot".into())
         .spawn(move || {
+            /// Clears `compacting` however the snapshot ends.
+            struct Done<'a>(&'a Shared);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.compacting.store(false, Ordering::Release);
+                }
+            }
+            let _done = Done(&s);
             let started = std::time::Instant::now();
-            match files::write_snapshot(&s.dir, next, &store) {
+            match files::write_snapshot(&s.dir, next, &store, || s.snapshot_settled(failures)) {
                 Ok(n) => tracing::info!(
                     sessions = n,
                     epoch = next,
                     ms = started.elapsed().as_millis() as u64,
                     "snapshot written; older journal removed"
                 ),
-                Err(e) => tracing::warn!(error = %e, "snapshot failed; the journal is kept"),
+                Err(e) => tracing::warn!(error = %e, "snapshot not kept; the journal is kept"),
             }
-            s.compacting.store(false, Ordering::Release);
-        })?;
+        });
+    if let Err(e) = spawned {
+        shared.compacting.store(false, Ordering::Release);
+        // The writer goes on with journal `epoch`: the new one must not follow it.
+        drop(file);
+        let _ = std::fs::remove_file(files::journal_path(&shared.dir, next));
+        return Err(e);
+    }
     Ok(file)
+}
+
+impl Shared {
+    /// Whether a snapshot just copied from memory may be kept: every change it can hold
+    /// was appended by now (under the session's lock, before the copy read it), so once
+    /// the journal is durable up to here with no failure since the snapshot began,
+    /// nothing in it was undone. A failure meanwhile drops the snapshot.
+    fn snapshot_settled(&self, failures_before: u64) -> std::io::Result<()> {
+        let upto = self.last_seq();
+        loop {
+            if self.failures.load(Ordering::Acquire) != failures_before {
+                return Err(std::io::Error::other(
+                    "a journal write failed while the snapshot was taken",
+                ));
+            }
+            if self.durable.load(Ordering::Acquire) >= upto {
+                return Ok(());
+            }
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(std::io::Error::other("the journal writer stopped"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
 
 #[cfg(test)]

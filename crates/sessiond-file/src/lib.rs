@@ -185,7 +185,7 @@ impl FileStore {
         let mem = MemoryStore::new();
         mem.load(rec.sessions);
         files::create_journal(dir, next)?;
-        files::write_snapshot(dir, next, &mem)?;
+        files::write_snapshot(dir, next, &mem, || Ok(()))?;
         tracing::info!(
             dir = %dir.display(),
             sessions,
@@ -273,7 +273,7 @@ impl Store for FileStore {
     }
 
     async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
-        self.mem.get(lookup).await
+        Ok(self.writer.shared.read(|| self.mem.peek(lookup)))
     }
 
     async fn modify(
@@ -319,11 +319,11 @@ impl Store for FileStore {
     }
 
     async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
-        self.mem.list(query).await
+        Ok(self.writer.shared.read(|| self.mem.list_now(query)))
     }
 
     async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
-        self.mem.counts(app).await
+        Ok(self.writer.shared.read(|| self.mem.counts_now(app)))
     }
 
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {

@@ -432,6 +432,64 @@ impl MemoryStore {
 
 /// The operations of [`Store`], synchronous, each with what it appended to the journal.
 impl MemoryStore {
+    /// [`Store::list`], synchronous.
+    pub fn list_now(&self, q: &ListQuery) -> Vec<Session> {
+        let apps: Vec<Arc<Mutex<AppIndex>>> = match &q.app {
+            Some(a) => match read(&self.inner.apps).get(a.as_str()) {
+                Some(idx) => vec![idx.clone()],
+                None => return Vec::new(),
+            },
+            None => read(&self.inner.apps).values().cloned().collect(),
+        };
+        let mut ids: Vec<SessionId> = Vec::new();
+        for app in apps {
+            let idx = lock(&app);
+            let user_ids;
+            let sets: Vec<Box<dyn Iterator<Item = &SessionId>>> = match (q.status, &q.user) {
+                (StatusFilter::Open, Some(u)) => {
+                    user_ids = idx.by_user.get(u.as_str()).cloned().unwrap_or_default();
+                    vec![Box::new(user_ids.iter())]
+                }
+                (StatusFilter::Open, None) => vec![Box::new(idx.open.iter())],
+                (StatusFilter::Closed, _) => vec![Box::new(idx.closed.iter())],
+                (StatusFilter::Any, _) => {
+                    vec![Box::new(idx.open.iter()), Box::new(idx.closed.iter())]
+                }
+            };
+            for set in sets {
+                ids.extend(set.filter(|id| q.after_cursor(**id)));
+            }
+        }
+        ids.sort_unstable();
+        if q.newest_first {
+            ids.reverse();
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            if out.len() >= q.limit {
+                break;
+            }
+            if let Some(s) = read(self.shard(id)).sessions.get(&id) {
+                if q.matches(&s) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// [`Store::counts`], synchronous.
+    pub fn counts_now(&self, app: &str) -> AppCounts {
+        let Some(app) = read(&self.inner.apps).get(app).cloned() else {
+            return AppCounts::default();
+        };
+        let idx = lock(&app);
+        AppCounts {
+            open: idx.open.len() as u64,
+            seats_used: idx.seats_used,
+        }
+    }
+
     /// [`Store::get`], synchronous.
     pub fn peek(&self, lookup: Lookup) -> Option<Session> {
         self.id_of(lookup)
@@ -772,59 +830,11 @@ impl Store for MemoryStore {
     }
 
     async fn list(&self, q: &ListQuery) -> StoreResult<Vec<Session>> {
-        let apps: Vec<Arc<Mutex<AppIndex>>> = match &q.app {
-            Some(a) => match read(&self.inner.apps).get(a.as_str()) {
-                Some(idx) => vec![idx.clone()],
-                None => return Ok(Vec::new()),
-            },
-            None => read(&self.inner.apps).values().cloned().collect(),
-        };
-        let mut ids: Vec<SessionId> = Vec::new();
-        for app in apps {
-            let idx = lock(&app);
-            let user_ids;
-            let sets: Vec<Box<dyn Iterator<Item = &SessionId>>> = match (q.status, &q.user) {
-                (StatusFilter::Open, Some(u)) => {
-                    user_ids = idx.by_user.get(u.as_str()).cloned().unwrap_or_default();
-                    vec![Box::new(user_ids.iter())]
-                }
-                (StatusFilter::Open, None) => vec![Box::new(idx.open.iter())],
-                (StatusFilter::Closed, _) => vec![Box::new(idx.closed.iter())],
-                (StatusFilter::Any, _) => {
-                    vec![Box::new(idx.open.iter()), Box::new(idx.closed.iter())]
-                }
-            };
-            for set in sets {
-                ids.extend(set.filter(|id| q.after_cursor(**id)));
-            }
-        }
-        ids.sort_unstable();
-        if q.newest_first {
-            ids.reverse();
-        }
-        let mut out = Vec::new();
-        for id in ids {
-            if out.len() >= q.limit {
-                break;
-            }
-            if let Some(s) = read(self.shard(id)).sessions.get(&id) {
-                if q.matches(&s) {
-                    out.push(s);
-                }
-            }
-        }
-        Ok(out)
+        Ok(self.list_now(q))
     }
 
     async fn counts(&self, app: &str) -> StoreResult<AppCounts> {
-        let Some(app) = read(&self.inner.apps).get(app).cloned() else {
-            return Ok(AppCounts::default());
-        };
-        let idx = lock(&app);
-        Ok(AppCounts {
-            open: idx.open.len() as u64,
-            seats_used: idx.seats_used,
-        })
+        Ok(self.counts_now(app))
     }
 
     async fn import(&self, session: Session) -> StoreResult<()> {
