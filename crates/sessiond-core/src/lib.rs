@@ -25,6 +25,7 @@
 
 mod address;
 pub mod admission;
+pub mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;

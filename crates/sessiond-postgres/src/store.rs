@@ -215,7 +215,7 @@ macro_rules! run {
                 }),
             )
             .await;
-        out.map_err(|e| writes.classify(e))
+        out.map_err(|e| crate::outcome::classify(&writes, e))
     }};
 }
 

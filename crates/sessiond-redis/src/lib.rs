@@ -396,8 +396,11 @@ impl RedisStore {
         let writes = Arc::new(outcome::Writes::default());
         let run = outcome::track(writes.clone(), fut);
         match tokio::time::timeout(self.inner.op_timeout, run).await {
-            Ok(r) => r.map_err(|e| writes.classify(e)),
-            Err(_) => Err(writes.classify(Error::TimedOut(self.inner.op_timeout))),
+            Ok(r) => r.map_err(|e| outcome::classify(&writes, e)),
+            Err(_) => Err(outcome::classify(
+                &writes,
+                Error::TimedOut(self.inner.op_timeout),
+            )),
         }
     }
 }

@@ -11,52 +11,21 @@
 //! had already been applied (a close-all applies its batches one by one), the outcome is
 //! unknown.
 //!
-//! The record travels as a task-local value rather than as an argument, so no write
-//! path can forget to pass it: the commit finds the record of whatever operation it
-//! runs in (none outside [`track`], when nothing is recorded).
+//! The record and its rules are the shared ones of [`sessiond_core::backend`]; this
+//! module says only what a Redis answer tells.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 
+use sessiond_core::backend::Sent;
+pub(crate) use sessiond_core::backend::{track, Writes};
 use sessiond_core::StoreError;
 
 use crate::error::Error;
 
-tokio::task_local! {
-    static WRITES: Arc<Writes>;
-}
-
-/// A commit was sent and no answer has come yet.
-const IN_FLIGHT: u8 = 1;
-/// A commit was applied (a later failure leaves the operation half done).
-const APPLIED: u8 = 2;
-
-/// What one operation's commits did so far.
-#[derive(Debug, Default)]
-pub(crate) struct Writes(AtomicU8);
-
-impl Writes {
-    /// Whether some change of this operation may have landed.
-    fn uncertain(&self) -> bool {
-        self.0.load(Ordering::Acquire) != 0
-    }
-
-    /// The [`StoreError`] for `e`, the error the operation failed with: a failure for
-    /// want of an answer (a timeout, a lost connection) after a commit was sent is
-    /// [`StoreError::OutcomeUnknown`].
-    pub(crate) fn classify(&self, e: Error) -> StoreError {
-        if e.is_unavailable() && self.uncertain() {
-            StoreError::OutcomeUnknown(e.to_string())
-        } else {
-            e.into()
-        }
-    }
-}
-
-/// Runs `fut` with `writes` as the record of its commits.
-pub(crate) async fn track<F: Future>(writes: Arc<Writes>, fut: F) -> F::Output {
-    WRITES.scope(writes, fut).await
+/// The [`StoreError`] for `e` given what the operation's commits did.
+pub(crate) fn classify(writes: &Writes, e: Error) -> StoreError {
+    let unanswered = e.is_unavailable();
+    writes.classify(e, unanswered)
 }
 
 /// Sends a commit (`send`), noting it in the record of the operation it runs in.
@@ -65,36 +34,21 @@ pub(crate) async fn commit<T>(
     send: impl Future<Output = Result<T, Error>>,
     applied: impl FnOnce(&T) -> bool,
 ) -> Result<T, Error> {
-    let note = |f: &dyn Fn(&Writes)| {
-        let _ = WRITES.try_with(|w| f(w));
-    };
-    note(&|w| {
-        w.0.fetch_or(IN_FLIGHT, Ordering::AcqRel);
-    });
-    let out = send.await;
-    match &out {
-        Ok(answer) => {
-            let done = applied(answer);
-            note(&|w| {
-                w.0.fetch_and(!IN_FLIGHT, Ordering::AcqRel);
-                if done {
-                    w.0.fetch_or(APPLIED, Ordering::AcqRel);
-                }
-            });
-        }
+    sessiond_core::backend::commit(send, |out| match out {
+        Ok(answer) if applied(answer) => Sent::Applied,
+        Ok(_) => Sent::NotApplied,
         // Nothing reached the server.
-        Err(Error::Redis(e)) if e.is_connection_refusal() => note(&|w| {
-            w.0.fetch_and(!IN_FLIGHT, Ordering::AcqRel);
-        }),
+        Err(Error::Redis(e)) if e.is_connection_refusal() => Sent::NotApplied,
         // Anything else: the script may have run (a lost connection, a timeout).
-        Err(_) => {}
-    }
-    out
+        Err(_) => Sent::Unknown,
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn timed_out() -> Error {
@@ -105,7 +59,7 @@ mod tests {
     async fn a_timeout_is_unknown_only_once_a_commit_was_sent() {
         let w = Arc::new(Writes::default());
         assert!(matches!(
-            w.classify(timed_out()),
+            classify(&w, timed_out()),
             StoreError::Unavailable(_)
         ));
         // A commit whose answer never comes.
@@ -117,12 +71,12 @@ mod tests {
             .await
             .is_err());
         assert!(matches!(
-            w.classify(timed_out()),
+            classify(&w, timed_out()),
             StoreError::OutcomeUnknown(_)
         ));
         // Not for errors that are not about a missing answer.
         assert!(matches!(
-            w.classify(Error::Corrupt("x".into())),
+            classify(&w, Error::Corrupt("x".into())),
             StoreError::Corrupt(_)
         ));
     }
@@ -133,13 +87,13 @@ mod tests {
         let conflict = track(w.clone(), commit(async { Ok(false) }, |applied| *applied));
         assert!(!conflict.await.unwrap());
         assert!(matches!(
-            w.classify(timed_out()),
+            classify(&w, timed_out()),
             StoreError::Unavailable(_)
         ));
         let applied = track(w.clone(), commit(async { Ok(true) }, |applied| *applied));
         assert!(applied.await.unwrap());
         assert!(matches!(
-            w.classify(timed_out()),
+            classify(&w, timed_out()),
             StoreError::OutcomeUnknown(_)
         ));
     }
@@ -152,6 +106,6 @@ mod tests {
         )));
         let out = track(w.clone(), commit(async { Err::<(), _>(refused) }, |_| true)).await;
         let e = out.unwrap_err();
-        assert!(matches!(w.classify(e), StoreError::Unavailable(_)));
+        assert!(matches!(classify(&w, e), StoreError::Unavailable(_)));
     }
 }
