@@ -99,7 +99,7 @@ impl<T: Default> Family<T> {
 /// Where the counts of session records the store could not read come from. The
 /// server holds its store as `Arc<dyn Store>` behind [`MeteredStore`]; these counts
 /// live on the concrete store, so a handle to them is taken when the store is opened
-/// ([`crate::serve::open_store_counted`]) rather than added to the `Store` trait, where
+/// (`serve::open_store_counted`) rather than added to the `Store` trait, where
 /// every decorator would have to remember to forward it.
 #[derive(Clone, Default)]
 pub struct UnreadableRecords {

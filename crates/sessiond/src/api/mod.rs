@@ -26,7 +26,7 @@ use crate::metrics::UNMATCHED;
 use crate::state::SharedState;
 
 /// A JSON body whose rejections are API errors; an object that repeats a key is
-/// refused (400 `invalid_json`, see [`strict`]).
+/// refused (400 `invalid_json`; see the `strict` module).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
