@@ -1489,3 +1489,38 @@ pub async fn import_copies_sessions_verbatim(store: Arc<dyn Store>) {
     want.sort();
     assert_eq!(ids, want);
 }
+
+#[cfg(test)]
+mod listed {
+    /// A conformance test that is not in [`crate::conformance_tests!`]'s list would never
+    /// run on any store: every `pub async fn name(store: Arc<dyn Store>)` of the suite's
+    /// files must be named there.
+    #[test]
+    fn every_conformance_test_is_run_by_the_macro() {
+        let this = include_str!("conformance.rs");
+        let start = this
+            .find("$crate::conformance_tests!(@tests $make;")
+            .expect("the macro's list");
+        let list = &this[start..start + this[start..].find(");").expect("its end")];
+        let listed: Vec<&str> = list
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .collect();
+        let sources = [this, include_str!("conformance/model.rs")];
+        let mut found = 0;
+        for line in sources.iter().flat_map(|s| s.lines()) {
+            let Some(rest) = line.strip_prefix("pub async fn ") else {
+                continue;
+            };
+            if !rest.contains("store: Arc<dyn Store>") {
+                continue;
+            }
+            let name = rest.split('(').next().unwrap_or_default();
+            assert!(
+                listed.contains(&name),
+                "{name} is not in conformance_tests!"
+            );
+            found += 1;
+        }
+        assert!(found >= 30, "the suite's tests were found ({found})");
+    }
+}
