@@ -57,15 +57,16 @@ impl SessionError {
     pub fn status(&self) -> StatusCode {
         use sessiond_core::Error as E;
         match self {
-            SessionError::Manager(e) => match e {
-                E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-                E::SeatsExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                E::IpMismatch | E::BadInput(_) => StatusCode::BAD_REQUEST,
-                E::DataTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                E::UserLimit { .. } | E::VersionMismatch { .. } => StatusCode::CONFLICT,
-                E::SessionClosed(_) => StatusCode::GONE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            // The core's one mapping, with two intended differences for a web page:
+            // a full house is 503 (a visitor cannot take a seat over: the site is full,
+            // come back later), and a store that failed is 503 whatever the failure
+            // (fail closed: never a 500 that a proxy would retry as a server bug).
+            SessionError::Manager(E::SeatsExhausted { .. } | E::Store(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            SessionError::Manager(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             SessionError::Contention | SessionError::Rotated => StatusCode::CONFLICT,
             SessionError::Decode { .. }
             | SessionError::Encode { .. }

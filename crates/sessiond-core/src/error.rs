@@ -88,6 +88,29 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The HTTP status this error answers with: the one mapping, used by the server and
+    /// by sessiond-axum alike (docs/API.md has the table; sessiond-axum's one intended
+    /// difference is written beside its use). Every variant is named, and the lint
+    /// below keeps it so: a new variant fails the build here until it has a status.
+    #[deny(clippy::wildcard_enum_match_arm)]
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::UnknownApp(_) | Error::NotFound(_) => 404,
+            Error::InvalidToken => 401,
+            Error::SessionClosed(_) => 410,
+            Error::SeatsExhausted { .. } | Error::UserLimit { .. } | Error::TakeOverTarget => 409,
+            Error::VersionMismatch { .. } => 412,
+            Error::IpMismatch | Error::BadInput(_) => 400,
+            Error::DataTooLarge { .. } => 413,
+            Error::Store(StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_)) => 503,
+            Error::Store(StoreError::Corrupt(_) | StoreError::Io(_) | StoreError::Backend(_)) => {
+                500
+            }
+        }
+    }
+}
+
 impl From<ChangeError> for Error {
     fn from(e: ChangeError) -> Self {
         match e {
@@ -153,5 +176,34 @@ mod tests {
         let unavailable = Error::Store(StoreError::Unavailable("refused".into()));
         assert_eq!(unknown.code(), "outcome_unknown");
         assert_eq!(unavailable.code(), "store_unavailable");
+    }
+
+    #[test]
+    fn every_error_has_the_status_of_the_table_in_api_md() {
+        let cases: Vec<(Error, u16)> = vec![
+            (Error::UnknownApp("a".into()), 404),
+            (Error::NotFound(SessionId::from_u128(1)), 404),
+            (Error::InvalidToken, 401),
+            (
+                Error::SeatsExhausted {
+                    used: 1,
+                    total: 1,
+                    holders: Vec::new(),
+                },
+                409,
+            ),
+            (Error::UserLimit { max: 1 }, 409),
+            (Error::TakeOverTarget, 409),
+            (Error::VersionMismatch { current: 2 }, 412),
+            (Error::IpMismatch, 400),
+            (Error::BadInput("x".into()), 400),
+            (Error::DataTooLarge { size: 2, limit: 1 }, 413),
+            (Error::Store(StoreError::Unavailable("x".into())), 503),
+            (Error::Store(StoreError::OutcomeUnknown("x".into())), 503),
+            (Error::Store(StoreError::Corrupt("x".into())), 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status(), status, "{e:?}");
+        }
     }
 }

@@ -83,12 +83,12 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let code = e.code();
         let message = e.to_string();
+        // The status is the core's one mapping; the arms below add each error's fields.
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match e {
-            Error::UnknownApp(_) | Error::NotFound(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, code, message)
-            }
-            Error::InvalidToken => ApiError::new(StatusCode::UNAUTHORIZED, code, message),
-            Error::SessionClosed(c) => ApiError::new(StatusCode::GONE, code, message)
+            Error::UnknownApp(_) | Error::NotFound(_) => ApiError::new(status, code, message),
+            Error::InvalidToken => ApiError::new(status, code, message),
+            Error::SessionClosed(c) => ApiError::new(status, code, message)
                 .with("reason", json!(c.reason))
                 .with("closed_at", json!(c.at.to_rfc3339()))
                 .with("closed_by", json!(c.by.to_string())),
@@ -96,7 +96,7 @@ impl From<Error> for ApiError {
                 used,
                 total,
                 holders,
-            } => ApiError::new(StatusCode::CONFLICT, code, message)
+            } => ApiError::new(status, code, message)
                 .with("seats", json!({"used": used, "total": total}))
                 .with(
                     "sessions",
@@ -108,23 +108,21 @@ impl From<Error> for ApiError {
                     ),
                 ),
             Error::UserLimit { max } => {
-                ApiError::new(StatusCode::CONFLICT, code, message).with("max_per_user", json!(max))
+                ApiError::new(status, code, message).with("max_per_user", json!(max))
             }
-            Error::TakeOverTarget => ApiError::new(StatusCode::CONFLICT, code, message),
+            Error::TakeOverTarget => ApiError::new(status, code, message),
             Error::VersionMismatch { current } => {
-                ApiError::new(StatusCode::PRECONDITION_FAILED, code, message)
-                    .with("version", json!(current))
+                ApiError::new(status, code, message).with("version", json!(current))
             }
-            Error::IpMismatch => ApiError::new(StatusCode::BAD_REQUEST, code, message),
+            Error::IpMismatch => ApiError::new(status, code, message),
             Error::DataTooLarge { limit, .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
-                    .with("limit", json!(limit))
+                ApiError::new(status, code, message).with("limit", json!(limit))
             }
-            Error::BadInput(_) => ApiError::new(StatusCode::BAD_REQUEST, code, message),
+            Error::BadInput(_) => ApiError::new(status, code, message),
             Error::Store(sessiond_core::StoreError::Unavailable(detail)) => {
                 tracing::warn!(error = %detail, "store unavailable");
                 ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    status,
                     code,
                     "the session store is unavailable; retry shortly",
                 )
@@ -132,7 +130,7 @@ impl From<Error> for ApiError {
             Error::Store(sessiond_core::StoreError::OutcomeUnknown(detail)) => {
                 tracing::warn!(error = %detail, "a store write was not confirmed");
                 ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    status,
                     code,
                     "the session store did not confirm the change, which may or may not have \
                      been made; read the session again before retrying",
@@ -145,7 +143,7 @@ impl From<Error> for ApiError {
             ) => {
                 tracing::error!(error = %err, "store error");
                 ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    status,
                     code,
                     "the session store failed; the server log has the details",
                 )
