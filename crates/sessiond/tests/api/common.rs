@@ -240,3 +240,34 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// A shared store of `kind` (`redis` or `postgres`) for `test`: its base URL and a fresh
+/// namespace, or `None` (skip, said loudly; with `CI=true` a failure) when its server is
+/// absent.
+pub async fn shared_store(kind: &str, test: &str) -> Option<(String, String)> {
+    let (url, addr) = match kind {
+        "postgres" => (
+            std::env::var("SESSIOND_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+            "127.0.0.1:5432",
+        ),
+        _ => (
+            std::env::var("SESSIOND_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            "127.0.0.1:6379",
+        ),
+    };
+    if tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{kind} must be running in CI"
+        );
+        eprintln!("SKIPPED: {test} on {kind}: nothing listens on {addr}");
+        return None;
+    }
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    let ns: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Some((url, format!("sessiond_it_{ns}")))
+}

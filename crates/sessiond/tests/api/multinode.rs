@@ -11,33 +11,10 @@ use serde_json::json;
 use crate::common::*;
 
 /// A store URL for a fresh namespace, or `None` (skip) when its server is absent.
-async fn shared_store(kind: &str) -> Option<String> {
-    let (url, addr) = match kind {
-        "postgres" => (
-            std::env::var("SESSIOND_TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-            "127.0.0.1:5432",
-        ),
-        _ => (
-            std::env::var("SESSIOND_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-            "127.0.0.1:6379",
-        ),
-    };
-    if tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "{kind} must be running in CI"
-        );
-        eprintln!("SKIPPED: multi-node test on {kind}: nothing listens on {addr}");
-        return None;
-    }
-    let mut b = [0u8; 6];
-    getrandom::fill(&mut b).unwrap();
-    let ns: String = b.iter().map(|x| format!("{x:02x}")).collect();
+async fn shared_store_url(kind: &str) -> Option<String> {
+    let (url, ns) = shared_store(kind, "multi-node test").await?;
     let sep = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{sep}namespace=sessiond_it_{ns}"))
+    Some(format!("{url}{sep}namespace={ns}"))
 }
 
 fn node_config(store: &str) -> sessiond::Config {
@@ -49,7 +26,7 @@ fn node_config(store: &str) -> sessiond::Config {
 }
 
 async fn multi_node(kind: &str) {
-    let Some(store) = shared_store(kind).await else {
+    let Some(store) = shared_store_url(kind).await else {
         return;
     };
     let mut nodes = Vec::new();

@@ -11,36 +11,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// Where a store of `kind` lives: (base URL, namespace), or `None` (skip, said
-/// loudly) when its server is absent.
-async fn store(kind: &str) -> Option<(String, String)> {
-    let (url, addr) = match kind {
-        "postgres" => (
-            std::env::var("SESSIOND_TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-            "127.0.0.1:5432",
-        ),
-        _ => (
-            std::env::var("SESSIOND_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-            "127.0.0.1:6379",
-        ),
-    };
-    if tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "{kind} must be running in CI"
-        );
-        eprintln!("SKIPPED: unreadable-record test on {kind}: nothing listens on {addr}");
-        return None;
-    }
-    let mut b = [0u8; 6];
-    getrandom::fill(&mut b).unwrap();
-    let ns: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Some((url, format!("sessiond_it_{ns}")))
-}
-
 /// Replaces the stored record of session `id` (app `desk`) with text no decoder reads.
 async fn plant(kind: &str, url: &str, ns: &str, id: &str) {
     if kind == "postgres" {
@@ -100,7 +70,7 @@ fn kill_with_cli(base: &str, id: &str, json: bool) -> (bool, String, String) {
 }
 
 async fn unreadable_record_over_http(kind: &str) {
-    let Some((url, ns)) = store(kind).await else {
+    let Some((url, ns)) = shared_store(kind, "unreadable-record test").await else {
         return;
     };
     let mut c = config(None);
