@@ -58,7 +58,8 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@tests $make;
             open_then_resolve, unknown_token_is_invalid,
-            another_apps_token_is_unknown_and_left_alone, idle_timeout, absolute_lifetime,
+            another_apps_token_is_unknown_and_left_alone, a_reader_who_may_not_see_expires_nothing,
+            idle_timeout, absolute_lifetime,
             heartbeat_and_activity_are_two_clocks, heartbeat_suspend_and_resume,
             downtime_is_not_a_lost_heartbeat,
             expiry_sweep_closes_then_purges, seats_reject_with_holders,
@@ -204,6 +205,39 @@ pub async fn another_apps_token_is_unknown_and_left_alone(store: Arc<dyn Store>)
         .await
         .unwrap();
     assert!(s.last_activity_at > o.session.last_activity_at);
+}
+
+/// A read by id for a caller who may not see the session ([`Manager::get_visible`],
+/// what an operator route's scope does) is told "not found" and writes nothing, even
+/// when the session is past its timeout: only a caller who may see it closes it.
+pub async fn a_reader_who_may_not_see_expires_nothing(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store.clone(),
+        Policy {
+            idle_timeout_s: 60,
+            ..Default::default()
+        },
+    );
+    let o = m.open("app", user("ann")).await.unwrap();
+    let id = o.session.id;
+    clock.advance(Duration::from_secs(61));
+    let refused = m.get_visible(id, |s| s.app.as_ref() == "other").await;
+    assert!(
+        matches!(refused, Err(Error::NotFound(x)) if x == id),
+        "{refused:?}"
+    );
+    let stored = store.get(Lookup::Id(id)).await.unwrap().expect("kept");
+    assert!(stored.is_open(), "a refused reader closed the session");
+    assert_eq!(stored.version, o.session.version, "a refused reader wrote");
+    let seen = m
+        .get_visible(id, |s| s.app.as_ref() == "app")
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.closed.map(|c| c.reason),
+        Some(CloseReason::IdleTimeout),
+        "an allowed reader gets the session as it is now"
+    );
 }
 
 /// Activity resets the idle timeout; silence past it closes the session.

@@ -774,7 +774,22 @@ impl Manager {
     /// A session by id, open or closed (until its retention ends). An open session whose
     /// timeout passed is closed first, so the answer is never stale.
     pub async fn get(&self, id: SessionId) -> Result<Session> {
+        self.get_visible(id, |_| true).await
+    }
+
+    /// [`Manager::get`] for a caller that may see only some sessions: `visible` is asked
+    /// about the stored record *before* anything is written, and a session it refuses is
+    /// [`Error::NotFound`], untouched (a caller who may not see a session must not be
+    /// able to close it as expired either, nor learn that it exists).
+    pub async fn get_visible(
+        &self,
+        id: SessionId,
+        visible: impl FnOnce(&Session) -> bool,
+    ) -> Result<Session> {
         let s = self.get_lookup(Lookup::Id(id)).await?;
+        if !visible(&s) {
+            return Err(Error::NotFound(id));
+        }
         if s.is_open() && s.due_reason(self.clock.now()).is_some() {
             return match self
                 .modify(Lookup::Id(id), &Change::Read, Conditions::default())

@@ -1,7 +1,9 @@
-//! Who is calling: [`Caller`] (the admin token or an app key), [`SessionToken`] (a
-//! session's own token), [`ClientAddr`] (the client's address, behind trusted
-//! proxies) and [`over_https`] (whether the client's request came over HTTPS). Every credential travels as `Authorization: Bearer <secret>`; secrets are
-//! compared by their SHA-256 digests and never logged.
+//! Who is calling: [`SessionToken`] (a session's own token), [`ClientAddr`] (the
+//! client's address, behind trusted proxies) and [`over_https`] (whether the client's
+//! request came over HTTPS). Operator credentials (the admin token, app keys) are read
+//! only by the scopes of [`crate::api::scope`], which check them against the route.
+//! Every credential travels as `Authorization: Bearer <secret>`; secrets are compared
+//! by their SHA-256 digests and never logged.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -22,7 +24,8 @@ pub fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
+/// The secret of `Authorization: Bearer <secret>`, if the request sends one.
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
     let v = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)?
@@ -33,70 +36,6 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| rest.trim())
         .filter(|s| !s.is_empty())
-}
-
-/// An operator credential.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// The admin token: may do everything.
-    Admin,
-    /// The key of this app: may manage this app only.
-    App(String),
-}
-
-impl Caller {
-    /// Refuses (403) an app key used on another app.
-    pub fn check_app(&self, app: &str) -> Result<(), ApiError> {
-        match self {
-            Caller::Admin => Ok(()),
-            Caller::App(mine) if mine == app => Ok(()),
-            Caller::App(_) => Err(ApiError::forbidden(format!(
-                "this app key does not belong to app {}; use that app's key or the admin token",
-                sessiond_core::quoted(app)
-            ))),
-        }
-    }
-
-    /// Refuses (403) anything but the admin token.
-    pub fn check_admin(&self) -> Result<(), ApiError> {
-        match self {
-            Caller::Admin => Ok(()),
-            Caller::App(_) => Err(ApiError::forbidden("this needs the admin token")),
-        }
-    }
-
-    /// The actor recorded when this caller closes a session.
-    pub fn actor(&self) -> sessiond_core::Actor {
-        match self {
-            Caller::Admin => sessiond_core::Actor::Admin,
-            Caller::App(_) => sessiond_core::Actor::App,
-        }
-    }
-}
-
-impl FromRequestParts<SharedState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &SharedState,
-    ) -> Result<Self, Self::Rejection> {
-        let Some(secret) = bearer(parts) else {
-            return Err(ApiError::unauthorized(
-                "send the admin token or an app key as Authorization: Bearer <secret>",
-            ));
-        };
-        let d = digest(secret);
-        if d == state.admin_digest {
-            return Ok(Caller::Admin);
-        }
-        match state.app_keys.get(&d) {
-            Some(app) => Ok(Caller::App(app.clone())),
-            None => Err(ApiError::unauthorized(
-                "the admin token or app key is not valid",
-            )),
-        }
-    }
 }
 
 /// A session's own token.

@@ -1,21 +1,20 @@
 //! What an app key (or the admin token) may do: open sessions, list, read and close
 //! them, change privileges, disconnect everyone but some, and read the app.
 
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sessiond_core::store::{ListQuery, StatusFilter};
 use sessiond_core::{
-    Client, CloseReason, ClosedById, HeartbeatRequest, JsonObject, Lookup, OpenRequest, Session,
-    SessionId, StoreError,
+    Client, CloseReason, ClosedById, HeartbeatRequest, JsonObject, Lookup, OpenRequest, SessionId,
 };
 use utoipa::{IntoParams, ToSchema};
 
+use super::scope::{AdminScope, AppScope, SessionScope};
 use super::session::{session_response, tag};
 use super::{Json, OptionalJson, Query};
-use crate::auth::{Caller, ClientAddr};
+use crate::auth::ClientAddr;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 use crate::views::{
@@ -57,57 +56,6 @@ pub struct OpenBody {
     pub take_over: Option<String>,
 }
 
-fn parse_id(s: &str) -> ApiResult<SessionId> {
-    s.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no session has id {}", sessiond_core::quoted(s)),
-        )
-    })
-}
-
-/// The session `id` if the caller may manage it. Another app's session answers
-/// exactly as an unknown id does (404 `not_found`, the same message): an app key must
-/// not learn which ids exist in other apps. So does a session whose stored record
-/// cannot be read, for every caller but the admin token: its app cannot be known, so
-/// no app key may see it.
-async fn visible(st: &SharedState, caller: &Caller, id: SessionId) -> ApiResult<Session> {
-    let s = match st.manager.get(id).await {
-        Ok(s) => s,
-        Err(e) => return Err(unreadable_for(caller, id, e)),
-    };
-    if caller.check_app(&s.app).is_err() {
-        return Err(sessiond_core::Error::NotFound(id).into());
-    }
-    Ok(s)
-}
-
-/// The answer to `caller` when reading session `id` failed with `e`. A record that
-/// cannot be read ([`StoreError::Corrupt`]) belongs to no app anyone can name: an app
-/// key is told what an unknown id gets; the admin token is told what it is and how to
-/// remove it (the store has logged the details).
-fn unreadable_for(caller: &Caller, id: SessionId, e: sessiond_core::Error) -> ApiError {
-    match (e, caller) {
-        (sessiond_core::Error::Store(StoreError::Corrupt(detail)), Caller::App(_)) => {
-            tracing::debug!(session = %id, error = %detail, "unreadable session record answered not_found to an app key");
-            sessiond_core::Error::NotFound(id).into()
-        }
-        (sessiond_core::Error::Store(StoreError::Corrupt(detail)), Caller::Admin) => {
-            tracing::warn!(session = %id, error = %detail, "unreadable session record");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "session_unreadable",
-                format!(
-                    "the stored record of session {id} cannot be read; \
-                     DELETE /v1/sessions/{id} with the admin token removes it"
-                ),
-            )
-        }
-        (e, _) => e.into(),
-    }
-}
-
 fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult<Client> {
     let view = view.unwrap_or_default();
     let ip = match view.ip {
@@ -142,14 +90,10 @@ fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult
         (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody),
         (status = 503, description = "`store_unavailable` (nothing changed; retry) or `outcome_unknown` (the open was sent to the store without an answer: list the user's sessions before retrying)", body = crate::views::ErrorBody)))]
 pub async fn open(
-    State(st): State<SharedState>,
-    caller: Caller,
+    AppScope { st, app, .. }: AppScope,
     ClientAddr(addr): ClientAddr,
-    Path(app): Path<String>,
     Json(body): Json<OpenBody>,
 ) -> ApiResult<Response> {
-    caller.check_app(&app)?;
-    st.manager.policy(&app)?;
     st.licenses.check_open(&app)?;
     let take_over = match body.take_over.as_deref() {
         Some(t) => Some(t.parse::<SessionId>().map_err(|_| {
@@ -228,12 +172,9 @@ pub struct ListParams {
         (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody)))]
 pub async fn list_sessions(
-    State(st): State<SharedState>,
-    caller: Caller,
-    Path(app): Path<String>,
+    AppScope { st, app, .. }: AppScope,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<SessionPage>> {
-    caller.check_app(&app)?;
     let status = match p.status.as_deref().unwrap_or("open") {
         "open" => StatusFilter::Open,
         "closed" => StatusFilter::Closed,
@@ -294,13 +235,8 @@ pub async fn list_sessions(
         (status = 200, description = "The session", body = SessionView),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
         (status = 404, description = "No such session, or a session of another app (the same answer)", body = crate::views::ErrorBody)))]
-pub async fn get_session(
-    State(st): State<SharedState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let s = visible(&st, &caller, parse_id(&id)?).await?;
-    Ok(session_response(StatusCode::OK, &s))
+pub async fn get_session(scope: SessionScope) -> ApiResult<Response> {
+    Ok(session_response(StatusCode::OK, scope.session()?))
 }
 
 /// Closes a session as `killed`; its client learns it at its next request or at once
@@ -319,20 +255,10 @@ pub async fn get_session(
         (status = 404, description = "No such session, a session of another app, or (for an app key) a record that cannot be read: the same answer", body = crate::views::ErrorBody),
         (status = 410, description = "Already closed", body = crate::views::ErrorBody),
         (status = 503, description = "`store_unavailable` (nothing changed; retry) or `outcome_unknown` (the close was sent but not confirmed; read the session before retrying)", body = crate::views::ErrorBody)))]
-pub async fn kill(
-    State(st): State<SharedState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let id = parse_id(&id)?;
-    match st.manager.get(id).await {
-        Ok(s) if caller.check_app(&s.app).is_ok() => {}
-        Ok(_) => return Err(sessiond_core::Error::NotFound(id).into()),
-        // A record that cannot be read belongs to no app anyone can name: only a
-        // caller allowed on every app may remove it.
-        Err(sessiond_core::Error::Store(StoreError::Corrupt(_))) if caller == Caller::Admin => {}
-        Err(e) => return Err(unreadable_for(&caller, id, e)),
-    }
+pub async fn kill(SessionScope { st, caller, id, .. }: SessionScope) -> ApiResult<Response> {
+    // The scope let an unreadable record through for the admin token only: a record
+    // that belongs to no app anyone can name may be removed only by a caller allowed
+    // on every app.
     match st
         .manager
         .close_by_id(id, CloseReason::Killed, caller.actor())
@@ -402,13 +328,11 @@ pub struct PrivilegesBody {
         (status = 415, description = "Not JSON", body = crate::views::ErrorBody),
         (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody)))]
 pub async fn set_privileges(
-    State(st): State<SharedState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    scope: SessionScope,
     Json(body): Json<PrivilegesBody>,
 ) -> ApiResult<Response> {
-    let id = parse_id(&id)?;
-    visible(&st, &caller, id).await?;
+    scope.session()?;
+    let SessionScope { st, caller, id, .. } = scope;
     let (s, token) = st
         .manager
         .set_privileges(
@@ -453,12 +377,11 @@ pub struct CloseAllBody {
         (status = 415, description = "A body that is not sent as JSON", body = crate::views::ErrorBody),
         (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody)))]
 pub async fn close_all(
-    State(st): State<SharedState>,
-    caller: Caller,
-    Path(app): Path<String>,
+    AppScope {
+        st, caller, app, ..
+    }: AppScope,
     OptionalJson(body): OptionalJson<CloseAllBody>,
 ) -> ApiResult<Json<ClosedCount>> {
-    caller.check_app(&app)?;
     let except = body
         .except
         .iter()
@@ -495,12 +418,7 @@ async fn app_view(st: &SharedState, app: &str) -> ApiResult<AppView> {
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
         (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody)))]
-pub async fn get_app(
-    State(st): State<SharedState>,
-    caller: Caller,
-    Path(app): Path<String>,
-) -> ApiResult<Json<AppView>> {
-    caller.check_app(&app)?;
+pub async fn get_app(AppScope { st, app, .. }: AppScope) -> ApiResult<Json<AppView>> {
     Ok(Json(app_view(&st, &app).await?))
 }
 
@@ -511,8 +429,7 @@ pub async fn get_app(
         (status = 200, description = "The apps", body = AppList),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
         (status = 403, description = "Not the admin token", body = crate::views::ErrorBody)))]
-pub async fn list_apps(State(st): State<SharedState>, caller: Caller) -> ApiResult<Json<AppList>> {
-    caller.check_admin()?;
+pub async fn list_apps(AdminScope { st }: AdminScope) -> ApiResult<Json<AppList>> {
     let mut apps = Vec::new();
     for name in st.manager.apps() {
         apps.push(app_view(&st, &name).await?);

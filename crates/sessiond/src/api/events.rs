@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,8 @@ use sessiond_core::{Error, Event, EventKind, Lookup, Resolve, SessionId, Token};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
-use crate::auth::{Caller, ClientAddr, SessionToken};
+use super::scope::AppScope;
+use crate::auth::{ClientAddr, SessionToken};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
@@ -292,13 +293,9 @@ impl Watch {
         (status = 404, description = "No such app", body = crate::views::ErrorBody),
         (status = 429, description = "`too_many_streams`: as many streams are open as allowed for this app or the server", body = crate::views::ErrorBody)))]
 pub async fn app_events(
-    State(st): State<SharedState>,
-    caller: Caller,
-    Path(app): Path<String>,
+    AppScope { st, app, .. }: AppScope,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
-    caller.check_app(&app)?;
-    st.manager.policy(&app)?;
     let slot = st.streams.open(&app, None)?;
     let after = headers
         .get("last-event-id")

@@ -3,12 +3,14 @@
 //!
 //! - [`session`]: what a session token may do with its own session;
 //! - [`apps`]: what an app key (or the admin token) may do with an app's sessions;
+//! - [`scope`]: how an operator route checks its caller (the only way it can);
 //! - [`ops`]: health, readiness, metrics, the OpenAPI document;
 //! - [`events`]: Server-Sent Event streams.
 
 pub mod apps;
 pub mod events;
 pub mod ops;
+pub mod scope;
 pub mod session;
 mod strict;
 
@@ -18,9 +20,10 @@ use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::Router;
 
+use self::scope::OperatorRoutes;
 use crate::error::ApiError;
 use crate::metrics::UNMATCHED;
 use crate::state::SharedState;
@@ -123,6 +126,22 @@ fn is_json_media_type(v: &str) -> bool {
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
+/// The routes of operators (the admin token, app keys): each handler starts with the
+/// scope that checks the caller against what the path names ([`scope`]).
+fn operator_routes() -> Router<SharedState> {
+    OperatorRoutes::new()
+        .get("/v1/apps", apps::list_apps)
+        .get("/v1/apps/{app}", apps::get_app)
+        .post("/v1/apps/{app}/sessions", apps::open)
+        .get("/v1/apps/{app}/sessions", apps::list_sessions)
+        .post("/v1/apps/{app}/sessions/close-all", apps::close_all)
+        .get("/v1/apps/{app}/events", events::app_events)
+        .get("/v1/sessions/{id}", apps::get_session)
+        .delete("/v1/sessions/{id}", apps::kill)
+        .put("/v1/sessions/{id}/privileges", apps::set_privileges)
+        .into_router()
+}
+
 /// The whole API.
 pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
     let routes = Router::new()
@@ -139,19 +158,7 @@ pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
             axum::routing::patch(session::patch_data),
         )
         .route("/v1/session/events", get(events::session_events))
-        .route("/v1/apps", get(apps::list_apps))
-        .route("/v1/apps/{app}", get(apps::get_app))
-        .route(
-            "/v1/apps/{app}/sessions",
-            post(apps::open).get(apps::list_sessions),
-        )
-        .route("/v1/apps/{app}/sessions/close-all", post(apps::close_all))
-        .route("/v1/apps/{app}/events", get(events::app_events))
-        .route(
-            "/v1/sessions/{id}",
-            get(apps::get_session).delete(apps::kill),
-        )
-        .route("/v1/sessions/{id}/privileges", put(apps::set_privileges))
+        .merge(operator_routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

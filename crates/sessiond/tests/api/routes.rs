@@ -1,0 +1,219 @@
+//! The route × credential table: every route `/openapi.json` lists, called with every
+//! kind of credential, must answer the status the table says. A route missing from the
+//! table, or a row naming a route the API no longer has, fails the test; so does any
+//! cell that answers otherwise. An operator route that forgot its scope shows here as a
+//! 2xx for another app's key.
+//!
+//! Each cell gets a fresh session of app `shop` (so a close in one cell cannot change
+//! the next), and every refused cell is checked to have changed nothing: the session is
+//! still open at the same version.
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::{id, token, Server, ADMIN, DESK_KEY, SHOP_KEY};
+
+/// Who calls.
+#[derive(Debug, Clone, Copy)]
+enum Cred {
+    /// No `Authorization` header.
+    None,
+    /// A bearer secret that is nothing.
+    Wrong,
+    /// The token of a session of `shop`.
+    SessionToken,
+    /// The key of `desk`, used on `shop`'s routes and sessions.
+    OtherAppKey,
+    /// The key of `shop`.
+    OwnAppKey,
+    /// The admin token.
+    Admin,
+}
+
+const CREDS: [Cred; 6] = [
+    Cred::None,
+    Cred::Wrong,
+    Cred::SessionToken,
+    Cred::OtherAppKey,
+    Cred::OwnAppKey,
+    Cred::Admin,
+];
+
+/// A route and the status each credential of [`CREDS`] gets, in that order.
+struct Row {
+    method: Method,
+    path: &'static str,
+    body: Option<fn() -> Value>,
+    want: [u16; 6],
+}
+
+fn row(method: Method, path: &'static str, want: [u16; 6]) -> Row {
+    Row {
+        method,
+        path,
+        body: None,
+        want,
+    }
+}
+
+fn with_body(method: Method, path: &'static str, body: fn() -> Value, want: [u16; 6]) -> Row {
+    Row {
+        method,
+        path,
+        body: Some(body),
+        want,
+    }
+}
+
+/// The table. Columns: none, wrong, session token, other app's key, own app key, admin.
+fn table() -> Vec<Row> {
+    use Method as M;
+    // A session's own routes: only its token.
+    let own_session = [401, 401, 200, 401, 401, 401];
+    // An app's routes: its key or the admin token; another app's key is told 403.
+    let app = [401, 401, 401, 403, 200, 200];
+    // A session by id: another app's key is told what an unknown id gets (404).
+    let by_id = [401, 401, 401, 404, 200, 200];
+    // Open to anyone.
+    let public = [200; 6];
+    vec![
+        row(M::GET, "/v1/session", own_session),
+        row(M::DELETE, "/v1/session", own_session),
+        row(M::POST, "/v1/session/heartbeat", own_session),
+        with_body(
+            M::PUT,
+            "/v1/session/heartbeat",
+            || json!({"active": true, "interval_s": 60}),
+            own_session,
+        ),
+        with_body(
+            M::PATCH,
+            "/v1/session/data",
+            || json!({"cart": [1]}),
+            own_session,
+        ),
+        row(M::GET, "/v1/session/events", own_session),
+        row(M::GET, "/v1/apps", [401, 401, 401, 403, 403, 200]),
+        row(M::GET, "/v1/apps/{app}", app),
+        with_body(
+            M::POST,
+            "/v1/apps/{app}/sessions",
+            || json!({"user": "carol"}),
+            [401, 401, 401, 403, 201, 201],
+        ),
+        row(M::GET, "/v1/apps/{app}/sessions", app),
+        row(M::POST, "/v1/apps/{app}/sessions/close-all", app),
+        row(M::GET, "/v1/apps/{app}/events", app),
+        row(M::GET, "/v1/sessions/{id}", by_id),
+        row(M::DELETE, "/v1/sessions/{id}", by_id),
+        with_body(
+            M::PUT,
+            "/v1/sessions/{id}/privileges",
+            || json!({"privileges": ["editor"]}),
+            by_id,
+        ),
+        row(M::GET, "/healthz", public),
+        row(M::GET, "/readyz", public),
+        row(M::GET, "/metrics", public),
+        row(M::GET, "/openapi.json", public),
+    ]
+}
+
+/// Every (method, path) the OpenAPI document lists.
+async fn documented(srv: &Server) -> BTreeSet<(String, String)> {
+    let (status, doc) = srv.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                out.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_route_answers_every_credential_as_the_table_says() {
+    let srv = Server::memory().await;
+    let rows = table();
+
+    let listed: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    assert_eq!(listed.len(), rows.len(), "a route is in the table twice");
+    let documented = documented(&srv).await;
+    let missing: Vec<_> = documented.difference(&listed).collect();
+    let stale: Vec<_> = listed.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes of /openapi.json with no row in the table: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "rows of the table that /openapi.json does not list: {stale:?}"
+    );
+
+    let mut wrong = Vec::new();
+    for r in &rows {
+        for (cred, want) in CREDS.iter().zip(r.want) {
+            let opened = srv
+                .open(
+                    "shop",
+                    SHOP_KEY,
+                    json!({"user": "alice", "heartbeat": {"interval_s": 30}}),
+                )
+                .await;
+            let session = id(&opened);
+            let session_token = token(&opened);
+            let path = r.path.replace("{app}", "shop").replace("{id}", &session);
+            let secret = match cred {
+                Cred::None => None,
+                Cred::Wrong => Some("not-a-credential-0123456789"),
+                Cred::SessionToken => Some(session_token.as_str()),
+                Cred::OtherAppKey => Some(DESK_KEY),
+                Cred::OwnAppKey => Some(SHOP_KEY),
+                Cred::Admin => Some(ADMIN),
+            };
+            let mut req = srv.req(r.method.clone(), &path, secret);
+            if let Some(body) = r.body {
+                req = req.json(&body());
+            }
+            // An event stream answers its status at once and then stays open: read the
+            // status only.
+            let status = req.send().await.expect("request").status().as_u16();
+            if status != want {
+                wrong.push(format!(
+                    "{} {} with {cred:?}: {status}, expected {want}",
+                    r.method, r.path
+                ));
+            }
+            if !(200..300).contains(&status) {
+                let (s, v) = srv
+                    .call(
+                        Method::GET,
+                        &format!("/v1/sessions/{session}"),
+                        Some(ADMIN),
+                        None,
+                    )
+                    .await;
+                assert_eq!(s, 200, "{v}");
+                assert_eq!(
+                    (v["status"].as_str(), &v["version"]),
+                    (Some("open"), &opened["version"]),
+                    "{} {} with {cred:?} was refused ({status}) but changed the session: {v}",
+                    r.method,
+                    r.path
+                );
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "cells that differ:\n{}", wrong.join("\n"));
+    srv.stop().await;
+}
