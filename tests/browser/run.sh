@@ -14,20 +14,10 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 
-skip() {
-  echo
-  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-  echo "SKIPPED: browser tests ($1)"
-  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-  if [ "${CI:-}" = "true" ]; then
-    echo "CI=true: browser tests are required" >&2
-    exit 1
-  fi
-  exit 0
-}
-
-[ -x /usr/bin/chromium ] || skip "/usr/bin/chromium not found: apt-get install -y chromium"
-command -v node >/dev/null 2>&1 || skip "node not found"
+# shellcheck source=../../scripts/lib/skip.sh
+. "$ROOT/scripts/lib/skip.sh"
+[ -x /usr/bin/chromium ] || { skip "CRM browser tests" "/usr/bin/chromium not found: apt-get install -y chromium"; exit 0; }
+command -v node >/dev/null 2>&1 || { skip "CRM browser tests" "node not found"; exit 0; }
 command -v npm >/dev/null 2>&1 || skip "npm not found"
 node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' \
   || skip "node $(node --version) is older than 18"

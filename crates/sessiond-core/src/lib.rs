@@ -37,6 +37,7 @@ mod manager;
 pub mod memory;
 pub mod policy;
 mod session;
+pub mod skip;
 pub mod store;
 mod time;
 

@@ -31,11 +31,10 @@ impl Tmpfs {
             .is_ok_and(|s| s.success());
         if !ok {
             let _ = std::fs::remove_dir(&dir);
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true: mounting a tmpfs for the disk-full test must work (run as root)"
+            sessiond_core::skip::skip(
+                "disk-full test",
+                "mounting a tmpfs needs root (run as root)",
             );
-            eprintln!("SKIPPED: the disk-full test needs root to mount a tmpfs");
             return None;
         }
         Some(Tmpfs(dir))

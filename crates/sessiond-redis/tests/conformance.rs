@@ -34,11 +34,8 @@ async fn fresh_store() -> Option<TestStore> {
     let options = RedisOptions::default().with_prefix(random_prefix());
     match RedisStore::connect(&url, options).await {
         Ok(store) => Some(TestStore(store)),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but the Redis store suite cannot reach {url}: {e}")
-        }
         Err(e) => {
-            eprintln!("SKIPPED: Redis store suite: no Redis at {url} ({e})");
+            sessiond_core::skip::skip("Redis store suite", &format!("no Redis at {url} ({e})"));
             None
         }
     }

@@ -28,12 +28,10 @@ async fn reachable(addr: &str, kind: &str) -> bool {
     if tokio::net::TcpStream::connect(addr).await.is_ok() {
         return true;
     }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "{kind} must be running in CI"
+    sessiond_core::skip::skip(
+        &format!("migrate through {kind}"),
+        &format!("nothing listens on {addr}"),
     );
-    eprintln!("SKIPPED: migrate through {kind}: nothing listens on {addr}");
     false
 }
 

@@ -67,12 +67,10 @@ async fn outage(kind: &str) {
         _ => ("127.0.0.1:6379", "redis://127.0.0.1"),
     };
     if TcpStream::connect(target).await.is_err() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "{kind} must be running in CI"
+        sessiond_core::skip::skip(
+            &format!("outage test on {kind}"),
+            &format!("nothing listens on {target}"),
         );
-        eprintln!("SKIPPED: outage test on {kind}: nothing listens on {target}");
         return;
     }
     let proxy = Proxy::start(target).await;

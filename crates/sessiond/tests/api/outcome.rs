@@ -33,12 +33,10 @@ impl PrivateRedis {
         let child = match child {
             Ok(c) => c,
             Err(e) => {
-                assert_ne!(
-                    std::env::var("CI").as_deref(),
-                    Ok("true"),
-                    "redis-server must be installed in CI: {e}"
+                sessiond_core::skip::skip(
+                    "outcome_unknown test",
+                    &format!("cannot run redis-server ({e})"),
                 );
-                eprintln!("SKIPPED: outcome_unknown test: cannot run redis-server ({e})");
                 return None;
             }
         };
