@@ -147,6 +147,35 @@ impl Client {
         self
     }
 
+    /// The same client trusting, besides the system's roots, the CA certificates of
+    /// `pem` (one or more PEM certificates): for a server whose certificate a private CA
+    /// signed. It gets a connection pool of its own with default settings, so call it
+    /// before anything that should share that pool; for more settings, build a
+    /// `reqwest` client yourself and use [`Client::with_http_client`].
+    ///
+    /// Fails with [`Error::CaCert`] when `pem` holds no usable certificate.
+    ///
+    /// ```no_run
+    /// let pem = std::fs::read("/etc/sessiond/ca.pem")?;
+    /// let client = sessiond_client::Client::new("https://sessions.example.com", None)?
+    ///     .with_ca_cert(&pem)?;
+    /// # let _ = client;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_ca_cert(mut self, pem: &[u8]) -> Result<Self, Error> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| Error::CaCert(format!("not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::CaCert("no PEM certificate found".into()));
+        }
+        let mut builder = reqwest::Client::builder();
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+        self.http = builder.build().map_err(|e| Error::CaCert(e.to_string()))?;
+        Ok(self)
+    }
+
     /// The server's base URL.
     pub fn base_url(&self) -> &str {
         self.base.as_str()

@@ -56,6 +56,10 @@ pub enum Error {
     /// An event stream broke its framing (e.g. a line over the size limit).
     #[error("malformed event stream: {0}")]
     EventStream(String),
+    /// A CA certificate given to [`Client::with_ca_cert`](crate::Client::with_ca_cert)
+    /// cannot be used.
+    #[error("CA certificate: {0}")]
+    CaCert(String),
 }
 
 /// The extra fields of a 409 `seats_exhausted` refusal: who holds the seats, so the
@@ -117,7 +121,7 @@ impl Error {
             | Error::Status { status, .. }
             | Error::Decode { status, .. } => Some(*status),
             Error::Transport(e) => e.status().map(|s| s.as_u16()),
-            Error::InvalidUrl(_) | Error::EventStream(_) => None,
+            Error::InvalidUrl(_) | Error::EventStream(_) | Error::CaCert(_) => None,
         }
     }
 

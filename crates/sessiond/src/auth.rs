@@ -19,6 +19,11 @@ use crate::state::SharedState;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Put in a request's extensions by the server when its connection is TLS: the one
+/// first-hand proof that the request came over HTTPS.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// SHA-256 of a secret.
 pub fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
@@ -92,17 +97,19 @@ impl FromRequestParts<SharedState> for ClientAddr {
     }
 }
 
-/// Whether the request came over HTTPS: its URI says so, or the TCP peer is a trusted
-/// proxy and the rightmost `X-Forwarded-Proto` value (the one that proxy wrote; those
-/// before it are whatever the client sent) is `https`. The same trust rule as
-/// [`ClientAddr`]: a header from anyone else is not believed.
+/// Whether the request came over HTTPS: its connection is TLS (the server marked it
+/// [`OverTls`]), or the TCP peer is a trusted proxy and the rightmost
+/// `X-Forwarded-Proto` value (the one that proxy wrote; those before it are whatever
+/// the client sent) is `https`. The same trust rule as [`ClientAddr`]: a header from
+/// anyone else is not believed, and neither is the request line (a client may send an
+/// absolute `https://` URI over plain HTTP).
 pub fn over_https(
-    uri: &axum::http::Uri,
+    extensions: &axum::http::Extensions,
     headers: &axum::http::HeaderMap,
     peer: Option<IpAddr>,
     trusted: impl Fn(IpAddr) -> bool,
 ) -> bool {
-    if uri.scheme() == Some(&axum::http::uri::Scheme::HTTPS) {
+    if extensions.get::<OverTls>().is_some() {
         return true;
     }
     if !peer.is_some_and(trusted) {
@@ -120,7 +127,7 @@ pub fn over_https(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{HeaderMap, HeaderValue, Uri};
+    use axum::http::{Extensions, HeaderMap, HeaderValue};
 
     fn https(peer: &str, values: &[&str]) -> bool {
         let mut h = HeaderMap::new();
@@ -128,12 +135,9 @@ mod tests {
             h.append("x-forwarded-proto", HeaderValue::from_str(v).unwrap());
         }
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        over_https(
-            &Uri::from_static("/admin/login"),
-            &h,
-            Some(peer.parse().unwrap()),
-            |ip| ip == proxy,
-        )
+        over_https(&Extensions::new(), &h, Some(peer.parse().unwrap()), |ip| {
+            ip == proxy
+        })
     }
 
     #[test]
@@ -150,11 +154,12 @@ mod tests {
         assert!(!https("10.0.0.1", &[]));
         assert!(!https("192.0.2.9", &["https"]), "not a trusted proxy");
         let none = HeaderMap::new();
-        assert!(over_https(
-            &Uri::from_static("https://example.com/admin"),
-            &none,
-            None,
-            |_| false
-        ));
+        let mut tls = Extensions::new();
+        tls.insert(OverTls);
+        assert!(over_https(&tls, &none, None, |_| false), "a TLS connection");
+        assert!(
+            !over_https(&Extensions::new(), &none, None, |_| false),
+            "nothing says HTTPS"
+        );
     }
 }

@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
@@ -59,6 +59,11 @@ pub struct Remote {
     #[arg(long, global = true, env = "SESSIOND_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
+    /// For an https:// server whose certificate a private CA signed: that CA's
+    /// certificate (PEM), trusted besides the system's roots.
+    #[arg(long, global = true, env = "SESSIOND_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -70,6 +75,7 @@ impl fmt::Debug for Remote {
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("data_dir", &self.data_dir)
+            .field("ca_cert", &self.ca_cert)
             .field("json", &self.json)
             .finish()
     }
@@ -96,8 +102,28 @@ impl Remote {
     }
 
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.server, self.credential()?)?)
+        client(&self.server, self.credential()?, self.ca_cert.as_deref())
     }
+}
+
+/// A client of the server at `server` with `credential`, trusting the CA certificate
+/// file `ca_cert` besides the system's roots: how every command reaches a server.
+pub fn client(
+    server: &str,
+    credential: Option<String>,
+    ca_cert: Option<&Path>,
+) -> anyhow::Result<Client> {
+    let client = Client::new(server, credential)?;
+    Ok(match ca_cert {
+        None => client,
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+            client
+                .with_ca_cert(&pem)
+                .with_context(|| format!("--ca-cert {}", path.display()))?
+        }
+    })
 }
 
 /// Which sessions `sessions list` shows.
@@ -841,6 +867,7 @@ mod tests {
             server: DEFAULT_SERVER.to_string(),
             token: None,
             data_dir: dir.clone(),
+            ca_cert: None,
             json: false,
         };
         assert_eq!(remote.credential().unwrap(), None);

@@ -13,6 +13,8 @@ use sessiond_core::{valid_app_name, Limits, Policy};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+/// Default HTTPS listen address (when a certificate is configured).
+pub const DEFAULT_TLS_LISTEN: &str = "127.0.0.1:7443";
 /// Default data directory (the embedded store and the generated admin token).
 pub const DEFAULT_DATA_DIR: &str = "./sessiond-data";
 /// Default largest request body: 1 MiB.
@@ -178,6 +180,12 @@ pub struct AppConfig {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// HTTPS: the certificate chain and key, served on [`Config::tls_listen`].
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// HTTPS listen address.
+    pub tls_listen: SocketAddr,
+    /// HTTPS only: no plain HTTP listener (needs [`Config::tls`]).
+    pub tls_only: bool,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Session store.
@@ -231,6 +239,9 @@ impl Default for Config {
         );
         Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            tls: None,
+            tls_listen: DEFAULT_TLS_LISTEN.parse().expect("valid default address"),
+            tls_only: false,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             store: StoreUrl::File(None),
             admin_token: None,
@@ -258,6 +269,10 @@ impl Default for Config {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_listen: Option<SocketAddr>,
+    tls_only: Option<bool>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
     admin_token: Option<Secret>,
@@ -294,16 +309,61 @@ struct LimitsConfig {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// The HTTPS files from a certificate and a key setting: both or neither.
+pub fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError(
+            "tls_cert needs tls_key (the certificate's private key, PEM)".into(),
+        )),
+        (None, Some(_)) => Err(ConfigError(
+            "tls_key needs tls_cert (the certificate chain, PEM)".into(),
+        )),
+    }
+}
+
 impl Config {
+    /// Refuses HTTPS settings that cannot work together.
+    pub fn check_tls(&self) -> Result<(), ConfigError> {
+        if self.tls_only && self.tls.is_none() {
+            return Err(ConfigError(
+                "tls_only needs tls_cert and tls_key: without them nothing would listen".into(),
+            ));
+        }
+        // (Port 0 asks the system for any free port: two of those never collide.)
+        if self.tls.is_some()
+            && !self.tls_only
+            && self.tls_listen == self.listen
+            && self.listen.port() != 0
+        {
+            return Err(ConfigError(format!(
+                "tls_listen and listen are both {}: give HTTPS its own address, or set tls_only",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads a TOML configuration file over the defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         let mut c = Self::from_toml(&text)
             .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?;
-        // A license file named by a relative path sits beside the configuration file,
-        // wherever the server is started from.
+        // A license or certificate file named by a relative path sits beside the
+        // configuration file, wherever the server is started from.
         let base = path.parent().unwrap_or(Path::new(""));
+        if let Some(tls) = c.tls.as_mut() {
+            for f in [&mut tls.cert, &mut tls.key] {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
         for app in c.apps.values_mut() {
             if let Some(l) = app.license.as_mut().filter(|l| l.is_relative()) {
                 *l = base.join(&*l);
@@ -319,6 +379,14 @@ impl Config {
         if let Some(v) = file.listen {
             c.listen = v;
         }
+        c.tls = tls_files(file.tls_cert, file.tls_key)?;
+        if let Some(v) = file.tls_listen {
+            c.tls_listen = v;
+        }
+        if let Some(v) = file.tls_only {
+            c.tls_only = v;
+        }
+        c.check_tls()?;
         if let Some(v) = file.data_dir {
             c.data_dir = v;
         }

@@ -9,7 +9,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use crate::exit::Exit;
-use sessiond_client::{Client, CloseReason, Error, OpenRequest, Session};
+use sessiond_client::{CloseReason, Error, OpenRequest, Session};
 
 /// The exit code for a session closed for `reason` (listed in `--help`).
 fn explain(reason: &CloseReason) -> &'static str {
@@ -57,6 +57,10 @@ pub struct ConnectArgs {
     /// Data directory of a local server, to read its admin token when --token is absent.
     #[arg(long, env = "SESSIOND_DATA_DIR", default_value = "./sessiond-data")]
     pub data_dir: std::path::PathBuf,
+    /// For an https:// server whose certificate a private CA signed: that CA's
+    /// certificate (PEM), trusted besides the system's roots.
+    #[arg(long, env = "SESSIOND_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// The app to take a seat in.
     #[arg(long)]
     pub app: String,
@@ -115,10 +119,10 @@ pub async fn run(args: ConnectArgs) -> Exit {
             .ok()
             .map(|s| s.trim().to_string())
     });
-    let app_client = match Client::new(&args.server, token) {
+    let app_client = match crate::cli::client(&args.server, token, args.ca_cert.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sessiond: {e}");
+            eprintln!("sessiond: {e:#}");
             return Exit::Failed;
         }
     };
@@ -220,13 +224,10 @@ pub async fn run(args: ConnectArgs) -> Exit {
         }
     };
     let session = opened.session;
-    let me = match Client::new(&args.server, Some(opened.token.expose().to_string())) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("sessiond: {e}");
-            return Exit::Failed;
-        }
-    };
+    // The session's own credential over the same connection pool (and trusted roots).
+    let me = app_client
+        .clone()
+        .with_credential(Some(opened.token.expose().to_string()));
     let mut interval = session
         .heartbeat
         .as_ref()

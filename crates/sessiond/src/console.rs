@@ -200,7 +200,7 @@ impl FromRequestParts<ConsoleState> for Origin {
                 .filter_map(|v| v.to_str().ok());
             sessiond_core::client_address(peer, forwarded, trusted)
         });
-        let https = crate::auth::over_https(&parts.uri, &parts.headers, peer, trusted);
+        let https = crate::auth::over_https(&parts.extensions, &parts.headers, peer, trusted);
         Ok(Origin { addr, https })
     }
 }

@@ -22,7 +22,8 @@ pub mod license;
 pub mod metrics;
 mod serve;
 pub mod state;
+pub mod tls;
 pub mod views;
 
 pub use config::{Config, Secret, StoreUrl};
-pub use serve::{admin_token, manager, open_store, run, ServeError};
+pub use serve::{admin_token, manager, open_store, run, run_on, Listeners, ServeError};

@@ -108,6 +108,30 @@ struct ServeArgs {
     /// [default: 127.0.0.1:7420].
     #[arg(long, env = "SESSIOND_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// HTTPS: the certificate chain, PEM, the server's certificate first. With
+    /// --tls-key, the server also serves HTTPS on --tls-listen; a renewed file is
+    /// picked up on SIGHUP or within 10 s, without a restart.
+    #[arg(
+        long,
+        env = "SESSIOND_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "SESSIOND_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// HTTPS listen address [default: 127.0.0.1:7443].
+    #[arg(long, env = "SESSIOND_TLS_LISTEN")]
+    tls_listen: Option<std::net::SocketAddr>,
+    /// HTTPS only: no plain HTTP listener.
+    #[arg(long, env = "SESSIOND_TLS_ONLY")]
+    tls_only: bool,
     /// Data directory: the embedded store and the admin token [default: ./sessiond-data].
     #[arg(long, env = "SESSIOND_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -129,6 +153,15 @@ fn load(args: &ServeArgs) -> Result<Config, String> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
+    if args.tls_cert.is_some() {
+        config.tls = sessiond::config::tls_files(args.tls_cert.clone(), args.tls_key.clone())
+            .map_err(|e| e.0)?;
+    }
+    if let Some(l) = args.tls_listen {
+        config.tls_listen = l;
+    }
+    config.tls_only |= args.tls_only;
+    config.check_tls().map_err(|e| e.0)?;
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }
@@ -193,14 +226,14 @@ async fn serve(args: ServeArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listeners = match sessiond::Listeners::bind(&config).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("sessiond: cannot listen on {}: {e}", config.listen);
+            eprintln!("sessiond: {e}");
             return Exit::Failed;
         }
     };
-    match sessiond::run(listener, config, shutdown_signal()).await {
+    match sessiond::run_on(listeners, config, shutdown_signal()).await {
         Ok(()) => Exit::Done,
         Err(sessiond::ServeError::Config(e)) => {
             eprintln!("sessiond: configuration: {e}");

@@ -1,7 +1,8 @@
 //! Starting and stopping the server: open the store, build the Manager and the router,
-//! accept connections (at most `max_connections` at once, each with a header read
-//! timeout and a bound on its request head) until the shutdown signal, then drain
-//! in-flight requests, end event streams and flush the store.
+//! accept connections over HTTP and HTTPS ([`Listeners`]; at most `max_connections` at
+//! once, each with a time limit on its TLS handshake and request head and a bound on
+//! its request head) until the shutdown signal, then drain in-flight requests, end
+//! event streams and flush the store.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
-use crate::auth::{digest, PeerAddr};
+use crate::auth::{digest, OverTls, PeerAddr};
 use crate::config::{check_secret, Config, Secret, StoreUrl};
 use crate::metrics::{MeteredStore, Metrics, UnreadableRecords};
 use crate::state::State;
@@ -154,12 +155,92 @@ pub fn manager(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Manager>, S
     Ok(Arc::new(m))
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then drains and flushes.
+/// Where the server accepts connections: plain HTTP, HTTPS, or both.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Plain HTTP.
+    pub http: Option<TcpListener>,
+    /// HTTPS, with the certificate of [`Config::tls`].
+    pub https: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what the configuration asks for: [`Config::listen`] unless
+    /// [`Config::tls_only`], and [`Config::tls_listen`] when [`Config::tls`] is set.
+    pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
+        let bind = |addr: std::net::SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|e| {
+                ServeError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr}: {e}"),
+                ))
+            })
+        };
+        Ok(Listeners {
+            http: match config.tls_only {
+                true => None,
+                false => Some(bind(config.listen).await?),
+            },
+            https: match &config.tls {
+                Some(_) => Some(bind(config.tls_listen).await?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Accepts from `listener`, or waits forever when there is none.
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves the API on `listener` (plain HTTP) until `shutdown` completes, then drains and
+/// flushes. For HTTPS, see [`run_on`].
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let listeners = Listeners {
+        http: Some(listener),
+        https: None,
+    };
+    run_on(listeners, config, shutdown).await
+}
+
+/// Serves the API on `listeners` until `shutdown` completes, then drains and flushes.
+/// An HTTPS listener needs [`Config::tls`], and [`Config::tls`] needs an HTTPS listener.
+pub async fn run_on(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    config.check_tls().map_err(|e| ServeError::Config(e.0))?;
+    let tls = match (&config.tls, &listeners.https) {
+        (Some(files), Some(_)) => Some(
+            crate::tls::Certificates::load(files.clone())
+                .map_err(|e| ServeError::Config(format!("TLS: {e}")))?,
+        ),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ServeError::Config(
+                "TLS is configured but no HTTPS listener was given".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ServeError::Config(
+                "an HTTPS listener needs tls_cert and tls_key".into(),
+            ))
+        }
+    };
+    if listeners.http.is_none() && listeners.https.is_none() {
+        return Err(ServeError::Config("nothing to listen on".into()));
+    }
     let metrics = Arc::new(Metrics::default());
     let (store, unreadable) = open_store_counted(&config).await?;
     metrics.watch_unreadable(unreadable);
@@ -228,8 +309,22 @@ pub async fn run(
     let follower = tokio::spawn(metrics.follow(manager.clone()));
     let relay = manager.start_relay();
 
+    let acceptor = match &tls {
+        Some(c) => Some(tokio_rustls::TlsAcceptor::from(
+            c.server_config()
+                .map_err(|e| ServeError::Config(format!("TLS: {e}")))?,
+        )),
+        None => None,
+    };
+    let renewal = tls.clone().map(|c| tokio::spawn(c.watch()));
+    let address = |l: &Option<TcpListener>| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "-".to_string(), |a| a.to_string())
+    };
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %address(&listeners.http),
+        listen_tls = %address(&listeners.https),
         store = manager.store().kind(),
         apps = config.apps.len(),
         "sessiond serving"
@@ -240,43 +335,78 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    refuse_connection(&stream);
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let svc = router.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    req
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .max_buf_size(max_header_bytes)
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
-            }
+        let (accepted, secure) = tokio::select! {
+            a = accept(listeners.http.as_ref()) => (a, false),
+            a = accept(listeners.https.as_ref()) => (a, true),
             () = &mut shutdown => break,
-        }
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Over TLS the client could not read a plain answer: just close.
+            if !secure {
+                refuse_connection(&stream);
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                if secure {
+                    req.extensions_mut().insert(OverTls);
+                }
+                req
+            },
+        );
+        let http = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(max_header_bytes)
+            .clone();
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone().filter(|_| secure);
+        tokio::spawn(async move {
+            let ended = match acceptor {
+                None => {
+                    let conn =
+                        http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    // The handshake gets the time a request head gets: a client that
+                    // opens a connection and sends nothing holds its place no longer.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let conn = http
+                                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc));
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
     }
     tracing::info!("shutting down: draining in-flight requests");
-    drop(listener);
+    drop(listeners);
     let _ = stop_tx.send(true);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
         .await
@@ -287,7 +417,7 @@ pub async fn run(
     expiry.abort();
     follower.abort();
     logger.abort();
-    for task in [relay, watcher].into_iter().flatten() {
+    for task in [relay, watcher, renewal].into_iter().flatten() {
         task.abort();
     }
     manager.store().flush().await?;

@@ -172,7 +172,10 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str
 /// The real `sessiond` binary as a child process, its output collected.
 pub struct Process {
     pub child: Child,
+    /// `http://<address>`, or `http://-` when the server has no plain listener.
     pub base: String,
+    /// The HTTPS address (`<ip>:<port>`) when the server serves HTTPS.
+    pub tls_addr: Option<String>,
     pub output: Arc<Mutex<String>>,
 }
 
@@ -201,8 +204,13 @@ impl Process {
         let out = output.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listen=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                let field = |name: &str| {
+                    line.split(name)
+                        .nth(1)
+                        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+                };
+                if let Some(plain) = field(" listen=") {
+                    let _ = tx.send((plain, field(" listen_tls=").filter(|a| a != "-")));
                 }
                 out.lock().unwrap().push_str(&line);
                 out.lock().unwrap().push('\n');
@@ -216,12 +224,21 @@ impl Process {
                 out.lock().unwrap().push('\n');
             }
         });
-        let addr = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("the server logs its listen address");
+        let (addr, tls_addr) = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the server did not log its listen address; its output:\n{}",
+                    output.lock().unwrap()
+                );
+            }
+        };
         Process {
             child,
             base: format!("http://{addr}"),
+            tls_addr,
             output,
         }
     }

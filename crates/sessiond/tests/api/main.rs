@@ -18,4 +18,5 @@ mod routes;
 mod seat_client;
 mod seats;
 mod session;
+mod tls;
 mod unreadable;
