@@ -2,10 +2,10 @@
 //! a sign-in with the admin token or an app key, and a same-origin proxy from
 //! `/admin/api/...` to the API so the page never holds the secret.
 //!
-//! Signing in opens a sessiond session of the internal app `@console` in the configured
-//! store ([`sign_ins`]): the console works on every node sharing the store and after a
-//! restart, its sign-ins follow `console_idle_timeout_s` and `console_lifetime_s`, and
-//! the admin token lists and kills them like any session. The session's token travels
+//! Signing in opens a sessiond session of the internal app `@console` in the
+//! configured store (module `sign_ins`): the console works on every node sharing the
+//! store and after a restart, its sign-ins follow `console_idle_timeout_s` and
+//! `console_lifetime_s`, and the admin token lists and kills them like any session. The session's token travels
 //! in an `HttpOnly`, `SameSite=Strict` cookie scoped to `/admin`; the credential stays on
 //! the server. Requests that change anything must come from the console's own page:
 //! they carry the `X-Sessiond-Console` header (which a cross-site form cannot send)
@@ -15,7 +15,7 @@
 //! its console session closes (killed, signed out, timed out), on whichever node.
 //!
 //! Sign-in is throttled per client address (`console_login_attempts_per_minute` failed
-//! attempts, then 429 until the minute is over, [`throttle`]), and at most
+//! attempts, then 429 until the minute is over, module `throttle`), and at most
 //! [`MAX_CONSOLE_SESSIONS`] browsers are signed in at once (the longest idle goes
 //! first): nothing a client sends grows the console's memory or the store without
 //! bound.
