@@ -450,17 +450,31 @@ async fn only_a_console_session_signs_in() {
 /// on one ends the sign-in, and the console's event stream, on the other.
 #[tokio::test]
 async fn a_sign_in_works_on_every_node_of_a_redis_store() {
-    let Some((url, ns)) = shared_store("redis", "console across nodes").await else {
+    across_nodes("redis").await;
+}
+
+/// [`a_sign_in_works_on_every_node_of_a_redis_store`] on PostgreSQL.
+#[tokio::test]
+async fn a_sign_in_works_on_every_node_of_a_postgres_store() {
+    across_nodes("postgres").await;
+}
+
+async fn across_nodes(kind: &str) {
+    let Some((url, ns)) = shared_store(kind, "console across nodes").await else {
         return;
     };
-    let dirs = [temp_dir("console-node1"), temp_dir("console-node2")];
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let dirs = [
+        temp_dir(&format!("console-{kind}-1")),
+        temp_dir(&format!("console-{kind}-2")),
+    ];
     let mut nodes = Vec::new();
     for dir in &dirs {
         std::fs::create_dir_all(dir).unwrap();
         let file = dir.join("sessiond.toml");
         std::fs::write(
             &file,
-            format!("store = \"{url}?namespace={ns}\"\n[apps.shop]\nkey = \"{SHOP_KEY}\"\n"),
+            format!("store = \"{url}{sep}namespace={ns}\"\n[apps.shop]\nkey = \"{SHOP_KEY}\"\n"),
         )
         .unwrap();
         nodes.push(Process::start_with(
