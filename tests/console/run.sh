@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Browser tests of the admin console: builds sessiond, starts it on a free loopback
 # port (memory store, known tokens), drives /admin in headless Chromium with
-# playwright-core, keeps screenshots in artifacts/console/, stops the server.
+# playwright-core, keeps screenshots in artifacts/console/, stops the server. Then
+# nodes.test.mjs starts servers of its own: one restarted over a file store, and two
+# nodes over Redis (a fresh namespace, removed afterwards) to show that a sign-in
+# survives a restart and works on every node.
 # Without node or /usr/bin/chromium it says so and skips, unless CI=true.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -22,6 +25,10 @@ if [ ! -d "$here/node_modules/playwright-core" ]; then
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 cargo build --quiet -p sessiond
+bin="${CARGO_TARGET_DIR:-$root/target}/debug/sessiond"
+case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+redis_url="${SESSIOND_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+namespace="sessiond_console_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 
 data=$(mktemp -d)
 cat > "$data/sessiond.toml" <<TOML
@@ -36,9 +43,14 @@ heartbeat = { interval_s = 30, grace_s = 60 }
 key = "shop-console-test-key-00001"
 TOML
 log="$data/server.log"
-SESSIOND_LOG=info target/debug/sessiond serve --config "$data/sessiond.toml" --listen 127.0.0.1:0 --data-dir "$data" 2>"$log" &
+SESSIOND_LOG=info "$bin" serve --config "$data/sessiond.toml" --listen 127.0.0.1:0 --data-dir "$data" 2>"$log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
+forget_namespace() {
+  command -v redis-cli >/dev/null 2>&1 || return 0
+  redis-cli -u "$redis_url" --scan --pattern "$namespace:*" 2>/dev/null \
+    | xargs -r redis-cli -u "$redis_url" del >/dev/null 2>&1 || true
+}
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"; forget_namespace' EXIT
 for _ in $(seq 1 100); do
   port=$(sed -n 's/.*listen=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -n 1)
   [ -n "${port:-}" ] && break
@@ -52,4 +64,7 @@ SESSIOND_URL="http://127.0.0.1:$port" \
 ADMIN_TOKEN="console-test-admin-token-0001" \
 APP_KEY="gestan-console-test-key-0001" \
 ARTIFACTS="$root/artifacts/console" \
-  node --test --test-concurrency=1 console.test.mjs
+SESSIOND_BIN="$bin" \
+REDIS_URL="$redis_url" \
+REDIS_NAMESPACE="$namespace" \
+  node --test --test-concurrency=1 console.test.mjs nodes.test.mjs

@@ -6,8 +6,10 @@
 //! - [`Policy`] holds an app's rules: idle timeout, absolute lifetime, heartbeat, seats,
 //!   per-user limits, address binding, retention.
 //! - [`Manager`] applies the rules over a [`Store`]; the store only makes each operation
-//!   atomic. [`MemoryStore`] is the in-memory store; other crates add durable ones, and
-//!   every store passes the same conformance suite (feature `conformance`).
+//!   atomic. Besides the declared apps it may keep [`InternalApp`]s, whose sessions a
+//!   program keeps for itself and never lists. [`MemoryStore`] is the in-memory store;
+//!   other crates add durable ones, and every store passes the same conformance suite
+//!   (feature `conformance`).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -31,6 +33,7 @@ pub mod conformance;
 mod error;
 pub mod events;
 mod id;
+mod internal;
 mod json;
 mod limits;
 mod manager;
@@ -45,6 +48,7 @@ pub use address::client_address;
 pub use error::{quoted, Error, Result};
 pub use events::{Event, EventKind};
 pub use id::{BadSessionId, SessionId, Token, TokenHash, MAX_TOKEN_PREFIX, TOKEN_KEY_BYTES};
+pub use internal::{InternalApp, INTERNAL_APP_MARK};
 pub use json::{JsonError, JsonObject};
 pub use limits::Limits;
 pub use manager::{

@@ -16,6 +16,7 @@ use crate::admission::Admission;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind};
 use crate::id::{SessionId, Token};
+use crate::internal::InternalApp;
 use crate::json::JsonObject;
 use crate::limits::Limits;
 use crate::policy::{
@@ -103,11 +104,19 @@ pub enum ClosedById {
     Discarded,
 }
 
+/// An app the Manager knows: its policy, and whether the program registered it for
+/// itself ([`InternalApp`]) rather than declared it.
+#[derive(Clone)]
+struct AppEntry {
+    policy: Arc<Policy>,
+    internal: bool,
+}
+
 /// Applies the session rules over a [`Store`].
 pub struct Manager {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    policies: RwLock<HashMap<String, Arc<Policy>>>,
+    policies: RwLock<HashMap<String, AppEntry>>,
     limits: Limits,
     events: broadcast::Sender<Event>,
     /// This node's own events only, for the relay to send to other nodes.
@@ -184,35 +193,78 @@ impl Manager {
         self.clock.now()
     }
 
-    /// Adds or replaces an app's policy; takes effect for the next operation.
+    /// Adds or replaces an app's policy; takes effect for the next operation. The name
+    /// must pass [`valid_app_name`], so it can never be an [`InternalApp`]'s.
     pub fn set_policy(&self, app: &str, policy: Policy) -> Result<()> {
         if !valid_app_name(app) {
             return Err(Error::BadInput(format!(
                 "{app:?} is not a valid app name (1 to 64 letters, digits, '_', '-' or '.')"
             )));
         }
+        self.register(app, policy, false)
+    }
+
+    /// Adds or replaces the policy of an app the program keeps for itself. Its
+    /// sessions follow the policy like any app's, but the app is left out of
+    /// [`Manager::apps`], and only [`Manager::open_internal`] opens sessions in it.
+    pub fn set_internal_policy(&self, app: InternalApp, policy: Policy) -> Result<()> {
+        self.register(app.name(), policy, true)
+    }
+
+    fn register(&self, app: &str, policy: Policy, internal: bool) -> Result<()> {
         policy
             .validate()
             .map_err(|e| Error::BadInput(e.to_string()))?;
         let mut map = self.policies.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(app.to_string(), Arc::new(policy));
+        map.insert(
+            app.to_string(),
+            AppEntry {
+                policy: Arc::new(policy),
+                internal,
+            },
+        );
         Ok(())
     }
 
-    /// The policy of `app`.
+    /// The policy of `app`, declared or internal.
     pub fn policy(&self, app: &str) -> Result<Arc<Policy>> {
+        self.entry(app).map(|e| e.policy)
+    }
+
+    fn entry(&self, app: &str) -> Result<AppEntry> {
         let map = self.policies.read().unwrap_or_else(|e| e.into_inner());
         map.get(app)
             .cloned()
             .ok_or_else(|| Error::UnknownApp(app.to_string()))
     }
 
-    /// The configured apps, sorted.
+    /// The declared apps, sorted. Internal apps ([`Manager::set_internal_policy`]) are
+    /// never listed: whatever shows or counts apps from this list leaves them out.
     pub fn apps(&self) -> Vec<String> {
+        self.app_names(false)
+    }
+
+    /// Every app, declared and internal, sorted: for the engine's own sweeps.
+    fn all_apps(&self) -> Vec<String> {
+        self.app_names(true)
+    }
+
+    fn app_names(&self, with_internal: bool) -> Vec<String> {
         let map = self.policies.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<String> = map.keys().cloned().collect();
+        let mut v: Vec<String> = map
+            .iter()
+            .filter(|(_, e)| with_internal || !e.internal)
+            .map(|(name, _)| name.clone())
+            .collect();
         v.sort();
         v
+    }
+
+    /// Whether `app` is an internal app (a session's or an event's app, say): what
+    /// shows apps to their operators leaves such an app out.
+    pub fn is_internal(&self, app: &str) -> bool {
+        let map = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        map.get(app).is_some_and(|e| e.internal)
     }
 
     /// Events from now on. A receiver that falls more than 4096 events behind loses
@@ -285,9 +337,25 @@ impl Manager {
     }
 
     /// Opens a session in `app`, admitting it atomically under the app's seat and user
-    /// limits (and taking over `req.take_over` if named).
+    /// limits (and taking over `req.take_over` if named). An internal app answers
+    /// [`Error::UnknownApp`], as an app that does not exist: only
+    /// [`Manager::open_internal`] opens sessions there.
     pub async fn open(&self, app: &str, req: OpenRequest) -> Result<Opened> {
-        let policy = self.policy(app)?;
+        let entry = self.entry(app)?;
+        if entry.internal {
+            return Err(Error::UnknownApp(app.to_string()));
+        }
+        self.open_with(app, &entry.policy, req).await
+    }
+
+    /// [`Manager::open`] in an internal app (registered with
+    /// [`Manager::set_internal_policy`]).
+    pub async fn open_internal(&self, app: InternalApp, req: OpenRequest) -> Result<Opened> {
+        let entry = self.entry(app.name())?;
+        self.open_with(app.name(), &entry.policy, req).await
+    }
+
+    async fn open_with(&self, app: &str, policy: &Policy, req: OpenRequest) -> Result<Opened> {
         if let Some(u) = &req.user {
             self.check_name("user", u)?;
         }
@@ -338,7 +406,7 @@ impl Manager {
             }
         }
         let now = self.clock.now();
-        let token = Self::new_token(&policy, app, client.ip);
+        let token = Self::new_token(policy, app, client.ip);
         let counts_seat = policy.counts_seat(&privileges);
         let session = Session {
             id: SessionId::new(),
@@ -361,7 +429,7 @@ impl Manager {
             closed: None,
             version: 1,
         };
-        let admission = Admission::from_policy(&policy, req.take_over);
+        let admission = Admission::from_policy(policy, req.take_over);
         let outcome = self
             .store
             .open(session, &admission, now)
@@ -885,7 +953,7 @@ impl Manager {
         let started = self.clock.now();
         let downtimes = self.downtimes.load(Ordering::Acquire);
         let mut renewed = 0;
-        for app in self.apps() {
+        for app in self.all_apps() {
             let mut after = None;
             loop {
                 let q = ListQuery {

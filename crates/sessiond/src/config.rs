@@ -42,6 +42,10 @@ pub const DEFAULT_MAX_STREAMS_PER_APP: usize = 1024;
 pub const DEFAULT_MAX_STREAMS_PER_SESSION: usize = 4;
 /// Default failed admin console sign-ins allowed per client address per minute.
 pub const DEFAULT_CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: u32 = 10;
+/// Default seconds without activity before an admin console sign-in ends: 30 minutes.
+pub const DEFAULT_CONSOLE_IDLE_TIMEOUT_S: u32 = 30 * 60;
+/// Default seconds an admin console sign-in lasts at most, whatever its activity: 8 hours.
+pub const DEFAULT_CONSOLE_LIFETIME_S: u32 = 8 * 60 * 60;
 /// The app that exists out of the box.
 pub const DEFAULT_APP: &str = "default";
 /// Shortest admin token or app key, in characters.
@@ -215,6 +219,10 @@ pub struct Config {
     pub max_streams_per_session: usize,
     /// Failed admin console sign-ins allowed per client address per minute.
     pub console_login_attempts_per_minute: u32,
+    /// Seconds without activity before an admin console sign-in ends.
+    pub console_idle_timeout_s: u32,
+    /// Seconds an admin console sign-in lasts at most (the cookie's `Max-Age`).
+    pub console_lifetime_s: u32,
     /// Proxies whose `X-Forwarded-For` is believed: the client address is its nearest
     /// hop, from the right, that is not one of them ([`sessiond_core::client_address`]).
     pub trusted_proxies: Vec<IpAddr>,
@@ -256,6 +264,8 @@ impl Default for Config {
             max_streams_per_app: DEFAULT_MAX_STREAMS_PER_APP,
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
             console_login_attempts_per_minute: DEFAULT_CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE,
+            console_idle_timeout_s: DEFAULT_CONSOLE_IDLE_TIMEOUT_S,
+            console_lifetime_s: DEFAULT_CONSOLE_LIFETIME_S,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             license_public_key: None,
@@ -287,6 +297,8 @@ struct FileConfig {
     max_streams_per_app: Option<usize>,
     max_streams_per_session: Option<usize>,
     console_login_attempts_per_minute: Option<u32>,
+    console_idle_timeout_s: Option<u32>,
+    console_lifetime_s: Option<u32>,
     #[serde(default)]
     trusted_proxies: Vec<IpAddr>,
     limits: Option<LimitsConfig>,
@@ -411,7 +423,9 @@ impl Config {
             max_streams,
             max_streams_per_app,
             max_streams_per_session,
-            console_login_attempts_per_minute
+            console_login_attempts_per_minute,
+            console_idle_timeout_s,
+            console_lifetime_s
         );
         if c.max_header_bytes < MIN_HEADER_BYTES {
             return Err(ConfigError(format!(
@@ -430,6 +444,17 @@ impl Config {
         ] {
             if v == 0 {
                 return Err(ConfigError(format!("{key} must be at least 1")));
+            }
+        }
+        let longest = c.limits.max_duration_s;
+        for (key, v) in [
+            ("console_idle_timeout_s", c.console_idle_timeout_s),
+            ("console_lifetime_s", c.console_lifetime_s),
+        ] {
+            if v == 0 || v > longest {
+                return Err(ConfigError(format!(
+                    "{key} must be between 1 and {longest} seconds"
+                )));
             }
         }
         c.trusted_proxies = file.trusted_proxies;
@@ -652,6 +677,26 @@ mod tests {
         assert!(e.0.contains("max_streams must be at least 1"), "{e}");
         let e = Config::from_toml("max_header_bytes = 100\n").unwrap_err();
         assert!(e.0.contains("8192"), "{e}");
+    }
+
+    #[test]
+    fn console_timeouts_have_defaults_and_bounds() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.console_idle_timeout_s, DEFAULT_CONSOLE_IDLE_TIMEOUT_S);
+        assert_eq!(c.console_lifetime_s, DEFAULT_CONSOLE_LIFETIME_S);
+        let c =
+            Config::from_toml("console_idle_timeout_s = 60\nconsole_lifetime_s = 600\n").unwrap();
+        assert_eq!((c.console_idle_timeout_s, c.console_lifetime_s), (60, 600));
+        let e = Config::from_toml("console_idle_timeout_s = 0\n").unwrap_err();
+        assert!(
+            e.0.contains("console_idle_timeout_s must be between 1 and"),
+            "{e}"
+        );
+        let e = Config::from_toml("console_lifetime_s = 4000000000\n").unwrap_err();
+        assert!(
+            e.0.contains("console_lifetime_s must be between 1 and"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,23 +2,29 @@
 //! a sign-in with the admin token or an app key, and a same-origin proxy from
 //! `/admin/api/...` to the API so the page never holds the secret.
 //!
-//! Signing in creates a console session: a random id in an `HttpOnly`,
-//! `SameSite=Strict` cookie scoped to `/admin`; the credential stays on the server.
-//! Requests that change anything must come from the console's own page: they carry the
-//! `X-Sessiond-Console` header (which a cross-site form cannot send) and, when the
-//! browser sends `Origin`, it must be this server. The cookie is `Secure` when the
-//! sign-in came over HTTPS ([`crate::auth::over_https`]).
+//! Signing in opens a sessiond session of the internal app `@console` in the
+//! configured store (module `sign_ins`): the console works on every node sharing the
+//! store and after a restart, its sign-ins follow `console_idle_timeout_s` and
+//! `console_lifetime_s`, and the admin token lists and kills them like any session. The session's token travels
+//! in an `HttpOnly`, `SameSite=Strict` cookie scoped to `/admin`; the credential stays on
+//! the server. Requests that change anything must come from the console's own page:
+//! they carry the `X-Sessiond-Console` header (which a cross-site form cannot send)
+//! and, when the browser sends `Origin`, it must be this server. The cookie is
+//! `Secure` when the sign-in came over HTTPS ([`crate::auth::over_https`]). Signing out
+//! closes the session; an event stream the console opened through the proxy ends when
+//! its console session closes (killed, signed out, timed out), on whichever node.
 //!
 //! Sign-in is throttled per client address (`console_login_attempts_per_minute` failed
-//! attempts, then 429 until the minute is over), in a table of at most
-//! [`MAX_THROTTLED_ADDRESSES`] addresses, and at most [`MAX_CONSOLE_SESSIONS`] browsers
-//! are signed in at once (the oldest sign-in goes first): nothing a client sends grows
-//! the console's memory without bound.
+//! attempts, then 429 until the minute is over, module `throttle`), and at most
+//! [`MAX_CONSOLE_SESSIONS`] browsers are signed in at once (the longest idle goes
+//! first): nothing a client sends grows the console's memory or the store without
+//! bound.
 
-use std::collections::HashMap;
+mod sign_ins;
+mod throttle;
+
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::FormRejection;
@@ -28,148 +34,47 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::{Form, Router};
+use futures_util::StreamExt;
 use serde::Deserialize;
+use sessiond_core::{EventKind, Manager, SessionId};
+use tokio::sync::broadcast::{self, error::RecvError};
 use tower::ServiceExt;
 
 use crate::auth::digest;
-use crate::config::Secret;
+use crate::config::{Config, Secret};
 use crate::error::ApiError;
 use crate::state::SharedState;
 
+pub use sign_ins::{Role, Signed, CONSOLE_APP, MAX_CONSOLE_SESSIONS};
+pub use throttle::MAX_THROTTLED_ADDRESSES;
+
 const COOKIE: &str = "sessiond_console";
-const LIFETIME: Duration = Duration::from_secs(8 * 3600);
 const CSRF_HEADER: &str = "x-sessiond-console";
-/// The window over which failed sign-ins are counted.
-const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
-
-/// Most client addresses the sign-in throttle remembers at once. When every one is
-/// still within its window, sign-ins from other addresses are refused (429) until one
-/// ends: the table's memory is bounded whatever the number of addresses.
-pub const MAX_THROTTLED_ADDRESSES: usize = 10_000;
-
-/// Most browsers signed in to the console at once; a new sign-in beyond it ends the
-/// oldest.
-pub const MAX_CONSOLE_SESSIONS: usize = 1024;
 
 const INDEX: &str = include_str!("../console/index.html");
 const LOGIN: &str = include_str!("../console/login.html");
 const SCRIPT: &str = include_str!("../console/console.js");
 const STYLE: &str = include_str!("../console/console.css");
 
-/// Who a console session is.
-#[derive(Clone)]
-struct Signed {
-    secret: Secret,
-    /// `None` for the admin token, the app's name for an app key.
-    app: Option<String>,
-    expires: Instant,
-}
-
-/// Failed sign-ins of one client address in the current window.
-struct Failures {
-    since: Instant,
-    count: u32,
-}
-
-/// The console's signed-in browsers, and the sign-in throttle.
+/// The console's sign-ins (sessions of [`CONSOLE_APP`]) and its sign-in throttle.
 pub struct ConsoleSessions {
-    signed: Mutex<HashMap<String, Signed>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
-    /// Failed sign-ins allowed per client address per minute.
-    attempts_per_minute: u32,
-}
-
-impl Default for ConsoleSessions {
-    fn default() -> Self {
-        Self::new(crate::config::DEFAULT_CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE)
-    }
+    sign_ins: sign_ins::SignIns,
+    throttle: throttle::Throttle,
 }
 
 impl ConsoleSessions {
-    /// No browser signed in; `attempts_per_minute` failed sign-ins allowed per client
-    /// address per minute.
-    pub fn new(attempts_per_minute: u32) -> Self {
-        ConsoleSessions {
-            signed: Mutex::default(),
-            failures: Mutex::default(),
-            attempts_per_minute,
-        }
-    }
-
-    fn get(&self, headers: &HeaderMap) -> Option<Signed> {
-        let id = cookie(headers)?;
-        let mut map = self.signed.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        map.retain(|_, s| s.expires > now);
-        map.get(&id).cloned()
-    }
-
-    fn insert(&self, id: String, signed: Signed) {
-        let mut map = self.signed.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        map.retain(|_, s| s.expires > now);
-        while map.len() >= MAX_CONSOLE_SESSIONS {
-            let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            map.remove(&oldest);
-        }
-        map.insert(id, signed);
-    }
-
-    fn remove(&self, id: &str) {
-        self.signed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-    }
-
-    /// Whether `addr` may try to sign in now.
-    fn may_try(&self, addr: IpAddr) -> bool {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match map.get(&addr) {
-            Some(f) if now.duration_since(f.since) < THROTTLE_WINDOW => {
-                f.count < self.attempts_per_minute
-            }
-            Some(_) => {
-                map.remove(&addr);
-                true
-            }
-            None => {
-                if map.len() >= MAX_THROTTLED_ADDRESSES {
-                    map.retain(|_, f| now.duration_since(f.since) < THROTTLE_WINDOW);
-                }
-                map.len() < MAX_THROTTLED_ADDRESSES
-            }
-        }
-    }
-
-    /// Counts a failed sign-in from `addr`.
-    fn failed(&self, addr: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if map.len() >= MAX_THROTTLED_ADDRESSES && !map.contains_key(&addr) {
-            map.retain(|_, f| now.duration_since(f.since) < THROTTLE_WINDOW);
-            if map.len() >= MAX_THROTTLED_ADDRESSES {
-                return;
-            }
-        }
-        let f = map.entry(addr).or_insert(Failures {
-            since: now,
-            count: 0,
-        });
-        if now.duration_since(f.since) >= THROTTLE_WINDOW {
-            *f = Failures {
-                since: now,
-                count: 0,
-            };
-        }
-        f.count = f.count.saturating_add(1);
+    /// Registers [`CONSOLE_APP`] on `manager` with the console's settings from
+    /// `config`, and keeps the credentials a sign-in can stand for (`admin`, the admin
+    /// token, and the app keys of `config`).
+    pub fn new(
+        config: &Config,
+        admin: &Secret,
+        manager: &Manager,
+    ) -> Result<Self, sessiond_core::Error> {
+        Ok(ConsoleSessions {
+            sign_ins: sign_ins::SignIns::new(config, admin, manager)?,
+            throttle: throttle::Throttle::new(config.console_login_attempts_per_minute),
+        })
     }
 }
 
@@ -280,10 +185,29 @@ pub fn router(state: SharedState, api: Router) -> Router {
 
 type ConsoleState = (SharedState, Router);
 
-async fn index(State((st, _)): State<ConsoleState>, headers: HeaderMap) -> Response {
-    match st.console.get(&headers) {
-        Some(_) => page(INDEX, StatusCode::OK),
-        None => page(&LOGIN.replace("{{error}}", ""), StatusCode::OK),
+/// The browser's console session, if it is signed in (a console request counts as the
+/// session's activity when `touch`).
+async fn signed_in(
+    st: &SharedState,
+    headers: &HeaderMap,
+    origin: &Origin,
+    touch: bool,
+) -> Result<Option<Signed>, ApiError> {
+    st.console
+        .sign_ins
+        .signed_in(&st.manager, cookie(headers).as_deref(), origin.addr, touch)
+        .await
+}
+
+async fn index(
+    State((st, _)): State<ConsoleState>,
+    origin: Origin,
+    headers: HeaderMap,
+) -> Response {
+    match signed_in(&st, &headers, &origin, true).await {
+        Ok(Some(_)) => page(INDEX, StatusCode::OK),
+        Ok(None) => page(&LOGIN.replace("{{error}}", ""), StatusCode::OK),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -301,7 +225,7 @@ async fn login(
     if !same_origin(&headers) {
         return ApiError::forbidden("sign in from the console's own page").into_response();
     }
-    if origin.addr.is_some_and(|a| !st.console.may_try(a)) {
+    if origin.addr.is_some_and(|a| !st.console.throttle.may_try(a)) {
         tracing::warn!(client = ?origin.addr, "console sign-in throttled");
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -327,13 +251,13 @@ async fn login(
         }
     };
     let d = digest(form.token.trim());
-    let app = if d == st.admin_digest {
-        None
+    let role = if d == st.admin_digest {
+        Role::Admin
     } else if let Some(app) = st.app_keys.get(&d) {
-        Some(app.clone())
+        Role::App(app.clone())
     } else {
         if let Some(a) = origin.addr {
-            st.console.failed(a);
+            st.console.throttle.failed(a);
         }
         tracing::info!("console sign-in refused: unknown token");
         let html = LOGIN.replace(
@@ -342,24 +266,24 @@ async fn login(
         );
         return page(&html, StatusCode::UNAUTHORIZED);
     };
-    let id = sessiond_core::Token::generate("console")
-        .expose()
-        .to_string();
-    let id = id.trim_start_matches("console:").to_string();
-    tracing::info!(role = app.as_deref().unwrap_or("admin"), "console sign-in");
-    st.console.insert(
-        id.clone(),
-        Signed {
-            secret: Secret::new(form.token.trim()),
-            app,
-            expires: Instant::now() + LIFETIME,
-        },
-    );
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let token = match st
+        .console
+        .sign_ins
+        .sign_in(&st.manager, &role, origin.addr, user_agent)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     let mut r = Redirect::to("/admin").into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}={id}; {}; Max-Age={}",
+        "{COOKIE}={}; {}; Max-Age={}",
+        token.expose(),
         cookie_attributes(origin.https),
-        LIFETIME.as_secs()
+        st.console.sign_ins.lifetime_s()
     )) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -374,8 +298,14 @@ async fn logout(
     if !same_origin(&headers) {
         return ApiError::forbidden("sign out from the console's own page").into_response();
     }
-    if let Some(id) = cookie(&headers) {
-        st.console.remove(&id);
+    // The cookie is kept when the close could not be made: signing out again closes it.
+    if let Err(e) = st
+        .console
+        .sign_ins
+        .sign_out(&st.manager, cookie(&headers).as_deref(), origin.addr)
+        .await
+    {
+        return e.into_response();
     }
     let mut r = Redirect::to("/admin").into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
@@ -387,27 +317,39 @@ async fn logout(
     r
 }
 
-async fn whoami(State((st, _)): State<ConsoleState>, headers: HeaderMap) -> Response {
-    match st.console.get(&headers) {
-        Some(s) => axum::Json(serde_json::json!({
-            "role": if s.app.is_some() { "app" } else { "admin" },
-            "app": s.app,
+async fn whoami(
+    State((st, _)): State<ConsoleState>,
+    origin: Origin,
+    headers: HeaderMap,
+) -> Response {
+    match signed_in(&st, &headers, &origin, true).await {
+        Ok(Some(s)) => axum::Json(serde_json::json!({
+            "role": if s.role.app().is_some() { "app" } else { "admin" },
+            "app": s.role.app(),
         }))
         .into_response(),
-        None => ApiError::unauthorized("sign in to the console first").into_response(),
+        Ok(None) => ApiError::unauthorized("sign in to the console first").into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
-async fn proxy(State((st, api)): State<ConsoleState>, req: Request) -> Response {
-    let Some(signed) = st.console.get(req.headers()) else {
-        return ApiError::unauthorized("sign in to the console first").into_response();
-    };
+async fn proxy(State((st, api)): State<ConsoleState>, origin: Origin, req: Request) -> Response {
+    // Refused before the sign-in is read: a forged request does not even count as the
+    // console session's activity.
     if req.method() != Method::GET
         && (req.headers().get(CSRF_HEADER).is_none() || !same_origin(req.headers()))
     {
         return ApiError::forbidden("changes must come from the console's own page")
             .into_response();
     }
+    let signed = match signed_in(&st, req.headers(), &origin, true).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return ApiError::unauthorized("sign in to the console first").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let Some(secret) = st.console.sign_ins.secret(&signed.role) else {
+        return ApiError::unauthorized("sign in again").into_response();
+    };
     let (mut parts, body) = req.into_parts();
     let path_and_query = parts
         .uri
@@ -419,7 +361,7 @@ async fn proxy(State((st, api)): State<ConsoleState>, req: Request) -> Response 
     };
     parts.uri = uri;
     parts.headers.remove(header::COOKIE);
-    match HeaderValue::from_str(&format!("Bearer {}", signed.secret.expose())) {
+    match HeaderValue::from_str(&format!("Bearer {}", secret.expose())) {
         Ok(v) => {
             parts.headers.insert(header::AUTHORIZATION, v);
         }
@@ -434,8 +376,52 @@ async fn proxy(State((st, api)): State<ConsoleState>, req: Request) -> Response 
     if let Some(peer) = parts.extensions.get::<crate::auth::PeerAddr>() {
         inner.extensions_mut().insert(*peer);
     }
-    match api.oneshot(inner).await {
+    // Subscribed before the stream starts, so a close while it starts is not missed.
+    let events = st.manager.subscribe();
+    let resp = match api.oneshot(inner).await {
         Ok(r) => r,
         Err(never) => match never {},
+    };
+    let streaming = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !streaming {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let ended = session_ended(st.manager.clone(), events, signed.id);
+    Response::from_parts(
+        parts,
+        Body::from_stream(body.into_data_stream().take_until(Box::pin(ended))),
+    )
+}
+
+/// Completes when the console session `id` closes or its token changes, on this node
+/// or another (the Manager relays other nodes' events): an event stream the console
+/// opened must not outlive the sign-in that opened it. When events were missed, the
+/// store says whether the session is still open.
+async fn session_ended(
+    manager: Arc<Manager>,
+    mut events: broadcast::Receiver<sessiond_core::Event>,
+    id: SessionId,
+) {
+    loop {
+        match events.recv().await {
+            Ok(e)
+                if e.id == id
+                    && matches!(e.kind, EventKind::Closed | EventKind::PrivilegesChanged) =>
+            {
+                return
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => {
+                if !manager.get(id).await.is_ok_and(|s| s.is_open()) {
+                    return;
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
     }
 }

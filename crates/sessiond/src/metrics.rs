@@ -217,11 +217,14 @@ impl Metrics {
         self.store_latency.get(format!("op=\"{op}\"")).observe(took);
     }
 
-    /// Counts opens and closes from the Manager's events until the channel closes.
+    /// Counts opens and closes from the Manager's events until the channel closes;
+    /// internal apps' events are not counted.
     pub async fn follow(self: Arc<Self>, manager: Arc<Manager>) {
         let mut rx = manager.subscribe();
         loop {
             match rx.recv().await {
+                // Per-app series show the declared apps only, as `Manager::apps` does.
+                Ok(e) if manager.is_internal(&e.app) => {}
                 Ok(e) => match e.kind {
                     EventKind::Opened => {
                         self.opens
@@ -244,7 +247,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text; per-app gauges are read from the Manager now.
+    /// The exposition text; per-app gauges are read from the Manager now, for the
+    /// declared apps ([`Manager::apps`]).
     pub async fn render(&self, manager: &Manager) -> String {
         let mut out = String::with_capacity(8192);
         out.push_str("# HELP sessiond_open_sessions Open sessions per app.\n# TYPE sessiond_open_sessions gauge\n");

@@ -274,7 +274,8 @@ pub async fn run_on(
         shutdown: stop_rx,
         licenses,
         event_log: Arc::new(crate::event_log::EventLog::default()),
-        console: crate::console::ConsoleSessions::new(config.console_login_attempts_per_minute),
+        console: crate::console::ConsoleSessions::new(&config, &admin, &manager)
+            .map_err(|e| ServeError::Config(format!("the admin console: {e}")))?,
         streams: Arc::new(crate::api::events::Streams::new(
             crate::api::events::StreamLimits {
                 total: config.max_streams,

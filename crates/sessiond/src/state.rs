@@ -31,7 +31,7 @@ pub struct State {
     pub shutdown: watch::Receiver<bool>,
     /// Licensed apps.
     pub licenses: crate::license::Licenses,
-    /// Signed-in admin console browsers.
+    /// The admin console's sign-ins (sessions of an internal app) and its throttle.
     pub console: crate::console::ConsoleSessions,
     /// Open event streams, counted against their limits.
     pub streams: Arc<crate::api::events::Streams>,
