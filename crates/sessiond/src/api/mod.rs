@@ -4,8 +4,9 @@
 //! - [`session`]: what a session token may do with its own session;
 //! - [`apps`]: what an app key (or the admin token) may do with an app's sessions;
 //! - [`ops`]: health, readiness, metrics, the OpenAPI document;
-//! - [`events`]: Server-Sent Event streams.
+//! - [`events`]: Server-Sent Event streams (the app stream's frames: `app_stream`).
 
+mod app_stream;
 pub mod apps;
 pub mod events;
 pub mod ops;
