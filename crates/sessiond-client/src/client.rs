@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use reqwest::header::{HeaderValue, ACCEPT, IF_MATCH};
+use reqwest::header::IF_MATCH;
 use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::error::Error;
 use crate::model::{App, HeartbeatAck, Killed, OpenedSession, Secret, Session, SessionPage};
 use crate::request::{HeartbeatUpdate, ListQuery, OpenRequest, PrivilegesUpdate};
-use crate::sse::EventStream;
+use crate::stream::{EventStream, Feed, Reconnect};
 
 /// A client of one sessiond server, acting with one credential.
 ///
@@ -23,7 +23,7 @@ use crate::sse::EventStream;
 /// methods without an id, [`Client::heartbeat`], [`Client::patch_data`]...).
 ///
 /// ```no_run
-/// use sessiond_client::{Client, HeartbeatRequest, OpenRequest};
+/// use sessiond_client::{Client, HeartbeatRequest, OpenRequest, StreamItem};
 ///
 /// # async fn demo() -> Result<(), sessiond_client::Error> {
 /// // The app opens a session for Ann with a 30 s heartbeat...
@@ -44,12 +44,14 @@ use crate::sse::EventStream;
 /// let ack = me.heartbeat().await?;
 /// println!("next beat in {:?} s", ack.next_heartbeat_s);
 ///
-/// // It learns the moment an administrator disconnects it.
+/// // It learns the moment an administrator disconnects it (the stream reconnects by
+/// // itself if the connection drops, and ends after `closed`).
 /// let mut events = me.session_events().await?;
-/// while let Some(event) = events.next_event().await? {
-///     if event.is_closed() {
-///         println!("disconnected: {:?}", event.close_reason());
-///         break;
+/// while let Some(item) = events.next_item().await? {
+///     if let StreamItem::Event(event) = item {
+///         if event.is_closed() {
+///             println!("disconnected: {:?}", event.close_reason());
+///         }
 ///     }
 /// }
 /// # Ok(())
@@ -60,6 +62,7 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     credential: Option<Secret>,
+    reconnect: Reconnect,
 }
 
 impl fmt::Debug for Client {
@@ -114,6 +117,7 @@ impl Client {
             http: reqwest::Client::new(),
             base,
             credential: credential.map(Secret::new),
+            reconnect: Reconnect::default(),
         })
     }
 
@@ -174,6 +178,31 @@ impl Client {
         }
         self.http = builder.build().map_err(|e| Error::CaCert(e.to_string()))?;
         Ok(self)
+    }
+
+    /// The same client with another reconnection policy for the event streams it
+    /// opens from now on ([`Reconnect::default`] unless set).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessiond_client::{Client, Reconnect};
+    ///
+    /// let client = Client::new("http://127.0.0.1:7420", None)?.with_reconnect(Reconnect {
+    ///     max_delay: Duration::from_secs(5),
+    ///     max_attempts: Some(20),
+    ///     ..Reconnect::default()
+    /// });
+    /// # let _ = client;
+    /// # Ok::<(), sessiond_client::Error>(())
+    /// ```
+    pub fn with_reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// How event streams opened by this client reconnect.
+    pub fn reconnect(&self) -> Reconnect {
+        self.reconnect
     }
 
     /// The server's base URL.
@@ -245,9 +274,17 @@ impl Client {
     }
 
     /// `GET /v1/session/events`: the caller's session events; `closed` arrives the moment
-    /// the session closes, whoever closed it.
+    /// the session closes, whoever closed it, and ends the stream (as does
+    /// `privileges_changed`: the token was rotated). A dropped connection is made again
+    /// (with backoff); if the session closed meanwhile, `closed` comes at once.
     pub async fn session_events(&self) -> Result<EventStream, Error> {
-        self.events(&["v1", "session", "events"]).await
+        EventStream::connect(
+            self.clone(),
+            &["v1", "session", "events"],
+            Feed::Session,
+            None,
+        )
+        .await
     }
 
     // --- an app or admin acting on sessions (app key or admin token) ---
@@ -360,9 +397,24 @@ impl Client {
     }
 
     /// `GET /v1/apps/{app}/events`: the app's event feed (`opened`, `closed`,
-    /// `privileges_changed`...).
+    /// `privileges_changed`...) from now on. A dropped connection is made again (with
+    /// backoff) and resumed with `Last-Event-ID`: the events missed meanwhile come in
+    /// order, or, when the server cannot replay them (another node, a restart),
+    /// [`StreamItem::Resync`](crate::StreamItem::Resync) comes first.
     pub async fn app_events(&self, app: &str) -> Result<EventStream, Error> {
-        self.events(&["v1", "apps", app, "events"]).await
+        self.app_events_after(app, None).await
+    }
+
+    /// `GET /v1/apps/{app}/events` resumed after `last_event_id` (an
+    /// [`EventStream::last_event_id`] kept from an earlier stream, e.g. across a restart
+    /// of your program): the events that followed it, or `resync` first.
+    pub async fn app_events_after(
+        &self,
+        app: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<EventStream, Error> {
+        let segments = ["v1", "apps", app, "events"];
+        EventStream::connect(self.clone(), &segments, Feed::App, last_event_id).await
     }
 
     // --- plumbing ---
@@ -381,7 +433,7 @@ impl Client {
         url
     }
 
-    fn request(
+    pub(crate) fn request(
         &self,
         method: Method,
         segments: &[&str],
@@ -418,21 +470,6 @@ impl Client {
             return Err(Error::from_response(status, &body));
         }
         serde_json::from_slice(&body).map_err(|error| Error::Decode { status, error })
-    }
-
-    async fn events(&self, segments: &[&str]) -> Result<EventStream, Error> {
-        let response = self
-            .request(Method::GET, segments, &[])
-            .header(ACCEPT, HeaderValue::from_static("text/event-stream"))
-            .send()
-            .await
-            .map_err(Error::Transport)?;
-        if !response.status().is_success() {
-            let status = response.status().as_u16();
-            let body = response.bytes().await.map_err(Error::Transport)?;
-            return Err(Error::from_response(status, &body));
-        }
-        Ok(EventStream::new(response))
     }
 }
 

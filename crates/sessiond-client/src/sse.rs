@@ -1,11 +1,16 @@
-//! Server-Sent Events: the `closed` push a session client waits for and the app event
-//! feed an operator watches. A small line-based parser (the WHATWG event-stream framing:
-//! `event:`, `data:`, `id:`, comments, blank-line dispatch, any of `\n`, `\r\n`, `\r` as
-//! line end, even split across chunks) fed by [`reqwest::Response::chunk`], so the client
-//! needs no SSE or futures dependency.
+//! The event-stream framing: a small line-based parser (the WHATWG rules: `event:`,
+//! `data:`, `id:`, comments, blank-line dispatch, any of `\n`, `\r\n`, `\r` as line
+//! end, even split across chunks) and the [`Event`] it yields. [`crate::EventStream`]
+//! feeds it the chunks of [`reqwest::Response::chunk`] and reconnects around it.
+//!
+//! Kept here rather than taken from a crate: the maintained SSE client for `reqwest`
+//! (`reqwest-eventsource`, over `eventsource-stream`) would bring `nom`,
+//! `futures-timer` and a second major version of `thiserror` into a client that needs
+//! none of them, and its reconnection still would not know what sessiond's streams
+//! need (which events end a stream, which refusals are final, `resync`), so that part
+//! would be ours anyway. The framing is 150 lines, tested byte by byte below.
 
 use std::collections::VecDeque;
-use std::fmt;
 
 use serde_json::Value;
 
@@ -49,61 +54,9 @@ impl Event {
     }
 }
 
-/// An open event stream (`GET /v1/session/events` or `GET /v1/apps/{app}/events`).
-///
-/// Read it with [`EventStream::next_event`]; it does not reconnect by itself: when it
-/// ends (`Ok(None)`) or fails, open a new one, and re-read the state you care about, since
-/// events sent in between are not replayed.
-pub struct EventStream {
-    response: reqwest::Response,
-    parser: Parser,
-    ended: bool,
-}
-
-impl fmt::Debug for EventStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventStream")
-            .field("url", &self.response.url().as_str())
-            .field("ended", &self.ended)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EventStream {
-    pub(crate) fn new(response: reqwest::Response) -> Self {
-        EventStream {
-            response,
-            parser: Parser::default(),
-            ended: false,
-        }
-    }
-
-    /// The next event; `Ok(None)` once the server closed the stream.
-    ///
-    /// Cancel-safe in the sense that matters here: dropping the future between events
-    /// loses no complete event already received.
-    pub async fn next_event(&mut self) -> Result<Option<Event>, Error> {
-        loop {
-            if let Some(event) = self.parser.ready.pop_front() {
-                return Ok(Some(event));
-            }
-            if self.ended {
-                return Ok(None);
-            }
-            match self.response.chunk().await.map_err(Error::Transport)? {
-                Some(chunk) => self.parser.feed(&chunk)?,
-                None => {
-                    // An event not closed by a blank line is dropped, as the SSE rules say.
-                    self.ended = true;
-                }
-            }
-        }
-    }
-}
-
 /// The event-stream framing state.
 #[derive(Debug, Default)]
-struct Parser {
+pub(crate) struct Parser {
     /// Bytes of the line being read.
     line: Vec<u8>,
     /// The previous chunk ended in `\r`: a `\n` starting this one belongs to that line end.
@@ -116,13 +69,44 @@ struct Parser {
     data: String,
     /// `id:` of the frame being read.
     id: Option<String>,
+    /// The last `id:` read, kept from frame to frame (the WHATWG "last event ID buffer").
+    id_buffer: String,
+    /// The last event id: `id_buffer` as of the last complete frame, with or without data
+    /// (what a reconnection sends as `Last-Event-ID`).
+    last_event_id: String,
     /// Complete events not handed out yet.
-    ready: VecDeque<Event>,
+    pub(crate) ready: VecDeque<Event>,
 }
 
 impl Parser {
+    /// The id to resume from, if the stream has sent one.
+    pub(crate) fn last_event_id(&self) -> Option<&str> {
+        Some(self.last_event_id.as_str()).filter(|id| !id.is_empty())
+    }
+
+    /// Starts with `id` as the id to resume from.
+    pub(crate) fn resume_from(id: &str) -> Self {
+        Parser {
+            id_buffer: id.to_string(),
+            last_event_id: id.to_string(),
+            ..Parser::default()
+        }
+    }
+
+    /// A new connection: a frame left unfinished by the old one is dropped, its `id:`
+    /// with it (the SSE rules); the last event id and the events not handed out yet are
+    /// kept.
+    pub(crate) fn reconnected(&mut self) {
+        *self = Parser {
+            id_buffer: self.last_event_id.clone(),
+            last_event_id: std::mem::take(&mut self.last_event_id),
+            ready: std::mem::take(&mut self.ready),
+            ..Parser::default()
+        };
+    }
+
     /// Reads a chunk; complete events land in `ready`.
-    fn feed(&mut self, chunk: &[u8]) -> Result<(), Error> {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<(), Error> {
         let mut rest = chunk;
         if self.after_cr {
             self.after_cr = false;
@@ -183,14 +167,20 @@ impl Parser {
                 self.data.push('\n');
                 self.check_size()?;
             }
-            "id" if !value.contains('\0') => self.id = Some(value.to_string()),
-            _ => {} // `retry` (we do not reconnect) and unknown fields are ignored
+            "id" if !value.contains('\0') => {
+                self.id = Some(value.to_string());
+                self.id_buffer = value.to_string();
+            }
+            // `retry` (the client's own backoff decides) and unknown fields are ignored.
+            _ => {}
         }
         Ok(())
     }
 
-    /// A blank line: the frame read so far becomes an event, if it had data.
+    /// A blank line: the frame read so far becomes an event, if it had data; its id (or
+    /// the last one before it) becomes the id to resume from either way.
     fn dispatch(&mut self) {
+        self.last_event_id.clone_from(&self.id_buffer);
         let event = self.event.take();
         let id = self.id.take();
         if self.data.is_empty() {
@@ -292,6 +282,33 @@ mod tests {
             1,
             "the frame without a blank line is not complete"
         );
+    }
+
+    #[test]
+    fn the_id_to_resume_from() {
+        let mut p = Parser::default();
+        assert_eq!(p.last_event_id(), None);
+        // An id-only frame dispatches no event but is where the stream stands.
+        p.feed(b"id: e-4\n\n").unwrap();
+        assert_eq!((p.last_event_id(), p.ready.len()), (Some("e-4"), 0));
+        // A frame without an id keeps the last one, and its event shows no id.
+        p.feed(b"data: 1\n\nid: e-5\ndata: 2\n\n").unwrap();
+        assert_eq!(p.ready[0].id, None);
+        assert_eq!(p.ready[1].id.as_deref(), Some("e-5"));
+        assert_eq!(p.last_event_id(), Some("e-5"));
+        // An unfinished frame does not count, and a new connection drops it.
+        p.feed(b"id: e-6\ndata: 3\n").unwrap();
+        assert_eq!(p.last_event_id(), Some("e-5"));
+        p.reconnected();
+        p.feed(b"\n").unwrap();
+        assert_eq!(p.ready.len(), 2, "the cut frame is not an event");
+        assert_eq!(p.last_event_id(), Some("e-5"));
+        // An id with NUL is ignored; an empty one clears it.
+        p.feed(b"id: a\0b\n\n").unwrap();
+        assert_eq!(p.last_event_id(), Some("e-5"));
+        p.feed(b"id\n\n").unwrap();
+        assert_eq!(p.last_event_id(), None);
+        assert_eq!(Parser::resume_from("x-1").last_event_id(), Some("x-1"));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! What the client puts on the wire and how it reads answers, against a canned HTTP/1.1
 //! server on 127.0.0.1:0 (no sessiond needed): methods, paths, query strings, the bearer
-//! header, `If-Match`, JSON bodies, error bodies and an event stream split across writes.
+//! header, `If-Match`, JSON bodies, error bodies, an event stream split across writes,
+//! and event streams that reconnect.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sessiond_client::{
-    Client, CloseReason, Error, HeartbeatRequest, ListQuery, OpenRequest, Order, StatusFilter,
+    Client, CloseReason, Error, HeartbeatRequest, ListQuery, OpenRequest, Order, Reconnect,
+    StatusFilter, StreamItem,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -43,6 +45,8 @@ struct Answer {
     status: &'static str,
     content_type: &'static str,
     chunks: Vec<String>,
+    /// Keep the connection open and silent after the chunks, until the server ends.
+    hold: bool,
 }
 
 fn json_answer(status: &'static str, body: Value) -> Answer {
@@ -50,6 +54,7 @@ fn json_answer(status: &'static str, body: Value) -> Answer {
         status,
         content_type: "application/json",
         chunks: vec![body.to_string()],
+        hold: false,
     }
 }
 
@@ -59,6 +64,7 @@ async fn serve(answers: Vec<Answer>) -> (String, mpsc::UnboundedReceiver<Seen>) 
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let mut held = Vec::new();
         for answer in answers {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut buf = Vec::new();
@@ -100,7 +106,11 @@ async fn serve(answers: Vec<Answer>) -> (String, mpsc::UnboundedReceiver<Seen>) 
                 socket.flush().await.unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            let _ = socket.shutdown().await;
+            if answer.hold {
+                held.push(socket);
+            } else {
+                let _ = socket.shutdown().await;
+            }
         }
     });
     (url, rx)
@@ -263,20 +273,136 @@ async fn event_stream_reads_frames_split_across_writes() {
             "\"reason\":\"taken_over\",\"by\":\"session:0193\",\"at\":\"2026-05-01T09:00:00.000Z\"}\r\n\r".into(),
             "\n".into(),
         ],
+        hold: false,
     }])
     .await;
     let client = Client::new(&url, Some("tok".into())).unwrap();
     let mut events = client.session_events().await.unwrap();
-    let event = events.next_event().await.unwrap().expect("one event");
+    let Some(StreamItem::Event(event)) = events.next_item().await.unwrap() else {
+        panic!("one event");
+    };
     assert!(event.is_closed());
     assert_eq!(event.session_id(), Some("0192"));
     assert_eq!(event.close_reason(), Some(CloseReason::TakenOver));
     assert_eq!(event.data["by"], "session:0193");
-    assert!(events.next_event().await.unwrap().is_none(), "stream ended");
+    assert!(events.next_item().await.unwrap().is_none(), "stream ended");
 
     let req = seen.recv().await.unwrap();
     assert_eq!(req.request_line(), "get /v1/session/events http/1.1");
     assert_eq!(req.header("accept"), Some("text/event-stream"));
+    assert_eq!(req.header("last-event-id"), None);
+    // `closed` is a session stream's last event: no reconnection follows.
+    assert!(seen.try_recv().is_err());
+}
+
+fn stream_answer(chunks: &[&str]) -> Answer {
+    Answer {
+        status: "200 OK",
+        content_type: "text/event-stream",
+        chunks: chunks.iter().map(|c| c.to_string()).collect(),
+        hold: false,
+    }
+}
+
+/// Waits of a few milliseconds, so these tests do not sit through real backoff.
+fn quick() -> Reconnect {
+    Reconnect {
+        initial_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        ..Reconnect::default()
+    }
+}
+
+/// A connection cut mid-frame, a 503 while reconnecting, then another node that cannot
+/// resume: the events come once each, the cut frame never, `resync` as its own item,
+/// and every reconnection sends the id of the last complete frame.
+#[tokio::test]
+async fn an_app_stream_reconnects_with_last_event_id_and_hands_over_resync() {
+    let (url, mut seen) = serve(vec![
+        stream_answer(&[
+            "id: e-0\n\n",
+            "event: opened\nid: e-1\ndata: {\"id\":\"s1\"}\n\n",
+            "event: opened\nid: e-2\ndata: {\"id\":\"s2\"}\n\nevent: closed\nid: e-3\ndata: {\"id\":",
+        ]),
+        json_answer(
+            "503 Service Unavailable",
+            json!({"error": "store_unavailable", "message": "retry shortly"}),
+        ),
+        stream_answer(&[
+            "event: resync\nid: f-9\ndata: {\"reason\":\"unknown_epoch\"}\n\n",
+            "event: opened\nid: f-10\ndata: {\"id\":\"s3\"}\n\n",
+        ]),
+    ])
+    .await;
+    let client = Client::new(&url, Some("key".into()))
+        .unwrap()
+        .with_reconnect(quick());
+    let mut events = client.app_events("shop").await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        got.push(match events.next_item().await.unwrap().expect("open") {
+            StreamItem::Event(e) => format!("{} {}", e.event, e.session_id().unwrap()),
+            StreamItem::Resync(reason) => format!("resync {reason:?}"),
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(
+        got,
+        ["opened s1", "opened s2", "resync UnknownEpoch", "opened s3"]
+    );
+    assert_eq!(events.last_event_id(), Some("f-10"));
+    let sent: Vec<Option<String>> = [
+        seen.recv().await.unwrap(),
+        seen.recv().await.unwrap(),
+        seen.recv().await.unwrap(),
+    ]
+    .iter()
+    .map(|r| {
+        assert_eq!(r.request_line(), "get /v1/apps/shop/events http/1.1");
+        r.header("last-event-id").map(String::from)
+    })
+    .collect();
+    assert_eq!(sent, [None, Some("e-2".into()), Some("e-2".into())]);
+}
+
+/// A refusal on reconnection that retrying cannot change ends the stream with it; a
+/// stream told never to reconnect ends quietly when its connection does.
+#[tokio::test]
+async fn a_final_refusal_or_no_retries_end_the_stream() {
+    let (url, _seen) = serve(vec![
+        stream_answer(&["event: opened\nid: e-1\ndata: {\"id\":\"s1\"}\n\n"]),
+        json_answer(
+            "401 Unauthorized",
+            json!({"error": "invalid_token", "message": "unknown credential"}),
+        ),
+        stream_answer(&["event: opened\nid: e-1\ndata: {\"id\":\"s1\"}\n\n"]),
+    ])
+    .await;
+    let client = Client::new(&url, Some("key".into()))
+        .unwrap()
+        .with_reconnect(quick());
+    let mut events = client.app_events("shop").await.unwrap();
+    assert!(matches!(
+        events.next_item().await,
+        Ok(Some(StreamItem::Event(_)))
+    ));
+    let err = events.next_item().await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid_token"));
+    assert!(
+        events.next_item().await.unwrap().is_none(),
+        "over after an error"
+    );
+
+    let once = client.with_reconnect(Reconnect {
+        max_attempts: Some(0),
+        ..quick()
+    });
+    let mut events = once.app_events("shop").await.unwrap();
+    assert!(matches!(
+        events.next_item().await,
+        Ok(Some(StreamItem::Event(_)))
+    ));
+    assert!(events.next_item().await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -317,5 +443,43 @@ async fn unreachable_server_is_a_transport_error_without_the_secret() {
     assert!(
         std::error::Error::source(&err).is_none(),
         "not repeated as source"
+    );
+}
+
+/// A connection that goes silent (no event, no keep-alive) is taken for dead after the
+/// idle timeout and replaced, resuming from the last id.
+#[tokio::test]
+async fn a_silent_connection_is_replaced() {
+    // Two chunks: no Content-Length, so only the silence can end it.
+    let mut silent = stream_answer(&[
+        ": hello\n\n",
+        "event: opened\nid: e-1\ndata: {\"id\":\"s1\"}\n\n",
+    ]);
+    silent.hold = true;
+    let (url, mut seen) = serve(vec![
+        silent,
+        stream_answer(&["event: opened\nid: e-2\ndata: {\"id\":\"s2\"}\n\n"]),
+    ])
+    .await;
+    let client = Client::new(&url, Some("key".into()))
+        .unwrap()
+        .with_reconnect(Reconnect {
+            idle_timeout: Duration::from_millis(200),
+            ..quick()
+        });
+    let mut events = client.app_events("shop").await.unwrap();
+    for want in ["s1", "s2"] {
+        let item = tokio::time::timeout(Duration::from_secs(10), events.next_item())
+            .await
+            .expect("in time (a hung test stops here)");
+        let Ok(Some(StreamItem::Event(e))) = item else {
+            panic!("{item:?}");
+        };
+        assert_eq!(e.session_id(), Some(want));
+    }
+    seen.recv().await.unwrap();
+    assert_eq!(
+        seen.recv().await.unwrap().header("last-event-id"),
+        Some("e-1")
     );
 }

@@ -239,6 +239,9 @@ function listen(app) {
   src.addEventListener("opened", note("opened a session"));
   src.addEventListener("closed", note("was disconnected"));
   src.addEventListener("privileges_changed", note("changed privileges"));
+  // The browser reconnects with Last-Event-ID; when the server cannot replay what was
+  // missed (another node, a restart) it says resync: read the lists again.
+  src.addEventListener("resync", () => { feed("Reconnected: the lists were read again."); scheduleReload(); });
   state.source = src;
 }
 

@@ -9,7 +9,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use crate::exit::Exit;
-use sessiond_client::{CloseReason, Error, OpenRequest, Session};
+use sessiond_client::{CloseReason, Error, OpenRequest, Session, StreamItem};
 
 /// The exit code for a session closed for `reason` (listed in `--help`).
 fn explain(reason: &CloseReason) -> &'static str {
@@ -262,18 +262,16 @@ pub async fn run(args: ConnectArgs) -> Exit {
                 }
                 Err(e) => eprintln!("heartbeat failed (will retry): {e}"),
             },
-            ev = async { match events.as_mut() { Some(s) => s.next_event().await, None => std::future::pending().await } } => match ev {
-                Ok(Some(ev)) if ev.is_closed() => {
+            ev = async { match events.as_mut() { Some(s) => s.next_item().await, None => std::future::pending().await } } => match ev {
+                Ok(Some(StreamItem::Event(ev))) if ev.is_closed() => {
                     let by = ev.data["by"].as_str().map(String::from);
                     return closed(ev.close_reason().unwrap_or(CloseReason::Other("unknown".into())), by);
                 }
                 Ok(Some(_)) => {}
-                _ => {
-                    // The stream ended (server restart, network): reconnect shortly; the
-                    // heartbeat still tells us if the session was closed meanwhile.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    events = me.session_events().await.ok();
-                }
+                // The stream reconnects by itself across drops and server restarts; it is
+                // over only when its token stopped working (rotated, refused). The
+                // heartbeat still tells us if the session closes.
+                Ok(None) | Err(_) => events = None,
             },
             _ = &mut stop => {
                 match me.logout().await {

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod event_id;
 pub mod event_log;
 pub mod license;
 pub mod metrics;

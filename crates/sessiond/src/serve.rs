@@ -284,7 +284,8 @@ pub async fn run_on(
             },
         )),
     });
-    let logger = tokio::spawn(state.event_log.clone().follow(manager.clone()));
+    // Subscribed here, before anything is served, so the log misses no event.
+    let logger = tokio::spawn(state.event_log.clone().follow(manager.subscribe()));
     let api = crate::api::router(state.clone(), config.max_body_bytes);
     let console = crate::api::protect(
         crate::console::router(state.clone(), api.clone()),

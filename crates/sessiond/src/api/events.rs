@@ -7,6 +7,14 @@
 //! `GET /v1/apps/{app}/events` streams every event of an app for operators. Both send
 //! keep-alive comments so proxies keep idle streams open, and end on shutdown.
 //!
+//! Only the app stream has event ids. Its frames are numbered by the node's event log,
+//! and a client that reconnects with `Last-Event-ID` gets what it missed, or `resync`
+//! when the id is not one this node can honour (see `app_stream`). The session stream
+//! has nothing to replay: its only frame is its last, and what that frame says is read
+//! again from the session on every connect (closed: `closed` at once; token rotated:
+//! 401, the old token is dead). Its frames carry no `id:`, and a `Last-Event-ID` sent to
+//! it is ignored.
+//!
 //! Open streams are counted ([`Streams`]): at most so many in all, per app and per
 //! session; one more is refused with 429 `too_many_streams`.
 
@@ -130,17 +138,12 @@ impl Drop for StreamSlot {
     }
 }
 
-/// A frame for `e`, its `id` the event time (session streams) unless one is given.
-fn frame_with_id(e: &Event, id: Option<u64>) -> SseEvent {
+/// The frame of `e`: `event: <kind>` and its JSON `data:`, no id.
+pub(super) fn frame(e: &Event) -> SseEvent {
     SseEvent::default()
         .event(e.kind.as_str())
-        .id(id.unwrap_or(e.at.as_millis()).to_string())
         .json_data(e)
         .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event"))
-}
-
-fn frame(e: &Event) -> SseEvent {
-    frame_with_id(e, None)
 }
 
 fn respond(st: &SharedState, s: BoxStream<'static, Result<SseEvent, Infallible>>) -> Response {
@@ -157,7 +160,7 @@ fn respond(st: &SharedState, s: BoxStream<'static, Result<SseEvent, Infallible>>
 #[utoipa::path(get, path = "/v1/session/events", tag = "session",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "text/event-stream; its last frame is `event: closed` with `{id, app, reason, by, at}` when the session closes, or `event: privileges_changed` when the token is rotated (reconnect with the new one); then it ends", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream; its last frame is `event: closed` with `{id, app, reason, by, at}` when the session closes, or `event: privileges_changed` when the token is rotated (reconnect with the new one); then it ends. Frames carry no `id:`: reconnecting reads the session again (`closed` at once if it is closed) and `Last-Event-ID` is ignored", content_type = "text/event-stream", body = String),
         (status = 400, description = "bind_ip refused the address", body = crate::views::ErrorBody),
         (status = 401, description = "Unknown token", body = crate::views::ErrorBody),
         (status = 429, description = "`too_many_streams`: as many streams are open as allowed for this session, its app or the server", body = crate::views::ErrorBody)))]
@@ -280,14 +283,15 @@ impl Watch {
 }
 
 /// Every event of an app: `opened`, `closed`, `privileges_changed`, `heartbeat_changed`.
-/// Each frame's `id` is a sequence number; reconnecting with `Last-Event-ID` replays
-/// the events after it (the node keeps the last 10,000).
+/// Each frame's `id` is `<epoch>-<seq>`, the epoch drawn at each start of the node;
+/// reconnecting with `Last-Event-ID` replays the app's events after it (the node keeps
+/// the last 10,000), or sends `resync` first when it cannot.
 #[utoipa::path(get, path = "/v1/apps/{app}/events", tag = "apps",
     params(("app" = String, Path, description = "App name"),
-        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received, to replay what followed")),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received (`<epoch>-<seq>`, at most 64 bytes read): the app's events that followed it are replayed. An id this node cannot honour (another node's or an earlier run's, evicted, malformed, the old bare number) is never refused: the stream starts with `resync`")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "text/event-stream of `{event, id, app, user?, reason?, by?, at}`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream. Events `opened`, `closed`, `privileges_changed`, `heartbeat_changed` with `{event, id, app, user?, reason?, by?, at}` and `id: <epoch>-<seq>` (16 hex digits, a dash, a decimal number). The first frame is `resync` with `{reason}` (`unknown_epoch`, `evicted`, `lagged` or `malformed`) when the `Last-Event-ID` cannot be honoured, or else the replayed events and a frame with only an `id:` (no event) that marks where the client stands. `resync` also comes mid-stream (reason `lagged`) when events were lost; after it, list the sessions again", content_type = "text/event-stream", body = String),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
         (status = 403, description = "An app key of another app", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody),
@@ -297,45 +301,6 @@ pub async fn app_events(
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     let slot = st.streams.open(&app, None)?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let name = app.clone();
-    let (rx, replay) = st.event_log.since(after, move |e| *e.app == *name);
-    let last = replay.last().map_or(after.unwrap_or(0), |(seq, _)| *seq);
-    let numbered = |seq: u64, e: &Event| frame_with_id(e, Some(seq));
-    let replayed: Vec<Result<SseEvent, Infallible>> = replay
-        .iter()
-        .map(|(seq, e)| Ok(numbered(*seq, e)))
-        .collect();
-    let state = (rx, st.shutdown.clone(), app, last, slot);
-    let live = stream::unfold(
-        state,
-        move |(mut rx, mut shutdown, app, last, slot)| async move {
-            loop {
-                if *shutdown.borrow() {
-                    return None;
-                }
-                let next = tokio::select! {
-                    r = rx.recv() => r,
-                    _ = shutdown.changed() => return None,
-                };
-                match next {
-                    Ok((seq, e)) if seq > last && *e.app == *app => {
-                        return Some((Ok(numbered(seq, &e)), (rx, shutdown, app, seq, slot)));
-                    }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(n)) => {
-                        let lag = SseEvent::default()
-                            .event("lagged")
-                            .data(format!("{{\"missed\":{n}}}"));
-                        return Some((Ok(lag), (rx, shutdown, app, last, slot)));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        },
-    );
-    Ok(respond(&st, stream::iter(replayed).chain(live).boxed()))
+    let frames = super::app_stream::frames(&st, app, slot, headers.get("last-event-id"));
+    Ok(respond(&st, frames))
 }

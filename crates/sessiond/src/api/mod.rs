@@ -5,8 +5,9 @@
 //! - [`apps`]: what an app key (or the admin token) may do with an app's sessions;
 //! - [`scope`]: how an operator route checks its caller (the only way it can);
 //! - [`ops`]: health, readiness, metrics, the OpenAPI document;
-//! - [`events`]: Server-Sent Event streams.
+//! - [`events`]: Server-Sent Event streams (the app stream's frames: `app_stream`).
 
+mod app_stream;
 pub mod apps;
 pub mod events;
 pub mod ops;

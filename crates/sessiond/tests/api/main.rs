@@ -14,6 +14,7 @@ mod ops;
 mod outage;
 mod outcome;
 mod process;
+mod resume;
 mod routes;
 mod seat_client;
 mod seats;

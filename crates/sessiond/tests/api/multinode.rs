@@ -11,13 +11,13 @@ use serde_json::json;
 use crate::common::*;
 
 /// A store URL for a fresh namespace, or `None` (skip) when its server is absent.
-async fn shared_store_url(kind: &str) -> Option<String> {
+pub async fn shared_store_url(kind: &str) -> Option<String> {
     let (url, ns) = shared_store(kind, "multi-node test").await?;
     let sep = if url.contains('?') { '&' } else { '?' };
     Some(format!("{url}{sep}namespace={ns}"))
 }
 
-fn node_config(store: &str) -> sessiond::Config {
+pub fn node_config(store: &str) -> sessiond::Config {
     let mut c = config(None);
     c.store = store.parse().unwrap();
     c.apps.get_mut("desk").unwrap().policy.seats = Some(50);
