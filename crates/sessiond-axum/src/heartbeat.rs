@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sessiond_core::{Error, Heartbeat, Lookup, Resolve, Session as Record, Token};
 
+use crate::config::Config;
 use crate::error::SessionError;
-use crate::layer::Config;
 
 /// The script, embedded at build time.
 const SCRIPT: &str = include_str!("../heartbeat.js");

@@ -1,65 +1,19 @@
-//! [`SessionLayer`]: the configuration of web sessions for one app (cookie attributes,
-//! lazy or eager creation, proxies, browser heartbeat) and the tower [`Layer`] that
-//! installs them on a router. Every option is a `with_*` builder method.
+//! [`SessionLayer`]: the builder of web sessions for one app (cookie attributes, lazy or
+//! eager creation, proxies, browser heartbeat) and the tower [`Layer`] that installs them
+//! on a router. Every option is a `with_*` builder method; what they set is the shared
+//! `Config` of `config.rs`.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiond_core::policy::{DEFAULT_BROWSER_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_GRACE_S};
 use sessiond_core::Manager;
 use tower::Layer;
 
-use crate::cookie::{self, CookieSpec};
-use crate::locks::SessionLocks;
-use crate::rotated::Rotated;
+use crate::config::Config;
+use crate::cookie;
 use crate::service::SessionService;
-
-/// Default mount point of the heartbeat script and endpoint.
-pub const DEFAULT_HEARTBEAT_PATH: &str = "/_sessiond";
-
-/// Browser heartbeat settings.
-#[derive(Debug, Clone)]
-pub(crate) struct HeartbeatSpec {
-    pub enabled: bool,
-    /// Mount point, without a trailing slash.
-    pub path: String,
-    pub interval_s: u32,
-    pub grace_s: u32,
-}
-
-/// Everything a request needs, shared by every request of one layer.
-#[derive(Debug)]
-pub(crate) struct Config {
-    pub manager: Arc<Manager>,
-    pub app: Arc<str>,
-    pub cookie: CookieSpec,
-    pub eager: bool,
-    pub trust_forwarded_proto: bool,
-    pub trusted_proxies: HashSet<IpAddr>,
-    pub heartbeat: HeartbeatSpec,
-    pub locks: SessionLocks,
-    /// Tokens this layer replaced lately (see [`crate::rotated`]).
-    pub rotated: Arc<Rotated>,
-}
-
-impl Clone for Config {
-    fn clone(&self) -> Self {
-        Config {
-            manager: self.manager.clone(),
-            app: self.app.clone(),
-            cookie: self.cookie.clone(),
-            eager: self.eager,
-            trust_forwarded_proto: self.trust_forwarded_proto,
-            trusted_proxies: self.trusted_proxies.clone(),
-            heartbeat: self.heartbeat.clone(),
-            // A reconfigured layer is a new layer: it shares no in-flight locks.
-            locks: SessionLocks::default(),
-            rotated: self.rotated.clone(),
-        }
-    }
-}
 
 /// Web sessions for one app of a [`Manager`]: put it on an axum `Router` with
 /// `.layer(...)`, then take a [`crate::Session`] in handlers.
@@ -98,29 +52,7 @@ impl SessionLayer {
     /// from the app's policy.
     pub fn new(manager: Arc<Manager>, app: &str) -> Result<Self, sessiond_core::Error> {
         let policy = manager.policy(app)?;
-        let config = Config {
-            app: Arc::from(app),
-            cookie: CookieSpec {
-                name: policy.cookie_name.clone(),
-                path: "/".into(),
-                domain: None,
-                max_age: None,
-                secure: false,
-                host_prefix: false,
-            },
-            eager: false,
-            trust_forwarded_proto: false,
-            trusted_proxies: HashSet::new(),
-            heartbeat: HeartbeatSpec {
-                enabled: true,
-                path: DEFAULT_HEARTBEAT_PATH.into(),
-                interval_s: DEFAULT_BROWSER_HEARTBEAT_INTERVAL_S,
-                grace_s: DEFAULT_HEARTBEAT_GRACE_S,
-            },
-            locks: SessionLocks::default(),
-            rotated: Arc::default(),
-            manager,
-        };
+        let config = Config::new(manager, app, policy.cookie_name.clone());
         Ok(SessionLayer {
             config: Arc::new(config),
         })

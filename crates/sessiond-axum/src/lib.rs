@@ -49,8 +49,10 @@
 //! # Ok::<_, sessiond_core::Error>(())
 //! ```
 
+mod config;
 mod cookie;
 mod error;
+mod grant;
 mod guard;
 mod heartbeat;
 mod layer;
@@ -61,10 +63,11 @@ mod rotated;
 mod service;
 mod session;
 
+pub use config::DEFAULT_HEARTBEAT_PATH;
 pub use error::SessionError;
+pub use grant::Grant;
 pub use guard::{require_privilege, RequirePrivilege, RequirePrivilegeLayer};
-pub use layer::{SessionLayer, DEFAULT_HEARTBEAT_PATH};
-pub use privileges::Grant;
+pub use layer::SessionLayer;
 pub use service::SessionService;
 pub use session::Session;
 

@@ -6,24 +6,12 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Map;
 use sessiond_core::{Actor, CloseReason, Error, JsonObject, Lookup};
 
 use crate::error::SessionError;
+use crate::grant::Grant;
 use crate::session::{CookieAction, Session};
-
-/// New privileges for a session: what [`Session::set_privileges`] takes (4D's
-/// `Session.setPrivileges`).
-#[derive(Debug, Clone, Default)]
-pub struct Grant {
-    /// The privileges (the whole set: it replaces the current one).
-    pub privileges: Vec<String>,
-    /// The signed-in user, if any (kept as it was when none).
-    pub user: Option<String>,
-    /// Public facts about the user, e.g. `{"userName": "Ann Martin"}` (kept as it was
-    /// when none).
-    pub info: Option<Map<String, Value>>,
-}
 
 impl Session {
     /// Gives the session new privileges (and optionally a user and info): the token

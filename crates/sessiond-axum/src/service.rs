@@ -19,9 +19,9 @@ use axum::BoxError;
 use sessiond_core::Token;
 use tower::Service;
 
+use crate::config::Config;
 use crate::cookie;
 use crate::heartbeat;
-use crate::layer::Config;
 use crate::session::{CookieAction, Session};
 
 /// The service [`crate::SessionLayer`] wraps around a router or handler.

@@ -23,10 +23,10 @@ use sessiond_core::{
 };
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::config::Config;
 use crate::error::{Failure, SessionError};
-use crate::layer::Config;
+use crate::grant::Grant;
 use crate::patch;
-use crate::privileges::Grant;
 
 /// Attempts of a conditional update before giving up with [`SessionError::Contention`].
 /// Only writers on other nodes (or the heartbeat endpoint) can make one fail: requests of

@@ -61,4 +61,4 @@ pub use session::{
     Session, Step,
 };
 pub use store::{Lookup, Store, StoreError};
-pub use time::{Clock, ManualClock, Rfc3339, SystemClock, Timestamp};
+pub use time::{BadDate, Clock, Date, ManualClock, Rfc3339, SystemClock, Timestamp};

@@ -1,8 +1,8 @@
 //! The operator commands (`sessiond sessions ...`, `sessiond apps ...`): list, show, kill
 //! and close sessions and look at apps on a running server, through its HTTP API with
-//! `sessiond-client`. They print aligned plain-text tables, or the API's JSON with
-//! `--json`. This module owns the flags, the calls and the rendering; `main` only
-//! dispatches, e.g.:
+//! `sessiond-client`. They print aligned plain-text tables (drawn by [`crate::table`]),
+//! or the API's JSON with `--json`. This module owns the flags, the calls and what each
+//! table shows; `main` only dispatches, e.g.:
 //!
 //! ```ignore
 //! Command::Sessions { #[command(flatten)] remote: cli::Remote, #[command(subcommand)] cmd: cli::SessionsCmd }
@@ -21,6 +21,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use sessiond_client::{App, Client, Killed, ListQuery, Order, Session, StatusFilter};
+
+use crate::table::{self, dash, short_time};
 
 /// The server the commands talk to unless told otherwise (`sessiond serve`'s default).
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7420";
@@ -315,7 +317,7 @@ async fn sessions(client: &Client, json: bool, cmd: SessionsCmd) -> Answer {
             Ok(if json {
                 to_json(&json!(session))
             } else {
-                render_fields(&session_fields(&session))
+                table::fields(&session_fields(&session))
             })
         }
         SessionsCmd::Kill { id } => match client.kill(&id).await? {
@@ -349,7 +351,7 @@ async fn apps(client: &Client, json: bool, cmd: AppsCmd) -> Answer {
             Ok(if json {
                 to_json(&json!(app))
             } else {
-                render_fields(&app_fields(&app))
+                table::fields(&app_fields(&app))
             })
         }
         AppsCmd::List => {
@@ -361,7 +363,7 @@ async fn apps(client: &Client, json: bool, cmd: AppsCmd) -> Answer {
                 .iter()
                 .map(|a| vec![a.name.clone(), seats_text(a), a.open.to_string()])
                 .collect();
-            Ok(render_table(&["NAME", "SEATS", "OPEN"], &rows))
+            Ok(table::with_header(&["NAME", "SEATS", "OPEN"], &rows))
         }
     }
 }
@@ -466,11 +468,7 @@ fn sessions_text(sessions: &[Session], history: bool, empty: &str) -> String {
             row
         })
         .collect();
-    render_table(&headers, &rows)
-}
-
-fn dash() -> String {
-    "-".to_string()
+    table::with_header(&headers, &rows)
 }
 
 /// One row of the session table.
@@ -498,17 +496,6 @@ fn status_text(s: &Session) -> String {
         Some(reason) if !s.is_open() => format!("{}: {reason}", s.status.as_str()),
         _ => s.status.as_str().to_string(),
     }
-}
-
-/// `2026-05-01T08:00:00.123Z` as `2026-05-01 08:00:00Z`: seconds are enough to read.
-fn short_time(rfc3339: &str) -> String {
-    let b = rfc3339.as_bytes();
-    if b.len() < 20 || b[10] != b'T' || !rfc3339.is_char_boundary(19) {
-        return rfc3339.to_string();
-    }
-    let rest = &rfc3339[19..];
-    let zone = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    format!("{} {}{zone}", &rfc3339[..10], &rfc3339[11..19])
 }
 
 /// A JSON value on one line, cut to `MAX_JSON_CHARS`.
@@ -608,51 +595,6 @@ fn app_fields(app: &App) -> Vec<(String, String)> {
     fields
 }
 
-/// Renders rows under headers in columns two spaces apart, widths in characters, with no
-/// trailing spaces. Rows shorter than the headers leave their last cells empty.
-fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let lines = std::iter::once(headers.iter().map(|h| h.to_string()).collect::<Vec<_>>())
-        .chain(rows.iter().cloned());
-    for cells in lines {
-        let mut line = String::new();
-        for (i, width) in widths.iter().enumerate() {
-            let cell = cells.get(i).map_or("", String::as_str);
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            line.push_str(&" ".repeat(width - cell.chars().count()));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// Renders `label: value` lines with the values aligned.
-fn render_fields(fields: &[(String, String)]) -> String {
-    let width = fields
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut out = String::new();
-    for (key, value) in fields {
-        let pad = width - key.chars().count();
-        let line = format!("{key}:{}  {value}", " ".repeat(pad));
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,46 +641,6 @@ mod tests {
     }
 
     #[test]
-    fn table_columns_align_without_trailing_spaces() {
-        let rows = vec![
-            vec!["a".to_string(), "long value".to_string(), "x".to_string()],
-            vec!["ééé".to_string(), "v".to_string(), String::new()],
-        ];
-        let text = render_table(&["ID", "NAME", "LAST"], &rows);
-        assert_eq!(text, "ID   NAME        LAST\na    long value  x\nééé  v\n");
-    }
-
-    #[test]
-    fn table_with_no_rows_is_the_header() {
-        assert_eq!(render_table(&["NAME", "OPEN"], &[]), "NAME  OPEN\n");
-    }
-
-    #[test]
-    fn fields_align() {
-        let fields = vec![
-            ("ID".to_string(), "1".to_string()),
-            ("Last activity".to_string(), "2".to_string()),
-        ];
-        assert_eq!(
-            render_fields(&fields),
-            "ID:             1\nLast activity:  2\n"
-        );
-    }
-
-    #[test]
-    fn times_are_shortened_to_seconds() {
-        assert_eq!(
-            short_time("2026-05-01T08:30:00.250Z"),
-            "2026-05-01 08:30:00Z"
-        );
-        assert_eq!(
-            short_time("2026-05-01T08:30:00+02:00"),
-            "2026-05-01 08:30:00+02:00"
-        );
-        assert_eq!(short_time("yesterday"), "yesterday");
-    }
-
-    #[test]
     fn session_rows() {
         let open = session(json!({}));
         assert_eq!(
@@ -776,7 +678,7 @@ mod tests {
     fn details_show_everything_an_operator_needs() {
         let s =
             session(json!({"privileges": ["admin", "sales"], "data": {"cart": "x".repeat(500)}}));
-        let text = render_fields(&session_fields(&s));
+        let text = table::fields(&session_fields(&s));
         assert!(text.contains("Privileges:      admin, sales\n"), "{text}");
         assert!(
             text.contains("Heartbeat:       every 30 s, grace 60 s\n"),
@@ -793,7 +695,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(seats_text(&app), "3/unlimited");
-        let text = render_fields(&app_fields(&app));
+        let text = table::fields(&app_fields(&app));
         assert!(text.contains("Seats:             3/unlimited\n"), "{text}");
         assert!(
             text.contains("Policy:\n  idle_timeout_s:  3600\n  on_full:         reject\n"),

@@ -9,6 +9,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use crate::exit::Exit;
+use crate::table;
 use sessiond_client::{CloseReason, Error, OpenRequest, Session, StreamItem};
 
 /// The exit code for a session closed for `reason` (listed in `--help`).
@@ -81,20 +82,24 @@ pub struct ConnectArgs {
     pub take_over: Option<String>,
 }
 
-fn short_time(t: &str) -> &str {
-    t.get(11..19).unwrap_or(t)
-}
-
-fn holder_line(i: usize, s: &Session) -> String {
-    format!(
-        "  [{i}] {:<12} {:<14} {:<15} opened {}  last activity {}  last heartbeat {}",
-        s.user.as_deref().unwrap_or("(guest)"),
-        s.client.label.as_deref().unwrap_or("-"),
-        s.client.ip.as_deref().unwrap_or("-"),
-        short_time(&s.created_at),
-        short_time(&s.last_activity_at),
-        short_time(&s.last_heartbeat_at),
-    )
+/// The seat holders of a full house, numbered from 1 as the take-over prompt asks.
+fn holders_text(holders: &[Session]) -> String {
+    let rows: Vec<Vec<String>> = holders
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            vec![
+                format!("[{}]", i + 1),
+                s.user.clone().unwrap_or_else(|| "(guest)".to_string()),
+                s.client.label.clone().unwrap_or_else(table::dash),
+                s.client.ip.clone().unwrap_or_else(table::dash),
+                format!("opened {}", table::short_time(&s.created_at)),
+                format!("last activity {}", table::short_time(&s.last_activity_at)),
+                format!("last heartbeat {}", table::short_time(&s.last_heartbeat_at)),
+            ]
+        })
+        .collect();
+    table::rows("  ", &rows)
 }
 
 async fn ask(prompt: String) -> Option<String> {
@@ -170,9 +175,7 @@ pub async fn run(args: ConnectArgs) -> Exit {
                         Some(n) => println!("All {n} seats of {} are taken:", args.app),
                         None => println!("Every seat of {} is taken:", args.app),
                     }
-                    for (i, s) in full.sessions.iter().enumerate() {
-                        println!("{}", holder_line(i + 1, s));
-                    }
+                    print!("{}", holders_text(&full.sessions));
                     let choice = match on_full {
                         OnFull::Quit => None,
                         OnFull::TakeOverIdlest => full
@@ -304,4 +307,39 @@ async fn stop_requested() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn holder(user: Option<&str>, label: Option<&str>, opened: &str) -> Session {
+        serde_json::from_value(json!({
+            "id": "0192f3c4-7a1e-7c2b-9d4e-5f6a7b8c9d0e", "app": "gestan", "user": user,
+            "privileges": [], "info": {}, "data": {},
+            "client": {"label": label, "ip": "10.0.0.7", "user_agent": null},
+            "status": "open", "reason": null, "closed_by": null,
+            "created_at": opened, "last_activity_at": "2026-05-01T08:30:00.250Z",
+            "last_heartbeat_at": "2026-05-01T08:31:00.000Z", "closed_at": null,
+            "expires_at": null, "idle_timeout_s": 3600, "heartbeat": null,
+            "counts_seat": true, "version": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn holders_are_numbered_from_one_in_aligned_columns() {
+        let text = holders_text(&[
+            holder(Some("ann"), Some("pc-ann"), "2026-05-01T08:00:00.000Z"),
+            holder(None, None, "2026-04-30T23:59:59.999Z"),
+        ]);
+        assert_eq!(
+            text,
+            "  [1]  ann      pc-ann  10.0.0.7  opened 2026-05-01 08:00:00Z  \
+             last activity 2026-05-01 08:30:00Z  last heartbeat 2026-05-01 08:31:00Z\n  \
+             [2]  (guest)  -       10.0.0.7  opened 2026-04-30 23:59:59Z  \
+             last activity 2026-05-01 08:30:00Z  last heartbeat 2026-05-01 08:31:00Z\n"
+        );
+    }
 }

@@ -128,11 +128,15 @@ impl From<Exit> for std::process::ExitCode {
 /// The `--help` text of a command that ends with `exits` (what `0` means for it in
 /// `done`), followed by `more` (examples).
 pub fn help(done: &str, exits: &[Exit], more: &str) -> String {
+    let rows: Vec<Vec<String>> = exits
+        .iter()
+        .map(|e| {
+            let meaning = if *e == Exit::Done { done } else { e.meaning() };
+            vec![e.code().to_string(), meaning.to_string()]
+        })
+        .collect();
     let mut out = String::from("Exit codes:\n");
-    for e in exits {
-        let meaning = if *e == Exit::Done { done } else { e.meaning() };
-        out.push_str(&format!("  {:<3} {meaning}\n", e.code()));
-    }
+    out.push_str(&crate::table::rows("  ", &rows));
     if !more.is_empty() {
         out.push('\n');
         out.push_str(more);
@@ -152,10 +156,10 @@ mod tests {
         assert_eq!(codes.len(), Exit::ALL.len(), "two exits share a code");
         let text = help("ok", &Exit::ALL, "");
         for e in Exit::ALL {
-            assert!(
-                text.contains(&format!("  {:<3} ", e.code())),
-                "{e:?} missing"
-            );
+            let meaning = if e == Exit::Done { "ok" } else { e.meaning() };
+            // Codes go up to two digits, so the meanings start in the same column.
+            let line = format!("  {:<2}  {meaning}", e.code());
+            assert!(text.lines().any(|l| l == line), "{e:?} missing: {text}");
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sessiond_core::Timestamp;
+use sessiond_core::{Date, Timestamp};
 
 /// What a license grants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,42 +151,20 @@ pub fn verify(text: &str, key: &VerifyingKey, app: Option<&str>) -> Result<Licen
 }
 
 /// `YYYY-MM-DD` to the first millisecond of the following day (UTC): the license is
-/// valid while `now` is before it.
+/// valid while `now` is before it. `None` for text that is not a date of the calendar
+/// ([`sessiond_core::Date`] decides) or a day before 1970.
 pub fn parse_date(s: &str) -> Option<Timestamp> {
-    let mut it = s.split('-');
-    let (y, m, d) = (
-        it.next()?.parse::<i64>().ok()?,
-        it.next()?.parse::<i64>().ok()?,
-        it.next()?.parse::<i64>().ok()?,
-    );
-    if it.next().is_some() || s.len() != 10 || !(1..=12).contains(&m) || y < 1970 {
+    let last_day: Date = s.parse().ok()?;
+    if last_day.year() < 1970 {
         return None;
     }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = match m {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    if !(1..=month_days).contains(&d) {
-        return None;
-    }
-    // Days from civil (H. Hinnant).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(Timestamp(((days + 1) * 86_400_000) as u64))
+    Date::from_days(last_day.days() + 1)?.start()
 }
 
 /// Today's date in UTC, `YYYY-MM-DD`.
 pub fn today() -> String {
     use sessiond_core::Clock;
-    sessiond_core::SystemClock.now().to_rfc3339()[..10].to_string()
+    Date::of(sessiond_core::SystemClock.now()).to_string()
 }
 
 /// The state of one app's license as the server sees it.
@@ -435,7 +413,10 @@ mod tests {
             Some("2026-11-22T00:00:00.000Z".into())
         );
         assert_eq!(parse_date("2026-13-01"), None);
+        assert_eq!(parse_date("2026-01-00"), None);
         assert_eq!(parse_date("tomorrow"), None);
+        assert_eq!(parse_date("1969-12-31"), None);
+        assert_eq!(parse_date("2026-+1-21"), None);
         // Days that no calendar has.
         assert_eq!(parse_date("2027-02-30"), None);
         assert_eq!(parse_date("2027-02-29"), None);

@@ -1,6 +1,7 @@
 //! `sessiond license keygen|issue|verify`: making and checking signed license files.
 
 use crate::exit::Exit;
+use crate::table;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -115,6 +116,18 @@ fn check_issue(
     })
 }
 
+/// What `verify` prints about a license whose signature holds: its terms and `status`.
+fn verified_text(l: &License, status: &str) -> String {
+    table::fields(&[
+        ("licensee".into(), l.licensee.clone()),
+        ("app".into(), l.app.clone()),
+        ("seats".into(), l.seats.to_string()),
+        ("issued".into(), l.issued.clone()),
+        ("expires".into(), l.expires.clone()),
+        ("status".into(), status.to_string()),
+    ])
+}
+
 /// Runs a license command.
 pub fn run(cmd: LicenseCmd) -> Exit {
     match cmd {
@@ -224,23 +237,43 @@ pub fn run(cmd: LicenseCmd) -> Exit {
                         use sessiond_core::Clock;
                         sessiond_core::SystemClock.now() >= end
                     });
-                    println!(
-                        "licensee: {}\napp:      {}\nseats:    {}\nissued:   {}\nexpires:  {}",
-                        l.licensee, l.app, l.seats, l.issued, l.expires
-                    );
+                    let status = if expired { "EXPIRED" } else { "valid" };
+                    print!("{}", verified_text(&l, status));
                     if expired {
-                        println!("status:   EXPIRED");
                         Exit::Failed
                     } else {
-                        println!("status:   valid");
                         Exit::Done
                     }
                 }
                 Err(e) => {
-                    println!("status:   INVALID: {e}");
+                    print!(
+                        "{}",
+                        table::fields(&[("status".into(), format!("INVALID: {e}"))])
+                    );
                     Exit::Usage
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_lists_the_terms_aligned() {
+        let l = License {
+            licensee: "ACME Corp".into(),
+            app: "gestan".into(),
+            seats: 1,
+            issued: "2026-11-21".into(),
+            expires: "2027-12-31".into(),
+        };
+        assert_eq!(
+            verified_text(&l, "valid"),
+            "licensee:  ACME Corp\napp:       gestan\nseats:     1\n\
+             issued:    2026-11-21\nexpires:   2027-12-31\nstatus:    valid\n"
+        );
     }
 }

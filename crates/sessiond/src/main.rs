@@ -20,6 +20,7 @@ mod exit;
 mod license_cmd;
 mod migrate;
 mod repair;
+mod table;
 
 /// sessiond: a session manager (cookie sessions, seat-limited client sessions, admin).
 #[derive(Parser)]

@@ -1,6 +1,7 @@
 //! Integration tests of sessiond-axum through a real axum router (driven with `oneshot`),
 //! on the real FileStore in a temporary directory, the MemoryStore, and a fault
-//! injector around a real MemoryStore. One binary, a module per area.
+//! injector around a real MemoryStore. One binary, a module per area; `modules` reads the
+//! crate's own sources for the shape of its module graph.
 
 mod addresses;
 mod common;
@@ -8,5 +9,6 @@ mod concurrency;
 mod cookies;
 mod faults;
 mod heartbeat;
+mod modules;
 mod privileges;
 mod storage;

@@ -173,7 +173,7 @@ fn license_issue_refuses_bad_arguments() {
         public.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("seats:    3"), "{out}");
+    assert!(out.contains("\nseats:     3\n"), "{out}");
     let (code, _, err) = run(&["verify", file.to_str().unwrap(), "--public-key", "abc"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--public-key"), "{err}");
@@ -344,7 +344,7 @@ fn every_command_lists_its_exit_codes() {
             .unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{cmd}");
-        for code in ["  0   ", "  1   ", "  2   "] {
+        for code in ["\n  0  ", "\n  1  ", "\n  2  "] {
             assert!(
                 help.contains("Exit codes:\n") && help.contains(code),
                 "{cmd} --help lacks {code:?}:\n{help}"

@@ -1,11 +1,17 @@
-//! Time as the engine sees it: [`Timestamp`] (milliseconds since the Unix epoch) and the
+//! Time as the engine sees it: [`Timestamp`] (milliseconds since the Unix epoch), the
 //! injected [`Clock`] every time-based rule reads, so tests can drive expiry by hand
-//! ([`ManualClock`]) instead of sleeping.
+//! ([`ManualClock`]) instead of sleeping, and the one calendar of the workspace
+//! (`calendar.rs`: [`Date`], a day to and from a count of days since 1970-01-01).
+
+mod calendar;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use calendar::civil_from_days;
+pub use calendar::{BadDate, Date};
 
 /// A point in time: milliseconds since the Unix epoch, UTC.
 #[derive(
@@ -94,20 +100,6 @@ impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.rfc3339().as_str())
     }
-}
-
-/// Days since 1970-01-01 to a (year, month, day) civil date (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// The source of "now" for every rule of the engine.
