@@ -109,16 +109,36 @@ impl Token {
     /// ASCII letters, digits and `.-_[]` are dropped, and it is cut to
     /// [`MAX_TOKEN_PREFIX`] bytes.
     pub fn generate(prefix: &str) -> Token {
-        let mut key = [0u8; TOKEN_KEY_BYTES];
-        // The OS CSPRNG failing is not something a session manager can work around.
-        getrandom::fill(&mut key).expect("the OS random number generator is unavailable");
         let prefix: String = prefix
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']'))
             .take(MAX_TOKEN_PREFIX)
             .collect();
+        Self::with_prefix(&prefix)
+    }
+
+    /// A new token of a session of an internal app (`app` is its name, which starts with
+    /// [`crate::INTERNAL_APP_MARK`]; no configured app's name can): the name is the
+    /// prefix, and since [`Token::generate`] never writes that mark,
+    /// [`Token::is_internal`] tells such a token apart by its text alone.
+    pub(crate) fn generate_internal(app: &str) -> Token {
+        debug_assert!(app.starts_with(crate::INTERNAL_APP_MARK));
+        Self::with_prefix(app)
+    }
+
+    /// Whether this token names a session of an internal app (see
+    /// [`Token::generate_internal`]); the HTTP API's session routes refuse such tokens
+    /// as unknown.
+    pub fn is_internal(&self) -> bool {
+        self.text.starts_with(crate::INTERNAL_APP_MARK)
+    }
+
+    fn with_prefix(prefix: &str) -> Token {
+        let mut key = [0u8; TOKEN_KEY_BYTES];
+        // The OS CSPRNG failing is not something a session manager can work around.
+        getrandom::fill(&mut key).expect("the OS random number generator is unavailable");
         let mut s = String::with_capacity(prefix.len() + 1 + 2 * TOKEN_KEY_BYTES);
-        s.push_str(&prefix);
+        s.push_str(prefix);
         s.push(':');
         for b in key {
             s.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));

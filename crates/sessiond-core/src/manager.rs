@@ -327,6 +327,9 @@ impl Manager {
     }
 
     fn new_token(policy: &Policy, app: &str, ip: Option<IpAddr>) -> Token {
+        if app.starts_with(crate::INTERNAL_APP_MARK) {
+            return Token::generate_internal(app);
+        }
         match &policy.prefix {
             TokenPrefix::AppName => Token::generate(app),
             TokenPrefix::ClientIp => {

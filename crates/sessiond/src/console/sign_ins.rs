@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use sessiond_core::{
     Actor, Client, CloseReason, Error, InternalApp, JsonObject, Lookup, Manager, OnFull,
-    OpenRequest, Policy, Resolve, Session, SessionId, Token, TokenPrefix,
+    OpenRequest, Policy, Resolve, Session, SessionId, Token,
 };
 use sha2::{Digest, Sha256};
 
@@ -106,7 +106,6 @@ impl SignIns {
                 absolute_lifetime_s: config.console_lifetime_s,
                 seats: Some(MAX_CONSOLE_SESSIONS),
                 on_full: OnFull::EvictIdlest,
-                prefix: TokenPrefix::Fixed("console".into()),
                 cookie_name: super::COOKIE.into(),
                 ..Policy::default()
             },

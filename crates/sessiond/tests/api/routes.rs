@@ -24,6 +24,10 @@ enum Cred {
     Wrong,
     /// The token of a session of `shop`.
     SessionToken,
+    /// The admin's sign-in of the console, as the browser sends it (a cookie).
+    ConsoleCookie,
+    /// The same sign-in's session token, sent as a bearer credential.
+    ConsoleToken,
     /// The key of `desk`, used on `shop`'s routes and sessions.
     OtherAppKey,
     /// The key of `shop`.
@@ -32,10 +36,12 @@ enum Cred {
     Admin,
 }
 
-const CREDS: [Cred; 6] = [
+const CREDS: [Cred; 8] = [
     Cred::None,
     Cred::Wrong,
     Cred::SessionToken,
+    Cred::ConsoleCookie,
+    Cred::ConsoleToken,
     Cred::OtherAppKey,
     Cred::OwnAppKey,
     Cred::Admin,
@@ -46,10 +52,10 @@ struct Row {
     method: Method,
     path: &'static str,
     body: Option<fn() -> Value>,
-    want: [u16; 6],
+    want: [u16; 8],
 }
 
-fn row(method: Method, path: &'static str, want: [u16; 6]) -> Row {
+fn row(method: Method, path: &'static str, want: [u16; 8]) -> Row {
     Row {
         method,
         path,
@@ -58,7 +64,7 @@ fn row(method: Method, path: &'static str, want: [u16; 6]) -> Row {
     }
 }
 
-fn with_body(method: Method, path: &'static str, body: fn() -> Value, want: [u16; 6]) -> Row {
+fn with_body(method: Method, path: &'static str, body: fn() -> Value, want: [u16; 8]) -> Row {
     Row {
         method,
         path,
@@ -67,17 +73,20 @@ fn with_body(method: Method, path: &'static str, body: fn() -> Value, want: [u16
     }
 }
 
-/// The table. Columns: none, wrong, session token, other app's key, own app key, admin.
+/// The table. Columns: none, wrong, session token, console cookie, console token as a
+/// bearer, other app's key, own app key, admin. A console sign-in is worth nothing on
+/// the API: its cookie is not read there, and its token is refused even on the session
+/// routes (it acts only through the console's own pages).
 fn table() -> Vec<Row> {
     use Method as M;
     // A session's own routes: only its token.
-    let own_session = [401, 401, 200, 401, 401, 401];
+    let own_session = [401, 401, 200, 401, 401, 401, 401, 401];
     // An app's routes: its key or the admin token; another app's key is told 403.
-    let app = [401, 401, 401, 403, 200, 200];
+    let app = [401, 401, 401, 401, 401, 403, 200, 200];
     // A session by id: another app's key is told what an unknown id gets (404).
-    let by_id = [401, 401, 401, 404, 200, 200];
+    let by_id = [401, 401, 401, 401, 401, 404, 200, 200];
     // Open to anyone.
-    let public = [200; 6];
+    let public = [200; 8];
     vec![
         row(M::GET, "/v1/session", own_session),
         row(M::DELETE, "/v1/session", own_session),
@@ -95,13 +104,13 @@ fn table() -> Vec<Row> {
             own_session,
         ),
         row(M::GET, "/v1/session/events", own_session),
-        row(M::GET, "/v1/apps", [401, 401, 401, 403, 403, 200]),
+        row(M::GET, "/v1/apps", [401, 401, 401, 401, 401, 403, 403, 200]),
         row(M::GET, "/v1/apps/{app}", app),
         with_body(
             M::POST,
             "/v1/apps/{app}/sessions",
             || json!({"user": "carol"}),
-            [401, 401, 401, 403, 201, 201],
+            [401, 401, 401, 401, 401, 403, 201, 201],
         ),
         row(M::GET, "/v1/apps/{app}/sessions", app),
         row(M::POST, "/v1/apps/{app}/sessions/close-all", app),
@@ -160,6 +169,26 @@ async fn every_route_answers_every_credential_as_the_table_says() {
         "rows of the table that /openapi.json does not list: {stale:?}"
     );
 
+    // The admin signs in to the console once; its cookie and token serve every row.
+    let signed_in = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/admin/login", srv.base))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303, "the console sign-in");
+    let console_cookie = signed_in.headers()[reqwest::header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let console_token = console_cookie.split_once('=').unwrap().1.to_string();
+
     let mut wrong = Vec::new();
     for r in &rows {
         for (cred, want) in CREDS.iter().zip(r.want) {
@@ -177,6 +206,8 @@ async fn every_route_answers_every_credential_as_the_table_says() {
                 Cred::None => None,
                 Cred::Wrong => Some("not-a-credential-0123456789"),
                 Cred::SessionToken => Some(session_token.as_str()),
+                Cred::ConsoleCookie => None,
+                Cred::ConsoleToken => Some(console_token.as_str()),
                 Cred::OtherAppKey => Some(DESK_KEY),
                 Cred::OwnAppKey => Some(SHOP_KEY),
                 Cred::Admin => Some(ADMIN),
@@ -184,6 +215,9 @@ async fn every_route_answers_every_credential_as_the_table_says() {
             let mut req = srv.req(r.method.clone(), &path, secret);
             if let Some(body) = r.body {
                 req = req.json(&body());
+            }
+            if matches!(cred, Cred::ConsoleCookie) {
+                req = req.header(reqwest::header::COOKIE, &console_cookie);
             }
             // An event stream answers its status at once and then stays open: read the
             // status only.
