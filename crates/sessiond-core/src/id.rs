@@ -126,9 +126,10 @@ impl Token {
         Self::with_prefix(app)
     }
 
-    /// Whether this token names a session of an internal app (see
-    /// [`Token::generate_internal`]); the HTTP API's session routes refuse such tokens
-    /// as unknown.
+    /// Whether this token names a session of an internal app: its prefix is the app's
+    /// name, which starts with [`crate::INTERNAL_APP_MARK`], a character
+    /// [`Token::generate`] never writes. The HTTP API's session routes refuse such
+    /// tokens as unknown.
     pub fn is_internal(&self) -> bool {
         self.text.starts_with(crate::INTERNAL_APP_MARK)
     }

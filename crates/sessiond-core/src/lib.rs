@@ -57,8 +57,8 @@ pub use manager::{
 pub use memory::MemoryStore;
 pub use policy::{HeartbeatPolicy, OnFull, OnUserLimit, Policy, TokenPrefix};
 pub use session::{
-    Actor, Change, ChangeError, Client, CloseReason, Closure, Conditions, Heartbeat, Privileges,
-    Session, Step,
+    Actor, Change, ChangeError, Client, CloseReason, Closure, Conditions, Heartbeat, OperatorName,
+    Privileges, Session, Step,
 };
 pub use store::{Lookup, Store, StoreError};
 pub use time::{BadDate, Clock, Date, ManualClock, Rfc3339, SystemClock, Timestamp};

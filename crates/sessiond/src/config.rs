@@ -3,7 +3,7 @@
 //! (the `DEFAULT_*` constants), so `sessiond serve` with nothing at all works, with a
 //! `default` app. `sessiond.example.toml` at the repository root documents every key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -46,6 +46,8 @@ pub const DEFAULT_CONSOLE_LOGIN_ATTEMPTS_PER_MINUTE: u32 = 10;
 pub const DEFAULT_CONSOLE_IDLE_TIMEOUT_S: u32 = 30 * 60;
 /// Default seconds an admin console sign-in lasts at most, whatever its activity: 8 hours.
 pub const DEFAULT_CONSOLE_LIFETIME_S: u32 = 8 * 60 * 60;
+/// Default sessions a client credential may open per minute, per app.
+pub const DEFAULT_CLIENT_OPENS_PER_MINUTE: u32 = 60;
 /// The app that exists out of the box.
 pub const DEFAULT_APP: &str = "default";
 /// Shortest admin token or app key, in characters.
@@ -172,6 +174,12 @@ impl std::str::FromStr for StoreUrl {
 pub struct AppConfig {
     /// The app key (opens and manages this app's sessions); none: only the admin token.
     pub key: Option<Secret>,
+    /// Older app keys still accepted while they are rotated out (`key = ["new", "old"]`).
+    pub retiring_keys: Vec<Secret>,
+    /// Client credentials: may only open a session of this app (then act with that
+    /// session's token), never list, read or close others'. The first is current, the
+    /// others retiring.
+    pub client_keys: Vec<Secret>,
     /// A signed license file setting the app's seats and expiry (checked with
     /// [`Config::license_public_key`], reloaded when it changes).
     pub license: Option<PathBuf>,
@@ -196,6 +204,17 @@ pub struct Config {
     pub store: StoreUrl,
     /// The admin token (else generated into the data dir on first start).
     pub admin_token: Option<Secret>,
+    /// Older admin tokens still accepted while they are rotated out
+    /// (`admin_token = ["new", "old"]`).
+    pub retiring_admin_tokens: Vec<Secret>,
+    /// Named operators with credentials of their own.
+    pub operators: BTreeMap<String, OperatorConfig>,
+    /// Sessions a client credential may open per minute, per app (a burst of as many).
+    pub client_opens_per_minute: u32,
+    /// The configuration file this was read from, to read credentials again on SIGHUP.
+    pub source: Option<PathBuf>,
+    /// The admin token was given by the environment: a reload keeps it.
+    pub admin_token_from_env: bool,
     /// Largest request body in bytes (larger: 413).
     pub max_body_bytes: usize,
     /// Seconds to receive request headers.
@@ -241,6 +260,8 @@ impl Default for Config {
             DEFAULT_APP.to_string(),
             AppConfig {
                 key: None,
+                retiring_keys: Vec::new(),
+                client_keys: Vec::new(),
                 license: None,
                 policy: Policy::default(),
             },
@@ -253,6 +274,11 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             store: StoreUrl::File(None),
             admin_token: None,
+            retiring_admin_tokens: Vec::new(),
+            operators: BTreeMap::new(),
+            client_opens_per_minute: DEFAULT_CLIENT_OPENS_PER_MINUTE,
+            source: None,
+            admin_token_from_env: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_timeout_s: DEFAULT_HEADER_TIMEOUT_S,
             request_timeout_s: DEFAULT_REQUEST_TIMEOUT_S,
@@ -285,7 +311,10 @@ struct FileConfig {
     tls_only: Option<bool>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
-    admin_token: Option<Secret>,
+    admin_token: Option<toml::Value>,
+    #[serde(default)]
+    operators: BTreeMap<String, toml::Table>,
+    client_opens_per_minute: Option<u32>,
     max_body_bytes: Option<usize>,
     header_timeout_s: Option<u64>,
     request_timeout_s: Option<u64>,
@@ -314,6 +343,42 @@ struct LimitsConfig {
     max_info_bytes: Option<usize>,
     max_privileges: Option<usize>,
     max_page: Option<usize>,
+}
+
+/// One or more secrets of a credential setting: a string, or a list whose first is the
+/// current one and the others are retiring (accepted until removed). Each is held to
+/// [`check_secret`].
+fn secrets(what: &str, v: Option<toml::Value>) -> Result<Vec<Secret>, ConfigError> {
+    let list = match v {
+        None => return Ok(Vec::new()),
+        Some(toml::Value::String(s)) => vec![toml::Value::String(s)],
+        Some(toml::Value::Array(a)) if !a.is_empty() => a,
+        Some(_) => {
+            return Err(ConfigError(format!(
+                "{what} must be a secret of {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters, or a list of them (the first current, the others retiring)"
+            )))
+        }
+    };
+    list.into_iter()
+        .map(|v| match v {
+            toml::Value::String(s) => {
+                check_secret(what, &s)?;
+                Ok(Secret(s))
+            }
+            _ => Err(ConfigError(format!("{what}: every entry must be a string"))),
+        })
+        .collect()
+}
+
+/// One `[operators.<name>]` table: a named person or tool with credentials of its own.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Its tokens: the first current, the others retiring.
+    pub tokens: Vec<Secret>,
+    /// The apps it may act on; `None`: every app.
+    pub apps: Option<BTreeSet<String>>,
+    /// Read only: it may list and read, never open, change or close.
+    pub read_only: bool,
 }
 
 /// A configuration that cannot be used; the message names the key and the fix.
@@ -366,6 +431,7 @@ impl Config {
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         let mut c = Self::from_toml(&text)
             .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?;
+        c.source = Some(path.to_path_buf());
         // A license or certificate file named by a relative path sits beside the
         // configuration file, wherever the server is started from.
         let base = path.parent().unwrap_or(Path::new(""));
@@ -405,10 +471,72 @@ impl Config {
         if let Some(v) = file.store {
             c.store = v.parse().map_err(|e| ConfigError(format!("store: {e}")))?;
         }
-        if let Some(t) = &file.admin_token {
-            check_secret("admin_token", t.expose())?;
+        let mut admin = secrets("admin_token", file.admin_token)?.into_iter();
+        c.admin_token = admin.next();
+        c.retiring_admin_tokens = admin.collect();
+        for (name, mut table) in file.operators {
+            if sessiond_core::OperatorName::new(&name).is_none() {
+                return Err(ConfigError(format!(
+                    "operators.{name}: an operator's name is 1 to {} lower-case letters, digits, '_', '-' or '.'",
+                    sessiond_core::OperatorName::MAX
+                )));
+            }
+            let tokens = secrets(&format!("operators.{name}.token"), table.remove("token"))?;
+            if tokens.is_empty() {
+                return Err(ConfigError(format!(
+                    "operators.{name}.token: an operator needs a token"
+                )));
+            }
+            let apps = match table.remove("apps") {
+                None => None,
+                Some(toml::Value::String(s)) if s == "*" => None,
+                Some(toml::Value::Array(a)) => Some(
+                    a.into_iter()
+                        .map(|v| match v {
+                            toml::Value::String(s) => Ok(s),
+                            _ => Err(ConfigError(format!(
+                                "operators.{name}.apps: a list of app names, or \"*\""
+                            ))),
+                        })
+                        .collect::<Result<BTreeSet<_>, _>>()?,
+                ),
+                Some(_) => {
+                    return Err(ConfigError(format!(
+                        "operators.{name}.apps: a list of app names, or \"*\" for every app"
+                    )))
+                }
+            };
+            let read_only = match table.remove("read_only") {
+                None => false,
+                Some(toml::Value::Boolean(b)) => b,
+                Some(_) => {
+                    return Err(ConfigError(format!(
+                        "operators.{name}.read_only: true or false"
+                    )))
+                }
+            };
+            if let Some(k) = table.keys().next() {
+                return Err(ConfigError(format!(
+                    "operators.{name}: unknown key {k}; expected token, apps, read_only"
+                )));
+            }
+            c.operators.insert(
+                name,
+                OperatorConfig {
+                    tokens,
+                    apps,
+                    read_only,
+                },
+            );
         }
-        c.admin_token = file.admin_token;
+        if let Some(v) = file.client_opens_per_minute {
+            if v == 0 {
+                return Err(ConfigError(
+                    "client_opens_per_minute must be at least 1".into(),
+                ));
+            }
+            c.client_opens_per_minute = v;
+        }
         macro_rules! take {
             ($($f:ident),*) => { $(if let Some(v) = file.$f { c.$f = v; })* };
         }
@@ -483,18 +611,13 @@ impl Config {
                     "apps.{name}: an app name is 1 to 64 letters, digits, '_', '-' or '.'"
                 )));
             }
-            let key = match table.remove("key") {
-                None => None,
-                Some(toml::Value::String(k)) => {
-                    check_secret(&format!("apps.{name}.key"), &k)?;
-                    Some(Secret(k))
-                }
-                Some(_) => {
-                    return Err(ConfigError(format!(
-                        "apps.{name}.key must be a string of {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters"
-                    )))
-                }
-            };
+            let mut keys = secrets(&format!("apps.{name}.key"), table.remove("key"))?.into_iter();
+            let key = keys.next();
+            let retiring_keys: Vec<Secret> = keys.collect();
+            let client_keys = secrets(
+                &format!("apps.{name}.client_key"),
+                table.remove("client_key"),
+            )?;
             let license = match table.remove("license") {
                 None => None,
                 Some(toml::Value::String(p)) => Some(PathBuf::from(p)),
@@ -514,12 +637,12 @@ impl Config {
                     .try_into()
                     .map_err(|e: toml::de::Error| {
                         let mut m = e.message().to_string();
-                        // `key` and `license` were taken out above; serde's list of
+                        // `key`, `client_key` and `license` were taken out above; serde's list of
                         // the keys it expected lacks them.
                         if m.starts_with("unknown field") {
                             m = m.replacen(
                                 "expected one of ",
-                                "expected one of `key`, `license`, ",
+                                "expected one of `key`, `client_key`, `license`, ",
                                 1,
                             );
                         }
@@ -532,10 +655,21 @@ impl Config {
                 name,
                 AppConfig {
                     key,
+                    retiring_keys,
+                    client_keys,
                     license,
                     policy,
                 },
             );
+        }
+        for (name, op) in &c.operators {
+            for app in op.apps.iter().flatten() {
+                if !c.apps.contains_key(app) {
+                    return Err(ConfigError(format!(
+                        "operators.{name}.apps names {app}, which is not an app of this configuration"
+                    )));
+                }
+            }
         }
         Ok(c)
     }
@@ -601,7 +735,100 @@ mod tests {
     fn a_misspelt_app_key_lists_every_key_an_app_takes() {
         let e = Config::from_toml("[apps.x]\nkey2 = \"k\"\n").unwrap_err();
         assert!(e.0.contains("unknown field `key2`"), "{e}");
-        assert!(e.0.contains("`key`, `license`, `idle_timeout_s`"), "{e}");
+        assert!(
+            e.0.contains("`key`, `client_key`, `license`, `idle_timeout_s`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn credentials_may_list_retiring_secrets_and_operators_are_scoped() {
+        let c = Config::from_toml(
+            r#"
+            admin_token = ["admin-new-0123456789", "admin-old-0123456789"]
+            [operators.alice]
+            token = "alice-token-0123456789"
+            apps = ["shop"]
+            read_only = true
+            [operators.bob]
+            token = ["bob-new-0123456789ab", "bob-old-0123456789ab"]
+            [apps.shop]
+            key = ["shop-new-0123456789", "shop-old-0123456789"]
+            client_key = "shop-client-0123456789"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.admin_token.as_ref().unwrap().expose(),
+            "admin-new-0123456789"
+        );
+        assert_eq!(c.retiring_admin_tokens.len(), 1);
+        let shop = &c.apps["shop"];
+        assert_eq!(shop.key.as_ref().unwrap().expose(), "shop-new-0123456789");
+        assert_eq!(shop.retiring_keys.len(), 1);
+        assert_eq!(shop.client_keys.len(), 1);
+        let alice = &c.operators["alice"];
+        assert!(alice.read_only);
+        assert_eq!(alice.apps.as_ref().unwrap().len(), 1);
+        assert!(c.operators["bob"].apps.is_none());
+        assert_eq!(c.operators["bob"].tokens.len(), 2);
+
+        let creds =
+            crate::credentials::Credentials::build(&c, c.admin_token.as_ref().unwrap()).unwrap();
+        use crate::credentials::Caller;
+        assert_eq!(creds.caller("admin-old-0123456789"), Some(&Caller::Admin));
+        assert_eq!(
+            creds.caller("shop-old-0123456789"),
+            Some(&Caller::App("shop".into()))
+        );
+        assert_eq!(
+            creds.caller("shop-client-0123456789"),
+            Some(&Caller::Client("shop".into()))
+        );
+        assert!(matches!(
+            creds.caller("bob-old-0123456789ab"),
+            Some(Caller::Operator(op)) if op.name.as_str() == "bob" && !op.read_only
+        ));
+        assert_eq!(
+            creds.app_key("shop").unwrap().expose(),
+            "shop-new-0123456789"
+        );
+        assert_eq!(creds.admin().expose(), "admin-new-0123456789");
+        assert_eq!(creds.caller("nothing-0123456789"), None);
+    }
+
+    #[test]
+    fn bad_credential_settings_are_refused_by_name() {
+        for (text, want) in [
+            (
+                "[operators.Alice]\ntoken = \"alice-token-0123456789\"",
+                "operators.Alice",
+            ),
+            ("[operators.alice]\napps = \"*\"", "operators.alice.token"),
+            (
+                "[operators.alice]\ntoken = \"alice-token-0123456789\"\napps = [\"nope\"]",
+                "not an app of this configuration",
+            ),
+            (
+                "[operators.alice]\ntoken = \"alice-token-0123456789\"\nscope = 1",
+                "unknown key scope",
+            ),
+            ("admin_token = []", "admin_token"),
+            ("admin_token = [\"short\"]", "admin_token"),
+            ("[apps.x]\nclient_key = 5", "apps.x.client_key"),
+            ("client_opens_per_minute = 0", "client_opens_per_minute"),
+        ] {
+            let e = Config::from_toml(text).unwrap_err();
+            assert!(e.0.contains(want), "{text}: {e}");
+        }
+        // The same secret twice, in two roles: refused when the table is built.
+        let c = Config::from_toml(
+            "[operators.alice]\ntoken = \"same-secret-0123456789\"\n[apps.x]\nkey = \"same-secret-0123456789\"",
+        )
+        .unwrap();
+        let e = crate::credentials::Credentials::build(&c, &Secret::new("admin-0123456789abcdef"))
+            .unwrap_err();
+        assert!(e.0.contains("used twice"), "{e}");
     }
 
     #[test]

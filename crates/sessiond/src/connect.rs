@@ -52,7 +52,8 @@ pub struct ConnectArgs {
     /// URL of the sessiond server.
     #[arg(long, env = "SESSIOND_SERVER", default_value = "http://127.0.0.1:7420")]
     pub server: String,
-    /// The app key (or admin token).
+    /// The app's client credential (`client_key`, made for programs on users'
+    /// machines: it can only take a seat), or its app key, or the admin token.
     #[arg(long, env = "SESSIOND_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Data directory of a local server, to read its admin token when --token is absent.

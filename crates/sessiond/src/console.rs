@@ -40,8 +40,8 @@ use sessiond_core::{EventKind, Manager, SessionId};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tower::ServiceExt;
 
-use crate::auth::digest;
-use crate::config::{Config, Secret};
+use crate::config::Config;
+use crate::credentials::Caller;
 use crate::error::ApiError;
 use crate::state::SharedState;
 
@@ -68,11 +68,11 @@ impl ConsoleSessions {
     /// token, and the app keys of `config`).
     pub fn new(
         config: &Config,
-        admin: &Secret,
+        credentials: Arc<crate::credentials::CredentialTable>,
         manager: &Manager,
     ) -> Result<Self, sessiond_core::Error> {
         Ok(ConsoleSessions {
-            sign_ins: sign_ins::SignIns::new(config, admin, manager)?,
+            sign_ins: sign_ins::SignIns::new(config, credentials, manager)?,
             throttle: throttle::Throttle::new(config.console_login_attempts_per_minute),
         })
     }
@@ -250,21 +250,22 @@ async fn login(
             .into_response()
         }
     };
-    let d = digest(form.token.trim());
-    let role = if d == st.admin_digest {
-        Role::Admin
-    } else if let Some(app) = st.app_keys.get(&d) {
-        Role::App(app.clone())
-    } else {
-        if let Some(a) = origin.addr {
-            st.console.throttle.failed(a);
-        }
-        tracing::info!("console sign-in refused: unknown token");
-        let html = LOGIN.replace(
+    // The console signs in the admin token and app keys (current or retiring); its
+    // proxy then acts with the role's current secret.
+    let role = match st.credentials.current().caller(form.token.trim()) {
+        Some(Caller::Admin) => Role::Admin,
+        Some(Caller::App(app)) => Role::App(app.clone()),
+        _ => {
+            if let Some(a) = origin.addr {
+                st.console.throttle.failed(a);
+            }
+            tracing::info!("console sign-in refused: unknown token");
+            let html = LOGIN.replace(
             "{{error}}",
             "<p class=\"error\" role=\"alert\">That token is not the admin token or an app key.</p>",
         );
-        return page(&html, StatusCode::UNAUTHORIZED);
+            return page(&html, StatusCode::UNAUTHORIZED);
+        }
     };
     let user_agent = headers
         .get(header::USER_AGENT)

@@ -67,8 +67,16 @@ impl IntoResponse for ApiError {
         let mut body = Map::new();
         body.insert("error".into(), Value::String(self.code.into()));
         body.insert("message".into(), Value::String(self.message));
+        // An answer that says when to retry says it in the header too.
+        let retry_after = self.extra.get("retry_after_s").and_then(Value::as_u64);
         body.extend(self.extra);
         let mut resp = (self.status, axum::Json(Value::Object(body))).into_response();
+        if let Some(s) = retry_after {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(s),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

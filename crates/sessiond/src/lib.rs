@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod console;
+pub mod credentials;
 pub mod error;
 pub mod event_id;
 pub mod event_log;

@@ -173,6 +173,8 @@ fn load(args: &ServeArgs) -> Result<Config, String> {
         Ok(t) => {
             sessiond::config::check_secret("SESSIOND_ADMIN_TOKEN", &t).map_err(|e| e.0)?;
             config.admin_token = Some(sessiond::Secret::new(t));
+            config.retiring_admin_tokens.clear();
+            config.admin_token_from_env = true;
         }
         Err(std::env::VarError::NotUnicode(_)) => {
             return Err("SESSIOND_ADMIN_TOKEN must be visible ASCII characters".into())

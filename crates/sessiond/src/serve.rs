@@ -4,7 +4,6 @@
 //! its request head) until the shutdown signal, then drain in-flight requests, end
 //! event streams and flush the store.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use std::path::Path;
@@ -20,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
-use crate::auth::{digest, OverTls, PeerAddr};
+use crate::auth::{OverTls, PeerAddr};
 use crate::config::{check_secret, Config, Secret, StoreUrl};
 use crate::metrics::{MeteredStore, Metrics, UnreadableRecords};
 use crate::state::State;
@@ -189,6 +188,39 @@ impl Listeners {
     }
 }
 
+/// Reads the credentials of the configuration file again at each SIGHUP (rotation
+/// without a restart, see [`crate::credentials`]); says in the log what came of it.
+async fn reload_credentials_on_hangup(
+    credentials: Arc<crate::credentials::CredentialTable>,
+    running: Config,
+) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match credentials.reload(&running) {
+                Ok((admin, operators, app_keys, client_keys)) => tracing::info!(
+                    admin,
+                    operators,
+                    app_keys,
+                    client_keys,
+                    "credentials reloaded (other settings take a restart)"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "credentials not reloaded; the previous ones stay in use")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (credentials, running);
+    }
+}
+
 /// Accepts from `listener`, or waits forever when there is none.
 async fn accept(
     listener: Option<&TcpListener>,
@@ -251,22 +283,16 @@ pub async fn run_on(
     // those heartbeats, which it does before its first sweep.
     manager.mark_downtime();
     let admin = admin_token(&config)?;
-    let mut app_keys = HashMap::new();
-    for (name, app) in &config.apps {
-        if let Some(k) = &app.key {
-            if app_keys.insert(digest(k.expose()), name.clone()).is_some() || k == &admin {
-                return Err(ServeError::Config(format!(
-                    "apps.{name}.key is used twice; every key must be unique"
-                )));
-            }
-        }
-    }
+    let credentials = Arc::new(crate::credentials::CredentialTable::new(
+        crate::credentials::Credentials::build(&config, &admin)
+            .map_err(|e| ServeError::Config(e.0))?,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let licenses = crate::license::Licenses::new(&config, &manager);
     let state = Arc::new(State {
         manager: manager.clone(),
-        admin_digest: digest(admin.expose()),
-        app_keys,
+        credentials: credentials.clone(),
+        client_opens: crate::credentials::OpenRate::new(config.client_opens_per_minute),
         trusted_proxies: config.trusted_proxies.clone(),
         metrics: metrics.clone(),
         sse_keepalive: Duration::from_secs(config.sse_keepalive_s.max(1)),
@@ -274,7 +300,7 @@ pub async fn run_on(
         shutdown: stop_rx,
         licenses,
         event_log: Arc::new(crate::event_log::EventLog::default()),
-        console: crate::console::ConsoleSessions::new(&config, &admin, &manager)
+        console: crate::console::ConsoleSessions::new(&config, credentials.clone(), &manager)
             .map_err(|e| ServeError::Config(format!("the admin console: {e}")))?,
         streams: Arc::new(crate::api::events::Streams::new(
             crate::api::events::StreamLimits {
@@ -319,6 +345,7 @@ pub async fn run_on(
         None => None,
     };
     let renewal = tls.clone().map(|c| tokio::spawn(c.watch()));
+    let rotation = tokio::spawn(reload_credentials_on_hangup(credentials, config.clone()));
     let address = |l: &Option<TcpListener>| {
         l.as_ref()
             .and_then(|l| l.local_addr().ok())
@@ -419,6 +446,7 @@ pub async fn run_on(
     expiry.abort();
     follower.abort();
     logger.abort();
+    rotation.abort();
     for task in [relay, watcher, renewal].into_iter().flatten() {
         task.abort();
     }

@@ -1,7 +1,6 @@
-//! [`State`]: what every handler shares — the Manager, the credential digests, the
-//! metrics, and the shutdown signal that ends event streams.
+//! [`State`]: what every handler shares — the Manager, the credentials, the metrics,
+//! and the shutdown signal that ends event streams.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +14,11 @@ use crate::metrics::Metrics;
 pub struct State {
     /// The session engine.
     pub manager: Arc<Manager>,
-    /// SHA-256 of the admin token.
-    pub admin_digest: [u8; 32],
-    /// SHA-256 of each app key, to its app.
-    pub app_keys: HashMap<[u8; 32], String>,
+    /// Every credential (admin tokens, operators, app keys, client keys), reloaded on
+    /// SIGHUP.
+    pub credentials: Arc<crate::credentials::CredentialTable>,
+    /// How often each app's client credentials may open a session.
+    pub client_opens: crate::credentials::OpenRate,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
     /// Metrics.

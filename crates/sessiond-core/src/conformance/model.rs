@@ -447,9 +447,12 @@ impl Side {
                 self.answer(r.map(|s| vec![s]), false)
             }
             Op::Close { who } => {
+                // A named operator's kill: its name must come back from every store.
+                let ops =
+                    Actor::Operator(crate::OperatorName::new("ops.on-call_1").expect("a name"));
                 let r = self
                     .m
-                    .close(Lookup::Id(self.id(*who)), CloseReason::Killed, Actor::Admin)
+                    .close(Lookup::Id(self.id(*who)), CloseReason::Killed, ops)
                     .await;
                 self.answer(r.map(|s| vec![s]), false)
             }

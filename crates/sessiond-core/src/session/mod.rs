@@ -14,7 +14,9 @@ mod encode;
 mod model;
 mod step;
 
-pub use model::{Actor, Client, CloseReason, Closure, Heartbeat, Privileges, Session};
+pub use model::{
+    Actor, Client, CloseReason, Closure, Heartbeat, OperatorName, Privileges, Session,
+};
 pub use step::{Change, ChangeError, Conditions, Step};
 
 #[cfg(test)]

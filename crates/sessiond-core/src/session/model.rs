@@ -73,12 +73,71 @@ impl fmt::Display for CloseReason {
     }
 }
 
-/// Who closed a session. Serialised as text: `admin`, `app`, `user`, `expiry`, `system`
-/// or `session:<id>` (the session that took its seat over or asked for close-all).
+/// The name of a person or tool holding an operator credential of its own, as the
+/// history and the logs record it: 1 to [`OperatorName::MAX`] ASCII lower-case letters,
+/// digits, `_`, `-` or `.`. Held inline, so an [`Actor`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OperatorName {
+    len: u8,
+    bytes: [u8; OperatorName::MAX],
+}
+
+impl OperatorName {
+    /// The longest name.
+    pub const MAX: usize = 32;
+
+    /// The name `s`, if it is one.
+    ///
+    /// ```
+    /// use sessiond_core::OperatorName;
+    /// assert_eq!(OperatorName::new("alice").unwrap().as_str(), "alice");
+    /// assert!(OperatorName::new("Alice Smith").is_none());
+    /// assert!(OperatorName::new("").is_none());
+    /// ```
+    pub fn new(s: &str) -> Option<OperatorName> {
+        let ok = (1..=Self::MAX).contains(&s.len())
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+            });
+        if !ok {
+            return None;
+        }
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(OperatorName {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII was copied in.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for OperatorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OperatorName({:?})", self.as_str())
+    }
+}
+
+impl fmt::Display for OperatorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who closed a session. Serialised as text: `admin`, `operator:<name>`, `app`, `user`,
+/// `expiry`, `system` or `session:<id>` (the session that took its seat over or asked
+/// for close-all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Actor {
     /// The admin token.
     Admin,
+    /// A named operator's own credential.
+    Operator(OperatorName),
     /// The app's key.
     App,
     /// The session's own holder.
@@ -100,6 +159,7 @@ impl fmt::Display for Actor {
             Actor::Expiry => f.write_str("expiry"),
             Actor::System => f.write_str("system"),
             Actor::Session(id) => write!(f, "session:{id}"),
+            Actor::Operator(name) => write!(f, "operator:{name}"),
         }
     }
 }
@@ -113,10 +173,15 @@ impl std::str::FromStr for Actor {
             "user" => Actor::User,
             "expiry" => Actor::Expiry,
             "system" => Actor::System,
-            other => match other.strip_prefix("session:") {
-                Some(id) => Actor::Session(id.parse().map_err(|_| format!("bad actor {s:?}"))?),
-                None => return Err(format!("bad actor {s:?}")),
-            },
+            other => {
+                if let Some(id) = other.strip_prefix("session:") {
+                    Actor::Session(id.parse().map_err(|_| format!("bad actor {s:?}"))?)
+                } else if let Some(name) = other.strip_prefix("operator:") {
+                    Actor::Operator(OperatorName::new(name).ok_or(format!("bad actor {s:?}"))?)
+                } else {
+                    return Err(format!("bad actor {s:?}"));
+                }
+            }
         })
     }
 }

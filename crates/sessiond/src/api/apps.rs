@@ -11,7 +11,7 @@ use sessiond_core::{
 };
 use utoipa::{IntoParams, ToSchema};
 
-use super::scope::{AdminScope, AppScope, SessionScope};
+use super::scope::{AdminScope, AppScope, OpenScope, SessionScope};
 use super::session::{session_response, tag};
 use super::{Json, OptionalJson, Query};
 use crate::auth::ClientAddr;
@@ -82,18 +82,25 @@ fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult
         (status = 201, description = "Opened; `token` is the session's secret", body = SessionWithToken),
         (status = 400, description = "Bad values", body = crate::views::ErrorBody),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
-        (status = 403, description = "An app key of another app (`forbidden`), or the app's license is expired (`license_expired`) or invalid (`license_invalid`)", body = crate::views::ErrorBody),
+        (status = 403, description = "A credential of another app or a read-only operator (`forbidden`), a client credential asking for privileges or an address (`forbidden`), or the app's license is expired (`license_expired`) or invalid (`license_invalid`)", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody),
         (status = 409, description = "`seats_exhausted` (with `seats` and the open `sessions`), `user_limit` or `take_over_target`", body = crate::views::ErrorBody),
         (status = 413, description = "Too large", body = crate::views::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::views::ErrorBody),
         (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody),
+        (status = 429, description = "`too_many_opens`: the app's client credentials opened as many sessions this minute as allowed (`retry_after_s`, and `Retry-After`)", body = crate::views::ErrorBody),
         (status = 503, description = "`store_unavailable` (nothing changed; retry) or `outcome_unknown` (the open was sent to the store without an answer: list the user's sessions before retrying)", body = crate::views::ErrorBody)))]
 pub async fn open(
-    AppScope { st, app, .. }: AppScope,
+    OpenScope {
+        scope: AppScope { st, app, .. },
+        client: by_client,
+    }: OpenScope,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<OpenBody>,
 ) -> ApiResult<Response> {
+    if by_client {
+        client_may_open(&st, &app, &body)?;
+    }
     st.licenses.check_open(&app)?;
     let take_over = match body.take_over.as_deref() {
         Some(t) => Some(t.parse::<SessionId>().map_err(|_| {
@@ -140,9 +147,58 @@ pub async fn open(
             ) {
                 st.metrics.refusal(&app, e.code());
             }
-            Err(e.into())
+            match e {
+                // A client credential sees the other holders of a full house in the
+                // usual shape but only by name, label and times: enough to choose one
+                // to take over, nothing of where they are or what they hold.
+                sessiond_core::Error::SeatsExhausted { ref holders, .. } if by_client => {
+                    let holders = holders
+                        .iter()
+                        .map(|s| {
+                            let mut shown = s.clone();
+                            shown.client.ip = None;
+                            shown.client.user_agent = None;
+                            shown.info = JsonObject::default();
+                            shown.data = JsonObject::default();
+                            shown.privileges = Default::default();
+                            serde_json::json!(SessionView::from(&shown))
+                        })
+                        .collect();
+                    let mut err = ApiError::from(e);
+                    err.extra.insert("sessions".into(), Value::Array(holders));
+                    Err(err)
+                }
+                e => Err(e.into()),
+            }
         }
     }
+}
+
+/// What a client credential may not ask when it opens: privileges (a reserved one
+/// would skip the seat count; the app's back end grants them with
+/// `PUT /v1/sessions/{id}/privileges`), another address than its connection's, more
+/// opens than [`crate::config::Config::client_opens_per_minute`].
+fn client_may_open(st: &SharedState, app: &str, body: &OpenBody) -> ApiResult<()> {
+    if !body.privileges.is_empty() {
+        return Err(ApiError::forbidden(
+            "a client credential opens sessions without privileges; the app's back end grants them",
+        ));
+    }
+    if body.client.as_ref().is_some_and(|c| c.ip.is_some()) {
+        return Err(ApiError::forbidden(
+            "a client credential cannot name the client's address: it is the connection's",
+        ));
+    }
+    if let Err(wait) = st.client_opens.take(app) {
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_opens",
+            format!("this app's client credentials open at most {} sessions a minute; retry in {wait} s", st.client_opens.per_minute()),
+        );
+        err.extra.insert("retry_after_s".into(), Value::from(wait));
+        return Err(err);
+    }
+    Ok(())
 }
 
 /// Which sessions to list.

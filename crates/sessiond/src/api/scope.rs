@@ -18,59 +18,48 @@
 use axum::extract::{FromRequestParts, Path};
 use axum::handler::Handler;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::routing::{on, MethodFilter};
 use axum::Router;
 use sessiond_core::{Policy, Session, SessionId, StoreError};
 
-use crate::auth::{bearer, digest};
+use crate::auth::bearer;
+pub use crate::credentials::Caller;
 use crate::error::ApiError;
 use crate::state::SharedState;
 
-/// An operator credential. It has no extractor: handlers receive it inside a scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// The admin token: may do everything.
-    Admin,
-    /// The key of this app: may manage this app only.
-    App(String),
-}
-
-impl Caller {
-    /// Whether this caller may manage `app`.
-    pub fn may_manage(&self, app: &str) -> bool {
-        match self {
-            Caller::Admin => true,
-            Caller::App(mine) => mine == app,
-        }
-    }
-
-    /// The actor recorded when this caller closes a session.
-    pub fn actor(&self) -> sessiond_core::Actor {
-        match self {
-            Caller::Admin => sessiond_core::Actor::Admin,
-            Caller::App(_) => sessiond_core::Actor::App,
-        }
-    }
-}
-
-/// The operator credential of a request: 401 without one or with an unknown one.
+/// The credential of a request: 401 without one or with an unknown one.
 fn authenticate(parts: &Parts, st: &SharedState) -> Result<Caller, ApiError> {
     let Some(secret) = bearer(parts) else {
         return Err(ApiError::unauthorized(
-            "send the admin token or an app key as Authorization: Bearer <secret>",
+            "send an admin, operator or app credential as Authorization: Bearer <secret>",
         ));
     };
-    let d = digest(secret);
-    if d == st.admin_digest {
-        return Ok(Caller::Admin);
-    }
-    match st.app_keys.get(&d) {
-        Some(app) => Ok(Caller::App(app.clone())),
+    match st.credentials.current().caller(secret) {
+        Some(c) => Ok(c.clone()),
         None => Err(ApiError::unauthorized(
-            "the admin token or app key is not valid",
+            "the admin token, operator token or app key is not valid",
         )),
     }
+}
+
+/// Refuses a caller that may not change things on a route that would.
+fn check_write(parts: &Parts, caller: &Caller) -> Result<(), ApiError> {
+    let reads = matches!(parts.method, Method::GET | Method::HEAD);
+    if reads || caller.may_write() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "this operator is read-only: it may list and read, not change",
+        ))
+    }
+}
+
+/// What a client credential is told on any route but opening a session.
+fn client_refused() -> ApiError {
+    ApiError::forbidden(
+        "a client credential may only open a session (POST /v1/apps/{app}/sessions), then act with that session's token",
+    )
 }
 
 /// One path parameter, its rejection an API error (404: the route's thing is unknown).
@@ -110,24 +99,85 @@ impl FromRequestParts<SharedState> for AppScope {
 
     async fn from_request_parts(parts: &mut Parts, st: &SharedState) -> Result<Self, ApiError> {
         let caller = authenticate(parts, st)?;
-        let app = path_param(parts, st, "app").await?;
-        if !caller.may_manage(&app) {
-            return Err(ApiError::forbidden(format!(
-                "this app key does not belong to app {}; use that app's key or the admin token",
-                sessiond_core::quoted(&app)
-            )));
+        if matches!(caller, Caller::Client(_)) {
+            return Err(client_refused());
         }
-        let policy = st.manager.policy(&app)?;
-        Ok(AppScope {
-            st: st.clone(),
-            caller,
-            app,
-            policy,
-        })
+        app_scope(parts, st, caller).await
     }
 }
 
+/// The app of the path, if `caller` may manage it (and change it, on a route that
+/// changes things).
+async fn app_scope(
+    parts: &mut Parts,
+    st: &SharedState,
+    caller: Caller,
+) -> Result<AppScope, ApiError> {
+    let app = path_param(parts, st, "app").await?;
+    check_write(parts, &caller)?;
+    if !caller.may_manage(&app) {
+        return Err(ApiError::forbidden(format!(
+            "this credential may not act on app {}; use that app's key, an operator token of that app or the admin token",
+            sessiond_core::quoted(&app)
+        )));
+    }
+    let policy = st.manager.policy(&app)?;
+    Ok(AppScope {
+        st: st.clone(),
+        caller,
+        app,
+        policy,
+    })
+}
+
 impl Scope for AppScope {
+    const PARAM: Option<&'static str> = Some("app");
+}
+
+/// [`AppScope`] for opening a session: it also admits a client credential of the app
+/// (which may do nothing else), told apart by [`OpenScope::client`].
+pub struct OpenScope {
+    /// The app, as for any operator.
+    pub scope: AppScope,
+    /// The caller is a client credential of the app: it opens without privileges, at
+    /// the address of its connection, at most so often, and sees other holders only
+    /// by name and label.
+    pub client: bool,
+}
+
+impl FromRequestParts<SharedState> for OpenScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &SharedState) -> Result<Self, ApiError> {
+        match authenticate(parts, st)? {
+            Caller::Client(mine) => {
+                let app = path_param(parts, st, "app").await?;
+                if app != mine {
+                    return Err(ApiError::forbidden(format!(
+                        "this client credential does not belong to app {}",
+                        sessiond_core::quoted(&app)
+                    )));
+                }
+                let policy = st.manager.policy(&app)?;
+                Ok(OpenScope {
+                    scope: AppScope {
+                        st: st.clone(),
+                        caller: Caller::Client(mine),
+                        app,
+                        policy,
+                    },
+                    client: true,
+                })
+            }
+            caller => Ok(OpenScope {
+                scope: app_scope(parts, st, caller).await?,
+                client: false,
+            }),
+        }
+    }
+}
+
+impl Scope for OpenScope {
     const PARAM: Option<&'static str> = Some("app");
 }
 
@@ -179,6 +229,10 @@ impl FromRequestParts<SharedState> for SessionScope {
 
     async fn from_request_parts(parts: &mut Parts, st: &SharedState) -> Result<Self, ApiError> {
         let caller = authenticate(parts, st)?;
+        if matches!(caller, Caller::Client(_)) {
+            return Err(client_refused());
+        }
+        check_write(parts, &caller)?;
         let raw = path_param(parts, st, "id").await?;
         let id: SessionId = raw.parse().map_err(|_| {
             ApiError::new(
@@ -197,7 +251,7 @@ impl FromRequestParts<SharedState> for SessionScope {
             Ok(s) => Ok(s),
             Err(sessiond_core::Error::Store(StoreError::Corrupt(detail))) => match caller {
                 Caller::Admin => Err(detail),
-                Caller::App(_) => {
+                Caller::Operator(_) | Caller::App(_) | Caller::Client(_) => {
                     tracing::debug!(session = %id, error = %detail, "unreadable session record answered not_found to an app key");
                     return Err(not_found());
                 }
@@ -217,7 +271,7 @@ impl Scope for SessionScope {
     const PARAM: Option<&'static str> = Some("id");
 }
 
-/// The admin token, nothing else (403 for an app key).
+/// The admin token, or an operator of every app (403 for anyone else).
 pub struct AdminScope {
     /// The server's state.
     pub st: SharedState,
@@ -227,10 +281,14 @@ impl FromRequestParts<SharedState> for AdminScope {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &SharedState) -> Result<Self, ApiError> {
-        match authenticate(parts, st)? {
-            Caller::Admin => Ok(AdminScope { st: st.clone() }),
-            Caller::App(_) => Err(ApiError::forbidden("this needs the admin token")),
+        let caller = authenticate(parts, st)?;
+        if !caller.every_app() {
+            return Err(ApiError::forbidden(
+                "this needs the admin token or an operator token of every app",
+            ));
         }
+        check_write(parts, &caller)?;
+        Ok(AdminScope { st: st.clone() })
     }
 }
 

@@ -11,7 +11,6 @@
 //! session whose credential was changed since (another admin token or app key in the
 //! configuration) no longer signs anyone in.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -23,6 +22,7 @@ use sessiond_core::{
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Secret};
+use crate::credentials::CredentialTable;
 use crate::error::ApiError;
 
 /// The internal app the console's sign-ins are sessions of. Its name cannot be
@@ -86,10 +86,9 @@ pub struct Signed {
 /// The credentials a console session can stand for, and the Manager's internal app
 /// that keeps the sessions.
 pub struct SignIns {
-    /// Every credential of the configuration, by role.
-    credentials: HashMap<Role, Secret>,
-    /// The admin token: the key of the credential fingerprints.
-    admin: Secret,
+    /// The server's credentials (reloaded on SIGHUP): a role's secret is its current
+    /// one there, and the admin token keys the fingerprints.
+    credentials: Arc<CredentialTable>,
     /// Seconds a console session lives at most, whatever its activity (the cookie's
     /// `Max-Age`).
     lifetime_s: u32,
@@ -98,7 +97,11 @@ pub struct SignIns {
 impl SignIns {
     /// Registers [`CONSOLE_APP`] on `manager` with the console's timeouts from
     /// `config`, and keeps the credentials a sign-in can name: `admin` and the app keys.
-    pub fn new(config: &Config, admin: &Secret, manager: &Manager) -> Result<Self, Error> {
+    pub fn new(
+        config: &Config,
+        credentials: Arc<CredentialTable>,
+        manager: &Manager,
+    ) -> Result<Self, Error> {
         manager.set_internal_policy(
             CONSOLE_APP,
             Policy {
@@ -110,16 +113,8 @@ impl SignIns {
                 ..Policy::default()
             },
         )?;
-        let mut credentials = HashMap::new();
-        credentials.insert(Role::Admin, admin.clone());
-        for (name, app) in &config.apps {
-            if let Some(key) = &app.key {
-                credentials.insert(Role::App(name.clone()), key.clone());
-            }
-        }
         Ok(SignIns {
             credentials,
-            admin: admin.clone(),
             lifetime_s: config.console_lifetime_s,
         })
     }
@@ -129,20 +124,25 @@ impl SignIns {
         self.lifetime_s
     }
 
-    /// The secret `role` stands for, to send on to the API; none when this node's
-    /// configuration has no such credential.
-    pub fn secret(&self, role: &Role) -> Option<&Secret> {
-        self.credentials.get(role)
+    /// The secret `role` stands for, to send on to the API (its current one); none when
+    /// this node's configuration has no such credential.
+    pub fn secret(&self, role: &Role) -> Option<Secret> {
+        let table = self.credentials.current();
+        match role {
+            Role::Admin => Some(table.admin().clone()),
+            Role::App(app) => table.app_key(app).cloned(),
+        }
     }
 
     /// A fingerprint of `role`'s credential, recorded in its console sessions: a
     /// keyed hash (the admin token is the key), so a copy of the store tells nothing
     /// about any credential, and a node whose credential differs refuses the session.
     fn fingerprint(&self, role: &Role) -> Option<String> {
-        let secret = self.credentials.get(role)?;
+        let secret = self.secret(role)?;
+        let admin = self.credentials.current().admin().clone();
         let mut h = Sha256::new();
         h.update(b"sessiond console credential\0");
-        h.update(self.admin.expose().as_bytes());
+        h.update(admin.expose().as_bytes());
         h.update(b"\0");
         h.update(secret.expose().as_bytes());
         let d = h.finalize();

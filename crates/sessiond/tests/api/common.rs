@@ -15,10 +15,19 @@ use tokio::sync::oneshot;
 pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const SHOP_KEY: &str = "shop-key-0123456789abcdef";
 pub const DESK_KEY: &str = "desk-key-0123456789abcdef";
+/// Operator `ops`: every app, read and write.
+pub const OPS_TOKEN: &str = "ops-token-0123456789abcdef";
+/// Operator `desk-ops`: app `desk` only.
+pub const DESK_OPS_TOKEN: &str = "desk-ops-token-0123456789abcdef";
+/// Operator `auditor`: every app, read only.
+pub const AUDITOR_TOKEN: &str = "auditor-token-0123456789abcdef";
+/// The client credential of `shop`: may only open sessions.
+pub const SHOP_CLIENT_KEY: &str = "shop-client-key-0123456789abcdef";
 
-/// A configuration with two apps: `shop` (web, bind_ip, reserved `admin`) and `desk`
-/// (2 seats, 30 s heartbeat a session may stretch to 300 s but not suspend, one session
-/// per user), admin token [`ADMIN`].
+/// A configuration with two apps: `shop` (web, bind_ip, reserved `admin`, a client
+/// credential) and `desk` (2 seats, 30 s heartbeat a session may stretch to 300 s but
+/// not suspend, one session per user), admin token [`ADMIN`], and three operators:
+/// `ops` (every app), `desk-ops` (desk only), `auditor` (every app, read only).
 pub fn config(dir: Option<&Path>) -> Config {
     let text = format!(
         r#"
@@ -27,8 +36,17 @@ pub fn config(dir: Option<&Path>) -> Config {
         data_dir = "{data}"
         max_body_bytes = 4096
         trusted_proxies = ["127.0.0.1"]
+        [operators.ops]
+        token = "{OPS_TOKEN}"
+        [operators.desk-ops]
+        token = "{DESK_OPS_TOKEN}"
+        apps = ["desk"]
+        [operators.auditor]
+        token = "{AUDITOR_TOKEN}"
+        read_only = true
         [apps.shop]
         key = "{SHOP_KEY}"
+        client_key = "{SHOP_CLIENT_KEY}"
         bind_ip = true
         [apps.desk]
         key = "{DESK_KEY}"

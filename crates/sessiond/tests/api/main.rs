@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod console;
+mod credentials;
 mod errors;
 mod hostile;
 mod management;

@@ -13,7 +13,10 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{id, token, Server, ADMIN, DESK_KEY, SHOP_KEY};
+use crate::common::{
+    id, token, Server, ADMIN, AUDITOR_TOKEN, DESK_KEY, DESK_OPS_TOKEN, OPS_TOKEN, SHOP_CLIENT_KEY,
+    SHOP_KEY,
+};
 
 /// Who calls.
 #[derive(Debug, Clone, Copy)]
@@ -28,21 +31,33 @@ enum Cred {
     ConsoleCookie,
     /// The same sign-in's session token, sent as a bearer credential.
     ConsoleToken,
+    /// The client credential of `shop`: may only open a session.
+    ClientKey,
     /// The key of `desk`, used on `shop`'s routes and sessions.
     OtherAppKey,
+    /// An operator of `desk` only.
+    OtherAppOperator,
+    /// A read-only operator of every app.
+    ReadOnlyOperator,
+    /// An operator of every app.
+    Operator,
     /// The key of `shop`.
     OwnAppKey,
     /// The admin token.
     Admin,
 }
 
-const CREDS: [Cred; 8] = [
+const CREDS: [Cred; 12] = [
     Cred::None,
     Cred::Wrong,
     Cred::SessionToken,
     Cred::ConsoleCookie,
     Cred::ConsoleToken,
+    Cred::ClientKey,
     Cred::OtherAppKey,
+    Cred::OtherAppOperator,
+    Cred::ReadOnlyOperator,
+    Cred::Operator,
     Cred::OwnAppKey,
     Cred::Admin,
 ];
@@ -52,10 +67,10 @@ struct Row {
     method: Method,
     path: &'static str,
     body: Option<fn() -> Value>,
-    want: [u16; 8],
+    want: [u16; 12],
 }
 
-fn row(method: Method, path: &'static str, want: [u16; 8]) -> Row {
+fn row(method: Method, path: &'static str, want: [u16; 12]) -> Row {
     Row {
         method,
         path,
@@ -64,7 +79,7 @@ fn row(method: Method, path: &'static str, want: [u16; 8]) -> Row {
     }
 }
 
-fn with_body(method: Method, path: &'static str, body: fn() -> Value, want: [u16; 8]) -> Row {
+fn with_body(method: Method, path: &'static str, body: fn() -> Value, want: [u16; 12]) -> Row {
     Row {
         method,
         path,
@@ -74,19 +89,24 @@ fn with_body(method: Method, path: &'static str, body: fn() -> Value, want: [u16
 }
 
 /// The table. Columns: none, wrong, session token, console cookie, console token as a
-/// bearer, other app's key, own app key, admin. A console sign-in is worth nothing on
-/// the API: its cookie is not read there, and its token is refused even on the session
-/// routes (it acts only through the console's own pages).
+/// bearer, client credential, other app's key, other app's operator, read-only
+/// operator, operator, own app key, admin. A console sign-in is worth nothing on the
+/// API: its cookie is not read there, and its token is refused even on the session
+/// routes (it acts only through the console's own pages). A client credential may only
+/// open a session.
 fn table() -> Vec<Row> {
     use Method as M;
     // A session's own routes: only its token.
-    let own_session = [401, 401, 200, 401, 401, 401, 401, 401];
+    let own_session = [401, 401, 200, 401, 401, 401, 401, 401, 401, 401, 401, 401];
     // An app's routes: its key or the admin token; another app's key is told 403.
-    let app = [401, 401, 401, 401, 401, 403, 200, 200];
+    let app = [401, 401, 401, 401, 401, 403, 403, 403, 200, 200, 200, 200];
+    // The same, for a route that changes things: read-only operators are refused.
+    let app_write = [401, 401, 401, 401, 401, 403, 403, 403, 403, 200, 200, 200];
     // A session by id: another app's key is told what an unknown id gets (404).
-    let by_id = [401, 401, 401, 401, 401, 404, 200, 200];
+    let by_id = [401, 401, 401, 401, 401, 403, 404, 404, 200, 200, 200, 200];
+    let by_id_write = [401, 401, 401, 401, 401, 403, 404, 404, 403, 200, 200, 200];
     // Open to anyone.
-    let public = [200; 8];
+    let public = [200; 12];
     vec![
         row(M::GET, "/v1/session", own_session),
         row(M::DELETE, "/v1/session", own_session),
@@ -104,24 +124,28 @@ fn table() -> Vec<Row> {
             own_session,
         ),
         row(M::GET, "/v1/session/events", own_session),
-        row(M::GET, "/v1/apps", [401, 401, 401, 401, 401, 403, 403, 200]),
+        row(
+            M::GET,
+            "/v1/apps",
+            [401, 401, 401, 401, 401, 403, 403, 403, 200, 200, 403, 200],
+        ),
         row(M::GET, "/v1/apps/{app}", app),
         with_body(
             M::POST,
             "/v1/apps/{app}/sessions",
             || json!({"user": "carol"}),
-            [401, 401, 401, 401, 401, 403, 201, 201],
+            [401, 401, 401, 401, 401, 201, 403, 403, 403, 201, 201, 201],
         ),
         row(M::GET, "/v1/apps/{app}/sessions", app),
-        row(M::POST, "/v1/apps/{app}/sessions/close-all", app),
+        row(M::POST, "/v1/apps/{app}/sessions/close-all", app_write),
         row(M::GET, "/v1/apps/{app}/events", app),
         row(M::GET, "/v1/sessions/{id}", by_id),
-        row(M::DELETE, "/v1/sessions/{id}", by_id),
+        row(M::DELETE, "/v1/sessions/{id}", by_id_write),
         with_body(
             M::PUT,
             "/v1/sessions/{id}/privileges",
             || json!({"privileges": ["editor"]}),
-            by_id,
+            by_id_write,
         ),
         row(M::GET, "/healthz", public),
         row(M::GET, "/readyz", public),
@@ -208,7 +232,11 @@ async fn every_route_answers_every_credential_as_the_table_says() {
                 Cred::SessionToken => Some(session_token.as_str()),
                 Cred::ConsoleCookie => None,
                 Cred::ConsoleToken => Some(console_token.as_str()),
+                Cred::ClientKey => Some(SHOP_CLIENT_KEY),
                 Cred::OtherAppKey => Some(DESK_KEY),
+                Cred::OtherAppOperator => Some(DESK_OPS_TOKEN),
+                Cred::ReadOnlyOperator => Some(AUDITOR_TOKEN),
+                Cred::Operator => Some(OPS_TOKEN),
                 Cred::OwnAppKey => Some(SHOP_KEY),
                 Cred::Admin => Some(ADMIN),
             };
