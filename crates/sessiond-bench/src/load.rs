@@ -18,15 +18,74 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    connect_to(host, None).await
+}
+
+/// How to speak TLS to a server: the connector (with the roots it trusts) and the name
+/// its certificate must carry.
+#[derive(Clone)]
+pub struct Tls {
+    /// The connector.
+    pub connector: tokio_rustls::TlsConnector,
+    /// The server's name, as its certificate says.
+    pub name: rustls_pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    /// TLS to a server named `name` whose certificate the CA of the PEM file `ca`
+    /// signed (the ring provider, as the server's).
+    pub fn new(ca: &std::path::Path, name: &str) -> Tls {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("read --ca-cert") {
+            roots.add(cert.expect("a PEM certificate")).expect("a CA certificate");
+        }
+        #[allow(deprecated)] // the server's provider; see crates/sessiond/src/tls.rs
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Tls {
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            name: rustls_pki_types::ServerName::try_from(name.to_string()).expect("a host name"),
+        }
+    }
+}
+
+/// One HTTP/1.1 connection to `host`, over TLS when `tls` says how.
+pub async fn connect_to<B>(host: &str, tls: Option<&Tls>) -> SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::net::TcpStream::connect(host)
         .await
         .expect("connect to the server");
     stream.set_nodelay(true).ok();
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("HTTP handshake");
-    tokio::spawn(conn);
-    send
+    match tls {
+        None => {
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("HTTP handshake");
+            tokio::spawn(conn);
+            send
+        }
+        Some(t) => {
+            let stream = t
+                .connector
+                .connect(t.name.clone(), stream)
+                .await
+                .expect("TLS handshake");
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("HTTP handshake");
+            tokio::spawn(conn);
+            send
+        }
+    }
 }
 
 /// What one scenario run measured.

@@ -10,7 +10,7 @@
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::Request;
-use sessiond_bench::load::{connect, drive, Outcome, Rounds};
+use sessiond_bench::load::{connect_to, drive, Outcome, Rounds, Tls};
 
 struct Args {
     server: String,
@@ -21,6 +21,8 @@ struct Args {
     app: String,
     rounds: usize,
     server_pid: Option<u32>,
+    tls_server: Option<String>,
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -38,6 +40,8 @@ fn parse_args() -> Args {
         app: "default".into(),
         rounds: 3,
         server_pid: None,
+        tls_server: None,
+        ca_cert: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,19 +55,23 @@ fn parse_args() -> Args {
             "--app" => a.app = val(),
             "--rounds" => a.rounds = val().parse().expect("--rounds N"),
             "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid PID")),
+            "--tls-server" => a.tls_server = Some(val()),
+            "--ca-cert" => a.ca_cert = Some(val().into()),
             "--bench" => {}
             "-h" | "--help" => {
                 println!(
                     "loadgen [--server URL] [--token ADMIN_TOKEN] [--seconds 5] [--connections 32] \
                      [--scenarios bare,resolve,heartbeat,open] [--app default] [--rounds 3] \
-                     [--server-pid PID]\n\n\
+                     [--server-pid PID] [--tls-server https://HOST:PORT --ca-cert PEM]\n\n\
                      Scenarios run interleaved, round after round; figures are medians, \
                      ratios are medians of each round's ratio to that round's bare. With \
                      --server-pid, the server's CPU time per request is reported too.\n\n\
                      bare: GET /healthz (no session work, the baseline)\n\
                      resolve: GET /v1/session (resolve + touch) with one session per connection\n\
                      heartbeat: POST /v1/session/heartbeat\n\
-                     open: POST /v1/apps/APP/sessions (a new session per request)"
+                     open: POST /v1/apps/APP/sessions (a new session per request)\n\
+                     tls:SCENARIO: the same over HTTPS (--tls-server, trusting --ca-cert), \
+                     on connections kept open (the handshake is paid once per connection)"
                 );
                 std::process::exit(0);
             }
@@ -74,6 +82,12 @@ fn parse_args() -> Args {
 }
 
 type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Where the scenarios go: the plain server, and the HTTPS one for `tls:` scenarios.
+struct Target {
+    host: String,
+    tls: Option<(String, Tls)>,
+}
 
 fn request(
     method: &str,
@@ -102,8 +116,8 @@ async fn send(conn: &mut Conn, req: Request<Full<Bytes>>) -> (u16, Bytes) {
     (status, body)
 }
 
-async fn open_session(host: &str, app: &str, token: &str) -> String {
-    let mut c: Conn = connect(host).await;
+async fn open_session(host: &str, tls: Option<&Tls>, app: &str, token: &str) -> String {
+    let mut c: Conn = connect_to(host, tls).await;
     let (status, body) = send(
         &mut c,
         request(
@@ -120,14 +134,21 @@ async fn open_session(host: &str, app: &str, token: &str) -> String {
     v["token"].as_str().expect("token").to_string()
 }
 
-async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
+async fn run(args: &Args, target: &Target, scenario: &str) -> Outcome {
+    let (host, tls, scenario) = match scenario.strip_prefix("tls:") {
+        Some(s) => {
+            let t = target.tls.as_ref().expect("tls: scenarios need --tls-server and --ca-cert");
+            (t.0.as_str(), Some(&t.1), s)
+        }
+        None => (target.host.as_str(), None, scenario),
+    };
     let mut workers = Vec::new();
     for _ in 0..args.connections {
         let session = match scenario {
-            "resolve" | "heartbeat" => open_session(host, &args.app, &args.token).await,
+            "resolve" | "heartbeat" => open_session(host, tls, &args.app, &args.token).await,
             _ => String::new(),
         };
-        workers.push((connect::<Full<Bytes>>(host).await, session));
+        workers.push((connect_to::<Full<Bytes>>(host, tls).await, session));
     }
     let (host, admin, app, scenario) = (
         host.to_string(),
@@ -172,6 +193,17 @@ async fn main() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
+    let tls = args.tls_server.as_ref().map(|url| {
+        let host = url
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string();
+        let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
+        let ca = args.ca_cert.as_deref().expect("--tls-server needs --ca-cert");
+        let tls = Tls::new(ca, name);
+        (host, tls)
+    });
+    let target = Target { host, tls };
     println!(
         "{} connections, {} s per scenario, {} interleaved rounds (medians), server {}\n",
         args.connections, args.seconds, args.rounds, args.server
@@ -181,7 +213,7 @@ async fn main() {
     for _ in 0..args.rounds.max(1) {
         let mut round = Vec::new();
         for s in &args.scenarios {
-            round.push(run(&args, &host, s).await);
+            round.push(run(&args, &target, s).await);
         }
         table.add(round);
     }
