@@ -150,6 +150,7 @@ mod open;
 mod outcome;
 mod read;
 mod scripts;
+mod tls;
 mod unreadable;
 mod write;
 
@@ -312,9 +313,10 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to the server at `url` (`redis://[user:password@]host[:port][/db]`) and
-    /// checks that it answers, within [`RedisOptions::op_timeout`]. Needs a Tokio
-    /// runtime. A server that is down gives [`StoreError::Unavailable`]; use
+    /// Connects to the server at `url` (`redis://[user:password@]host[:port][/db]`, or
+    /// `rediss://...` for TLS, see "TLS" in the crate docs) and checks that it answers,
+    /// within [`RedisOptions::op_timeout`]. Needs a Tokio runtime. A server that is
+    /// down, or whose certificate is refused, gives [`StoreError::Unavailable`]; use
     /// [`RedisStore::connect_lazy`] to start without one.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
         let store = Self::connect_lazy(url, options)?;
@@ -324,11 +326,11 @@ impl RedisStore {
 
     /// Prepares a store for the server at `url` without contacting it: the first
     /// operation connects (and fails with [`StoreError::Unavailable`] while the server
-    /// is down). Fails only on a bad URL or prefix. Must be called within a Tokio
-    /// runtime.
+    /// is down). Fails only on a bad URL or prefix, or a `ca_cert` file that cannot be
+    /// read or holds no certificate. Must be called within a Tokio runtime.
     pub fn connect_lazy(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
         let keys = Keys::new(&options.prefix)?;
-        let client = redis::Client::open(url).map_err(Error::from)?;
+        let client = tls::client(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.op_timeout))
             .set_response_timeout(Some(options.op_timeout))
