@@ -26,6 +26,12 @@ impl TlsRedis {
     /// or `["localhost"]`). Clients need not present a certificate. `Err` says why
     /// this machine cannot run one (no `redis-server`, or one built without TLS).
     pub fn start(ca: &TestCa, names: &[&str]) -> Result<TlsRedis, String> {
+        Self::start_with(ca, names, &[])
+    }
+
+    /// [`TlsRedis::start`] with more `redis-server` arguments (e.g.
+    /// `["--requirepass", "..."]`).
+    pub fn start_with(ca: &TestCa, names: &[&str], extra: &[&str]) -> Result<TlsRedis, String> {
         let dir = Scratch::new("tls-redis");
         let Issued { cert_pem, key_pem } = ca.issue(names);
         let cert = dir.path().join("server.crt");
@@ -37,7 +43,7 @@ impl TlsRedis {
         // A port found free may be taken before the server binds it: try a few.
         for _ in 0..5 {
             let port = free_port();
-            let mut child = spawn(dir.path(), port, &cert, &key, &ca_path)?;
+            let mut child = spawn(dir.path(), port, &cert, &key, &ca_path, extra)?;
             match wait_listening(&mut child, port) {
                 Ok(()) => {
                     return Ok(TlsRedis {
@@ -85,7 +91,14 @@ impl Drop for TlsRedis {
     }
 }
 
-fn spawn(dir: &Path, port: u16, cert: &Path, key: &Path, ca: &Path) -> Result<Child, String> {
+fn spawn(
+    dir: &Path,
+    port: u16,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    extra: &[&str],
+) -> Result<Child, String> {
     Command::new("redis-server")
         .arg("--port")
         .arg("0")
@@ -104,6 +117,7 @@ fn spawn(dir: &Path, port: u16, cert: &Path, key: &Path, ca: &Path) -> Result<Ch
         .arg(dir)
         .arg("--logfile")
         .arg(dir.join("redis.log"))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

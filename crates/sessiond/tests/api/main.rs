@@ -19,5 +19,6 @@ mod routes;
 mod seat_client;
 mod seats;
 mod session;
+mod store_tls;
 mod tls;
 mod unreadable;
