@@ -90,10 +90,12 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`,
     /// or the `key=value` form), creates or migrates the schema, and returns the store.
+    /// `sslmode` and `sslrootcert` choose TLS ("Connecting" in the crate docs).
     ///
     /// Fails with [`StoreError::Unavailable`] when PostgreSQL cannot be reached within
-    /// `op_timeout`, and with [`StoreError::Backend`] (holding a [`PostgresError`]) for
-    /// a bad URL or schema name or a refused login.
+    /// `op_timeout` or its certificate is refused, and with [`StoreError::Backend`]
+    /// (holding a [`PostgresError`]) for a bad URL, TLS setting or schema name or a
+    /// refused login.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
         Ok(Self::try_connect(url, options).await?)
     }

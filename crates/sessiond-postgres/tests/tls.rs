@@ -32,6 +32,7 @@ async fn refusal(url: &str) -> String {
         Err(e) => {
             let m = e.to_string();
             assert!(!m.contains(PASSWORD), "the message shows the password: {m}");
+            eprintln!("refused, as it should be: {m}");
             m
         }
     }

@@ -86,8 +86,9 @@ impl From<Error> for StoreError {
                 if let Some(why) = crate::tls::refused_certificate(r) {
                     return StoreError::Unavailable(format!(
                         "redis: the server's TLS certificate was refused ({why}): check \
-                         that ca_cert names the CA that signed it and that the URL's host \
-                         is a name the certificate holds"
+                         that ca_cert names the CA that signed it (without ca_cert, that \
+                         the system trusts it) and that the URL's host is a name the \
+                         certificate holds"
                     ));
                 }
             }

@@ -136,6 +136,19 @@
 //! and answers [`CloseOutcome::Discarded`]. Each meeting is counted
 //! ([`RedisStore::unreadable_records`]) and logged with the session id and record key.
 //!
+//! # TLS
+//!
+//! `rediss://` (or `valkeys://`) connects over TLS with rustls (the *ring* provider).
+//! The server's certificate is always verified, host name included: against the
+//! system's roots, or, with the query parameter `ca_cert=/path/ca.pem`
+//! (`rediss://:password@cache.internal:6380/0?ca_cert=/etc/sessiond/redis-ca.pem`),
+//! against the certificates of that file only, for a private CA. `#insecure`, the
+//! redis client's switch that accepts any certificate, is refused, and so is
+//! `ca_cert` on a plain `redis://` URL. A certificate that does not verify fails the
+//! connection as [`StoreError::Unavailable`], with a message saying what to check;
+//! the pub/sub connection of the [`RedisBus`] connects the same way. Client
+//! certificates (mutual TLS) are not supported.
+//!
 //! Redis Cluster: the layout and scripts are cluster-safe (one slot per script, global
 //! keys alone); this crate connects to a single endpoint (a standalone server, or a
 //! proxy in front of a cluster).

@@ -18,6 +18,7 @@ async fn refusal(url: &str) -> String {
         Err(e) => {
             let m = e.to_string();
             assert!(!m.contains(PASSWORD), "the message shows the password: {m}");
+            eprintln!("refused, as it should be: {m}");
             assert!(
                 matches!(e, StoreError::Unavailable(_) | StoreError::Backend(_)),
                 "{e:?}"
