@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use sessiond_core::events::EventBus;
 use sessiond_core::StoreError;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::db::Db;
 use crate::error::{PgResult, PostgresError};
@@ -198,9 +198,10 @@ impl Drop for AbortOnDrop {
 async fn listen_once(inner: &Arc<Inner>, pause: &mut Duration) -> PgResult<()> {
     let timeout = inner.db.op_timeout;
     let bounded = |what| move |_| PostgresError::Timeout { what, timeout };
-    let (client, mut connection) = tokio::time::timeout(timeout, inner.config.connect(NoTls))
-        .await
-        .map_err(bounded("connect"))??;
+    let (client, mut connection) =
+        tokio::time::timeout(timeout, inner.config.connect(inner.db.tls.clone()))
+            .await
+            .map_err(bounded("connect"))??;
     let fan = inner.clone();
     let mut reader = AbortOnDrop(tokio::spawn(async move {
         while let Some(msg) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {

@@ -16,10 +16,10 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
-use tokio_postgres::NoTls;
 
 use crate::error::{PgResult, PostgresError};
 use crate::schema::Sql;
+use crate::tls::Tls;
 
 /// How often a transaction aborted by a serialization failure or deadlock is retried.
 const MAX_ATTEMPTS: u32 = 8;
@@ -30,6 +30,8 @@ pub(crate) struct Db {
     pub pool: Pool,
     pub sql: Sql,
     pub op_timeout: Duration,
+    /// What every connection is made with (also the bus's and cancel requests).
+    pub tls: Tls,
 }
 
 impl Db {
@@ -55,6 +57,7 @@ impl Db {
         Ok(Conn {
             obj: Some(obj),
             armed: true,
+            tls: self.tls.clone(),
         })
     }
 }
@@ -66,6 +69,7 @@ impl Db {
 pub(crate) struct Conn {
     obj: Option<Object>,
     armed: bool,
+    tls: Tls,
 }
 
 impl Conn {
@@ -98,13 +102,13 @@ impl Drop for Conn {
         let Some(obj) = self.obj.take() else { return };
         let client = Object::take(obj);
         let cancel = client.cancel_token();
+        let tls = self.tls.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
                     // Best effort: the statement timeout ends it anyway.
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), cancel.cancel_query(NoTls))
-                            .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), cancel.cancel_query(tls))
+                        .await;
                     drop(client);
                 });
             }

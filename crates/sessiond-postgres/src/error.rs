@@ -14,6 +14,9 @@ pub enum PostgresError {
     /// The connection URL could not be parsed.
     #[error("invalid PostgreSQL URL: {0}")]
     BadUrl(#[source] tokio_postgres::Error),
+    /// The URL's TLS settings (`sslmode`, `sslrootcert`) cannot be used.
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(String),
     /// The schema name is not usable.
     #[error(
         "invalid schema name {0:?}: use 1 to 48 lowercase ASCII letters, digits or '_', \
@@ -24,10 +27,10 @@ pub enum PostgresError {
     #[error("could not build the PostgreSQL connection pool: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
     /// PostgreSQL (or the connection to it) reported an error.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", with_causes(.0))]
     Db(#[from] tokio_postgres::Error),
     /// No pooled connection could be had.
-    #[error("no PostgreSQL connection: {0}")]
+    #[error("no PostgreSQL connection: {}", with_causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// The operation did not finish in time.
     #[error("PostgreSQL did not answer {what} within {timeout:?}")]
@@ -46,6 +49,23 @@ pub enum PostgresError {
     /// An event payload is over the NOTIFY limit.
     #[error("an event of {0} bytes is over the PostgreSQL NOTIFY limit of 7999 bytes")]
     PayloadTooLarge(usize),
+}
+
+/// `e`'s message followed by those of its causes: tokio-postgres's own message names
+/// only the kind of failure ("error performing TLS handshake", "db error") and keeps
+/// what happened in its source. A cause whose text is already there is not repeated.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 /// SQLSTATE codes that mean "the server cannot serve us right now" rather than "this

@@ -146,9 +146,17 @@
 //!
 //! # Connecting
 //!
-//! TLS is not supported (`NoTls`): reach PostgreSQL over a trusted network or a local
-//! socket tunnel. Behind PgBouncer, use session pooling: the store relies on prepared
-//! statements, startup options and a `LISTEN` connection.
+//! TLS (rustls, ring provider) follows the URL's `sslmode`: `require`, `verify-ca` and
+//! `verify-full` all verify the server's certificate, host name included, against the
+//! file `sslrootcert` names or else the system's roots; absent, `disable` and `prefer`
+//! connect in the clear (`prefer` never tries TLS here). Note that libpq's `require`
+//! verifies nothing: here it verifies as `verify-full` does. A certificate that does
+//! not verify fails the connection ([`StoreError::Unavailable`], saying what to check);
+//! nothing falls back to plain TCP. `sslrootcert` with a mode that does not use TLS,
+//! and `sslmode=allow`, are refused. Channel binding is not offered. The pool, the
+//! event listener and cancel requests all connect the same way. Behind PgBouncer, use
+//! session pooling: the store relies on prepared statements, startup options and a
+//! `LISTEN` connection.
 
 mod admit;
 mod bus;
@@ -159,6 +167,7 @@ mod outcome;
 mod rows;
 mod schema;
 mod store;
+mod tls;
 mod unreadable;
 
 pub use bus::{PostgresEventBus, MAX_PAYLOAD};

@@ -16,14 +16,13 @@ use sessiond_core::{
     Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Store, StoreError,
     Timestamp,
 };
-use tokio_postgres::NoTls;
 
 use crate::bus::PostgresEventBus;
 use crate::db::{retrying, Db};
 use crate::error::{PgResult, PostgresError};
 use crate::schema::{self, Sql};
 use crate::unreadable::Unreadable;
-use crate::{admit, ops};
+use crate::{admit, ops, tls};
 
 /// How long migrations at connect may take (they may wait for another node's).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -91,10 +90,12 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/db`,
     /// or the `key=value` form), creates or migrates the schema, and returns the store.
+    /// `sslmode` and `sslrootcert` choose TLS ("Connecting" in the crate docs).
     ///
     /// Fails with [`StoreError::Unavailable`] when PostgreSQL cannot be reached within
-    /// `op_timeout`, and with [`StoreError::Backend`] (holding a [`PostgresError`]) for
-    /// a bad URL or schema name or a refused login.
+    /// `op_timeout` or its certificate is refused, and with [`StoreError::Backend`]
+    /// (holding a [`PostgresError`]) for a bad URL, TLS setting or schema name or a
+    /// refused login.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
         Ok(Self::try_connect(url, options).await?)
     }
@@ -102,11 +103,13 @@ impl PostgresStore {
     async fn try_connect(url: &str, options: PostgresOptions) -> PgResult<Self> {
         schema::check_schema(&options.schema)?;
         let op_timeout = options.op_timeout.max(Duration::from_millis(1));
+        let (url, tls, ssl_mode) = tls::configure(url)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(PostgresError::BadUrl)?;
+        config.ssl_mode(ssl_mode);
         tune(&mut config, op_timeout);
         let manager = deadpool_postgres::Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -122,6 +125,7 @@ impl PostgresStore {
             pool,
             sql: Sql::new(&options.schema),
             op_timeout,
+            tls,
         });
 
         let mut conn = db.bounded("connect", db.conn()).await?;

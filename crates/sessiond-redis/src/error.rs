@@ -80,6 +80,18 @@ impl From<serde_json::Error> for Error {
 impl From<Error> for StoreError {
     fn from(e: Error) -> Self {
         if e.is_unavailable() {
+            // Unavailable still (the node fails closed and turns unready), with what to
+            // check: a refused certificate is mended by configuration, not by waiting.
+            if let Error::Redis(r) = &e {
+                if let Some(why) = crate::tls::refused_certificate(r) {
+                    return StoreError::Unavailable(format!(
+                        "redis: the server's TLS certificate was refused ({why}): check \
+                         that ca_cert names the CA that signed it (without ca_cert, that \
+                         the system trusts it) and that the URL's host is a name the \
+                         certificate holds"
+                    ));
+                }
+            }
             return StoreError::Unavailable(e.to_string());
         }
         match e {

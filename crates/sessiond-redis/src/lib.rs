@@ -136,6 +136,19 @@
 //! and answers [`CloseOutcome::Discarded`]. Each meeting is counted
 //! ([`RedisStore::unreadable_records`]) and logged with the session id and record key.
 //!
+//! # TLS
+//!
+//! `rediss://` (or `valkeys://`) connects over TLS with rustls (the *ring* provider).
+//! The server's certificate is always verified, host name included: against the
+//! system's roots, or, with the query parameter `ca_cert=/path/ca.pem`
+//! (`rediss://:password@cache.internal:6380/0?ca_cert=/etc/sessiond/redis-ca.pem`),
+//! against the certificates of that file only, for a private CA. `#insecure`, the
+//! redis client's switch that accepts any certificate, is refused, and so is
+//! `ca_cert` on a plain `redis://` URL. A certificate that does not verify fails the
+//! connection as [`StoreError::Unavailable`], with a message saying what to check;
+//! the pub/sub connection of the [`RedisBus`] connects the same way. Client
+//! certificates (mutual TLS) are not supported.
+//!
 //! Redis Cluster: the layout and scripts are cluster-safe (one slot per script, global
 //! keys alone); this crate connects to a single endpoint (a standalone server, or a
 //! proxy in front of a cluster).
@@ -150,6 +163,7 @@ mod open;
 mod outcome;
 mod read;
 mod scripts;
+mod tls;
 mod unreadable;
 mod write;
 
@@ -312,9 +326,10 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to the server at `url` (`redis://[user:password@]host[:port][/db]`) and
-    /// checks that it answers, within [`RedisOptions::op_timeout`]. Needs a Tokio
-    /// runtime. A server that is down gives [`StoreError::Unavailable`]; use
+    /// Connects to the server at `url` (`redis://[user:password@]host[:port][/db]`, or
+    /// `rediss://...` for TLS, see "TLS" in the crate docs) and checks that it answers,
+    /// within [`RedisOptions::op_timeout`]. Needs a Tokio runtime. A server that is
+    /// down, or whose certificate is refused, gives [`StoreError::Unavailable`]; use
     /// [`RedisStore::connect_lazy`] to start without one.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
         let store = Self::connect_lazy(url, options)?;
@@ -324,11 +339,11 @@ impl RedisStore {
 
     /// Prepares a store for the server at `url` without contacting it: the first
     /// operation connects (and fails with [`StoreError::Unavailable`] while the server
-    /// is down). Fails only on a bad URL or prefix. Must be called within a Tokio
-    /// runtime.
+    /// is down). Fails only on a bad URL or prefix, or a `ca_cert` file that cannot be
+    /// read or holds no certificate. Must be called within a Tokio runtime.
     pub fn connect_lazy(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
         let keys = Keys::new(&options.prefix)?;
-        let client = redis::Client::open(url).map_err(Error::from)?;
+        let client = tls::client(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.op_timeout))
             .set_response_timeout(Some(options.op_timeout))

@@ -1,9 +1,13 @@
 //! The store conformance suite on Redis, each test under its own random key prefix
-//! (deleted when the test's store is dropped), plus Redis-specific checks: behaviour
-//! with no server, the key layout, and what a resolve costs.
+//! (deleted when the test's store is dropped), then the whole suite again over TLS
+//! (`over_tls`: each test on a TLS-only `redis-server` of its own, started with a
+//! certificate from a test CA and trusted through `ca_cert`), plus Redis-specific
+//! checks: behaviour with no server, the key layout, what a resolve costs, and the
+//! certificates TLS refuses.
 //!
 //! Server: `SESSIOND_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). Without a
-//! server the suite is skipped loudly, except under `CI=true`, where it fails.
+//! server the suite is skipped loudly, except under `CI=true`, where it fails; so is
+//! the suite over TLS on a machine without `redis-server`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use sessiond_core::{
     Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Store, Timestamp,
 };
 use sessiond_redis::{RedisOptions, RedisStore};
+use sessiond_testkit::{TestCa, TlsRedis};
 
 fn server_url() -> String {
     std::env::var("SESSIOND_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -33,7 +38,7 @@ async fn fresh_store() -> Option<TestStore> {
     let url = server_url();
     let options = RedisOptions::default().with_prefix(random_prefix());
     match RedisStore::connect(&url, options).await {
-        Ok(store) => Some(TestStore(store)),
+        Ok(store) => Some(TestStore(store, None)),
         Err(e) => {
             sessiond_core::skip::skip("Redis store suite", &format!("no Redis at {url} ({e})"));
             None
@@ -41,15 +46,52 @@ async fn fresh_store() -> Option<TestStore> {
     }
 }
 
+/// A TLS-only Redis server of the test's own, with a certificate for `127.0.0.1` from a
+/// fresh test CA; `None` (said loudly) when this machine cannot run one.
+fn tls_server(test: &str) -> Option<TlsRedis> {
+    match TlsRedis::start(&TestCa::new("sessiond test CA"), &["127.0.0.1"]) {
+        Ok(server) => Some(server),
+        Err(why) => {
+            sessiond_core::skip::skip(test, &why);
+            None
+        }
+    }
+}
+
+/// `rediss://` to `server`, trusting its CA through `ca_cert`.
+fn tls_url(server: &TlsRedis) -> String {
+    format!("{}?ca_cert={}", server.url(), server.ca_path().display())
+}
+
+/// A store over TLS on a server of its own (see [`tls_server`]).
+async fn fresh_tls_store() -> Option<TestStore> {
+    let server = tls_server("Redis store suite over TLS")?;
+    let options = RedisOptions::default().with_prefix(random_prefix());
+    let store = RedisStore::connect(&tls_url(&server), options)
+        .await
+        .expect("connect over TLS, trusting the test CA");
+    Some(TestStore(store, Some(server)))
+}
+
 sessiond_core::conformance_tests!(fresh_store());
 
-/// A [`RedisStore`] that deletes its keys when the test is done with it.
-struct TestStore(RedisStore);
+/// The whole suite again, over TLS.
+mod over_tls {
+    sessiond_core::conformance_tests!(super::fresh_tls_store());
+}
+
+/// A [`RedisStore`] that deletes its keys when the test is done with it, or takes its
+/// own server down with it (over TLS).
+struct TestStore(RedisStore, Option<TlsRedis>);
 
 impl Drop for TestStore {
     /// Deletes the test's keys from a thread of its own, with its own runtime and
     /// connection: the test's runtime may be shutting down when the last clone goes.
+    /// A server of the test's own goes whole, keys and all.
     fn drop(&mut self) {
+        if self.1.is_some() {
+            return;
+        }
         let prefix = self.0.prefix().to_string();
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -95,8 +95,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Where sessions are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where sessions are kept. `Debug` hides a password in the URL.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// The embedded durable store in a directory (`file:` for the data dir, or
     /// `file:///path`).
@@ -104,15 +104,17 @@ pub enum StoreUrl {
     /// In memory only: lost on exit (`memory:`), for tests and trials.
     Memory,
     /// PostgreSQL (`postgres://user@host:port/db`), shared by many nodes. A
-    /// `namespace=NAME` query parameter picks the schema (default `sessiond`).
+    /// `namespace=NAME` query parameter picks the schema (default `sessiond`);
+    /// `sslmode` and `sslrootcert` go on to the store (TLS, docs/OPERATIONS.md).
     Postgres {
         /// The connection URL, without the namespace parameter.
         url: String,
         /// The schema.
         namespace: Option<String>,
     },
-    /// Redis (`redis://host:port/db`), shared by many nodes. A `namespace=NAME` query
-    /// parameter picks the key prefix (default `sessiond`).
+    /// Redis (`redis://host:port/db`, or `rediss://` for TLS), shared by many nodes. A
+    /// `namespace=NAME` query parameter picks the key prefix (default `sessiond`);
+    /// `ca_cert` goes on to the store (TLS, docs/OPERATIONS.md).
     Redis {
         /// The connection URL, without the namespace parameter.
         url: String,
@@ -121,8 +123,57 @@ pub enum StoreUrl {
     },
 }
 
-/// Splits a `namespace=NAME` query parameter off a URL.
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::File(dir) => f.debug_tuple("File").field(dir).finish(),
+            StoreUrl::Memory => f.write_str("Memory"),
+            StoreUrl::Postgres { url, namespace } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_password(url))
+                .field("namespace", namespace)
+                .finish(),
+            StoreUrl::Redis { url, namespace } => f
+                .debug_struct("Redis")
+                .field("url", &redact_password(url))
+                .field("namespace", namespace)
+                .finish(),
+        }
+    }
+}
+
+/// `url` with the password of its `user:password@` part (if any) replaced, for
+/// messages and logs. A `key=value` string's `password=...` is hidden too.
+pub fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                return format!("{scheme}://{}:<redacted>{}", &rest[..colon], &rest[at..]);
+            }
+        }
+        return url.to_string();
+    }
+    match url.find("password") {
+        Some(_) => url
+            .split_whitespace()
+            .map(|word| match word.split_once('=') {
+                Some(("password", _)) => "password=<redacted>",
+                _ => word,
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => url.to_string(),
+    }
+}
+
+/// Splits a `namespace=NAME` query parameter off a URL (a `#fragment` stays at the end,
+/// for the store to judge).
 fn split_namespace(url: &str) -> (String, Option<String>) {
+    if let Some((rest, fragment)) = url.split_once('#') {
+        let (rest, namespace) = split_namespace(rest);
+        return (format!("{rest}#{fragment}"), namespace);
+    }
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_string(), None);
     };
@@ -157,12 +208,13 @@ impl std::str::FromStr for StoreUrl {
                     let (url, namespace) = split_namespace(s);
                     Ok(StoreUrl::Postgres { url, namespace })
                 }
-                _ if s.starts_with("redis://") => {
+                _ if s.starts_with("redis://") || s.starts_with("rediss://") => {
                     let (url, namespace) = split_namespace(s);
                     Ok(StoreUrl::Redis { url, namespace })
                 }
                 _ => Err(format!(
-                    "unknown store {s:?}: use file: (the default), file:///path, memory:, postgres://... or redis://..."
+                    "unknown store {:?}: use file: (the default), file:///path, memory:, postgres://..., redis://... or rediss://...",
+                    redact_password(s)
                 )),
             },
         }
@@ -867,6 +919,57 @@ mod tests {
             })
         );
         assert!("mysql://x".parse::<StoreUrl>().is_err());
+    }
+
+    #[test]
+    fn tls_store_urls_pass_their_settings_on() {
+        assert_eq!(
+            "rediss://:pw@cache:6380/1?namespace=shop&ca_cert=/etc/ca.pem".parse::<StoreUrl>(),
+            Ok(StoreUrl::Redis {
+                url: "rediss://:pw@cache:6380/1?ca_cert=/etc/ca.pem".into(),
+                namespace: Some("shop".into())
+            })
+        );
+        // A fragment is no part of the namespace: the store refuses #insecure.
+        assert_eq!(
+            "rediss://cache/?namespace=shop#insecure".parse::<StoreUrl>(),
+            Ok(StoreUrl::Redis {
+                url: "rediss://cache/#insecure".into(),
+                namespace: Some("shop".into())
+            })
+        );
+        assert_eq!(
+            "postgres://u@db/app?sslmode=verify-full&namespace=crm&sslrootcert=/ca.pem"
+                .parse::<StoreUrl>(),
+            Ok(StoreUrl::Postgres {
+                url: "postgres://u@db/app?sslmode=verify-full&sslrootcert=/ca.pem".into(),
+                namespace: Some("crm".into())
+            })
+        );
+    }
+
+    #[test]
+    fn store_passwords_are_never_shown() {
+        let url: StoreUrl = "rediss://user:s3cret@cache:6380/0?ca_cert=/ca.pem"
+            .parse()
+            .unwrap();
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("user:<redacted>@cache:6380/0"), "{shown}");
+        let e = "mysql://root:s3cret@db/x".parse::<StoreUrl>().unwrap_err();
+        assert!(
+            !e.contains("s3cret") && e.contains("root:<redacted>@db"),
+            "{e}"
+        );
+        assert_eq!(
+            redact_password("host=db password=s3cret user=u"),
+            "host=db password=<redacted> user=u"
+        );
+        assert_eq!(redact_password("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(
+            redact_password("postgres://u@db/x?a=b@c"),
+            "postgres://u@db/x?a=b@c"
+        );
     }
 
     #[test]

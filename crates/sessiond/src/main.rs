@@ -138,7 +138,9 @@ struct ServeArgs {
     data_dir: Option<PathBuf>,
     /// Session store: file: (default, durable, under the data dir), file:///path,
     /// postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix]
-    /// (many nodes share those two), or memory: (lost on exit).
+    /// (many nodes share those two), or memory: (lost on exit). Over TLS:
+    /// rediss://host:port[?ca_cert=/path/ca.pem], and for PostgreSQL
+    /// ?sslmode=verify-full[&sslrootcert=/path/ca.pem] (docs/OPERATIONS.md).
     #[arg(long, env = "SESSIOND_STORE")]
     store: Option<String>,
     /// Log filter, e.g. info or sessiond=debug.

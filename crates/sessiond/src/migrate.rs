@@ -11,6 +11,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use sessiond::config::redact_password;
 use sessiond::{Config, StoreUrl};
 use sessiond_core::store::{ListQuery, StatusFilter};
 use sessiond_core::{SessionId, Store};
@@ -21,7 +22,7 @@ use sessiond_core::{SessionId, Store};
     after_help = crate::exit::help(
         "every session copied and found in the destination",
         &[Exit::Done, Exit::Failed, Exit::Usage],
-        "Store URLs: file: (the data dir's store), file:///path/to/store, postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix]\n\nExamples:\n  sessiond migrate --from file: --to 'postgres://postgres@127.0.0.1/sessions'\n  sessiond migrate --from redis://10.0.0.5:6379 --to file:///var/lib/sessiond/store",
+        "Store URLs: file: (the data dir's store), file:///path/to/store, postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix] (TLS: rediss://, sslmode=verify-full; docs/OPERATIONS.md)\n\nExamples:\n  sessiond migrate --from file: --to 'postgres://postgres@127.0.0.1/sessions'\n  sessiond migrate --from redis://10.0.0.5:6379 --to file:///var/lib/sessiond/store",
     )
 )]
 pub struct MigrateArgs {
@@ -154,11 +155,11 @@ impl Progress {
 }
 
 /// Runs the migration; exit 0 when every session was found in the destination.
-pub async fn run(args: MigrateArgs) -> Exit {
+pub async fn run(mut args: MigrateArgs) -> Exit {
     // Every check before anything is opened: opening a file store creates it.
     let configs = parse(&args.from, &args.data_dir).and_then(|from| {
         let to = parse(&args.to, &args.data_dir)?;
-        check_source(&args.from, &from)?;
+        check_source(&redact_password(&args.from), &from)?;
         check_distinct(&from, &to)?;
         Ok((from, to))
     });
@@ -169,6 +170,9 @@ pub async fn run(args: MigrateArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    // From here on the URLs are only shown: never with their passwords.
+    args.from = redact_password(&args.from);
+    args.to = redact_password(&args.to);
     let (from, to) = match (open(&args.from, &from).await, open(&args.to, &to).await) {
         (Ok(f), Ok(t)) => (f, t),
         (Err(e), _) | (_, Err(e)) => {

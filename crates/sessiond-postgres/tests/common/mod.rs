@@ -1,5 +1,6 @@
-//! What the PostgreSQL test binaries share: where the server is, whether to skip, and
-//! stores on fresh schemas that are dropped when the store is.
+//! What the PostgreSQL test binaries share: where the server is, whether to skip,
+//! stores on fresh schemas that are dropped when the store is, and private clusters
+//! that speak TLS only.
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -17,6 +18,7 @@ use sessiond_core::{
     Timestamp,
 };
 use sessiond_postgres::{PostgresOptions, PostgresStore};
+use sessiond_testkit::{TestCa, TlsPostgres};
 
 /// Test schemas are named `sessiond_test_<unix seconds>_<random hex>`.
 const PREFIX: &str = "sessiond_test_";
@@ -75,6 +77,19 @@ pub async fn fresh_store_with(tune: impl FnOnce(&mut PostgresOptions)) -> Option
             None
         }
         Err(e) => panic!("PostgreSQL at {url} refused the store: {e}"),
+    }
+}
+
+/// A private cluster reachable over TLS only, with a certificate `ca` issued for
+/// `names`; `None` (said loudly; with `CI=true` a failure) when this machine cannot
+/// run one.
+pub fn tls_cluster(ca: &TestCa, names: &[&str]) -> Option<TlsPostgres> {
+    match TlsPostgres::start(ca, names) {
+        Ok(cluster) => Some(cluster),
+        Err(why) => {
+            sessiond_core::skip::skip("PostgreSQL over TLS", &why);
+            None
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use super::{fresh_store, server_url};
 
 mod frozen;
 mod nodes;
+mod tls;
 mod unreadable;
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);

@@ -20,5 +20,6 @@ mod routes;
 mod seat_client;
 mod seats;
 mod session;
+mod store_tls;
 mod tls;
 mod unreadable;
