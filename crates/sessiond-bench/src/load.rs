@@ -38,7 +38,9 @@ impl Tls {
         use rustls_pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).expect("read --ca-cert") {
-            roots.add(cert.expect("a PEM certificate")).expect("a CA certificate");
+            roots
+                .add(cert.expect("a PEM certificate"))
+                .expect("a CA certificate");
         }
         #[allow(deprecated)] // the server's provider; see crates/sessiond/src/tls.rs
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());

@@ -17,6 +17,8 @@ pub struct Issued {
     pub cert_pem: String,
     /// Its private key (PEM, PKCS#8).
     pub key_pem: String,
+    /// The certificate (DER), to recognise it when a server presents it.
+    pub der: Vec<u8>,
 }
 
 impl TestCa {
@@ -60,6 +62,7 @@ impl TestCa {
         Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
         }
     }
 }

@@ -98,7 +98,9 @@ impl TlsPostgres {
     /// Writes the server's certificate, key (mode 0600, as PostgreSQL demands) and
     /// settings, and a `pg_hba.conf` that admits TLS connections only.
     fn configure(&self, ca: &TestCa, names: &[&str]) -> Result<(), String> {
-        let Issued { cert_pem, key_pem } = ca.issue(names);
+        let Issued {
+            cert_pem, key_pem, ..
+        } = ca.issue(names);
         let cert = self.data.join("server.crt");
         let key = self.data.join("server.key");
         write(&cert, &cert_pem)?;

@@ -33,7 +33,9 @@ impl TlsRedis {
     /// `["--requirepass", "..."]`).
     pub fn start_with(ca: &TestCa, names: &[&str], extra: &[&str]) -> Result<TlsRedis, String> {
         let dir = Scratch::new("tls-redis");
-        let Issued { cert_pem, key_pem } = ca.issue(names);
+        let Issued {
+            cert_pem, key_pem, ..
+        } = ca.issue(names);
         let cert = dir.path().join("server.crt");
         let key = dir.path().join("server.key");
         std::fs::write(&cert, cert_pem).map_err(|e| e.to_string())?;

@@ -137,7 +137,10 @@ async fn open_session(host: &str, tls: Option<&Tls>, app: &str, token: &str) -> 
 async fn run(args: &Args, target: &Target, scenario: &str) -> Outcome {
     let (host, tls, scenario) = match scenario.strip_prefix("tls:") {
         Some(s) => {
-            let t = target.tls.as_ref().expect("tls: scenarios need --tls-server and --ca-cert");
+            let t = target
+                .tls
+                .as_ref()
+                .expect("tls: scenarios need --tls-server and --ca-cert");
             (t.0.as_str(), Some(&t.1), s)
         }
         None => (target.host.as_str(), None, scenario),
@@ -199,7 +202,10 @@ async fn main() {
             .trim_end_matches('/')
             .to_string();
         let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
-        let ca = args.ca_cert.as_deref().expect("--tls-server needs --ca-cert");
+        let ca = args
+            .ca_cert
+            .as_deref()
+            .expect("--tls-server needs --ca-cert");
         let tls = Tls::new(ca, name);
         (host, tls)
     });

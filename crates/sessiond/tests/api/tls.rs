@@ -1,5 +1,5 @@
 //! HTTPS through the real binary: the server serves a certificate a private CA signed
-//! (made here with rcgen), renews it without a restart (SIGHUP, or by watching the
+//! (made here by the test kit's CA), renews it without a restart (SIGHUP, or by watching the
 //! files), keeps the old one when the new files are bad, and with `--tls-only` leaves no
 //! plain listener; the CLI and `sessiond connect` reach it with `--ca-cert`, and refuse
 //! a server whose certificate another CA signed or that names another host.
@@ -8,38 +8,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::Value;
+use sessiond_testkit::TestCa;
 
 use crate::common::{temp_dir, Process, ADMIN};
 
-/// A certificate authority made for a test.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
+/// A certificate authority made for a test (the test kit's, shared with the stores'
+/// TLS tests).
+struct Ca(TestCa);
 
 impl Ca {
     fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
+        Ca(TestCa::new(name))
     }
 
     fn pem(&self) -> String {
-        self.cert.pem()
+        self.0.pem()
     }
 
     /// A server certificate for `localhost` (only: 127.0.0.1 is another name), with
     /// its key, both PEM, and the certificate's DER to recognise it when served.
     fn issue(&self) -> (String, String, Vec<u8>) {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+        let i = self.0.issue(&["localhost"]);
+        (i.cert_pem, i.key_pem, i.der)
     }
 }
 
