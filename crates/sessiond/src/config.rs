@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sessiond_core::{valid_app_name, Limits, Policy};
 
+use crate::licensing::{Licensing, Terms};
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// Default HTTPS listen address (when a certificate is configured).
@@ -228,8 +230,12 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Input limits.
     pub limits: Limits,
-    /// Ed25519 public key (64 hex digits) that license files must be signed with.
+    /// Ed25519 public key (64 hex digits) that license files must be signed with. A
+    /// vendor build accepts only its own ([`Config::licensing`]).
     pub license_public_key: Option<String>,
+    /// How licenses are checked: [`Licensing::of_this_build`], never read from the
+    /// file, so only the binary decides whether its key and licensed apps are pinned.
+    pub licensing: Licensing,
     /// The apps, by name.
     pub apps: BTreeMap<String, AppConfig>,
 }
@@ -269,6 +275,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             license_public_key: None,
+            licensing: Licensing::of_this_build(),
             apps,
         }
     }
@@ -504,11 +511,6 @@ impl Config {
                     )))
                 }
             };
-            if license.is_some() && c.license_public_key.is_none() {
-                return Err(ConfigError(format!(
-                    "apps.{name}.license needs license_public_key (the key printed by `sessiond license keygen`)"
-                )));
-            }
             let policy: Policy =
                 toml::Value::Table(table)
                     .try_into()
@@ -537,7 +539,22 @@ impl Config {
                 },
             );
         }
+        c.license_terms()?;
         Ok(c)
+    }
+
+    /// What the licensing of this binary ([`Config::licensing`]) makes of the
+    /// configuration's key and license files: the key and the licensed apps, or the
+    /// setting at fault (a license file and no key; in a vendor build, another key).
+    pub fn license_terms(&self) -> Result<Option<Terms>, ConfigError> {
+        self.licensing
+            .terms(
+                self.license_public_key.as_deref(),
+                self.apps
+                    .iter()
+                    .map(|(name, app)| (name.as_str(), app.license.as_deref())),
+            )
+            .map_err(|e| ConfigError(e.0))
     }
 
     /// Where the embedded store keeps its files.
