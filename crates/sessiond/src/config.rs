@@ -622,6 +622,15 @@ mod tests {
     }
 
     #[test]
+    fn a_license_file_needs_the_configured_key_in_the_ordinary_build() {
+        let e = Config::from_toml("[apps.x]\nlicense = \"x.license\"\n").unwrap_err();
+        assert_eq!(
+            e.0,
+            "apps.x.license needs license_public_key (the key printed by `sessiond license keygen`)"
+        );
+    }
+
+    #[test]
     fn zero_seats_is_refused() {
         let e = Config::from_toml("[apps.x]\nseats = 0\n").unwrap_err();
         assert!(e.0.contains("seats must be at least 1"), "{e}");
