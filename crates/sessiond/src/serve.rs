@@ -277,7 +277,7 @@ pub async fn run_on(
         tracing::info!(
             key = %pin.key_hex(),
             apps = %pin.apps().collect::<Vec<_>>().join(","),
-            "vendor build: {pin}; a licensed app opens sessions only under a valid license"
+            "vendor build: licenses are checked with the pinned key only; the pinned apps open sessions only under a valid license"
         );
     }
     let licenses = crate::license::Licenses::new(license_terms, &config, &manager);
