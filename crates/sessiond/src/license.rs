@@ -355,7 +355,8 @@ impl Licenses {
         };
         match &w.state {
             LicenseState::Valid(_) => Ok(()),
-            // A file that is named was loaded: its path is there to show.
+            // Every state but NotConfigured comes from a file that was read, so these
+            // messages have a path to show.
             LicenseState::Expired(l) => Err(crate::error::ApiError::new(
                 StatusCode::FORBIDDEN,
                 "license_expired",
