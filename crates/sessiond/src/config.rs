@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sessiond_core::{valid_app_name, Limits, Policy};
 
+use crate::licensing::{Licensing, Terms};
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// Default HTTPS listen address (when a certificate is configured).
@@ -299,8 +301,12 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Input limits.
     pub limits: Limits,
-    /// Ed25519 public key (64 hex digits) that license files must be signed with.
+    /// Ed25519 public key (64 hex digits) that license files must be signed with. A
+    /// vendor build accepts only its own ([`Config::licensing`]).
     pub license_public_key: Option<String>,
+    /// How licenses are checked: [`Licensing::of_this_build`], never read from the
+    /// file, so only the binary decides whether its key and licensed apps are pinned.
+    pub licensing: Licensing,
     /// The apps, by name.
     pub apps: BTreeMap<String, AppConfig>,
 }
@@ -347,6 +353,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             license_public_key: None,
+            licensing: Licensing::of_this_build(),
             apps,
         }
     }
@@ -679,11 +686,6 @@ impl Config {
                     )))
                 }
             };
-            if license.is_some() && c.license_public_key.is_none() {
-                return Err(ConfigError(format!(
-                    "apps.{name}.license needs license_public_key (the key printed by `sessiond license keygen`)"
-                )));
-            }
             let policy: Policy =
                 toml::Value::Table(table)
                     .try_into()
@@ -723,7 +725,22 @@ impl Config {
                 }
             }
         }
+        c.license_terms()?;
         Ok(c)
+    }
+
+    /// What the licensing of this binary ([`Config::licensing`]) makes of the
+    /// configuration's key and license files: the key and the licensed apps, or the
+    /// setting at fault (a license file and no key; in a vendor build, another key).
+    pub fn license_terms(&self) -> Result<Option<Terms>, ConfigError> {
+        self.licensing
+            .terms(
+                self.license_public_key.as_deref(),
+                self.apps
+                    .iter()
+                    .map(|(name, app)| (name.as_str(), app.license.as_deref())),
+            )
+            .map_err(|e| ConfigError(e.0))
     }
 
     /// Where the embedded store keeps its files.
@@ -881,6 +898,15 @@ mod tests {
         let e = crate::credentials::Credentials::build(&c, &Secret::new("admin-0123456789abcdef"))
             .unwrap_err();
         assert!(e.0.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn a_license_file_needs_the_configured_key_in_the_ordinary_build() {
+        let e = Config::from_toml("[apps.x]\nlicense = \"x.license\"\n").unwrap_err();
+        assert_eq!(
+            e.0,
+            "apps.x.license needs license_public_key (the key printed by `sessiond license keygen`)"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod error;
 pub mod event_id;
 pub mod event_log;
 pub mod license;
+pub mod licensing;
 pub mod metrics;
 mod serve;
 pub mod state;

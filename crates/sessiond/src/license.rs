@@ -57,6 +57,12 @@ pub enum LicenseError {
         /// The app it was given to.
         app: String,
     },
+    /// An app this vendor build licenses, whose configuration names no license file.
+    #[error("app {app:?} opens sessions only under a license (this is a vendor build) and its configuration names no license file: set apps.{app}.license to the license file and restart")]
+    NotConfigured {
+        /// The app.
+        app: String,
+    },
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -218,8 +224,9 @@ impl LicenseState {
 pub struct WatchedLicense {
     /// The app.
     pub app: String,
-    /// The file.
-    pub path: PathBuf,
+    /// The file; none for a pinned app whose configuration names none
+    /// ([`LicenseError::NotConfigured`]).
+    pub path: Option<PathBuf>,
     /// Its modification time and size when last loaded.
     pub stamp: Option<(SystemTime, u64)>,
     /// The state when last loaded.
@@ -229,7 +236,15 @@ pub struct WatchedLicense {
 impl WatchedLicense {
     /// Reloads the file if it changed (or `force`); returns whether the state changed.
     pub fn refresh(&mut self, key: &VerifyingKey, now: Timestamp, force: bool) -> bool {
-        let stamp = std::fs::metadata(&self.path)
+        let Some(path) = &self.path else {
+            let state = LicenseState::Invalid(LicenseError::NotConfigured {
+                app: self.app.clone(),
+            });
+            let changed = state != self.state;
+            self.state = state;
+            return changed;
+        };
+        let stamp = std::fs::metadata(path)
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
         if !force && stamp == self.stamp && stamp.is_some() {
@@ -243,15 +258,15 @@ impl WatchedLicense {
             return false;
         }
         self.stamp = stamp;
-        let state = LicenseState::load(&self.path, key, &self.app, now);
+        let state = LicenseState::load(path, key, &self.app, now);
         let changed = state != self.state;
         self.state = state;
         changed
     }
 }
 
-/// Every licensed app of a server: their states, refreshed from disk, and the seats
-/// they give applied to the apps' policies.
+/// Every licensed app of a server ([`crate::licensing::Terms`]): their states,
+/// refreshed from disk, and the seats they give applied to the apps' policies.
 pub struct Licenses {
     key: Option<VerifyingKey>,
     apps: std::sync::Mutex<std::collections::HashMap<String, WatchedLicense>>,
@@ -260,29 +275,30 @@ pub struct Licenses {
 }
 
 impl Licenses {
-    /// The licenses named by `config`, loaded now and applied to `manager`.
-    pub fn new(config: &crate::Config, manager: &sessiond_core::Manager) -> Licenses {
-        let key = config
-            .license_public_key
-            .as_deref()
-            .and_then(|k| public_key(k).ok());
+    /// The licenses of `terms` (from [`crate::Config::license_terms`]), loaded now and
+    /// applied to `manager`; `config` gives the apps' policies.
+    pub fn new(
+        terms: Option<crate::licensing::Terms>,
+        config: &crate::Config,
+        manager: &sessiond_core::Manager,
+    ) -> Licenses {
+        let key = terms.as_ref().map(|t| t.key);
         let mut apps = std::collections::HashMap::new();
         let mut base = std::collections::HashMap::new();
-        for (name, app) in &config.apps {
-            if let Some(path) = &app.license {
-                apps.insert(
-                    name.clone(),
-                    WatchedLicense {
-                        app: name.clone(),
-                        path: path.clone(),
-                        stamp: None,
-                        state: LicenseState::Invalid(LicenseError::Invalid(
-                            "not loaded yet".into(),
-                        )),
-                    },
-                );
-                base.insert(name.clone(), app.policy.clone());
-            }
+        for (name, path) in terms.into_iter().flat_map(|t| t.apps) {
+            let Some(app) = config.apps.get(&name) else {
+                continue;
+            };
+            base.insert(name.clone(), app.policy.clone());
+            apps.insert(
+                name.clone(),
+                WatchedLicense {
+                    app: name,
+                    path,
+                    stamp: None,
+                    state: LicenseState::Invalid(LicenseError::Invalid("not loaded yet".into())),
+                },
+            );
         }
         let l = Licenses {
             key,
@@ -339,6 +355,8 @@ impl Licenses {
         };
         match &w.state {
             LicenseState::Valid(_) => Ok(()),
+            // Every state but NotConfigured comes from a file that was read, so these
+            // messages have a path to show.
             LicenseState::Expired(l) => Err(crate::error::ApiError::new(
                 StatusCode::FORBIDDEN,
                 "license_expired",
@@ -346,13 +364,16 @@ impl Licenses {
                     "the license of app {app:?} for {} expired after {}; install a renewed license at {} (it is picked up without a restart)",
                     l.licensee,
                     l.expires,
-                    w.path.display()
+                    shown(&w.path)
                 ),
             )),
+            LicenseState::Invalid(e @ LicenseError::NotConfigured { .. }) => Err(
+                crate::error::ApiError::new(StatusCode::FORBIDDEN, "license_invalid", e.to_string()),
+            ),
             LicenseState::Invalid(e) => Err(crate::error::ApiError::new(
                 StatusCode::FORBIDDEN,
                 "license_invalid",
-                format!("{e}; install a valid license for app {app:?} at {} (it is picked up without a restart)", w.path.display()),
+                format!("{e}; install a valid license for app {app:?} at {} (it is picked up without a restart)", shown(&w.path)),
             )),
         }
     }
@@ -362,6 +383,12 @@ impl Licenses {
         let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         apps.get(app).map(|w| w.state.view())
     }
+}
+
+/// A license file's path in a message.
+fn shown(path: &Option<PathBuf>) -> String {
+    path.as_deref()
+        .map_or_else(|| "(no file)".into(), |p| p.display().to_string())
 }
 
 #[cfg(test)]

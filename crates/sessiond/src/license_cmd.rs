@@ -15,7 +15,8 @@ pub enum LicenseCmd {
     ///
     /// Writes the secret key to <DIR>/license-signing.key (mode 0600; keep it off the
     /// servers) and the public key to <DIR>/license-signing.pub; the public key goes in
-    /// the server's config as `license_public_key`.
+    /// the server's config as `license_public_key`, or into a vendor build as
+    /// SESSIOND_VENDOR_LICENSE_KEY (docs/SEATS.md).
     #[command(after_help = "Example:\n  sessiond license keygen --dir ./keys")]
     Keygen {
         /// Where to write the two key files.

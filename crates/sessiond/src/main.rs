@@ -24,7 +24,7 @@ mod table;
 
 /// sessiond: a session manager (cookie sessions, seat-limited client sessions, admin).
 #[derive(Parser)]
-#[command(name = "sessiond", version, propagate_version = true)]
+#[command(name = "sessiond", version = sessiond::licensing::VERSION, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -21,6 +21,7 @@ use tower::ServiceExt;
 
 use crate::auth::{OverTls, PeerAddr};
 use crate::config::{check_secret, Config, Secret, StoreUrl};
+use crate::licensing::Licensing;
 use crate::metrics::{MeteredStore, Metrics, UnreadableRecords};
 use crate::state::State;
 
@@ -253,6 +254,16 @@ pub async fn run_on(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     config.check_tls().map_err(|e| ServeError::Config(e.0))?;
+    // A vendor binary serves only under the pin it was built with, whoever made the
+    // `Config` it was handed.
+    if cfg!(feature = "vendor") && config.licensing != Licensing::of_this_build() {
+        return Err(ServeError::Config(
+            "this vendor build checks licenses only with the key and apps it was built with".into(),
+        ));
+    }
+    let license_terms = config
+        .license_terms()
+        .map_err(|e| ServeError::Config(e.0))?;
     let tls = match (&config.tls, &listeners.https) {
         (Some(files), Some(_)) => Some(
             crate::tls::Certificates::load(files.clone())
@@ -288,7 +299,14 @@ pub async fn run_on(
             .map_err(|e| ServeError::Config(e.0))?,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let licenses = crate::license::Licenses::new(&config, &manager);
+    if let Some(pin) = config.licensing.pin() {
+        tracing::info!(
+            key = %pin.key_hex(),
+            apps = %pin.apps().collect::<Vec<_>>().join(","),
+            "vendor build: licenses are checked with the pinned key only; the pinned apps open sessions only under a valid license"
+        );
+    }
+    let licenses = crate::license::Licenses::new(license_terms, &config, &manager);
     let state = Arc::new(State {
         manager: manager.clone(),
         credentials: credentials.clone(),

@@ -14,6 +14,7 @@ mod multinode;
 mod ops;
 mod outage;
 mod outcome;
+mod pinned;
 mod process;
 mod resume;
 mod routes;
