@@ -718,6 +718,11 @@ impl Manager {
             self.check_name("user", u)?;
         }
         let current = self.get_lookup(lookup).await?;
+        // An internal app's session gets no new token through here: its tokens are the
+        // server's own (a console sign-in), never handed out by the API.
+        if current.app.starts_with(crate::INTERNAL_APP_MARK) {
+            return Err(Error::NotFound(current.id));
+        }
         let policy = self.policy(&current.app)?;
         let counts_seat = policy.counts_seat(&privileges);
         self.admit_change(&current, &policy, counts_seat, user.as_deref())

@@ -105,6 +105,18 @@ impl PostgresStore {
         let op_timeout = options.op_timeout.max(Duration::from_millis(1));
         let (url, tls, ssl_mode) = tls::configure(url)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(PostgresError::BadUrl)?;
+        // `configure` took every sslmode it could see off the URL, so tokio-postgres must
+        // find none. If it does, the two read the URL differently (an unencoded '?' or
+        // '@' in the password, a percent-encoded key): refuse rather than let its mode
+        // be overridden, which could connect in the clear a URL that asks for TLS.
+        if config.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+            return Err(PostgresError::Tls(
+                "the URL's sslmode could not be read unambiguously: percent-encode the user \
+                 name and password (a '?', '@', '/' or '#' in them) and write the parameter \
+                 as sslmode=..."
+                    .into(),
+            ));
+        }
         config.ssl_mode(ssl_mode);
         tune(&mut config, op_timeout);
         let manager = deadpool_postgres::Manager::from_config(

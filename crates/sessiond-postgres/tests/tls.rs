@@ -123,3 +123,17 @@ async fn certificates_that_do_not_verify_are_refused() {
 fn cluster_dir(cluster: &TlsPostgres) -> &std::path::Path {
     cluster.ca_path().parent().expect("the CA file's directory")
 }
+
+/// A URL the store and tokio-postgres would read differently (an unencoded `?` in the
+/// password hides `sslmode=require` from one of them) is refused before any connection,
+/// never connected in the clear.
+#[tokio::test]
+async fn a_url_read_two_ways_is_refused_not_connected_in_the_clear() {
+    for url in [
+        format!("postgres://sessiond:{PASSWORD}?x@127.0.0.1:1/sessions?sslmode=require"),
+        format!("postgres://sessiond:{PASSWORD}@127.0.0.1:1/sessions?ssl%6Dode=require"),
+    ] {
+        let m = refusal(&url).await;
+        assert!(m.contains("unambiguously"), "{url}: {m}");
+    }
+}

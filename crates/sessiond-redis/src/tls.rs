@@ -44,7 +44,14 @@ fn parse(url: &str) -> Result<Target> {
         Some((rest, fragment)) => (rest, Some(fragment)),
         None => (url, None),
     };
-    if fragment == Some("insecure") {
+    // Judged as the URL parser the redis client uses reads it: it trims spaces and
+    // drops tabs and newlines, so "#insecure " must be refused too.
+    let fragment_read = fragment.map(|f| {
+        f.chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect::<String>()
+    });
+    if fragment_read.as_deref() == Some("insecure") {
         return Err(Error::Config(
             "the store URL ends in #insecure, which would accept any certificate: sessiond \
              does not turn certificate checks off; trust a private CA with \
@@ -181,6 +188,9 @@ mod tests {
         for url in [
             "rediss://:secret-pw@cache:6380/#insecure",
             "rediss://:secret-pw@cache:6380?ca_cert=/ca.pem#insecure",
+            // What the URL parser trims or drops is not a way around the refusal.
+            "rediss://:secret-pw@cache:6380/#insecure ",
+            "rediss://:secret-pw@cache:6380/#inse\tcure",
         ] {
             let m = refused(url);
             assert!(m.contains("#insecure") && m.contains("ca_cert"), "{m}");

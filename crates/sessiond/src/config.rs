@@ -148,13 +148,16 @@ impl fmt::Debug for StoreUrl {
 /// messages and logs. A `key=value` string's `password=...` is hidden too.
 pub fn redact_password(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                return format!("{scheme}://{}:<redacted>{}", &rest[..colon], &rest[at..]);
-            }
-        }
-        return url.to_string();
+        // The user information ends at the first '@', as the clients read it: a password
+        // may hold an unencoded '/', '?' or '#'. (Redacting too much is harmless.)
+        let userinfo_redacted = match rest.find('@') {
+            Some(at) => match rest[..at].find(':') {
+                Some(colon) => format!("{scheme}://{}:<redacted>{}", &rest[..colon], &rest[at..]),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        };
+        return redact_query_password(&userinfo_redacted);
     }
     match url.find("password") {
         Some(_) => url
@@ -167,6 +170,37 @@ pub fn redact_password(url: &str) -> String {
             .join(" "),
         None => url.to_string(),
     }
+}
+
+/// A TOML error as the log may show it: what is wrong and where (line and column), never
+/// the text of the line, which may hold a secret (an admin token, a key, a store
+/// password).
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    ConfigError(format!("{}{}", at.unwrap_or_default(), e.message()))
+}
+
+/// `password=...` in a URL's query, redacted up to the next `&` or `#`.
+fn redact_query_password(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.to_ascii_lowercase().find("password=") {
+        let starts_param = i > 0 && matches!(rest.as_bytes()[i - 1], b'?' | b'&');
+        let value = i + "password=".len();
+        out.push_str(&rest[..value]);
+        rest = &rest[value..];
+        if starts_param {
+            out.push_str("<redacted>");
+            rest = &rest[rest.find(['&', '#']).unwrap_or(rest.len())..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Splits a `namespace=NAME` query parameter off a URL (a `#fragment` stays at the end,
@@ -511,7 +545,7 @@ impl Config {
 
     /// Parses TOML configuration text over the defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let mut c = Config::default();
         if let Some(v) = file.listen {
             c.listen = v;
@@ -867,6 +901,19 @@ mod tests {
     }
 
     #[test]
+    fn a_toml_error_says_where_but_never_shows_the_line() {
+        for text in [
+            "admin_tokens = [\"secret-value-0123456789\"]\n",
+            "admin_token = \"secret-value-0123456789\n",
+            "store = \"postgres://u:secret-value-0123456789@db/x\\q\"\n",
+        ] {
+            let e = Config::from_toml(text).unwrap_err();
+            assert!(!e.0.contains("secret-value"), "{e}");
+            assert!(e.0.contains("line 1"), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_credential_settings_are_refused_by_name() {
         for (text, want) in [
             (
@@ -996,6 +1043,20 @@ mod tests {
             redact_password("postgres://u@db/x?a=b@c"),
             "postgres://u@db/x?a=b@c"
         );
+        // A password with an unencoded '?', '/' or '#': still hidden.
+        for url in [
+            "postgres://sessiond:Xy?9z@db/sessions?sslmode=require",
+            "postgres://sessiond:a/b#c@db/sessions",
+            "redis://:pw?x@cache:6379",
+            "postgres://sessiond@db/sessions?password=s3cret&sslmode=require",
+            "postgres://sessiond@db/sessions?sslmode=require&PASSWORD=s3cret",
+        ] {
+            let shown = redact_password(url);
+            for secret in ["Xy?9z", "a/b#c", "pw?x", "s3cret"] {
+                assert!(!shown.contains(secret), "{url} -> {shown}");
+            }
+            assert!(shown.contains("<redacted>"), "{url} -> {shown}");
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ use sessiond_core::{EventKind, Manager, SessionId};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tower::ServiceExt;
 
+use crate::auth::digest;
 use crate::config::Config;
 use crate::credentials::Caller;
 use crate::error::ApiError;
@@ -250,12 +251,24 @@ async fn login(
             .into_response()
         }
     };
-    // The console signs in the admin token and app keys (current or retiring); its
-    // proxy then acts with the role's current secret.
-    let role = match st.credentials.current().caller(form.token.trim()) {
-        Some(Caller::Admin) => Role::Admin,
-        Some(Caller::App(app)) => Role::App(app.clone()),
-        _ => {
+    // The console signs in the admin token and app keys, current ones only (a retiring
+    // secret is for the API's clients while they move over: a sign-in made with it
+    // would outlive it, since the proxy acts with the role's current secret).
+    let presented = form.token.trim();
+    let role = match st.credentials.current().caller(presented) {
+        Some(Caller::Admin) => Some(Role::Admin),
+        Some(Caller::App(app)) => Some(Role::App(app.clone())),
+        _ => None,
+    }
+    .filter(|role| {
+        st.console
+            .sign_ins
+            .secret(role)
+            .is_some_and(|current| digest(current.expose()) == digest(presented))
+    });
+    let role = match role {
+        Some(role) => role,
+        None => {
             if let Some(a) = origin.addr {
                 st.console.throttle.failed(a);
             }

@@ -42,8 +42,13 @@ pub enum Caller {
 
 impl Caller {
     /// Whether this caller may manage (list, read, and unless read-only change) `app`.
-    /// A client credential manages nothing.
+    /// A client credential manages nothing; an internal app only the admin token.
     pub fn may_manage(&self, app: &str) -> bool {
+        // The server's internal apps (the console's sign-ins) are the admin token's
+        // alone: an operator "of every app" means every app of the configuration.
+        if app.starts_with(sessiond_core::INTERNAL_APP_MARK) {
+            return matches!(self, Caller::Admin);
+        }
         match self {
             Caller::Admin => true,
             Caller::Operator(op) => op.apps.as_ref().is_none_or(|a| a.contains(app)),
@@ -202,7 +207,13 @@ impl CredentialTable {
             fresh.admin_token = running.admin_token.clone();
             fresh.retiring_admin_tokens.clear();
         }
-        let admin = crate::serve::admin_token(&fresh).map_err(|e| e.to_string())?;
+        // The admin token comes from the file if it names one; otherwise it stays the
+        // one in use (read from, or generated into, the data directory at start: a
+        // reload never writes one).
+        let admin = match &fresh.admin_token {
+            Some(t) => t.clone(),
+            None => self.current().admin().clone(),
+        };
         for name in fresh.apps.keys().filter(|a| !running.apps.contains_key(*a)) {
             tracing::warn!(app = %name, "an app was added to the configuration: restart the server to serve it");
         }

@@ -36,9 +36,11 @@ pub struct Certificates {
     files: TlsFiles,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
-    /// The files' modification times when last read (or last found unreadable), so a
-    /// bad file is reported once, not at every check.
+    /// The files' modification times when last loaded.
     seen: Mutex<Option<(SystemTime, SystemTime)>>,
+    /// The files' modification times when last found unusable, so a bad file is
+    /// reported once per change, not at every check.
+    failed: Mutex<Option<Option<(SystemTime, SystemTime)>>>,
 }
 
 /// The crypto provider of every TLS connection the server makes or accepts: *ring*,
@@ -87,6 +89,7 @@ impl Certificates {
             provider,
             current: RwLock::new(Arc::new(key)),
             seen: Mutex::new(seen),
+            failed: Mutex::new(None),
         }))
     }
 
@@ -95,21 +98,25 @@ impl Certificates {
     /// cannot be used keeps the current one and is logged once per change.
     pub fn reload(&self, force: bool) -> bool {
         let now = modified(&self.files);
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if !force && now.is_some() && *seen == now {
-                return false;
-            }
-            *seen = now;
+        if !force && now.is_some() && *self.seen.lock().unwrap_or_else(|e| e.into_inner()) == now {
+            return false;
         }
         match load(&self.files, &self.provider) {
             Ok(key) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+                // Recorded only once loaded: files caught half-written are read again
+                // at the next check even if their times do not change after.
+                *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = now;
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificate loaded; new connections use it");
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the TLS certificate files cannot be used; still serving the previous certificate");
+                let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                if force || *failed != Some(now) {
+                    *failed = Some(now);
+                    tracing::warn!(error = %e, "the TLS certificate files cannot be used; still serving the previous certificate");
+                }
                 false
             }
         }

@@ -92,14 +92,16 @@ fn client(view: Option<ClientView>, addr: Option<std::net::IpAddr>) -> ApiResult
         (status = 503, description = "`store_unavailable` (nothing changed; retry) or `outcome_unknown` (the open was sent to the store without an answer: list the user's sessions before retrying)", body = crate::views::ErrorBody)))]
 pub async fn open(
     OpenScope {
-        scope: AppScope { st, app, .. },
+        scope: AppScope {
+            st, app, policy, ..
+        },
         client: by_client,
     }: OpenScope,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<OpenBody>,
 ) -> ApiResult<Response> {
     if by_client {
-        client_may_open(&st, &app, &body)?;
+        client_may_open(&st, &app, &policy, &body)?;
     }
     st.licenses.check_open(&app)?;
     let take_over = match body.take_over.as_deref() {
@@ -176,9 +178,16 @@ pub async fn open(
 
 /// What a client credential may not ask when it opens: privileges (a reserved one
 /// would skip the seat count; the app's back end grants them with
-/// `PUT /v1/sessions/{id}/privileges`), another address than its connection's, more
-/// opens than [`crate::config::Config::client_opens_per_minute`].
-fn client_may_open(st: &SharedState, app: &str, body: &OpenBody) -> ApiResult<()> {
+/// `PUT /v1/sessions/{id}/privileges`), another address than its connection's, a
+/// heartbeat its session could not set itself afterwards (the app's heartbeat policy),
+/// a longer idle timeout than the app's, more opens than
+/// [`crate::config::Config::client_opens_per_minute`].
+fn client_may_open(
+    st: &SharedState,
+    app: &str,
+    policy: &sessiond_core::Policy,
+    body: &OpenBody,
+) -> ApiResult<()> {
     if !body.privileges.is_empty() {
         return Err(ApiError::forbidden(
             "a client credential opens sessions without privileges; the app's back end grants them",
@@ -188,6 +197,20 @@ fn client_may_open(st: &SharedState, app: &str, body: &OpenBody) -> ApiResult<()
         return Err(ApiError::forbidden(
             "a client credential cannot name the client's address: it is the connection's",
         ));
+    }
+    if let Some(h) = &body.heartbeat {
+        policy
+            .check_own_heartbeat(true, Some(h.interval_s), h.grace_s)
+            .map_err(ApiError::bad_request)?;
+    }
+    if body
+        .idle_timeout_s
+        .is_some_and(|t| t > policy.idle_timeout_s)
+    {
+        return Err(ApiError::bad_request(format!(
+            "a client credential may not ask an idle timeout over the app's ({} s)",
+            policy.idle_timeout_s
+        )));
     }
     if let Err(wait) = st.client_opens.take(app) {
         let mut err = ApiError::new(

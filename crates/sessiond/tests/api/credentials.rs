@@ -113,6 +113,12 @@ async fn a_client_credential_takes_a_seat_and_does_nothing_else() {
         .await;
     assert_eq!(s, 200, "{v}");
 
+    // No heartbeat its session could not set itself, no longer idle timeout.
+    let (s, v) =
+        open(json!({"user": "dan", "heartbeat": {"interval_s": 30, "grace_s": 100000}})).await;
+    assert_error(s, &v, 400, "bad_request");
+    let (s, v) = open(json!({"user": "dan", "idle_timeout_s": 9_999_999})).await;
+    assert_error(s, &v, 400, "bad_request");
     // No privileges (a reserved one would skip the seat count), no address of its own.
     let (s, v) = open(json!({"user": "dan", "privileges": ["admin"]})).await;
     assert_error(s, &v, 403, "forbidden");
@@ -378,4 +384,89 @@ async fn an_operators_kill_is_recorded_with_its_name() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("operator:alice"), "{text}");
+}
+
+#[tokio::test]
+async fn the_consoles_sign_ins_are_the_admin_tokens_alone() {
+    let srv = Server::memory().await;
+    let signed_in = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/admin/login", srv.base))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let (s, page) = srv
+        .call(Method::GET, "/v1/apps/@console/sessions", Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 200, "{page}");
+    let console_session = page["sessions"][0]["id"].as_str().unwrap().to_string();
+    // An operator of "every app" is not an operator of the server's own app.
+    for op in [OPS_TOKEN, AUDITOR_TOKEN] {
+        let (s, v) = srv
+            .call(Method::GET, "/v1/apps/@console/sessions", Some(op), None)
+            .await;
+        assert_error(s, &v, 403, "forbidden");
+        let (s, v) = srv
+            .call(
+                Method::GET,
+                &format!("/v1/sessions/{console_session}"),
+                Some(op),
+                None,
+            )
+            .await;
+        assert_error(s, &v, 404, "not_found");
+    }
+    // No route hands out a console token, not even to the admin token.
+    let (s, v) = srv
+        .call(
+            Method::PUT,
+            &format!("/v1/sessions/{console_session}/privileges"),
+            Some(ADMIN),
+            Some(json!({"privileges": []})),
+        )
+        .await;
+    assert_error(s, &v, 404, "not_found");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_console_signs_in_current_secrets_only() {
+    const NEW: &str = "shop-key-new-0123456789";
+    const OLD: &str = "shop-key-old-0123456789";
+    let config = sessiond::Config::from_toml(&format!(
+        "admin_token = \"{ADMIN}\"\nstore = \"memory:\"\n[apps.shop]\nkey = [\"{NEW}\", \"{OLD}\"]\n"
+    ))
+    .unwrap();
+    let srv = Server::start(config).await;
+    let sign_in = |secret: &'static str| {
+        let base = srv.base.clone();
+        async move {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .post(format!("{base}/admin/login"))
+                .form(&[("token", secret)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // The API takes both while the key is rotated...
+    for key in [NEW, OLD] {
+        let (s, _) = srv
+            .call(Method::GET, "/v1/apps/shop", Some(key), None)
+            .await;
+        assert_eq!(s, 200);
+    }
+    // ...the console only the current one: a sign-in would outlive the old key.
+    assert_eq!(sign_in(OLD).await, 401);
+    assert_eq!(sign_in(NEW).await, 303);
+    srv.stop().await;
 }
