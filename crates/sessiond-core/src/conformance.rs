@@ -26,7 +26,7 @@ use crate::policy::{HeartbeatPolicy, OnFull, OnUserLimit, Policy};
 use crate::session::{Actor, Client, CloseReason};
 use crate::store::{ListQuery, Lookup, StatusFilter, Store};
 use crate::time::{ManualClock, Timestamp};
-use crate::{Error, Token};
+use crate::{Error, SessionId, Token};
 
 pub mod arbitrary;
 pub mod model;
@@ -59,6 +59,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@tests $make;
             open_then_resolve, unknown_token_is_invalid,
             another_apps_token_is_unknown_and_left_alone, a_reader_who_may_not_see_expires_nothing,
+            my_other_sessions_are_mine_only,
             idle_timeout, absolute_lifetime,
             heartbeat_and_activity_are_two_clocks, heartbeat_suspend_and_resume,
             downtime_is_not_a_lost_heartbeat,
@@ -238,6 +239,58 @@ pub async fn a_reader_who_may_not_see_expires_nothing(store: Arc<dyn Store>) {
         Some(CloseReason::IdleTimeout),
         "an allowed reader gets the session as it is now"
     );
+}
+
+/// "My sessions": a holder sees and closes the other open sessions of its own user in
+/// its own app, never its own, another user's or another app's (those are "not
+/// found", like unknown ids); a guest has none.
+pub async fn my_other_sessions_are_mine_only(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let ann1 = m.open("app", user("ann")).await.unwrap();
+    let ann2 = m.open("app", user("ann")).await.unwrap();
+    let ann3 = m.open("app", user("ann")).await.unwrap();
+    let bob = m.open("app", user("bob")).await.unwrap();
+    let ann_elsewhere = m.open("other", user("ann")).await.unwrap();
+    let guest = m.open("app", OpenRequest::default()).await.unwrap();
+
+    let (me, others) = m.my_other_sessions(&ann1.token, None).await.unwrap();
+    assert_eq!(me.id, ann1.session.id);
+    let ids: Vec<SessionId> = others.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [ann2.session.id, ann3.session.id]);
+    let (_, none) = m.my_other_sessions(&guest.token, None).await.unwrap();
+    assert!(none.is_empty(), "a guest has no other sessions");
+
+    for not_mine in [
+        bob.session.id,
+        ann_elsewhere.session.id,
+        ann1.session.id,
+        guest.session.id,
+        SessionId::new(),
+    ] {
+        let r = m.close_my_other(&ann1.token, None, not_mine).await;
+        assert!(
+            matches!(r, Err(Error::NotFound(id)) if id == not_mine),
+            "{r:?}"
+        );
+    }
+    let closed = m
+        .close_my_other(&ann1.token, None, ann2.session.id)
+        .await
+        .unwrap();
+    let c = closed.closed.expect("closed");
+    assert_eq!(
+        (c.reason, c.by),
+        (CloseReason::Logout, Actor::Session(ann1.session.id))
+    );
+    let all = m.close_my_others(&ann1.token, None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [ann3.session.id]
+    );
+    for still_open in [&ann1, &bob, &ann_elsewhere, &guest] {
+        let s = m.get(still_open.session.id).await.unwrap();
+        assert!(s.is_open(), "{:?} was closed", s.user);
+    }
 }
 
 /// Activity resets the idle timeout; silence past it closes the session.

@@ -798,6 +798,82 @@ impl Manager {
         }
     }
 
+    /// "My sessions": the holder of `token` (its session resolved as for any request of
+    /// its own: counted as activity, held to `bind_ip`) and the other open sessions of
+    /// the same user in the same app, oldest first. A guest (no user) has none. At most
+    /// [`Limits::max_page`] are listed.
+    pub async fn my_other_sessions(
+        &self,
+        token: &Token,
+        ip: Option<IpAddr>,
+    ) -> Result<(Session, Vec<Session>)> {
+        let me = self.resolve(token, Resolve { touch: true, ip }).await?;
+        let Some(user) = me.user.as_deref() else {
+            return Ok((me, Vec::new()));
+        };
+        let mut others = self
+            .list(ListQuery {
+                app: Some(me.app.to_string()),
+                status: StatusFilter::Open,
+                user: Some(user.to_string()),
+                after: None,
+                newest_first: false,
+                limit: self.limits.max_page,
+            })
+            .await?;
+        others.retain(|s| s.id != me.id);
+        Ok((me, others))
+    }
+
+    /// Closes `id`, one of the other sessions of the holder of `token` (same app, same
+    /// user), as `logout`, recording the holder's session as the actor. Any other id,
+    /// its own included, is [`Error::NotFound`]: exactly what an unknown id gets.
+    pub async fn close_my_other(
+        &self,
+        token: &Token,
+        ip: Option<IpAddr>,
+        id: SessionId,
+    ) -> Result<Session> {
+        let me = self.resolve(token, Resolve { touch: true, ip }).await?;
+        let mine =
+            |s: &Session| s.id != me.id && s.app == me.app && s.user.is_some() && s.user == me.user;
+        let target = self.get_visible(id, mine).await?;
+        if let Some(c) = target.closed {
+            return Err(Error::SessionClosed(c));
+        }
+        self.close(Lookup::Id(id), CloseReason::Logout, Actor::Session(me.id))
+            .await
+    }
+
+    /// Closes every other open session of the holder of `token` (same app, same user),
+    /// as `logout` by the holder's session: "disconnect everywhere but here", for the
+    /// person. Sessions are closed one by one: one opened meanwhile may stay open.
+    pub async fn close_my_others(&self, token: &Token, ip: Option<IpAddr>) -> Result<Vec<Session>> {
+        let mut closed = Vec::new();
+        loop {
+            let (me, others) = self.my_other_sessions(token, ip).await?;
+            let full_page = others.len() + 1 >= self.limits.max_page;
+            let mut progressed = false;
+            for s in others {
+                match self
+                    .close(Lookup::Id(s.id), CloseReason::Logout, Actor::Session(me.id))
+                    .await
+                {
+                    Ok(c) => {
+                        closed.push(c);
+                        progressed = true;
+                    }
+                    // Closed meanwhile by someone else, or gone: nothing left to do.
+                    Err(Error::SessionClosed(_) | Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !full_page || !progressed {
+                return Ok(closed);
+            }
+        }
+    }
+
     /// Logs out: the holder of `token` closes its session as `logout`. With `bind_ip`, a
     /// request from another address gets [`Error::IpMismatch`] and the session stays
     /// open, as for every other request of the holder.

@@ -237,6 +237,14 @@ pub struct SessionWithToken {
     pub token: String,
 }
 
+/// The caller's other sessions ("my sessions").
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OtherSessions {
+    /// The other open sessions of the same user in the same app, oldest first (never
+    /// a token).
+    pub sessions: Vec<SessionView>,
+}
+
 /// A page of sessions.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionPage {

@@ -159,6 +159,15 @@ pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
             axum::routing::patch(session::patch_data),
         )
         .route("/v1/session/events", get(events::session_events))
+        .route("/v1/session/others", get(session::my_other_sessions))
+        .route(
+            "/v1/session/others/{id}",
+            axum::routing::delete(session::close_my_other),
+        )
+        .route(
+            "/v1/session/others/close-all",
+            post(session::close_my_others),
+        )
         .merge(operator_routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

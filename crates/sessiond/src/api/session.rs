@@ -1,5 +1,7 @@
 //! What a session token may do with its own session: read it (and count as activity),
-//! heartbeat, suspend or retune the heartbeat, patch its storage, log out.
+//! heartbeat, suspend or retune the heartbeat, patch its storage, log out; and with the
+//! other open sessions of its own user in its own app ("my sessions"): list them, close
+//! one, close all but itself.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -200,4 +202,79 @@ pub async fn logout(
 ) -> ApiResult<Response> {
     let s = st.manager.logout(&token, ip).await?;
     Ok(session_response(StatusCode::OK, &s))
+}
+
+/// "My sessions": the other open sessions of the caller's user in the caller's app,
+/// oldest first (client label, address, user agent, times; never a token). A guest has
+/// none. Counts as activity.
+#[utoipa::path(get, path = "/v1/session/others", tag = "session",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The other sessions", body = crate::views::OtherSessions),
+        (status = 400, description = "bind_ip refused the address", body = crate::views::ErrorBody),
+        (status = 401, description = "No token, or a token that matches no session", body = crate::views::ErrorBody),
+        (status = 410, description = "The caller's session is closed", body = crate::views::ErrorBody),
+        (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
+pub async fn my_other_sessions(
+    State(st): State<SharedState>,
+    SessionToken(token): SessionToken,
+    ClientAddr(ip): ClientAddr,
+) -> ApiResult<Json<crate::views::OtherSessions>> {
+    let (_, others) = st.manager.my_other_sessions(&token, ip).await?;
+    Ok(Json(crate::views::OtherSessions {
+        sessions: others.iter().map(SessionView::from).collect(),
+    }))
+}
+
+/// Closes one of the caller's other sessions (same user, same app) as `logout`, by the
+/// caller's session (`closed_by: "session:<id>"`). Any other id, the caller's own
+/// included, answers exactly as an unknown id does.
+#[utoipa::path(delete, path = "/v1/session/others/{id}", tag = "session",
+    params(("id" = String, Path, description = "Id of one of the caller's other sessions")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The closed session", body = SessionView),
+        (status = 400, description = "bind_ip refused the address", body = crate::views::ErrorBody),
+        (status = 401, description = "No token, or a token that matches no session", body = crate::views::ErrorBody),
+        (status = 404, description = "Not one of the caller's other sessions (the same answer as an unknown id)", body = crate::views::ErrorBody),
+        (status = 410, description = "The caller's session, or that one, is closed", body = crate::views::ErrorBody),
+        (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
+pub async fn close_my_other(
+    State(st): State<SharedState>,
+    SessionToken(token): SessionToken,
+    ClientAddr(ip): ClientAddr,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Response> {
+    let id: sessiond_core::SessionId = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no session has id {}", sessiond_core::quoted(&id)),
+        )
+    })?;
+    let s = st.manager.close_my_other(&token, ip, id).await?;
+    tracing::info!(session = %s.id, app = %s.app, by = %s.closed.map_or_else(String::new, |c| c.by.to_string()), "session closed by its user from another session");
+    Ok(session_response(StatusCode::OK, &s))
+}
+
+/// Closes every other open session of the caller's user in the caller's app ("log out
+/// everywhere but here"), as `logout` by the caller's session; the caller's stays open.
+/// They are closed one by one: one opened meanwhile may stay open.
+#[utoipa::path(post, path = "/v1/session/others/close-all", tag = "session",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many were closed", body = crate::views::ClosedCount),
+        (status = 400, description = "bind_ip refused the address", body = crate::views::ErrorBody),
+        (status = 401, description = "No token, or a token that matches no session", body = crate::views::ErrorBody),
+        (status = 410, description = "The caller's session is closed", body = crate::views::ErrorBody),
+        (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
+pub async fn close_my_others(
+    State(st): State<SharedState>,
+    SessionToken(token): SessionToken,
+    ClientAddr(ip): ClientAddr,
+) -> ApiResult<Json<crate::views::ClosedCount>> {
+    let closed = st.manager.close_my_others(&token, ip).await?;
+    Ok(Json(crate::views::ClosedCount {
+        closed: closed.len(),
+    }))
 }

@@ -124,6 +124,14 @@ fn table() -> Vec<Row> {
             own_session,
         ),
         row(M::GET, "/v1/session/events", own_session),
+        row(M::GET, "/v1/session/others", own_session),
+        // `{id}` is the caller's own session: not one of its *other* sessions.
+        row(
+            M::DELETE,
+            "/v1/session/others/{id}",
+            [401, 401, 404, 401, 401, 401, 401, 401, 401, 401, 401, 401],
+        ),
+        row(M::POST, "/v1/session/others/close-all", own_session),
         row(
             M::GET,
             "/v1/apps",

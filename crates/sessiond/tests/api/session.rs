@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -351,5 +351,105 @@ async fn a_seat_session_is_held_to_the_apps_heartbeat_policy() {
         (st, v["heartbeat"]["interval_s"].clone()),
         (200, json!(300))
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn my_sessions_lists_and_closes_only_my_other_sessions() {
+    let s = Server::memory().await;
+    let ann: Vec<Value> = {
+        let mut v = Vec::new();
+        for label in ["laptop", "phone", "tablet"] {
+            v.push(
+                s.open(
+                    "shop",
+                    SHOP_KEY,
+                    json!({"user": "ann", "client": {"label": label}}),
+                )
+                .await,
+            );
+        }
+        v
+    };
+    let bob = s.open("shop", SHOP_KEY, json!({"user": "bob"})).await;
+    let me = token(&ann[0]);
+
+    let (st, v) = s
+        .call(Method::GET, "/v1/session/others", Some(&me), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let listed: Vec<&str> = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["client"]["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["phone", "tablet"], "{v}");
+    assert!(
+        !v.to_string().contains("token"),
+        "no token is ever listed: {v}"
+    );
+
+    // Another user's session, and my own, answer as an unknown id.
+    let stranger = sessiond_core::SessionId::new().to_string();
+    let (_, unknown) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/session/others/{stranger}"),
+            Some(&me),
+            None,
+        )
+        .await;
+    for other in [id(&bob), id(&ann[0])] {
+        let (st, v) = s
+            .call(
+                Method::DELETE,
+                &format!("/v1/session/others/{other}"),
+                Some(&me),
+                None,
+            )
+            .await;
+        assert_error(st, &v, 404, "not_found");
+        assert_eq!(
+            v["message"].as_str().unwrap().replace(&other, "ID"),
+            unknown["message"]
+                .as_str()
+                .unwrap()
+                .replace(&stranger, "ID"),
+            "the same words as for an unknown id"
+        );
+    }
+
+    let (st, v) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/session/others/{}", id(&ann[1])),
+            Some(&me),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["reason"], "logout");
+    assert_eq!(v["closed_by"], format!("session:{}", id(&ann[0])));
+
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/v1/session/others/close-all",
+            Some(&me),
+            None,
+        )
+        .await;
+    assert_eq!((st, v["closed"].as_u64()), (200, Some(1)), "{v}");
+    let (st, _) = s.call(Method::GET, "/v1/session", Some(&me), None).await;
+    assert_eq!(st, 200, "mine stays open");
+    let (st, _) = s
+        .call(Method::GET, "/v1/session", Some(&token(&bob)), None)
+        .await;
+    assert_eq!(st, 200, "bob's is not mine to close");
+    let (st, v) = s
+        .call(Method::GET, "/v1/session", Some(&token(&ann[2])), None)
+        .await;
+    assert_error(st, &v, 410, "session_closed");
     s.stop().await;
 }
