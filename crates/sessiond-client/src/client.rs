@@ -362,11 +362,30 @@ impl Client {
     /// `POST /v1/apps/{app}/sessions/close-all`: closes every open session of the app
     /// except those listed ("disconnect everyone except me"); answers how many closed.
     pub async fn close_all(&self, app: &str, except: &[String]) -> Result<u64, Error> {
+        self.close_many(app, None, except).await
+    }
+
+    /// `POST /v1/apps/{app}/sessions/close-all` with `user`: "logout everywhere" for one
+    /// person, every open session of `user` in the app but those listed, in one call;
+    /// answers how many closed.
+    pub async fn close_user(&self, app: &str, user: &str, except: &[String]) -> Result<u64, Error> {
+        self.close_many(app, Some(user), except).await
+    }
+
+    async fn close_many(
+        &self,
+        app: &str,
+        user: Option<&str>,
+        except: &[String],
+    ) -> Result<u64, Error> {
         #[derive(serde::Deserialize)]
         struct Closed {
             closed: u64,
         }
-        let body = json!({ "except": except });
+        let mut body = json!({ "except": except });
+        if let Some(u) = user {
+            body["user"] = json!(u);
+        }
         let answer: Closed = self
             .call(
                 Method::POST,

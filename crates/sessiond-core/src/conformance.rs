@@ -59,7 +59,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@tests $make;
             open_then_resolve, unknown_token_is_invalid,
             another_apps_token_is_unknown_and_left_alone, a_reader_who_may_not_see_expires_nothing,
-            my_other_sessions_are_mine_only,
+            my_other_sessions_are_mine_only, logout_everywhere_closes_one_users_sessions,
             idle_timeout, absolute_lifetime,
             heartbeat_and_activity_are_two_clocks, heartbeat_suspend_and_resume,
             downtime_is_not_a_lost_heartbeat,
@@ -291,6 +291,47 @@ pub async fn my_other_sessions_are_mine_only(store: Arc<dyn Store>) {
         let s = m.get(still_open.session.id).await.unwrap();
         assert!(s.is_open(), "{:?} was closed", s.user);
     }
+}
+
+/// "Logout everywhere": one call closes every open session of one user in one app (but
+/// those excepted), recording reason and actor; other users and other apps are left.
+pub async fn logout_everywhere_closes_one_users_sessions(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let mut ann = Vec::new();
+    for _ in 0..3 {
+        ann.push(m.open("app", user("ann")).await.unwrap().session.id);
+    }
+    let bob = m.open("app", user("bob")).await.unwrap().session.id;
+    let ann_elsewhere = m.open("other", user("ann")).await.unwrap().session.id;
+    let guest = m
+        .open("app", OpenRequest::default())
+        .await
+        .unwrap()
+        .session
+        .id;
+    let closed = m
+        .close_user("app", "ann", &[ann[0]], CloseReason::Killed, Actor::Admin)
+        .await
+        .unwrap();
+    let mut ids: Vec<SessionId> = closed.iter().map(|s| s.id).collect();
+    ids.sort();
+    let mut want = vec![ann[1], ann[2]];
+    want.sort();
+    assert_eq!(ids, want);
+    for s in &closed {
+        let c = s.closed.expect("closed");
+        assert_eq!((c.reason, c.by), (CloseReason::Killed, Actor::Admin));
+        assert_eq!(m.get(s.id).await.unwrap().closed, Some(c), "stored");
+    }
+    for open in [ann[0], bob, ann_elsewhere, guest] {
+        assert!(m.get(open).await.unwrap().is_open(), "{open} was closed");
+    }
+    // Nobody left to close: an empty answer, not an error.
+    let again = m
+        .close_user("app", "ann", &[ann[0]], CloseReason::Killed, Actor::Admin)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
 }
 
 /// Activity resets the idle timeout; silence past it closes the session.

@@ -900,6 +900,33 @@ impl Manager {
         except: &[SessionId],
         by: Actor,
     ) -> Result<Vec<Session>> {
+        self.close_many(app, except, None, CloseReason::ClosedAll, by)
+            .await
+    }
+
+    /// "Logout everywhere": closes every open session of `user` in `app` except those
+    /// in `except`, for `reason`, recording `by`; returns the sessions closed. One call
+    /// to the store, which closes them as it closes an app's (see [`Store::close_all`]).
+    pub async fn close_user(
+        &self,
+        app: &str,
+        user: &str,
+        except: &[SessionId],
+        reason: CloseReason,
+        by: Actor,
+    ) -> Result<Vec<Session>> {
+        self.check_name("user", user)?;
+        self.close_many(app, except, Some(user), reason, by).await
+    }
+
+    async fn close_many(
+        &self,
+        app: &str,
+        except: &[SessionId],
+        user: Option<&str>,
+        reason: CloseReason,
+        by: Actor,
+    ) -> Result<Vec<Session>> {
         self.policy(app)?;
         if except.len() > self.limits.max_except {
             return Err(Error::BadInput(format!(
@@ -909,7 +936,7 @@ impl Manager {
         }
         let closed = self
             .store
-            .close_all(app, except, CloseReason::ClosedAll, by, self.clock.now())
+            .close_all(app, except, user, reason, by, self.clock.now())
             .await?;
         for s in &closed {
             self.publish(EventKind::Closed, s);

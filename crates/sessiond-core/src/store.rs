@@ -243,11 +243,13 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<CloseOutcome>;
 
-    /// Closes every open session of `app` but those in `except`; returns those closed.
+    /// Closes every open session of `app` (of `user` only, when given) but those in
+    /// `except`; returns those closed.
     async fn close_all(
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,

@@ -310,11 +310,12 @@ impl Store for FileStore {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
-        let done = self.apply(|m| m.close_all_journaled(app, except, reason, by, now))?;
+        let done = self.apply(|m| m.close_all_journaled(app, except, user, reason, by, now))?;
         self.durable(done).await
     }
 

@@ -207,7 +207,8 @@ pub(crate) async fn close(
     Ok(CloseOutcome::Closed(s))
 }
 
-/// Closes every open session of `app` but those in `except`.
+/// Closes every open session of `app` (of `user` only, when given) but those in
+/// `except`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn close_all(
     c: &mut Object,
@@ -215,6 +216,7 @@ pub(crate) async fn close_all(
     bad: &Unreadable,
     app: &str,
     except: &[SessionId],
+    user: Option<&str>,
     reason: CloseReason,
     by: Actor,
     now: Timestamp,
@@ -224,7 +226,9 @@ pub(crate) async fn close_all(
     let except: Vec<uuid::Uuid> = except.iter().map(|id| uuid(*id)).collect();
     let locked = rows::query(&tx, &sql.lock_open_except, &[&app, &except]).await?;
     let mut closed = rows::decode_rows(sql, bad, &locked)?;
-    closed.retain_mut(|s| s.close(reason, by, now));
+    closed.retain_mut(|s| {
+        user.is_none_or(|u| s.user.as_deref() == Some(u)) && s.close(reason, by, now)
+    });
     rows::update_many(&tx, sql, &closed).await?;
     crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
     Ok(closed)

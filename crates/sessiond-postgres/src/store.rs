@@ -291,13 +291,14 @@ impl Store for PostgresStore {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
         let (sql, bad) = (&self.db.sql, &*self.unreadable);
         run!(self, "close_all", |c| ops::close_all(
-            &mut c, sql, bad, app, except, reason, by, now
+            &mut c, sql, bad, app, except, user, reason, by, now
         )
         .await)
     }

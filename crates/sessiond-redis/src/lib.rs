@@ -487,11 +487,12 @@ impl Store for RedisStore {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
-        self.bounded(self.close_all_sessions(app, except, reason, by, now))
+        self.bounded(self.close_all_sessions(app, except, user, reason, by, now))
             .await
     }
 

@@ -412,6 +412,7 @@ impl RedisStore {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
@@ -440,7 +441,10 @@ impl RedisStore {
                     .await?
                     .into_iter()
                     .flatten()
-                    .filter(|s| s.session.is_open())
+                    .filter(|s| {
+                        s.session.is_open()
+                            && user.is_none_or(|u| s.session.user.as_deref() == Some(u))
+                    })
                 {
                     let mut after = before.session.clone();
                     after.close(reason, by, now);

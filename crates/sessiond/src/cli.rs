@@ -183,14 +183,22 @@ pub enum SessionsCmd {
         /// The session id (from `sessiond sessions list`).
         id: String,
     },
-    /// Close a session as `killed`; its client is told at once. With the admin token, a
-    /// session whose stored record cannot be read is removed instead.
+    /// Close a session as `killed`, or with --user every open session of one user in an
+    /// app ("logout everywhere", as `closed_all`); their clients are told at once. With
+    /// the admin token, a session whose stored record cannot be read is removed instead.
     #[command(
-        after_help = "Example:\n  sessiond sessions kill 0192f3c4-7a1e-7c2b-9d4e-5f6a7b8c9d0e"
+        after_help = "Examples:\n  sessiond sessions kill 0192f3c4-7a1e-7c2b-9d4e-5f6a7b8c9d0e\n  sessiond sessions kill --user ann --app erp"
     )]
     Kill {
         /// The session id.
-        id: String,
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<String>,
+        /// Every open session of this user instead (in --app).
+        #[arg(long)]
+        user: Option<String>,
+        /// The app of --user.
+        #[arg(long, default_value = "default", requires = "user")]
+        app: String,
     },
     /// Close every open session of an app, except those given with --except.
     ///
@@ -320,7 +328,22 @@ async fn sessions(client: &Client, json: bool, cmd: SessionsCmd) -> Answer {
                 table::fields(&session_fields(&session))
             })
         }
-        SessionsCmd::Kill { id } => match client.kill(&id).await? {
+        SessionsCmd::Kill {
+            id: None,
+            user,
+            app,
+        } => {
+            // clap requires --user without an id; an empty one is refused by the server.
+            let user = user.unwrap_or_default();
+            let closed = client.close_user(&app, &user, &[]).await?;
+            Ok(if json {
+                to_json(&json!({ "closed": closed }))
+            } else {
+                let s = if closed == 1 { "" } else { "s" };
+                format!("closed {closed} session{s} of user {user} in app {app}\n")
+            })
+        }
+        SessionsCmd::Kill { id: Some(id), .. } => match client.kill(&id).await? {
             Killed::Closed(session) => Ok(if json {
                 to_json(&json!(session))
             } else {

@@ -391,6 +391,7 @@ impl Store for MeteredStore {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
@@ -398,7 +399,7 @@ impl Store for MeteredStore {
         timed!(
             self,
             "close_all",
-            self.inner.close_all(app, except, reason, by, now)
+            self.inner.close_all(app, except, user, reason, by, now)
         )
     }
     async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {

@@ -184,12 +184,15 @@ impl Store for TestStore {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Record>> {
         self.check()?;
-        self.inner.close_all(app, except, reason, by, now).await
+        self.inner
+            .close_all(app, except, user, reason, by, now)
+            .await
     }
     async fn list(&self, q: &ListQuery) -> StoreResult<Vec<Record>> {
         self.check()?;

@@ -688,6 +688,7 @@ impl MemoryStore {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
@@ -695,11 +696,13 @@ impl MemoryStore {
         let mut rec = Appended::default();
         let app = self.app_index(app);
         let mut idx = lock(&app);
-        let ids: Vec<SessionId> = idx
-            .open
-            .iter()
-            .filter(|id| !except.contains(id))
-            .copied()
+        let candidates: Vec<SessionId> = match user {
+            Some(u) => idx.by_user.get(u).cloned().unwrap_or_default(),
+            None => idx.open.iter().copied().collect(),
+        };
+        let ids: Vec<SessionId> = candidates
+            .into_iter()
+            .filter(|id| !except.contains(id) && idx.open.contains(id))
             .collect();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -822,11 +825,14 @@ impl Store for MemoryStore {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
-        Ok(self.close_all_journaled(app, except, reason, by, now).value)
+        Ok(self
+            .close_all_journaled(app, except, user, reason, by, now)
+            .value)
     }
 
     async fn list(&self, q: &ListQuery) -> StoreResult<Vec<Session>> {

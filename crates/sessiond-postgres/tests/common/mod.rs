@@ -211,11 +211,14 @@ impl Store for TestStore {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
-        self.store.close_all(app, except, reason, by, now).await
+        self.store
+            .close_all(app, except, user, reason, by, now)
+            .await
     }
     async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
         self.store.list(query).await

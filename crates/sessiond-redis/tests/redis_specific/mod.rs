@@ -72,7 +72,7 @@ async fn every_operation_is_unavailable(store: &RedisStore, bound: Duration) {
     );
     check!(
         "close_all",
-        store.close_all("app", &[], CloseReason::ClosedAll, Actor::App, now)
+        store.close_all("app", &[], None, CloseReason::ClosedAll, Actor::App, now)
     );
     check!("list", store.list(&ListQuery::default()));
     check!("counts", store.counts("app"));

@@ -81,11 +81,14 @@ impl Store for Nodes {
         &self,
         app: &str,
         except: &[SessionId],
+        user: Option<&str>,
         reason: CloseReason,
         by: Actor,
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
-        self.node().close_all(app, except, reason, by, now).await
+        self.node()
+            .close_all(app, except, user, reason, by, now)
+            .await
     }
     async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
         self.node().list(query).await

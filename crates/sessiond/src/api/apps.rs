@@ -438,10 +438,13 @@ pub struct CloseAllBody {
     /// Ids of sessions to keep open (say, mine).
     #[serde(default)]
     pub except: Vec<String>,
+    /// Only this user's sessions ("logout everywhere" for one person).
+    pub user: Option<String>,
 }
 
 /// Disconnects everyone except some: closes every open session of the app as
-/// `closed_all`, but those in `except`.
+/// `closed_all`, but those in `except`; with `user`, only that user's sessions ("logout
+/// everywhere" for one person, in one call).
 #[utoipa::path(post, path = "/v1/apps/{app}/sessions/close-all", tag = "apps",
     request_body(content = CloseAllBody, description = "Optional; an empty body closes every session"),
     params(("app" = String, Path, description = "App name")),
@@ -473,8 +476,15 @@ pub async fn close_all(
             })
         })
         .collect::<ApiResult<Vec<_>>>()?;
-    let closed = st.manager.close_all(&app, &except, caller.actor()).await?;
-    tracing::info!(app = %app, closed = closed.len(), kept = except.len(), by = %caller.actor(), "close-all: sessions closed");
+    let closed = match body.user.as_deref() {
+        None => st.manager.close_all(&app, &except, caller.actor()).await?,
+        Some(user) => {
+            st.manager
+                .close_user(&app, user, &except, CloseReason::ClosedAll, caller.actor())
+                .await?
+        }
+    };
+    tracing::info!(app = %app, user = body.user.as_deref().unwrap_or(""), closed = closed.len(), kept = except.len(), by = %caller.actor(), "close-all: sessions closed");
     Ok(Json(ClosedCount {
         closed: closed.len(),
     }))

@@ -352,3 +352,55 @@ fn every_command_lists_its_exit_codes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_user_logs_one_person_out_everywhere() {
+    let s = Server::memory().await;
+    let ann1 = s.open("shop", SHOP_KEY, json!({"user": "ann"})).await;
+    let ann2 = s.open("shop", SHOP_KEY, json!({"user": "ann"})).await;
+    let bob = s.open("shop", SHOP_KEY, json!({"user": "bob"})).await;
+    let ann_desk = s.open("desk", DESK_KEY, json!({"user": "ann"})).await;
+    let base = s.base.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        sessiond(
+            &base,
+            &["sessions", "kill", "--user", "ann", "--app", "shop"],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(out, "closed 2 sessions of user ann in app shop\n");
+    for (session, open) in [
+        (&ann1, false),
+        (&ann2, false),
+        (&bob, true),
+        (&ann_desk, true),
+    ] {
+        let (st, v) = s
+            .call(
+                Method::GET,
+                &format!("/v1/sessions/{}", id(session)),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200);
+        assert_eq!(v["status"] == "open", open, "{v}");
+        if !open {
+            assert_eq!(
+                (&v["reason"], &v["closed_by"]),
+                (&json!("closed_all"), &json!("admin"))
+            );
+        }
+    }
+    // An id and --user together are refused by the command line.
+    let base = s.base.clone();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        sessiond(&base, &["sessions", "kill", "some-id", "--user", "ann"])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+    s.stop().await;
+}
