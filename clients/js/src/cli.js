@@ -238,14 +238,16 @@ export async function run(argv = process.argv.slice(2)) {
       return e instanceof ApiError && REFUSALS.has(e.code) ? EXIT.REFUSED : EXIT.FAILED;
     }
   }
+  // A signal stops the seat; a second one while logging out changes nothing. They are
+  // caught before the user is told to press Ctrl-C, so that none after that line leaves
+  // the seat taken.
+  const stopped = new Promise((resolve) => {
+    for (const signal of STOP_SIGNALS) process.on(signal, () => resolve(null));
+  });
   say(
     `Connected to ${args.app} as ${args.user} (session ${seat.id}). ` +
       `Heartbeat every ${seat.interval} s. Press Ctrl-C to disconnect.`,
   );
-  // A signal stops the seat; a second one while logging out changes nothing.
-  const stopped = new Promise((resolve) => {
-    for (const signal of STOP_SIGNALS) process.on(signal, () => resolve(null));
-  });
   seat.start({ onWarning: complain });
   const ended = await Promise.race([seat.ended, stopped]);
   if (ended) {

@@ -262,13 +262,15 @@ def run(argv=None):
         except SeatError as e:
             complain(f"{PROG}: cannot connect: {e}")
             return exits.FAILED
-    say(
-        f"Connected to {args.app} as {args.user} (session {seat.id}). "
-        f"Heartbeat every {seat.interval} s. Press Ctrl-C to disconnect."
-    )
+    # Signals are caught before the user is told to press Ctrl-C, so that no signal
+    # after that line leaves the seat taken.
     previous = {s: signal.signal(s, _raise_stop) for s in STOP_SIGNALS}
     ended = None
     try:
+        say(
+            f"Connected to {args.app} as {args.user} (session {seat.id}). "
+            f"Heartbeat every {seat.interval} s. Press Ctrl-C to disconnect."
+        )
         seat.start(on_warning=complain)
         ended = seat.wait()
     except _Stop:
