@@ -66,13 +66,18 @@ class Run:
             self.secrets += [app_key(app), client_key(app)]
 
     def fill(self, text):
-        """The placeholders of a value: {id:NAME}, {ca_cert}."""
+        """The placeholders of a value: {id:NAME}, {ca_cert}, {not_a_pem}."""
         def sub(m):
             key = m.group(1)
             if key.startswith("id:"):
                 return self.ids[key[3:]]
             if key == "ca_cert":
                 return self.tls["ca"]
+            if key == "not_a_pem":
+                path = os.path.join(self.server.workdir, "not-a-certificate.pem")
+                with open(path, "w") as f:
+                    f.write("not a certificate\n")
+                return path
             raise KeyError(key)
         return re.sub(r"\{([a-z_]+(?::[a-z]+)?)\}", sub, text)
 

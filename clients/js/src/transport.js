@@ -155,7 +155,10 @@ export class Server {
       throw new SeatError(`${text}: give the server's address without query or fragment`);
     }
     this.url = `${parsed.protocol}//${parsed.host}${parsed.pathname.replace(/\/+$/, '')}`;
-    if (caCert != null && parsed.protocol === 'https:') this.#ca = [...tls.rootCertificates, ...readCa(caCert)];
+    // Read for an http:// URL too, so that a CA file that cannot be used is refused
+    // whatever the URL (as `sessiond connect` does).
+    const ca = caCert == null ? null : readCa(caCert);
+    if (ca !== null && parsed.protocol === 'https:') this.#ca = [...tls.rootCertificates, ...ca];
   }
 
   /**

@@ -100,6 +100,7 @@ test('a CA file that is no certificate is refused', () => {
   writeFileSync(join(dir, 'junk.pem'), 'not a certificate\n');
   assert.throws(() => new Server('https://example.com', { caCert: join(dir, 'junk.pem') }), /--ca-cert/);
   assert.throws(() => new Server('https://example.com', { caCert: join(dir, 'missing.pem') }), /--ca-cert/);
+  assert.throws(() => new Server('http://example.com', { caCert: join(dir, 'junk.pem') }), /--ca-cert/);
 });
 
 test('API error bodies', () => {

@@ -118,6 +118,8 @@ def test_a_ca_file_that_is_no_certificate_is_refused(tmp_path):
         Server("https://example.com", ca_cert=str(junk))
     with pytest.raises(ValueError, match="--ca-cert"):
         Server("https://example.com", ca_cert=str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match="--ca-cert"):
+        Server("http://example.com", ca_cert=str(junk))
 
 
 def test_api_error_bodies():

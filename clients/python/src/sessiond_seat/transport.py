@@ -115,15 +115,15 @@ class Server:
         self.host = parts.hostname
         self.prefix = parts.path.rstrip("/")
         self.url = f"{self.scheme}://{parts.netloc}{self.prefix}"
-        self._context = None
-        if self.scheme == "https":
-            context = ssl.create_default_context()
-            if ca_cert is not None:
-                try:
-                    context.load_verify_locations(cafile=ca_cert)
-                except (OSError, ssl.SSLError) as e:
-                    raise ValueError(f"--ca-cert {ca_cert}: {e}") from None
-            self._context = context
+        # The context is made for an http:// URL too, so that a CA file that cannot be
+        # used is refused whatever the URL (as `sessiond connect` does).
+        context = ssl.create_default_context()
+        if ca_cert is not None:
+            try:
+                context.load_verify_locations(cafile=ca_cert)
+            except (OSError, ssl.SSLError) as e:
+                raise ValueError(f"--ca-cert {ca_cert}: {e}") from None
+        self._context = context
 
     def __repr__(self):
         return f"Server({self.url!r})"
