@@ -264,7 +264,8 @@ def run(argv=None):
             return exits.FAILED
     # Signals are caught before the user is told to press Ctrl-C, so that no signal
     # after that line leaves the seat taken.
-    previous = {s: signal.signal(s, _raise_stop) for s in STOP_SIGNALS}
+    for s in STOP_SIGNALS:
+        signal.signal(s, _raise_stop)
     ended = None
     try:
         say(
@@ -277,7 +278,7 @@ def run(argv=None):
         pass
     finally:
         # A second signal while logging out changes nothing (as `sessiond connect`).
-        for s in previous:
+        for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
     if ended is not None:
         say(str(ended))
