@@ -1,0 +1,5 @@
+"""``python -m sessiond_seat``: the command line, as ``sessiond-seat``."""
+
+from .cli import main
+
+main()
