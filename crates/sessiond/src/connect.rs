@@ -237,6 +237,9 @@ pub async fn run(args: ConnectArgs) -> Exit {
         .as_ref()
         .map_or(30, |h| h.interval_s)
         .max(1);
+    // Listening for the stop signals before saying "Press Ctrl-C": one sent right after
+    // that line still gives the seat back.
+    let mut stop = std::pin::pin!(stop_requested());
     println!(
         "Connected to {} as {} (session {}). Heartbeat every {interval} s. Press Ctrl-C to disconnect.",
         args.app, args.user, session.id
@@ -246,7 +249,6 @@ pub async fn run(args: ConnectArgs) -> Exit {
         println!("Disconnected: {} ({reason}{by}).", explain(&reason));
         Exit::closed(&reason)
     };
-    let mut stop = std::pin::pin!(stop_requested());
     let mut events = me.session_events().await.ok();
     let mut beat = tokio::time::interval(Duration::from_secs(u64::from(interval)));
     beat.tick().await;
@@ -263,6 +265,12 @@ pub async fn run(args: ConnectArgs) -> Exit {
                 Err(e) if e.is_session_closed() => {
                     let by = match &e { Error::Api { body, .. } => body["closed_by"].as_str().map(String::from), _ => None };
                     return closed(e.close_reason().unwrap_or(CloseReason::Other("unknown".into())), by);
+                }
+                // The server no longer knows the token (a restart on a store that keeps
+                // nothing, a token replaced): beating it again cannot help.
+                Err(e) if e.code() == Some("invalid_token") => {
+                    println!("Disconnected: the server no longer knows this session (it restarted without keeping its sessions, or the session's token was replaced); start again to take a seat.");
+                    return Exit::Failed;
                 }
                 Err(e) => eprintln!("heartbeat failed (will retry): {e}"),
             },
@@ -290,24 +298,30 @@ pub async fn run(args: ConnectArgs) -> Exit {
 
 /// Resolves when the client is asked to stop: Ctrl-C (SIGINT), SIGTERM (`kill`,
 /// systemd, `timeout`) or SIGHUP (its terminal closed). Each gives the seat back with
-/// a logout; otherwise the seat stays taken until interval + grace.
-async fn stop_requested() {
+/// a logout; otherwise the seat stays taken until interval + grace. The signals are
+/// caught from the call on, before the future is first polled.
+fn stop_requested() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let streams = {
         use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut term), Ok(mut hup)) = (
+        (
+            signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
             signal(SignalKind::hangup()),
-        ) {
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        if let (Ok(mut int), Ok(mut term), Ok(mut hup)) = streams {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
                 _ = hup.recv() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]
