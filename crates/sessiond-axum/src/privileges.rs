@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::Map;
-use sessiond_core::{Actor, CloseReason, Error, JsonObject, Lookup};
+use sessiond_core::{Actor, CloseReason, Error, JsonObject, Lookup, Session as Record, SessionId};
 
 use crate::error::SessionError;
 use crate::grant::Grant;
@@ -85,6 +85,51 @@ impl Session {
     /// The signed-in user, if any.
     pub async fn user(&self) -> Result<Option<String>, SessionError> {
         Ok(self.record().await?.and_then(|r| r.user.map(String::from)))
+    }
+
+    /// "My sessions": the other open sessions of this session's user in this app, oldest
+    /// first (client label, address, user agent, times; never a token). None for a
+    /// guest.
+    pub async fn other_sessions(&self) -> Result<Vec<Record>, SessionError> {
+        let mut st = self.inner.state.lock().await;
+        self.load(&mut st).await?;
+        let Some(me) = st.record.clone() else {
+            return Ok(Vec::new());
+        };
+        match self.inner.config.manager.others_of(&me).await {
+            Ok(others) => Ok(others),
+            Err(e) => Err(self.fail(&mut st, e)),
+        }
+    }
+
+    /// Closes `id` if it is one of this user's other sessions in this app (as `logout`,
+    /// by this session); false for any other id, this session's own included, without
+    /// saying whether it exists.
+    pub async fn close_other_session(&self, id: SessionId) -> Result<bool, SessionError> {
+        let mut st = self.inner.state.lock().await;
+        self.load(&mut st).await?;
+        let Some(me) = st.record.clone() else {
+            return Ok(false);
+        };
+        match self.inner.config.manager.close_other_of(&me, id).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_) | Error::SessionClosed(_)) => Ok(false),
+            Err(e) => Err(self.fail(&mut st, e)),
+        }
+    }
+
+    /// Closes every other open session of this user in this app ("log out everywhere
+    /// but here"); answers how many closed. This session stays open.
+    pub async fn close_other_sessions(&self) -> Result<usize, SessionError> {
+        let mut st = self.inner.state.lock().await;
+        self.load(&mut st).await?;
+        let Some(me) = st.record.clone() else {
+            return Ok(0);
+        };
+        match self.inner.config.manager.close_others_of(&me).await {
+            Ok(closed) => Ok(closed.len()),
+            Err(e) => Err(self.fail(&mut st, e)),
+        }
     }
 
     /// Ends the session (closed as `logout`) and removes the cookie; the rest of the

@@ -799,17 +799,22 @@ impl Manager {
     }
 
     /// "My sessions": the holder of `token` (its session resolved as for any request of
-    /// its own: counted as activity, held to `bind_ip`) and the other open sessions of
-    /// the same user in the same app, oldest first. A guest (no user) has none. At most
-    /// [`Limits::max_page`] are listed.
+    /// its own: counted as activity, held to `bind_ip`) and [`Manager::others_of`] it.
     pub async fn my_other_sessions(
         &self,
         token: &Token,
         ip: Option<IpAddr>,
     ) -> Result<(Session, Vec<Session>)> {
         let me = self.resolve(token, Resolve { touch: true, ip }).await?;
+        let others = self.others_of(&me).await?;
+        Ok((me, others))
+    }
+
+    /// The other open sessions of `me`'s user in `me`'s app, oldest first; none for a
+    /// guest (no user). At most [`Limits::max_page`] are listed.
+    pub async fn others_of(&self, me: &Session) -> Result<Vec<Session>> {
         let Some(user) = me.user.as_deref() else {
-            return Ok((me, Vec::new()));
+            return Ok(Vec::new());
         };
         let mut others = self
             .list(ListQuery {
@@ -822,12 +827,11 @@ impl Manager {
             })
             .await?;
         others.retain(|s| s.id != me.id);
-        Ok((me, others))
+        Ok(others)
     }
 
-    /// Closes `id`, one of the other sessions of the holder of `token` (same app, same
-    /// user), as `logout`, recording the holder's session as the actor. Any other id,
-    /// its own included, is [`Error::NotFound`]: exactly what an unknown id gets.
+    /// Closes `id`, one of the other sessions of the holder of `token`: see
+    /// [`Manager::close_other_of`].
     pub async fn close_my_other(
         &self,
         token: &Token,
@@ -835,6 +839,13 @@ impl Manager {
         id: SessionId,
     ) -> Result<Session> {
         let me = self.resolve(token, Resolve { touch: true, ip }).await?;
+        self.close_other_of(&me, id).await
+    }
+
+    /// Closes `id`, one of `me`'s other sessions (same app, same user), as `logout`,
+    /// recording `me` as the actor. Any other id, `me`'s own included, is
+    /// [`Error::NotFound`]: exactly what an unknown id gets.
+    pub async fn close_other_of(&self, me: &Session, id: SessionId) -> Result<Session> {
         let mine =
             |s: &Session| s.id != me.id && s.app == me.app && s.user.is_some() && s.user == me.user;
         let target = self.get_visible(id, mine).await?;
@@ -845,13 +856,20 @@ impl Manager {
             .await
     }
 
-    /// Closes every other open session of the holder of `token` (same app, same user),
-    /// as `logout` by the holder's session: "disconnect everywhere but here", for the
-    /// person. Sessions are closed one by one: one opened meanwhile may stay open.
+    /// Closes every other open session of the holder of `token`: see
+    /// [`Manager::close_others_of`].
     pub async fn close_my_others(&self, token: &Token, ip: Option<IpAddr>) -> Result<Vec<Session>> {
+        let me = self.resolve(token, Resolve { touch: true, ip }).await?;
+        self.close_others_of(&me).await
+    }
+
+    /// Closes every other open session of `me`'s user in `me`'s app, as `logout` by
+    /// `me`: "disconnect everywhere but here", for the person. Sessions are closed one
+    /// by one: one opened meanwhile may stay open.
+    pub async fn close_others_of(&self, me: &Session) -> Result<Vec<Session>> {
         let mut closed = Vec::new();
         loop {
-            let (me, others) = self.my_other_sessions(token, ip).await?;
+            let others = self.others_of(me).await?;
             let full_page = others.len() + 1 >= self.limits.max_page;
             let mut progressed = false;
             for s in others {

@@ -243,6 +243,9 @@ pub fn routes_with_gate(layer: SessionLayer, gate: Arc<Gate>) -> Router {
         .route("/login/{user}", post(login))
         .route("/logout", post(logout))
         .route("/whoami", get(whoami))
+        .route("/others", get(others))
+        .route("/others/{id}/close", post(close_other))
+        .route("/others/close-all", post(close_others))
         .route("/ignore-error", get(ignore_error))
         .route("/heartbeat/{on}", post(heartbeat))
         .route("/slow-write", post(slow_write))
@@ -311,6 +314,25 @@ async fn login(s: Session, UrlPath(user): UrlPath<String>) -> Result<&'static st
 async fn logout(s: Session) -> Result<&'static str, SessionError> {
     s.abandon().await?;
     Ok("bye")
+}
+
+async fn others(s: Session) -> Result<Json<Value>, SessionError> {
+    let others = s.other_sessions().await?;
+    Ok(Json(json!(others
+        .iter()
+        .map(|o| json!({"id": o.id.to_string(), "user": o.user.as_deref()}))
+        .collect::<Vec<_>>())))
+}
+
+async fn close_other(
+    s: Session,
+    UrlPath(id): UrlPath<SessionId>,
+) -> Result<Json<Value>, SessionError> {
+    Ok(Json(json!({"closed": s.close_other_session(id).await?})))
+}
+
+async fn close_others(s: Session) -> Result<Json<Value>, SessionError> {
+    Ok(Json(json!({"closed": s.close_other_sessions().await?})))
 }
 
 async fn whoami(s: Session) -> Result<Json<Value>, SessionError> {

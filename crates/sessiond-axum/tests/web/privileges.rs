@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::http::{header, Method, StatusCode};
 use sessiond_axum::SessionLayer;
-use sessiond_core::{CloseReason, Policy};
+use sessiond_core::{CloseReason, Policy, SessionId};
 
 use crate::common::*;
 
@@ -296,4 +296,88 @@ async fn a_session_kept_past_its_response_refuses_what_needs_a_cookie() {
         serde_json::json!(2),
         "the browser's cookie still works"
     );
+}
+
+/// A signed-in person sees and closes their other sessions (same user, same app), never
+/// another user's or their own current one; a guest has none.
+#[tokio::test]
+async fn my_sessions_are_my_users_other_sessions() {
+    let (m, _dir) = file_manager(Policy::default());
+    let app = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let sign_in = |user: &'static str| {
+        let app = app.clone();
+        async move {
+            let guest = new_session(&app).await;
+            let r = call(Method::POST, &format!("/login/{user}"))
+                .cookie(&guest)
+                .send(&app)
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            let cookie = r.cookie_pair();
+            let id = id_of(&app, &cookie).await.unwrap();
+            (cookie, id)
+        }
+    };
+    let (ann1, ann1_id) = sign_in("ann").await;
+    let (_ann2, ann2_id) = sign_in("ann").await;
+    let (ann3, ann3_id) = sign_in("ann").await;
+    let (bob, bob_id) = sign_in("bob").await;
+    let guest = new_session(&app).await;
+
+    let listed = call(Method::GET, "/others")
+        .cookie(&ann1)
+        .send(&app)
+        .await
+        .json();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [ann2_id.to_string(), ann3_id.to_string()]);
+    let none = call(Method::GET, "/others")
+        .cookie(&guest)
+        .send(&app)
+        .await
+        .json();
+    assert_eq!(none, serde_json::json!([]), "a guest has no other sessions");
+
+    for not_mine in [bob_id, ann1_id, SessionId::new()] {
+        let r = call(Method::POST, &format!("/others/{not_mine}/close"))
+            .cookie(&ann1)
+            .send(&app)
+            .await;
+        assert_eq!(r.json()["closed"], false, "{not_mine}");
+    }
+    let r = call(Method::POST, &format!("/others/{ann2_id}/close"))
+        .cookie(&ann1)
+        .send(&app)
+        .await;
+    assert_eq!(r.json()["closed"], true);
+    let c = m.get(ann2_id).await.unwrap().closed.unwrap();
+    assert_eq!(
+        (c.reason, c.by),
+        (CloseReason::Logout, sessiond_core::Actor::Session(ann1_id))
+    );
+    let r = call(Method::POST, "/others/close-all")
+        .cookie(&ann1)
+        .send(&app)
+        .await;
+    assert_eq!(r.json()["closed"], 1);
+    assert!(m.get(ann3_id).await.unwrap().closed.is_some());
+    for (cookie, who) in [(&ann1, "ann"), (&bob, "bob")] {
+        let w = call(Method::GET, "/whoami")
+            .cookie(cookie)
+            .send(&app)
+            .await
+            .json();
+        assert_eq!(w["user"], who, "still signed in");
+    }
+    let w = call(Method::GET, "/whoami")
+        .cookie(&ann3)
+        .send(&app)
+        .await
+        .json();
+    assert_eq!(w["guest"], true, "closed from elsewhere");
 }
