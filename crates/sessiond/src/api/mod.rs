@@ -130,16 +130,21 @@ pub struct Query<T>(pub T);
 /// The routes of operators (the admin token, app keys): each handler starts with the
 /// scope that checks the caller against what the path names ([`scope`]).
 fn operator_routes() -> Router<SharedState> {
+    use axum::routing::MethodFilter as M;
     OperatorRoutes::new()
-        .get("/v1/apps", apps::list_apps)
-        .get("/v1/apps/{app}", apps::get_app)
-        .post("/v1/apps/{app}/sessions", apps::open)
-        .get("/v1/apps/{app}/sessions", apps::list_sessions)
-        .post("/v1/apps/{app}/sessions/close-all", apps::close_all)
-        .get("/v1/apps/{app}/events", events::app_events)
-        .get("/v1/sessions/{id}", apps::get_session)
-        .delete("/v1/sessions/{id}", apps::kill)
-        .put("/v1/sessions/{id}/privileges", apps::set_privileges)
+        .route(M::GET, "/v1/apps", apps::list_apps)
+        .route(M::GET, "/v1/apps/{app}", apps::get_app)
+        .route(M::POST, "/v1/apps/{app}/sessions", apps::open)
+        .route(M::GET, "/v1/apps/{app}/sessions", apps::list_sessions)
+        .route(
+            M::POST,
+            "/v1/apps/{app}/sessions/close-all",
+            apps::close_all,
+        )
+        .route(M::GET, "/v1/apps/{app}/events", events::app_events)
+        .route(M::GET, "/v1/sessions/{id}", apps::get_session)
+        .route(M::DELETE, "/v1/sessions/{id}", apps::kill)
+        .route(M::PUT, "/v1/sessions/{id}/privileges", apps::set_privileges)
         .into_router()
 }
 

@@ -55,6 +55,17 @@ fn check_write(parts: &Parts, caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+/// A session id from a path: one that cannot be an id is a session nobody has (404).
+pub(crate) fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no session has id {}", sessiond_core::quoted(raw)),
+        )
+    })
+}
+
 /// What a client credential is told on any route but opening a session.
 fn client_refused() -> ApiError {
     ApiError::forbidden(
@@ -234,13 +245,7 @@ impl FromRequestParts<SharedState> for SessionScope {
         }
         check_write(parts, &caller)?;
         let raw = path_param(parts, st, "id").await?;
-        let id: SessionId = raw.parse().map_err(|_| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no session has id {}", sessiond_core::quoted(&raw)),
-            )
-        })?;
+        let id = session_id(&raw)?;
         // Every "not found" of a well-formed id says the same words, whatever the cause.
         let not_found = || ApiError::from(sessiond_core::Error::NotFound(id));
         let found = match st
@@ -322,36 +327,41 @@ scoped!(T2, T3, T4, T5);
 /// A handler that starts with its scope is taken:
 ///
 /// ```
+/// use axum::routing::MethodFilter;
 /// use sessiond::api::scope::{AppScope, OperatorRoutes};
 ///
 /// async fn name(scope: AppScope) -> String {
 ///     scope.app
 /// }
-/// let _ = OperatorRoutes::new().get("/v1/apps/{app}/name", name).into_router();
+/// let _ = OperatorRoutes::new()
+///     .route(MethodFilter::GET, "/v1/apps/{app}/name", name)
+///     .into_router();
 /// ```
 ///
 /// A handler without one does not compile:
 ///
 /// ```compile_fail
+/// use axum::routing::MethodFilter;
 /// use sessiond::api::scope::OperatorRoutes;
 ///
 /// async fn everything() -> &'static str {
 ///     "every app's sessions"
 /// }
-/// let _ = OperatorRoutes::new().get("/v1/everything", everything);
+/// let _ = OperatorRoutes::new().route(MethodFilter::GET, "/v1/everything", everything);
 /// ```
 ///
 /// nor does one that takes the state first and would check the caller itself:
 ///
 /// ```compile_fail
 /// use axum::extract::State;
+/// use axum::routing::MethodFilter;
 /// use sessiond::api::scope::{AppScope, OperatorRoutes};
 /// use sessiond::state::SharedState;
 ///
 /// async fn late(State(_): State<SharedState>, scope: AppScope) -> String {
 ///     scope.app
 /// }
-/// let _ = OperatorRoutes::new().get("/v1/apps/{app}/late", late);
+/// let _ = OperatorRoutes::new().route(MethodFilter::GET, "/v1/apps/{app}/late", late);
 /// ```
 #[derive(Default)]
 pub struct OperatorRoutes {
@@ -364,43 +374,8 @@ impl OperatorRoutes {
         Self::default()
     }
 
-    /// `GET path`.
-    pub fn get<H, T>(self, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, SharedState>,
-        T: Scoped + 'static,
-    {
-        self.add(MethodFilter::GET, path, handler)
-    }
-
-    /// `POST path`.
-    pub fn post<H, T>(self, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, SharedState>,
-        T: Scoped + 'static,
-    {
-        self.add(MethodFilter::POST, path, handler)
-    }
-
-    /// `PUT path`.
-    pub fn put<H, T>(self, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, SharedState>,
-        T: Scoped + 'static,
-    {
-        self.add(MethodFilter::PUT, path, handler)
-    }
-
-    /// `DELETE path`.
-    pub fn delete<H, T>(self, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, SharedState>,
-        T: Scoped + 'static,
-    {
-        self.add(MethodFilter::DELETE, path, handler)
-    }
-
-    fn add<H, T>(mut self, method: MethodFilter, path: &'static str, handler: H) -> Self
+    /// `method path`, served by `handler`, whose first argument is its scope.
+    pub fn route<H, T>(mut self, method: MethodFilter, path: &'static str, handler: H) -> Self
     where
         H: Handler<T, SharedState>,
         T: Scoped + 'static,

@@ -245,13 +245,7 @@ pub async fn close_my_other(
     ClientAddr(ip): ClientAddr,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> ApiResult<Response> {
-    let id: sessiond_core::SessionId = id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no session has id {}", sessiond_core::quoted(&id)),
-        )
-    })?;
+    let id = super::scope::session_id(&id)?;
     let s = st.manager.close_my_other(&token, ip, id).await?;
     tracing::info!(session = %s.id, app = %s.app, by = %s.closed.map_or_else(String::new, |c| c.by.to_string()), "session closed by its user from another session");
     Ok(session_response(StatusCode::OK, &s))
