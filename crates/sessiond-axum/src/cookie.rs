@@ -25,14 +25,39 @@ pub(crate) struct CookieSpec {
     pub max_age: Option<Duration>,
     /// Always send `Secure`.
     pub secure: bool,
-    /// Use the `__Host-` prefix (forces `Secure`, `Path=/`, no `Domain`).
-    pub host_prefix: bool,
+    /// When the name takes the `__Host-` prefix.
+    pub host_prefix: HostPrefix,
+}
+
+/// When the cookie's name takes the `__Host-` prefix, which browsers accept only on a
+/// `Secure`, `Path=/` cookie without a `Domain`, and which no other host (a sibling
+/// subdomain, a plain-HTTP page) can then set or overwrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostPrefix {
+    /// Whenever the cookie can carry it: `Path=/`, no `Domain`, and `Secure` on this
+    /// request (the default).
+    Auto,
+    /// Always (forces `Secure`, `Path=/` and no `Domain`).
+    Always,
+    /// Never.
+    Never,
 }
 
 impl CookieSpec {
-    /// The name as it travels, with the `__Host-` prefix when asked for.
-    pub fn wire_name(&self) -> String {
-        if self.host_prefix {
+    /// Whether the cookie of a request that is `secure` (or not) carries the prefix.
+    pub fn prefixed(&self, secure: bool) -> bool {
+        match self.host_prefix {
+            HostPrefix::Always => true,
+            HostPrefix::Never => false,
+            HostPrefix::Auto => {
+                (secure || self.secure) && self.path == "/" && self.domain.is_none()
+            }
+        }
+    }
+
+    /// The name as it travels on a request that is `secure` (or not).
+    pub fn wire_name(&self, secure: bool) -> String {
+        if self.prefixed(secure) {
             format!("__Host-{}", self.name)
         } else {
             self.name.clone()
@@ -41,7 +66,7 @@ impl CookieSpec {
 
     /// The `Set-Cookie` value that hands `token` to the browser.
     pub fn set(&self, token: &str, secure: bool) -> String {
-        let mut out = format!("{}={token}", self.wire_name());
+        let mut out = format!("{}={token}", self.wire_name(secure));
         self.attributes(&mut out, secure);
         if let Some(age) = self.max_age {
             let _ = write!(out, "; Max-Age={}", age.as_secs());
@@ -52,14 +77,15 @@ impl CookieSpec {
     /// The `Set-Cookie` value that removes the cookie. It repeats the path, domain and
     /// `Secure` of the cookie it removes, since browsers match on them.
     pub fn remove(&self, secure: bool) -> String {
-        let mut out = format!("{}=", self.wire_name());
+        let mut out = format!("{}=", self.wire_name(secure));
         self.attributes(&mut out, secure);
         out.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
         out
     }
 
     fn attributes(&self, out: &mut String, secure: bool) {
-        if self.host_prefix {
+        let prefixed = self.prefixed(secure);
+        if prefixed {
             out.push_str("; Path=/");
         } else {
             let _ = write!(out, "; Path={}", self.path);
@@ -68,7 +94,7 @@ impl CookieSpec {
             }
         }
         out.push_str("; HttpOnly; SameSite=Lax");
-        if secure || self.secure || self.host_prefix {
+        if secure || self.secure || prefixed {
             out.push_str("; Secure");
         }
     }
@@ -87,11 +113,26 @@ pub(crate) fn valid_attribute(v: &str) -> bool {
     !v.is_empty() && v.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';')
 }
 
-/// The first value of cookie `name` in the request that could be a token: cookie-octets
-/// only, not empty, not absurdly long. Values that cannot be tokens are skipped, so they
-/// never cost a store lookup.
-pub(crate) fn find(headers: &HeaderMap, name: &str) -> Option<String> {
+/// What a request's `Cookie` headers hold under the session cookie's name.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// No cookie of that name that could be a token.
+    None,
+    /// Exactly one cookie of that name, and it could be a token.
+    One(String),
+    /// Two or more cookies of that name. Browsers send every cookie whose domain and
+    /// path match, so a sibling subdomain or a deeper path can plant a second one (cookie
+    /// tossing); neither can be told from the other, so none is believed.
+    Many,
+}
+
+/// The cookie `name` in the request: its value when there is exactly one and it could
+/// be a token (cookie-octets only, not empty, not absurdly long), so a value that
+/// cannot be one never costs a store lookup.
+pub(crate) fn find(headers: &HeaderMap, name: &str) -> Found {
     let name = name.as_bytes();
+    let mut found = Found::None;
+    let mut seen = 0usize;
     for header in headers.get_all(COOKIE) {
         for pair in header.as_bytes().split(|b| *b == b';') {
             let Some(eq) = pair.iter().position(|b| *b == b'=') else {
@@ -100,6 +141,10 @@ pub(crate) fn find(headers: &HeaderMap, name: &str) -> Option<String> {
             if trim(&pair[..eq]) != name {
                 continue;
             }
+            seen += 1;
+            if seen > 1 {
+                return Found::Many;
+            }
             let v = trim(&pair[eq + 1..]);
             let v = match v {
                 [b'"', inner @ .., b'"'] => inner,
@@ -107,11 +152,13 @@ pub(crate) fn find(headers: &HeaderMap, name: &str) -> Option<String> {
             };
             if !v.is_empty() && v.len() <= MAX_TOKEN_LEN && v.iter().all(|b| is_cookie_octet(*b)) {
                 // Cookie-octets are ASCII.
-                return std::str::from_utf8(v).ok().map(str::to_owned);
+                if let Ok(v) = std::str::from_utf8(v) {
+                    found = Found::One(v.to_owned());
+                }
             }
         }
     }
-    None
+    found
 }
 
 /// `b` without the spaces and tabs around it.
@@ -139,7 +186,14 @@ mod tests {
             domain: Some("example.com".into()),
             max_age: None,
             secure: false,
-            host_prefix: false,
+            host_prefix: HostPrefix::Auto,
+        }
+    }
+
+    fn one(h: &HeaderMap, name: &str) -> Option<String> {
+        match find(h, name) {
+            Found::One(v) => Some(v),
+            _ => None,
         }
     }
 
@@ -151,17 +205,18 @@ mod tests {
             COOKIE,
             HeaderValue::from_static("b=2;  SESSION=app:00ff ; c=3"),
         );
-        assert_eq!(find(&h, "SESSION").as_deref(), Some("app:00ff"));
-        assert_eq!(find(&h, "nope"), None);
+        assert_eq!(one(&h, "SESSION").as_deref(), Some("app:00ff"));
+        assert_eq!(find(&h, "nope"), Found::None);
     }
 
     #[test]
     fn skips_values_that_cannot_be_tokens() {
         let mut h = HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_static("SESSION=; SESSION=a\\b"));
-        assert_eq!(find(&h, "SESSION"), None);
+        h.append(COOKIE, HeaderValue::from_static("SESSION=a\\b"));
+        assert_eq!(find(&h, "SESSION"), Found::None);
+        let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_static("SESSION=\"x:1\""));
-        assert_eq!(find(&h, "SESSION").as_deref(), Some("x:1"));
+        assert_eq!(one(&h, "SESSION").as_deref(), Some("x:1"));
     }
 
     #[test]
@@ -171,14 +226,46 @@ mod tests {
             COOKIE,
             HeaderValue::from_bytes(b"pref=caf\xc3\xa9;\tSESSION=app:01\t; x=\"").unwrap(),
         );
-        assert_eq!(find(&h, "SESSION").as_deref(), Some("app:01"));
+        assert_eq!(one(&h, "SESSION").as_deref(), Some("app:01"));
         let mut h = HeaderMap::new();
         h.append(
             COOKIE,
             HeaderValue::from_bytes(b"SESSION=caf\xc3\xa9").unwrap(),
         );
-        h.append(COOKIE, HeaderValue::from_static("SESSION=\""));
-        assert_eq!(find(&h, "SESSION"), None, "not a token: skipped");
+        assert_eq!(find(&h, "SESSION"), Found::None, "not a token: skipped");
+    }
+
+    #[test]
+    fn two_cookies_of_the_name_are_neither_believed() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("SESSION=app:01; a=1"));
+        h.append(COOKIE, HeaderValue::from_static("SESSION=app:02"));
+        assert_eq!(find(&h, "SESSION"), Found::Many);
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("SESSION=; SESSION=app:02"));
+        assert_eq!(find(&h, "SESSION"), Found::Many, "an empty one counts too");
+    }
+
+    #[test]
+    fn the_prefix_comes_by_default_with_secure_root_and_no_domain() {
+        let root = CookieSpec {
+            path: "/".into(),
+            domain: None,
+            ..spec()
+        };
+        assert_eq!(root.wire_name(true), "__Host-SESSION");
+        assert_eq!(root.wire_name(false), "SESSION");
+        assert_eq!(spec().wire_name(true), "SESSION", "a Domain forbids it");
+        let never = CookieSpec {
+            host_prefix: HostPrefix::Never,
+            ..root.clone()
+        };
+        assert_eq!(never.wire_name(true), "SESSION");
+        let always_secure = CookieSpec {
+            secure: true,
+            ..root
+        };
+        assert_eq!(always_secure.wire_name(false), "__Host-SESSION");
     }
 
     #[test]
@@ -198,7 +285,7 @@ mod tests {
     #[test]
     fn host_prefix_forces_secure_root_path_and_no_domain() {
         let s = CookieSpec {
-            host_prefix: true,
+            host_prefix: HostPrefix::Always,
             max_age: Some(Duration::from_secs(60)),
             ..spec()
         };

@@ -8,7 +8,9 @@
 //! - `POST <path>/heartbeat`: one beat. `{"status":"open","active","interval_s","grace_s"}`,
 //!   `{"status":"none"}` without a session, 410 `{"status":"closed","reason"}`.
 //! - `PUT <path>/heartbeat` `{"active": bool, "interval_s"?: n}`: this page's settings
-//!   (written only when they differ from the session's; otherwise it is a beat).
+//!   (written only when they differ from the session's; otherwise it is a beat). Each
+//!   change is a durable write: at most one per second per session, in bursts of five;
+//!   beyond, 429 `too_many_requests` with `Retry-After`, and nothing is written.
 //!
 //! Both need `Content-Type: application/json`, which a cross-site form cannot send.
 
@@ -146,7 +148,10 @@ async fn endpoint(
     };
     let res = if method == Method::PUT {
         match parse(&body) {
-            Ok(s) => configure(cfg, &token, s, ip).await,
+            Ok(s) => match configure(cfg, &token, s, ip).await {
+                Configured::Done(res) => *res,
+                Configured::Throttled(wait) => return throttled(cfg, wait),
+            },
             Err(m) => return bad_request("bad_request", StatusCode::BAD_REQUEST, &m),
         }
     } else {
@@ -164,18 +169,26 @@ fn parse(body: &Bytes) -> Result<Settings, String> {
     serde_json::from_slice(body).map_err(|e| format!("bad heartbeat settings: {e}"))
 }
 
-/// Applies a page's settings, writing only when they change anything.
-async fn configure(
-    cfg: &Config,
-    token: &Token,
-    s: Settings,
-    ip: Option<IpAddr>,
-) -> Result<Record, Error> {
+/// What a settings request came to.
+enum Configured {
+    /// Applied (or a beat, when nothing changed), or refused by the Manager.
+    Done(Box<Result<Record, Error>>),
+    /// The session changed its settings too often: nothing written; retry after this.
+    Throttled(std::time::Duration),
+}
+
+/// Applies a page's settings, writing only when they change anything, and only as often
+/// as the layer's throttle allows.
+async fn configure(cfg: &Config, token: &Token, s: Settings, ip: Option<IpAddr>) -> Configured {
     let app = Some(cfg.app.clone());
-    let current = cfg
+    let current = match cfg
         .manager
         .resolve_in(app.clone(), token, Resolve { touch: false, ip })
-        .await?;
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return Configured::Done(Box::new(Err(e))),
+    };
     let interval_s = s.interval_s.unwrap_or(cfg.heartbeat.interval_s).max(1);
     let want = Heartbeat {
         interval_s,
@@ -187,17 +200,36 @@ async fn configure(
         None => !want.active,
     };
     if same {
-        return cfg.manager.heartbeat_in(app, token, ip).await;
+        return Configured::Done(Box::new(cfg.manager.heartbeat_in(app, token, ip).await));
     }
-    cfg.manager
-        .set_heartbeat(
-            Lookup::Token(token.hash()),
-            want.active,
-            Some(want.interval_s),
-            Some(want.grace_s),
-            ip,
-        )
-        .await
+    if let Err(wait) = cfg.settings_throttle.take(current.id) {
+        return Configured::Throttled(wait);
+    }
+    Configured::Done(Box::new(
+        cfg.manager
+            .set_heartbeat(
+                Lookup::Token(token.hash()),
+                want.active,
+                Some(want.interval_s),
+                Some(want.grace_s),
+                ip,
+            )
+            .await,
+    ))
+}
+
+/// 429 for a settings change over the throttle, with `Retry-After` in whole seconds.
+fn throttled(cfg: &Config, wait: std::time::Duration) -> Response {
+    cfg.stats.count_settings_throttled();
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut res = bad_request(
+        "too_many_requests",
+        StatusCode::TOO_MANY_REQUESTS,
+        "heartbeat settings change at most once a second; try again shortly",
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    res
 }
 
 fn answer(cfg: &Config, res: Result<Record, Error>) -> Response {

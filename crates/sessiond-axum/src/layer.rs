@@ -1,6 +1,6 @@
 //! [`SessionLayer`]: the builder of web sessions for one app (cookie attributes, lazy or
-//! eager creation, proxies, browser heartbeat) and the tower [`Layer`] that installs them
-//! on a router. Every option is a `with_*` builder method; what they set is the shared
+//! eager creation, proxies, the cross-site check, security headers, what a sign-in keeps,
+//! browser heartbeat) and the tower [`Layer`] that installs them on a router. Every option is a `with_*` builder method; what they set is the shared
 //! `Config` of `config.rs`.
 
 use std::collections::HashSet;
@@ -12,8 +12,10 @@ use sessiond_core::Manager;
 use tower::Layer;
 
 use crate::config::Config;
-use crate::cookie;
+use crate::cookie::{self, HostPrefix};
+use crate::request;
 use crate::service::SessionService;
+use crate::stats::LayerStats;
 
 /// Web sessions for one app of a [`Manager`]: put it on an axum `Router` with
 /// `.layer(...)`, then take a [`crate::Session`] in handlers.
@@ -152,12 +154,17 @@ impl SessionLayer {
         self.edit(|c| c.cookie.secure = secure)
     }
 
-    /// Marks the cookie `Secure` on requests that carry `X-Forwarded-Proto: https`.
-    /// Turn it on only behind a proxy that sets the header itself.
+    /// Marks the cookie `Secure` when a trusted proxy ([`Self::with_trusted_proxies`])
+    /// says the client used HTTPS by `X-Forwarded-Proto`, read from the right like
+    /// `X-Forwarded-For` ([`sessiond_core::forwarded_https`]): the header from any other
+    /// peer, or a value the client wrote itself, is never believed.
     ///
     /// ```
     /// # let manager = sessiond_axum::doc_manager("shop");
-    /// let layer = sessiond_axum::SessionLayer::new(manager, "shop")?.with_trust_forwarded_proto(true);
+    /// let proxy: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    /// let layer = sessiond_axum::SessionLayer::new(manager, "shop")?
+    ///     .with_trusted_proxies([proxy])
+    ///     .with_trust_forwarded_proto(true);
     /// assert!(layer.trusts_forwarded_proto());
     /// # Ok::<_, sessiond_core::Error>(())
     /// ```
@@ -165,8 +172,11 @@ impl SessionLayer {
         self.edit(|c| c.trust_forwarded_proto = trust)
     }
 
-    /// Names the cookie `__Host-<name>`: browsers then accept it only with `Secure`,
-    /// `Path=/` and no `Domain`, which the layer forces.
+    /// Whether the cookie's name takes the `__Host-` prefix: `true` always (which makes
+    /// it `Secure` with `Path=/` and no `Domain`, whatever else is set), `false` never.
+    /// By default it takes it whenever it can: on a request known to be HTTPS, when the
+    /// path is `/` and there is no domain. A prefixed cookie cannot be set or overwritten
+    /// by a sibling subdomain or a plain-HTTP page.
     ///
     /// ```
     /// # let manager = sessiond_axum::doc_manager("shop");
@@ -176,7 +186,91 @@ impl SessionLayer {
     /// # Ok::<_, sessiond_core::Error>(())
     /// ```
     pub fn with_host_prefix(self, on: bool) -> Self {
-        self.edit(|c| c.cookie.host_prefix = on)
+        let p = if on {
+            HostPrefix::Always
+        } else {
+            HostPrefix::Never
+        };
+        self.edit(|c| c.cookie.host_prefix = p)
+    }
+
+    /// Refuses (403 `cross_site_request`, nothing runs) a `POST`, `PUT`, `PATCH` or
+    /// `DELETE` that another site's page made the browser send: login CSRF, a logout
+    /// from a sibling subdomain or port. On by default; the check reads `Sec-Fetch-Site`
+    /// (set by browsers, not by pages), else `Origin`; a client that sends neither is not
+    /// a current browser and passes. Turn it off only for routes that other sites must
+    /// reach, or name those sites with [`Self::with_trusted_origins`].
+    ///
+    /// ```
+    /// # let manager = sessiond_axum::doc_manager("shop");
+    /// let layer = sessiond_axum::SessionLayer::new(manager, "shop")?;
+    /// assert!(layer.checks_cross_site());
+    /// # Ok::<_, sessiond_core::Error>(())
+    /// ```
+    pub fn with_cross_site_check(self, on: bool) -> Self {
+        self.edit(|c| c.cross_site_check = on)
+    }
+
+    /// Origins (`https://host` or `https://host:port`) whose pages may send
+    /// state-changing requests (a payment provider posting back, the app's other
+    /// front end).
+    ///
+    /// # Panics
+    /// If an origin is not `http(s)://host[:port]`: a configuration mistake caught at
+    /// startup.
+    ///
+    /// ```
+    /// # let manager = sessiond_axum::doc_manager("shop");
+    /// let layer = sessiond_axum::SessionLayer::new(manager, "shop")?
+    ///     .with_trusted_origins(["https://pay.example"]);
+    /// assert!(layer.trusts_origin("https://pay.example"));
+    /// # Ok::<_, sessiond_core::Error>(())
+    /// ```
+    pub fn with_trusted_origins<I, S>(self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let set = origins
+            .into_iter()
+            .map(|o| {
+                let o = o.as_ref();
+                request::parse_origin(o).unwrap_or_else(|| panic!("invalid origin {o:?}"))
+            })
+            .collect();
+        self.edit(|c| c.trusted_origins = set)
+    }
+
+    /// Adds, to every response of a signed-in session (one that came with the cookie or
+    /// leaves with one), the headers a handler did not set itself: `Cache-Control:
+    /// no-store`, `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
+    /// `X-Frame-Options: DENY` and `Content-Security-Policy: frame-ancestors 'none'`
+    /// (only when there is no CSP). On by default.
+    ///
+    /// ```
+    /// # let manager = sessiond_axum::doc_manager("shop");
+    /// let layer = sessiond_axum::SessionLayer::new(manager, "shop")?.with_security_headers(false);
+    /// assert!(!layer.sends_security_headers());
+    /// # Ok::<_, sessiond_core::Error>(())
+    /// ```
+    pub fn with_security_headers(self, on: bool) -> Self {
+        self.edit(|c| c.security_headers = on)
+    }
+
+    /// Keeps the session, and its storage, when [`crate::Session::set_privileges`]
+    /// signs in another user than the session's (a guest's cart carried into the
+    /// account). Off by default: a sign-in as someone else closes the session as
+    /// `user_changed` and starts a new, empty one, so no user sees what the previous
+    /// one (or an attacker who planted the session) stored.
+    ///
+    /// ```
+    /// # let manager = sessiond_axum::doc_manager("shop");
+    /// let layer = sessiond_axum::SessionLayer::new(manager, "shop")?.with_storage_across_users(true);
+    /// assert!(layer.keeps_storage_across_users());
+    /// # Ok::<_, sessiond_core::Error>(())
+    /// ```
+    pub fn with_storage_across_users(self, keep: bool) -> Self {
+        self.edit(|c| c.carry_storage_across_users = keep)
     }
 
     /// Creates the session (and sets its cookie) on the first request, as 4D does,
@@ -277,14 +371,20 @@ impl SessionLayer {
         self.edit(|c| c.heartbeat.grace_s = s)
     }
 
-    /// The cookie's name as it travels (with `__Host-` when asked for).
+    /// The cookie's name as it travels on a request not known to be HTTPS (with
+    /// `__Host-` when it is always `Secure` and can carry the prefix).
     pub fn cookie_name(&self) -> String {
-        self.config.cookie.wire_name()
+        self.config.cookie.wire_name(false)
+    }
+
+    /// The cookie's name on a request known to be HTTPS.
+    pub fn cookie_name_over_https(&self) -> String {
+        self.config.cookie.wire_name(true)
     }
 
     /// The cookie's `Path`.
     pub fn cookie_path(&self) -> &str {
-        if self.config.cookie.host_prefix {
+        if self.config.cookie.host_prefix == HostPrefix::Always {
             "/"
         } else {
             &self.config.cookie.path
@@ -294,8 +394,8 @@ impl SessionLayer {
     /// The cookie's `Domain`, if any.
     pub fn cookie_domain(&self) -> Option<&str> {
         match self.config.cookie.host_prefix {
-            true => None,
-            false => self.config.cookie.domain.as_deref(),
+            HostPrefix::Always => None,
+            _ => self.config.cookie.domain.as_deref(),
         }
     }
 
@@ -306,7 +406,7 @@ impl SessionLayer {
 
     /// Whether every cookie is `Secure`.
     pub fn is_secure(&self) -> bool {
-        self.config.cookie.secure || self.config.cookie.host_prefix
+        self.config.cookie.secure || self.config.cookie.host_prefix == HostPrefix::Always
     }
 
     /// Whether `X-Forwarded-Proto: https` makes the cookie `Secure`.
@@ -317,6 +417,32 @@ impl SessionLayer {
     /// Whether `X-Forwarded-For` from `peer` is believed.
     pub fn trusts_proxy(&self, peer: IpAddr) -> bool {
         self.config.trusted_proxies.contains(&peer)
+    }
+
+    /// Whether cross-site state-changing requests are refused.
+    pub fn checks_cross_site(&self) -> bool {
+        self.config.cross_site_check
+    }
+
+    /// Whether `origin` may send state-changing requests.
+    pub fn trusts_origin(&self, origin: &str) -> bool {
+        request::parse_origin(origin).is_some_and(|o| self.config.trusted_origins.contains(&o))
+    }
+
+    /// Whether signed-in responses get the security headers.
+    pub fn sends_security_headers(&self) -> bool {
+        self.config.security_headers
+    }
+
+    /// Whether a sign-in as another user keeps the session and its storage.
+    pub fn keeps_storage_across_users(&self) -> bool {
+        self.config.carry_storage_across_users
+    }
+
+    /// What this layer counted (duplicate cookies, cross-site refusals, throttled
+    /// heartbeat settings), for the app's metrics. Layers cloned from this one share it.
+    pub fn stats(&self) -> Arc<LayerStats> {
+        self.config.stats.clone()
     }
 
     /// Whether sessions are created on the first request.
@@ -354,6 +480,13 @@ impl<S> Layer<S> for SessionLayer {
     type Service = SessionService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        if self.config.trust_forwarded_proto && self.config.trusted_proxies.is_empty() {
+            tracing::warn!(
+                app = %self.config.app,
+                "X-Forwarded-Proto is believed only from trusted proxies, and none is set \
+                 (with_trusted_proxies): no request will count as HTTPS by it"
+            );
+        }
         SessionService::new(inner, self.config.clone())
     }
 }

@@ -57,19 +57,27 @@ mod guard;
 mod heartbeat;
 mod layer;
 mod locks;
+mod login;
 mod patch;
 mod privileges;
+mod redirect;
+mod request;
 mod rotated;
 mod service;
 mod session;
+mod stats;
 
 pub use config::DEFAULT_HEARTBEAT_PATH;
 pub use error::SessionError;
 pub use grant::Grant;
 pub use guard::{require_privilege, RequirePrivilege, RequirePrivilegeLayer};
 pub use layer::SessionLayer;
+pub use login::{PasswordCheck, Throttled};
+pub use redirect::LocalRedirect;
+pub use request::ServedOverTls;
 pub use service::SessionService;
 pub use session::Session;
+pub use stats::LayerStats;
 
 /// A Manager over a memory store with `app` configured, for the doc examples.
 #[doc(hidden)]

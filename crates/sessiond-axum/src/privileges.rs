@@ -11,7 +11,7 @@ use sessiond_core::{Actor, CloseReason, Error, JsonObject, Lookup, Session as Re
 
 use crate::error::SessionError;
 use crate::grant::Grant;
-use crate::session::{CookieAction, Session};
+use crate::session::{CookieAction, Session, State};
 
 impl Session {
     /// Gives the session new privileges (and optionally a user and info): the token
@@ -22,6 +22,15 @@ impl Session {
     /// a guest and cannot create a session ([`SessionError::Rotated`], 409), so its
     /// answer never replaces the new cookie. A guest with nothing stored becomes a
     /// stored session here.
+    ///
+    /// **Another user starts clean.** When `grant.user` names someone else than the
+    /// session's user (a guest's none included), the session is closed as
+    /// `user_changed` and the user gets a new one, with an empty storage and a new id:
+    /// Bruno signing in where Ann never logged out does not see Ann's data, and a
+    /// session an attacker prepared (login CSRF) hands nothing over. The same user
+    /// signing in again (or a grant without a user) keeps the session and its storage.
+    /// An app that carries a guest's cart into the account on purpose opts out with
+    /// [`crate::SessionLayer::with_storage_across_users`].
     pub async fn set_privileges(&self, grant: Grant) -> Result<(), SessionError> {
         let mut st = self.inner.state.lock().await;
         if st.answered {
@@ -31,6 +40,13 @@ impl Session {
         self.load(&mut st).await?;
         let cfg = &self.inner.config;
         if let Some(rec) = st.record.clone() {
+            let other_user = grant
+                .user
+                .as_deref()
+                .is_some_and(|u| rec.user.as_deref() != Some(u));
+            if other_user && !cfg.carry_storage_across_users {
+                return self.sign_in_anew(&mut st, rec, grant).await;
+            }
             let mut lock = cfg.locks.lock(rec.id).await;
             let info = grant
                 .info
@@ -64,6 +80,35 @@ impl Session {
         self.create(&mut st, Map::new(), Some(grant))
             .await
             .map(drop)
+    }
+
+    /// Closes `old` as `user_changed` and opens the new user's session in its place.
+    /// Closing first keeps seats and per-user limits exact; if the open is then refused,
+    /// the browser's cookie is removed (its session is closed) and the request answers
+    /// the refusal.
+    async fn sign_in_anew(
+        &self,
+        st: &mut State,
+        old: Record,
+        grant: Grant,
+    ) -> Result<(), SessionError> {
+        let cfg = &self.inner.config;
+        let res = cfg
+            .manager
+            .close(Lookup::Id(old.id), CloseReason::UserChanged, Actor::User)
+            .await;
+        match res {
+            Ok(_) | Err(Error::SessionClosed(_) | Error::NotFound(_)) => {}
+            Err(e) => return Err(self.fail(st, e)),
+        }
+        tracing::info!(session = %old.id, app = %old.app, "another user signed in: the session closed as user_changed");
+        st.record = None;
+        st.cookie = CookieAction::Remove;
+        let opened = self.create(st, Map::new(), Some(grant)).await;
+        if let (Ok(_), Some(token)) = (&opened, &self.inner.incoming) {
+            cfg.rotated.insert(token.hash());
+        }
+        opened.map(drop)
     }
 
     /// Whether the session holds privilege `name` (4D's `hasPrivilege`).

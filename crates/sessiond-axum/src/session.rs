@@ -340,7 +340,7 @@ impl Session {
         let mut st = self.inner.state.lock().await;
         if !st.loaded {
             if let Some(out) = self.write_from_hint(&mut st, &mut plan).await {
-                return Ok(out);
+                return out;
             }
         }
         self.load(&mut st).await?;
@@ -405,14 +405,15 @@ impl Session {
     /// ([`sessiond_core::Manager::write_hint`], kept by stores whose reads cost a round
     /// trip), before the cookie is resolved: the write is conditional on that copy's
     /// version, so it lands only if the copy was current, and it saves the resolve's
-    /// read. Anything else (no copy, another app, nothing to change, a refusal of any
-    /// kind) answers `None`, and the write takes the usual path, which resolves the
-    /// cookie and decides again.
+    /// read. No copy, another app, nothing to change or a refusal that wrote nothing (a
+    /// stale version, a closed session) answer `None`, and the write takes the usual
+    /// path, which resolves the cookie and decides again; a failure that may have written
+    /// is the request's answer, never retried.
     async fn write_from_hint<R>(
         &self,
         st: &mut State,
         plan: &mut impl FnMut(&Map<String, Value>) -> Result<Plan<R>, SessionError>,
-    ) -> Option<R> {
+    ) -> Option<Result<R, SessionError>> {
         let cfg = &self.inner.config;
         let token = self.inner.incoming.as_ref()?;
         let hint = cfg.manager.write_hint(token)?;
@@ -425,7 +426,7 @@ impl Session {
         if p.patch.is_empty() {
             return None;
         }
-        let s = cfg
+        let res = cfg
             .manager
             .update_data(
                 Lookup::Token(token.hash()),
@@ -433,12 +434,21 @@ impl Session {
                 Some(cur.version),
                 self.inner.ip,
             )
-            .await
-            .ok()?;
-        lock.remember(&s);
-        st.record = Some(s);
-        st.loaded = true;
-        Some(p.out)
+            .await;
+        match res {
+            Ok(s) => {
+                lock.remember(&s);
+                st.record = Some(s);
+                st.loaded = true;
+                Some(Ok(p.out))
+            }
+            // Refusals the store decided without writing: the usual path decides again.
+            Err(e) if !e.may_have_applied() => None,
+            // A store failure, or a write whose answer was lost: it may have been made,
+            // and planning it again from a fresh read would apply it twice (a counter
+            // counted twice). The request fails closed, as the usual path would.
+            Err(e) => Some(Err(self.fail(st, e))),
+        }
     }
 
     pub(crate) fn fail(&self, st: &mut State, e: Error) -> SessionError {
@@ -460,7 +470,7 @@ impl Session {
     }
 
     /// What the response must carry: a failure to answer with instead, or a cookie.
-    pub(crate) async fn outcome(&self) -> (Option<Failure>, CookieAction) {
+    pub(crate) async fn outcome(&self) -> Outcome {
         let mut st = self.inner.state.lock().await;
         st.answered = true;
         let mut cookie = std::mem::take(&mut st.cookie);
@@ -474,8 +484,29 @@ impl Session {
         ) {
             cookie = CookieAction::Set(token.clone());
         }
-        (st.fatal.take(), cookie)
+        Outcome {
+            failure: st.fatal.take(),
+            cookie,
+            signed_in: st.record.is_some() || self.inner.incoming.is_some(),
+        }
     }
+
+    /// The client's address as the layer worked it out (the TCP peer, or past trusted
+    /// proxies the nearest untrusted `X-Forwarded-For` hop from the right): the one to
+    /// throttle sign-ins by ([`crate::PasswordCheck`]). None when the server was not
+    /// started with `into_make_service_with_connect_info::<SocketAddr>()`.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.inner.ip
+    }
+}
+
+/// What the layer does with the response, as the session decided.
+pub(crate) struct Outcome {
+    /// A failure the whole request answers with instead (fail closed).
+    pub failure: Option<Failure>,
+    pub cookie: CookieAction,
+    /// The request came with a session cookie or ends with a stored session.
+    pub signed_in: bool,
 }
 
 /// Waits a little before retrying a conflicting update, with jitter so that competing

@@ -92,6 +92,8 @@ pub enum CloseReason {
     Evicted,
     /// Replaced by a newer session of the same user.
     Replaced,
+    /// Another user signed in on the same browser (web sessions only).
+    UserChanged,
     /// A reason this client does not know yet (a newer server), kept as sent.
     Other(String),
 }
@@ -109,6 +111,7 @@ impl CloseReason {
             CloseReason::TakenOver => "taken_over",
             CloseReason::Evicted => "evicted",
             CloseReason::Replaced => "replaced",
+            CloseReason::UserChanged => "user_changed",
             CloseReason::Other(s) => s,
         }
     }
@@ -126,6 +129,7 @@ impl From<String> for CloseReason {
             "taken_over" => CloseReason::TakenOver,
             "evicted" => CloseReason::Evicted,
             "replaced" => CloseReason::Replaced,
+            "user_changed" => CloseReason::UserChanged,
             _ => CloseReason::Other(s),
         }
     }

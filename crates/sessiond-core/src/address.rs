@@ -1,6 +1,7 @@
 //! [`client_address`]: which address a request comes from, when reverse proxies stand
-//! between the client and the server. The server and sessiond-axum both use it, for
-//! `bind_ip` and the recorded client address.
+//! between the client and the server, and [`forwarded_https`]: whether that client used
+//! HTTPS. The server and sessiond-axum both use them, for `bind_ip`, the recorded client
+//! address and the cookie's `Secure`.
 
 use std::net::IpAddr;
 
@@ -26,16 +27,76 @@ pub fn client_address<'a>(
     forwarded_for: impl IntoIterator<Item = &'a str>,
     trusted: impl Fn(IpAddr) -> bool,
 ) -> IpAddr {
+    client_hop(peer, forwarded_for, trusted).0
+}
+
+/// Whether the client reached the first trusted proxy over HTTPS, by `X-Forwarded-Proto`
+/// read under the same rule as [`client_address`]: only when the TCP `peer` is a trusted
+/// proxy, and only the value written about the hop [`client_address`] takes.
+///
+/// Proxies that append write one scheme per hop, so the value is the one as far from the
+/// right as the client's address is in `X-Forwarded-For`; a value a client sent itself
+/// sits further left and is never read. A proxy that overwrites the header leaves one
+/// value: it is taken when the client is the peer's own client (or the peer sends no
+/// `X-Forwarded-For` at all), and otherwise nothing says how the client connected, so
+/// the answer is no. An untrusted peer, no header or any value but `https` is no as
+/// well.
+///
+/// ```
+/// use std::net::IpAddr;
+/// let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+/// let trusted = |p: IpAddr| p == proxy;
+/// assert!(sessiond_core::forwarded_https(proxy, ["198.51.100.2"], ["https"], trusted));
+/// // The client's own claim, left of what the proxy wrote, is not read.
+/// assert!(!sessiond_core::forwarded_https(proxy, ["198.51.100.2"], ["https, http"], trusted));
+/// // Nor is any header from a peer that is not a trusted proxy.
+/// let stranger: IpAddr = "198.51.100.9".parse().unwrap();
+/// assert!(!sessiond_core::forwarded_https(stranger, ["1.2.3.4"], ["https"], trusted));
+/// ```
+pub fn forwarded_https<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    forwarded_proto: impl IntoIterator<Item = &'a str>,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> bool {
     if !trusted(peer) {
-        return peer;
+        return false;
+    }
+    let forwarded_for: Vec<&str> = forwarded_for.into_iter().collect();
+    let listed = forwarded_for.iter().any(|l| !l.trim().is_empty());
+    let hop = match client_hop(peer, forwarded_for, &trusted).1 {
+        Some(hop) => hop,
+        // A proxy that names no client at all speaks of its own client: value 0.
+        None if !listed => 0,
+        // A list whose nearest hop is not an address names nobody.
+        None => return false,
+    };
+    let lines: Vec<&str> = forwarded_proto.into_iter().collect();
+    lines
+        .iter()
+        .rev()
+        .flat_map(|l| l.rsplit(','))
+        .nth(hop)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// The client's address and how far from the right of `X-Forwarded-For` it was found
+/// (none when it is the peer itself).
+fn client_hop<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> (IpAddr, Option<usize>) {
+    if !trusted(peer) {
+        return (peer, None);
     }
     let lines: Vec<&str> = forwarded_for.into_iter().collect();
-    let mut client = peer;
-    for hop in lines.iter().rev().flat_map(|l| l.rsplit(',')) {
+    let mut client = (peer, None);
+    for (i, hop) in lines.iter().rev().flat_map(|l| l.rsplit(',')).enumerate() {
         let Some(ip) = parse_hop(hop.trim()) else {
             break;
         };
-        client = ip;
+        client = (ip, Some(i));
         if !trusted(ip) {
             break;
         }
@@ -110,5 +171,33 @@ mod tests {
             client_address(lb, ["[2001:db8::6]"], trusted),
             ip("2001:db8::6")
         );
+    }
+
+    #[test]
+    fn the_scheme_is_the_one_written_about_the_client_hop() {
+        let lb = ip("10.0.0.1");
+        let inner = ip("10.0.0.2");
+        let trusted = |p: IpAddr| p == lb || p == inner;
+        let https = |peer, xff: &[&str], xfp: &[&str]| {
+            forwarded_https(peer, xff.iter().copied(), xfp.iter().copied(), trusted)
+        };
+        assert!(https(lb, &["198.51.100.2"], &["https"]));
+        assert!(https(lb, &["198.51.100.2"], &["HTTPS"]));
+        assert!(!https(lb, &["198.51.100.2"], &["http"]));
+        assert!(!https(lb, &["198.51.100.2"], &[]));
+        // The client sent "https" itself; the proxy appended what it saw.
+        assert!(!https(lb, &["198.51.100.2"], &["https, http"]));
+        assert!(!https(lb, &["198.51.100.2"], &["https", "http"]));
+        // Two trusted proxies: the outer one saw HTTPS, the inner one plain HTTP from it.
+        assert!(https(lb, &["198.51.100.2, 10.0.0.2"], &["https, http"]));
+        assert!(!https(lb, &["198.51.100.2, 10.0.0.2"], &["http, https"]));
+        // The inner proxy overwrote the header: nothing tells how the client came.
+        assert!(!https(lb, &["198.51.100.2, 10.0.0.2"], &["https"]));
+        // An untrusted peer, or a forwarded address that is not one.
+        assert!(!https(ip("198.51.100.9"), &["1.2.3.4"], &["https"]));
+        assert!(!https(lb, &["bogus"], &["https"]));
+        // A proxy that names no client speaks of its own.
+        assert!(https(lb, &[], &["https"]));
+        assert!(!https(lb, &[], &["https, http"]));
     }
 }

@@ -111,6 +111,25 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the operation may have changed something although it failed, so that
+    /// planning it again from a fresh read could apply it twice. Refusals change nothing,
+    /// and a store answers `Unavailable` only for what it never sent; any other store
+    /// failure (an answer lost after the write was sent, a disk that refused halfway)
+    /// may have written.
+    pub fn may_have_applied(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(
+                StoreError::OutcomeUnknown(_)
+                    | StoreError::Corrupt(_)
+                    | StoreError::Io(_)
+                    | StoreError::Backend(_)
+            )
+        )
+    }
+}
+
 impl From<ChangeError> for Error {
     fn from(e: ChangeError) -> Self {
         match e {

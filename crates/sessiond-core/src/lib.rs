@@ -44,7 +44,7 @@ pub mod skip;
 pub mod store;
 mod time;
 
-pub use address::client_address;
+pub use address::{client_address, forwarded_https};
 pub use error::{quoted, Error, Result};
 pub use events::{Event, EventKind};
 pub use id::{BadSessionId, SessionId, Token, TokenHash, MAX_TOKEN_PREFIX, TOKEN_KEY_BYTES};

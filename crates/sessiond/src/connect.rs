@@ -23,6 +23,7 @@ fn explain(reason: &CloseReason) -> &'static str {
         CloseReason::AbsoluteTimeout => "the session reached its maximum lifetime",
         CloseReason::Evicted => "the session was evicted to make room",
         CloseReason::Replaced => "the same user connected elsewhere",
+        CloseReason::UserChanged => "another user signed in",
         CloseReason::Logout => "the session was logged out",
         CloseReason::Other(_) => "the session was closed",
     }

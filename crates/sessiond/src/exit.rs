@@ -114,7 +114,8 @@ impl Exit {
             CloseReason::Evicted => Exit::Evicted,
             CloseReason::Replaced => Exit::Replaced,
             CloseReason::Logout => Exit::LoggedOutElsewhere,
-            CloseReason::Other(_) => Exit::ClosedOther,
+            // Only web sessions close so; a seat client cannot meet it.
+            CloseReason::UserChanged | CloseReason::Other(_) => Exit::ClosedOther,
         }
     }
 }

@@ -65,6 +65,8 @@ pub enum ReasonView {
     Evicted,
     /// Replaced by the same user's newer session.
     Replaced,
+    /// Another user signed in on the same browser (web sessions).
+    UserChanged,
 }
 
 impl From<CloseReason> for ReasonView {
@@ -79,6 +81,7 @@ impl From<CloseReason> for ReasonView {
             CloseReason::TakenOver => ReasonView::TakenOver,
             CloseReason::Evicted => ReasonView::Evicted,
             CloseReason::Replaced => ReasonView::Replaced,
+            CloseReason::UserChanged => ReasonView::UserChanged,
         }
     }
 }

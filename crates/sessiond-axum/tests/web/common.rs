@@ -94,6 +94,9 @@ pub struct TestStore {
     pub writes: AtomicU64,
     hinting: bool,
     pub frozen: AtomicBool,
+    /// The next storage write commits, then answers `OutcomeUnknown`, as a store whose
+    /// reply was lost on the way back does.
+    pub lose_next_reply: AtomicBool,
     hints: std::sync::Mutex<std::collections::HashMap<sessiond_core::TokenHash, Record>>,
 }
 
@@ -167,6 +170,13 @@ impl Store for TestStore {
         let out = self.inner.modify(lookup, change, cond, now).await?;
         if let ModifyOutcome::Done { session, .. } = &out {
             self.keep(session);
+            if matches!(change, Change::PatchData { .. })
+                && self.lose_next_reply.swap(false, Ordering::SeqCst)
+            {
+                return Err(StoreError::OutcomeUnknown(
+                    "injected: the reply was lost after the commit".into(),
+                ));
+            }
         }
         Ok(out)
     }

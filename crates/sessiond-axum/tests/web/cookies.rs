@@ -42,7 +42,9 @@ async fn no_cookie_until_something_is_stored_then_every_default_attribute() {
         r.set_cookies().is_empty(),
         "a known cookie is not set again"
     );
-    assert!(r.headers.get(header::CACHE_CONTROL).is_none());
+    // A signed-in page is never cached, and carries the security headers.
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
 }
 
 #[tokio::test]
@@ -108,25 +110,49 @@ async fn secure_path_domain_max_age_and_host_prefix() {
 #[tokio::test]
 async fn forwarded_proto_counts_only_when_trusted() {
     let m = memory_manager(Policy::default());
+    let proxy: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let trusting = routes(
+        SessionLayer::new(m.clone(), APP)
+            .unwrap()
+            .with_trusted_proxies([proxy])
+            .with_trust_forwarded_proto(true),
+    );
+    let flag_only = routes(
         SessionLayer::new(m.clone(), APP)
             .unwrap()
             .with_trust_forwarded_proto(true),
     );
     let plain = routes(SessionLayer::new(m.clone(), APP).unwrap());
 
-    let via_tls = |app| async move {
-        call(Method::POST, "/set/a/1")
-            .header("x-forwarded-proto", "https")
+    let via = |app, from: [u8; 4], xff: &'static str, xfp: &'static str| async move {
+        let mut c = call(Method::POST, "/set/a/1").peer(from);
+        if !xff.is_empty() {
+            c = c.header("x-forwarded-for", xff);
+        }
+        c.header("x-forwarded-proto", xfp)
             .send(app)
             .await
             .set_cookie()
     };
-    assert!(via_tls(&trusting).await.ends_with("; Secure"));
+    let line = via(&trusting, [127, 0, 0, 1], "198.51.100.2", "https").await;
     assert!(
-        !via_tls(&plain).await.contains("Secure"),
-        "untrusted header ignored"
+        line.starts_with("__Host-SESSION=") && line.ends_with("; Secure"),
+        "{line}"
     );
+    // The proxy wrote no client address: its value speaks of its own client.
+    assert!(via(&trusting, [127, 0, 0, 1], "", "https")
+        .await
+        .ends_with("; Secure"));
+    // The client wrote "https" itself; the proxy appended what it saw.
+    let line = via(&trusting, [127, 0, 0, 1], "198.51.100.2", "https, http").await;
+    assert!(!line.contains("Secure"), "{line}");
+    // From a peer that is not a trusted proxy, or with no proxy trusted at all.
+    let line = via(&trusting, [198, 51, 100, 9], "", "https").await;
+    assert!(!line.contains("Secure"), "{line}");
+    let line = via(&flag_only, [127, 0, 0, 1], "", "https").await;
+    assert!(!line.contains("Secure"), "{line}");
+    let line = via(&plain, [127, 0, 0, 1], "", "https").await;
+    assert!(!line.contains("Secure"), "untrusted header ignored: {line}");
     let line = call(Method::POST, "/set/a/1")
         .send(&trusting)
         .await

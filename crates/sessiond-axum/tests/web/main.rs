@@ -11,4 +11,5 @@ mod faults;
 mod heartbeat;
 mod modules;
 mod privileges;
+mod signin;
 mod storage;

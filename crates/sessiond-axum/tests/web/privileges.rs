@@ -9,10 +9,16 @@ use sessiond_core::{CloseReason, Policy, SessionId};
 
 use crate::common::*;
 
+/// With the opt-out that carries a guest's storage into the account (signin.rs has the
+/// default, a new session), a login rotates the token of the same session.
 #[tokio::test]
 async fn set_privileges_rotates_the_token_and_keeps_id_and_storage() {
     let (m, _dir) = file_manager(Policy::default());
-    let app = routes(SessionLayer::new(m.clone(), APP).unwrap());
+    let app = routes(
+        SessionLayer::new(m.clone(), APP)
+            .unwrap()
+            .with_storage_across_users(true),
+    );
     let old = new_session(&app).await;
     let id = id_of(&app, &old).await.unwrap();
 
@@ -78,7 +84,10 @@ async fn a_guest_that_logs_in_gets_its_first_cookie_at_login() {
 async fn requests_in_flight_survive_a_rotation_and_do_not_clobber_the_new_cookie() {
     let (m, _dir) = file_manager(Policy::default());
     let gate = Arc::new(Gate::default());
-    let app = routes_with_gate(SessionLayer::new(m, APP).unwrap(), gate.clone());
+    let layer = SessionLayer::new(m, APP)
+        .unwrap()
+        .with_storage_across_users(true);
+    let app = routes_with_gate(layer, gate.clone());
     let old = new_session(&app).await;
 
     let slow = {

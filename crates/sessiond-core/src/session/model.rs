@@ -35,11 +35,14 @@ pub enum CloseReason {
     Evicted,
     /// Closed because the same user opened a new session (`replace_oldest`).
     Replaced,
+    /// Closed because another user signed in on the same browser: the web layer starts
+    /// them a new session rather than hand them this one's storage.
+    UserChanged,
 }
 
 impl CloseReason {
     /// Every reason, in a stable order (metrics, docs).
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::Logout,
         CloseReason::IdleTimeout,
         CloseReason::AbsoluteTimeout,
@@ -49,6 +52,7 @@ impl CloseReason {
         CloseReason::TakenOver,
         CloseReason::Evicted,
         CloseReason::Replaced,
+        CloseReason::UserChanged,
     ];
 
     /// The snake_case name used in the API.
@@ -63,6 +67,7 @@ impl CloseReason {
             CloseReason::TakenOver => "taken_over",
             CloseReason::Evicted => "evicted",
             CloseReason::Replaced => "replaced",
+            CloseReason::UserChanged => "user_changed",
         }
     }
 }
