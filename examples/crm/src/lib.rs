@@ -1,9 +1,11 @@
 //! Run with: `cargo run -p crm` (then open http://127.0.0.1:8044/authenticate.shtml).
 //!
 //! The CRM example of 4D scalable sessions, on sessiond-axum: each sales person logs in
-//! (Argon2 password hashes), their top 3 customers by total purchase are loaded into
-//! session storage once, a WebAdmin page is guarded by the `WebAdmin` privilege, and
-//! logout ends the session. Every page loads the browser heartbeat, so a closed tab ends
+//! (Argon2 password hashes, checked by a bounded, throttled `PasswordCheck`), their top 3
+//! customers by total purchase are loaded into session storage once, a WebAdmin page is
+//! guarded by the `WebAdmin` privilege, and logout ends the session. Every response
+//! carries a strict Content-Security-Policy; the sign-in follows the "Safe sign-in"
+//! steps of docs/CONCEPTS.md. Every page loads the browser heartbeat, so a closed tab ends
 //! its session `heartbeat_lost` soon after, while the payment page turns it off.
 //!
 //! Sessions live in the embedded durable store (`--data-dir`) by default. The router is
@@ -18,9 +20,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use sessiond_axum::{require_privilege, SessionLayer};
+use sessiond_axum::{require_privilege, PasswordCheck, SessionLayer};
 use sessiond_core::{Manager, MemoryStore, Policy, Store};
 use sessiond_file::FileStore;
 
@@ -105,6 +109,7 @@ pub fn app(manager: Arc<Manager>, settings: &Settings) -> Result<Router, session
         manager: manager.clone(),
         data: Arc::new(Datastore::demo()),
         idle_timeout_s: settings.idle_timeout_s,
+        passwords: PasswordCheck::new(),
     };
     let layer = SessionLayer::new(manager, APP)?
         .with_secure(settings.secure_cookie)
@@ -126,12 +131,51 @@ pub fn app(manager: Arc<Manager>, settings: &Settings) -> Result<Router, session
             get(web::login_form).post(web::authenticate),
         )
         .route("/logout", post(web::logout))
+        .route(
+            "/static/crm.css",
+            get(static_file("text/css", pages::STYLE)),
+        )
+        .route(
+            "/static/crm.js",
+            get(static_file("text/javascript", pages::SCRIPT)),
+        )
         .merge(sales)
         .merge(admin);
     if settings.debug_endpoints {
         router = router.route("/debug/sessions/{id}", get(web::debug_session));
     }
-    Ok(router.layer(layer).with_state(state))
+    Ok(router
+        .layer(layer)
+        .layer(axum::middleware::map_response(with_csp))
+        .with_state(state))
+}
+
+/// A handler answering one embedded file.
+fn static_file(
+    content_type: &'static str,
+    body: &'static str,
+) -> impl Fn() -> std::future::Ready<Response> + Clone {
+    move || {
+        std::future::ready(
+            (
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CACHE_CONTROL, "public, max-age=300"),
+                ],
+                body,
+            )
+                .into_response(),
+        )
+    }
+}
+
+/// Puts the CRM's Content-Security-Policy on every response.
+async fn with_csp(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(pages::CSP),
+    );
+    res
 }
 
 /// Serves the CRM on `listener` until `shutdown` completes, closing timed-out sessions

@@ -3,7 +3,9 @@
 //! The CRM's HTML, server-rendered with plain `format!` and escaping: the login form
 //! (`authenticate.shtml` of the 4D example), the home page with the top 3 customers read
 //! from session storage, the WebAdmin page, and the external-payment page whose
-//! heartbeat is off. Every page loads the sessiond heartbeat script.
+//! heartbeat is off. Every page loads the sessiond heartbeat script. Nothing is inline:
+//! the style and the page script are files ([`STYLE`], [`SCRIPT`]), so the pages run
+//! under a CSP that allows only this origin's files ([`CSP`]).
 
 use sessiond_core::Session as Record;
 
@@ -25,11 +27,24 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;\
+/// The CRM's style sheet, served at `/static/crm.css`.
+pub const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;\
 padding:0 1rem;color:#222}h1{font-size:1.5rem}table{border-collapse:collapse;width:100%}\
 td,th{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}td.num{text-align:right}\
 .error{color:#a00}.hint{color:#555;font-size:.9rem}footer{margin-top:2rem;color:#666;\
-font-size:.8rem}nav a,nav button{margin-right:1rem}label{display:block;margin:.5rem 0}";
+font-size:.8rem}nav a,nav button{margin-right:1rem}label{display:block;margin:.5rem 0}\
+form.inline{display:inline}";
+
+/// The pages' script, served at `/static/crm.js`: shows the heartbeat's state.
+pub const SCRIPT: &str = "document.addEventListener('sessiond:heartbeat',function(e){\
+var s=document.getElementById('heartbeat-state'),h=e.detail;if(!s)return;\
+s.textContent=h.active?('on, every '+h.interval+' s'):'off';});";
+
+/// The Content-Security-Policy of every CRM response: this origin's scripts, styles,
+/// images and requests only, forms posted only here, never framed, no `<base>` or
+/// plugins. An injected `<script>` or `style=` does not run.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
 /// A whole page: `heartbeat` is the script tag's extra attributes (`None`: no script).
 fn page(title: &str, body: &str, session_id: Option<&str>, heartbeat: Option<&str>) -> String {
@@ -43,17 +58,15 @@ fn page(title: &str, body: &str, session_id: Option<&str>, heartbeat: Option<&st
     };
     let script = match heartbeat {
         Some(attrs) => format!(
-            "<script src=\"/_sessiond/heartbeat.js\"{attrs} defer></script>\
-             <script>document.addEventListener('sessiond:heartbeat',function(e){{\
-             var s=document.getElementById('heartbeat-state'),h=e.detail;if(!s)return;\
-             s.textContent=h.active?('on, every '+h.interval+' s'):'off';}});</script>"
+            "<script src=\"/static/crm.js\"></script>\
+             <script src=\"/_sessiond/heartbeat.js\"{attrs} defer></script>"
         ),
         None => String::new(),
     };
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{} · CRM</title>\
-         <style>{STYLE}</style>{script}</head><body>{body}{footer}</body></html>",
+         <link rel=\"stylesheet\" href=\"/static/crm.css\">{script}</head><body>{body}{footer}</body></html>",
         esc(title)
     )
 }
@@ -96,7 +109,7 @@ fn nav(admin: bool) -> String {
     };
     format!(
         "<nav><a href=\"/home\">Home</a>{admin}<a href=\"/payment\" id=\"payment-link\">Pay an invoice</a>\
-         <form action=\"/logout\" method=\"post\" style=\"display:inline\">\
+         <form action=\"/logout\" method=\"post\" class=\"inline\">\
          <button type=\"submit\" id=\"logout\">Log out</button></form></nav>"
     )
 }

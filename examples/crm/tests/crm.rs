@@ -2,7 +2,9 @@
 //!
 //! The CRM through its real router on the real file store: login and the top 3 loaded
 //! once into session storage, wrong passwords, the WebAdmin guard, logout, the heartbeat
-//! script on every page, and the debug endpoint.
+//! script on every page, the debug endpoint, and the safe sign-in findings (another
+//! user's storage, login CSRF and cross-site logout, hostile `next`, a throttled
+//! password check, the headers of signed-in pages).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,7 +66,28 @@ impl Reply {
 }
 
 async fn send(app: &Router, method: Method, uri: &str, cookie: &str, form: Option<&str>) -> Reply {
+    send_with(app, method, uri, cookie, form, &[], None).await
+}
+
+/// [`send`] with extra headers and, when `peer` is given, the TCP peer's address.
+async fn send_with(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    cookie: &str,
+    form: Option<&str>,
+    extra: &[(&str, &str)],
+    peer: Option<[u8; 4]>,
+) -> Reply {
     let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    if let Some(ip) = peer {
+        b = b.extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            ip, 50000,
+        ))));
+    }
     if !cookie.is_empty() {
         b = b.header(header::COOKIE, cookie);
     }
@@ -256,4 +279,192 @@ async fn the_payment_page_turns_the_heartbeat_off_and_debug_shows_status() {
         StatusCode::NOT_FOUND,
         "debug endpoints are off by default"
     );
+}
+
+#[tokio::test]
+async fn another_user_signing_in_does_not_see_the_previous_users_storage() {
+    let c = crm(false);
+    // Ann signs in and never logs out; Bruno signs in on the same browser.
+    let ann = login(&c.app, "", 1, "ann-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    let ann_home = send(&c.app, Method::GET, "/home", &ann, None).await;
+    let ann_id = session_id(&ann_home.body);
+    let bruno = login(&c.app, &ann, 2, "bruno-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    let home = send(&c.app, Method::GET, "/home", &bruno, None).await;
+    assert!(home.body.contains("Welcome, Bruno"), "{}", home.body);
+    assert!(
+        !home.body.contains("Cobalt Systems"),
+        "Bruno sees his customers, not Ann's"
+    );
+    assert_ne!(session_id(&home.body), ann_id);
+    let old = c.manager.get(ann_id).await.unwrap();
+    assert_eq!(old.closed.unwrap().reason, CloseReason::UserChanged);
+}
+
+#[tokio::test]
+async fn sign_in_and_logout_from_another_site_are_refused() {
+    let c = crm(false);
+    let form = "userId=1&password=ann-demo-pass";
+    for site in ["cross-site", "same-site"] {
+        let r = send_with(
+            &c.app,
+            Method::POST,
+            "/authenticate",
+            "",
+            Some(form),
+            &[("sec-fetch-site", site)],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{site}");
+        assert!(r.cookie().is_none(), "no session planted");
+    }
+    let r = send_with(
+        &c.app,
+        Method::POST,
+        "/authenticate",
+        "",
+        Some(form),
+        &[("origin", "http://evil.example"), ("host", "crm.example")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Signed in from the CRM's own page, a sibling cannot log the user out.
+    let r = send_with(
+        &c.app,
+        Method::POST,
+        "/authenticate",
+        "",
+        Some(form),
+        &[("sec-fetch-site", "same-origin")],
+        None,
+    )
+    .await;
+    let cookie = r.cookie().unwrap();
+    let r = send_with(
+        &c.app,
+        Method::POST,
+        "/logout",
+        &cookie,
+        None,
+        &[("sec-fetch-site", "same-site")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let home = send(&c.app, Method::GET, "/home", &cookie, None).await;
+    assert_eq!(home.status, StatusCode::OK, "still signed in");
+}
+
+#[tokio::test]
+async fn hostile_next_values_land_on_home_and_never_fail() {
+    let c = crm(false);
+    for next in [
+        "%2F%09%2Fevil.example%2F",
+        "%2F%5Cevil.example",
+        "%2F%2Fevil.example",
+        "https%3A%2F%2Fevil.example",
+        "%2Fhome%0D%0ASet-Cookie%3A%20a%3D1",
+        "%2F%7F",
+        "%2Fa%0Ab",
+    ] {
+        let form = format!("userId=1&password=ann-demo-pass&next={next}");
+        let r = send(&c.app, Method::POST, "/authenticate", "", Some(&form)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{next}: {}", r.body);
+        assert_eq!(r.location(), "/home", "{next}");
+        let page = send(
+            &c.app,
+            Method::GET,
+            &format!("/authenticate.shtml?next={next}"),
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::OK, "{next}");
+        assert!(
+            page.body.contains("name=\"next\" value=\"/home\""),
+            "{next}"
+        );
+    }
+    let form = "userId=1&password=ann-demo-pass&next=%2Fadmin%3Fx%3D1";
+    let r = send(&c.app, Method::POST, "/authenticate", "", Some(form)).await;
+    assert_eq!(r.location(), "/admin?x=1");
+}
+
+#[tokio::test]
+async fn repeated_bad_passwords_from_one_address_are_throttled() {
+    let c = crm(false);
+    let attacker = Some([192, 0, 2, 66]);
+    let bad = "userId=1&password=guess";
+    for _ in 0..6 {
+        let r = send_with(
+            &c.app,
+            Method::POST,
+            "/authenticate",
+            "",
+            Some(bad),
+            &[],
+            attacker,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = send_with(
+        &c.app,
+        Method::POST,
+        "/authenticate",
+        "",
+        Some(bad),
+        &[],
+        attacker,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    assert!(r.body.contains("Too many sign-in attempts"));
+    // Ann, from her own address, signs in at once.
+    let good = "userId=1&password=ann-demo-pass";
+    let r = send_with(
+        &c.app,
+        Method::POST,
+        "/authenticate",
+        "",
+        Some(good),
+        &[],
+        Some([198, 51, 100, 7]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn signed_in_pages_are_not_cached_framed_or_open_to_injected_scripts() {
+    let c = crm(false);
+    let cookie = login(&c.app, "", 1, "ann-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    for path in ["/home", "/payment", "/authenticate.shtml"] {
+        let r = send(&c.app, Method::GET, path, &cookie, None).await;
+        let h = &r.headers;
+        assert_eq!(h[header::CACHE_CONTROL], "no-store", "{path}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert!(h.contains_key(header::REFERRER_POLICY), "{path}");
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert!(
+            !r.body.contains("<script>") && !r.body.contains("style="),
+            "{path}: nothing inline"
+        );
+    }
+    let css = send(&c.app, Method::GET, "/static/crm.css", "", None).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(css.headers[header::CONTENT_TYPE], "text/css");
 }
