@@ -14,6 +14,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -172,5 +173,115 @@ test('a page with the heartbeat off lives until the idle timeout', async () => {
   await page.reload();
   assert.equal(new URL(page.url()).pathname, '/authenticate.shtml', 'the session is gone');
   await shot(page, 'idle-timeout-back-to-login');
+  await context.close();
+});
+
+// --- Safe sign-in (docs/CONCEPTS.md "Safe sign-in") ---------------------------------
+
+/**
+ * Serves `html` on 127.0.0.1, a free port: another origin of the same site as the CRM
+ * (a sibling port), and, named `localhost`, another site altogether. Answers its two
+ * base URLs and a close function.
+ */
+async function attackerSite(html) {
+  const server = createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+    res.end(html);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  return {
+    sameSite: `http://127.0.0.1:${port}`,
+    crossSite: `http://localhost:${port}`,
+    close: () => new Promise((r) => server.close(r)),
+  };
+}
+
+/** An auto-submitting form, as a hostile page would hold it. */
+function autoPost(action, fields = {}) {
+  const inputs = Object.entries(fields)
+    .map(([k, v]) => `<input type="hidden" name="${k}" value="${v}">`)
+    .join('');
+  return `<!DOCTYPE html><body onload="document.forms[0].submit()">
+    <form method="post" action="${action}">${inputs}</form></body>`;
+}
+
+test('a second user signing in on the same browser starts clean', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await login(page, CRM, 1, 'ann-demo-pass');
+  const annId = (await page.textContent('#session-id')).trim();
+  // Ann walks away without logging out; Bruno signs in on the same browser.
+  await login(page, CRM, 2, 'bruno-demo-pass');
+  assert.equal(await page.textContent('#welcome'), 'Welcome, Bruno Petit');
+  const customers = await page.$$eval('#top3 td.customer', (tds) => tds.map((t) => t.textContent));
+  assert.ok(!customers.includes('Cobalt Systems'), `Bruno sees his own customers: ${customers}`);
+  const brunoId = (await page.textContent('#session-id')).trim();
+  assert.notEqual(brunoId, annId, 'a new session');
+  const ann = await sessionStatus(CRM, annId);
+  assert.equal(ann.status, 'closed');
+  assert.equal(ann.reason, 'user_changed');
+  await shot(page, 'signin-second-user');
+  await context.close();
+});
+
+test("another site's page can neither sign the user in nor log them out", async () => {
+  for (const kind of ['sameSite', 'crossSite']) {
+    // Logout from a sibling port (same site: SameSite=Lax sends the cookie) or from
+    // another site: refused, the user stays signed in.
+    const logout = await attackerSite(autoPost(`${CRM}/logout`));
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await login(page, CRM, 3, 'chloe-demo-pass');
+    const id = (await page.textContent('#session-id')).trim();
+    const refused = page.waitForResponse((r) => r.url() === `${CRM}/logout`);
+    await page.goto(logout[kind]);
+    assert.equal((await refused).status(), 403, `${kind} logout`);
+    await page.waitForURL(`${CRM}/logout`);
+    assert.equal((await sessionStatus(CRM, id)).status, 'open', `${kind}: still signed in`);
+    await page.goto(`${CRM}/home`);
+    assert.equal(new URL(page.url()).pathname, '/home');
+    await shot(page, `csrf-logout-${kind}`);
+    await context.close();
+    await logout.close();
+
+    // Login CSRF: the attacker's page signs a fresh browser in as the attacker.
+    const plant = await attackerSite(
+      autoPost(`${CRM}/authenticate`, { userId: '2', password: 'bruno-demo-pass' }),
+    );
+    const victim = await browser.newContext();
+    const vpage = await victim.newPage();
+    const answer = vpage.waitForResponse((r) => r.url() === `${CRM}/authenticate`);
+    await vpage.goto(plant[kind]);
+    assert.equal((await answer).status(), 403, `${kind} login`);
+    await vpage.waitForURL(`${CRM}/authenticate`);
+    const cookies = (await victim.cookies()).filter((c) => c.name.endsWith('4DSID_CRM'));
+    assert.deepEqual(cookies, [], `${kind}: no session planted`);
+    await victim.close();
+    await plant.close();
+  }
+});
+
+test('next= never sends the browser off-site and never fails the sign-in', async () => {
+  for (const next of ['/\t/evil.example/', '//evil.example/', '/\\evil.example', '/home\r\nX: y', '/\u007f']) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${CRM}/authenticate.shtml?next=${encodeURIComponent(next)}`);
+    await page.fill('#userId', '1');
+    await page.fill('#password', 'ann-demo-pass');
+    await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/authenticate')), page.click('#login')]);
+    const url = new URL(page.url());
+    assert.equal(url.origin, CRM, `${JSON.stringify(next)} stayed on the CRM`);
+    assert.equal(url.pathname, '/home', JSON.stringify(next));
+    await context.close();
+  }
+  // A path on the CRM is followed.
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${CRM}/authenticate.shtml?next=${encodeURIComponent('/payment')}`);
+  await page.fill('#userId', '1');
+  await page.fill('#password', 'ann-demo-pass');
+  await Promise.all([page.waitForURL(/\/payment$/), page.click('#login')]);
+  await shot(page, 'signin-next-followed');
   await context.close();
 });

@@ -104,11 +104,12 @@ impl FromRequestParts<SharedState> for ClientAddr {
 }
 
 /// Whether the request came over HTTPS: its connection is TLS (the server marked it
-/// [`OverTls`]), or the TCP peer is a trusted proxy and the rightmost
-/// `X-Forwarded-Proto` value (the one that proxy wrote; those before it are whatever
-/// the client sent) is `https`. The same trust rule as [`ClientAddr`]: a header from
-/// anyone else is not believed, and neither is the request line (a client may send an
-/// absolute `https://` URI over plain HTTP).
+/// [`OverTls`]), or the TCP peer is a trusted proxy and `X-Forwarded-Proto` says so
+/// under the same right-to-left rule as [`ClientAddr`]
+/// ([`sessiond_core::forwarded_https`], shared with sessiond-axum): the value read is
+/// the one written about the client's hop, never one the client sent itself. A header
+/// from anyone else is not believed, and neither is the request line (a client may send
+/// an absolute `https://` URI over plain HTTP).
 pub fn over_https(
     extensions: &axum::http::Extensions,
     headers: &axum::http::HeaderMap,
@@ -118,16 +119,21 @@ pub fn over_https(
     if extensions.get::<OverTls>().is_some() {
         return true;
     }
-    if !peer.is_some_and(trusted) {
+    let Some(peer) = peer else {
         return false;
-    }
-    headers
-        .get_all("x-forwarded-proto")
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    };
+    let lines = |name: &'static str| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    sessiond_core::forwarded_https(
+        peer,
+        lines("x-forwarded-for"),
+        lines("x-forwarded-proto"),
+        trusted,
+    )
 }
 
 #[cfg(test)]
