@@ -4,8 +4,15 @@
 //!
 //! What a request gets:
 //! - **A cookie** named after the app's policy (`SESSION` by default, `4DSID_MyApp` if
-//!   configured), `HttpOnly`, `SameSite=Lax`, `Secure` over TLS, optionally
-//!   `__Host-`-prefixed; responses that set it carry `Cache-Control: no-store`.
+//!   configured), `HttpOnly`, `SameSite=Lax`; on proof of HTTPS ([`ServedOverTls`],
+//!   `with_secure`, a trusted proxy's `X-Forwarded-Proto`) `Secure` and `__Host-`-prefixed.
+//!   Two cookies of its name in one request are neither believed (cookie tossing).
+//! - **Safe sign-in by default** (docs/CONCEPTS.md "Safe sign-in"): state-changing
+//!   requests sent by another site's page are refused (403 `cross_site_request`); a
+//!   sign-in as another user starts a new, empty session; responses of a signed-in
+//!   session carry `Cache-Control: no-store`, `nosniff`, `Referrer-Policy` and framing
+//!   refusals. For the sign-in handler: [`PasswordCheck`] (a bounded, throttled password
+//!   check) and [`LocalRedirect`] (a `next=` that stays on the site).
 //! - **A guest session**, found from the cookie or fresh. It is looked up on first use
 //!   only (a request that never touches the session costs the store nothing), and stored,
 //!   with its cookie set, only once something is stored in it (Gambas), unless the layer
