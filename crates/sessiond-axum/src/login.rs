@@ -309,21 +309,7 @@ impl PasswordCheck {
             return Err(Throttled { retry_after: wait });
         }
         if let Some(ip) = ip {
-            if t.addresses.len() >= TABLE_CAP {
-                prune(&mut t.addresses, now);
-            }
-            let r = t
-                .addresses
-                .entry(ip)
-                .or_insert_with(|| Record::new(now))
-                .current(now);
-            t.addresses.insert(
-                ip,
-                Record {
-                    in_flight: true,
-                    ..r
-                },
-            );
+            entry(&mut t.addresses, ip, now).in_flight = true;
         }
         Ok(())
     }
@@ -357,17 +343,7 @@ impl PasswordCheck {
                 }
             }
             Some(false) => {
-                if t.users.len() >= TABLE_CAP {
-                    prune(&mut t.users, now);
-                }
-                let r = t
-                    .users
-                    .entry(user)
-                    .or_insert_with(|| Record::new(now))
-                    .current(now);
-                let mut r = r;
-                r.failed(now, FREE_PER_USER, MAX_USER_WAIT);
-                t.users.insert(user, r);
+                entry(&mut t.users, user, now).failed(now, FREE_PER_USER, MAX_USER_WAIT);
             }
             None => {}
         }
@@ -421,6 +397,21 @@ fn address_key(ip: IpAddr) -> IpAddr {
             }
         },
     }
+}
+
+/// The record of `key` as it stands at `now` (new when absent or long quiet), room made
+/// first when the table is full.
+fn entry<K: Eq + std::hash::Hash + Clone>(
+    table: &mut HashMap<K, Record>,
+    key: K,
+    now: Instant,
+) -> &mut Record {
+    if table.len() >= TABLE_CAP && !table.contains_key(&key) {
+        prune(table, now);
+    }
+    let r = table.entry(key).or_insert_with(|| Record::new(now));
+    *r = r.current(now);
+    r
 }
 
 /// Makes room in a full table: first what says nothing any more (no failures that

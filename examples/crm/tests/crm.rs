@@ -111,6 +111,20 @@ async fn send_with(
     }
 }
 
+/// `POST /authenticate` with `form`, extra headers and the TCP peer, without a cookie.
+async fn sign_in(app: &Router, form: &str, extra: &[(&str, &str)], peer: Option<[u8; 4]>) -> Reply {
+    send_with(
+        app,
+        Method::POST,
+        "/authenticate",
+        "",
+        Some(form),
+        extra,
+        peer,
+    )
+    .await
+}
+
 async fn login(app: &Router, cookie: &str, user: u32, password: &str) -> Reply {
     let form = format!("userId={user}&password={password}");
     send(app, Method::POST, "/authenticate", cookie, Some(&form)).await
@@ -311,41 +325,20 @@ async fn sign_in_and_logout_from_another_site_are_refused() {
     let c = crm(false);
     let form = "userId=1&password=ann-demo-pass";
     for site in ["cross-site", "same-site"] {
-        let r = send_with(
-            &c.app,
-            Method::POST,
-            "/authenticate",
-            "",
-            Some(form),
-            &[("sec-fetch-site", site)],
-            None,
-        )
-        .await;
+        let r = sign_in(&c.app, form, &[("sec-fetch-site", site)], None).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{site}");
         assert!(r.cookie().is_none(), "no session planted");
     }
-    let r = send_with(
+    let r = sign_in(
         &c.app,
-        Method::POST,
-        "/authenticate",
-        "",
-        Some(form),
+        form,
         &[("origin", "http://evil.example"), ("host", "crm.example")],
         None,
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Signed in from the CRM's own page, a sibling cannot log the user out.
-    let r = send_with(
-        &c.app,
-        Method::POST,
-        "/authenticate",
-        "",
-        Some(form),
-        &[("sec-fetch-site", "same-origin")],
-        None,
-    )
-    .await;
+    let r = sign_in(&c.app, form, &[("sec-fetch-site", "same-origin")], None).await;
     let cookie = r.cookie().unwrap();
     let r = send_with(
         &c.app,
@@ -403,43 +396,16 @@ async fn repeated_bad_passwords_from_one_address_are_throttled() {
     let attacker = Some([192, 0, 2, 66]);
     let bad = "userId=1&password=guess";
     for _ in 0..6 {
-        let r = send_with(
-            &c.app,
-            Method::POST,
-            "/authenticate",
-            "",
-            Some(bad),
-            &[],
-            attacker,
-        )
-        .await;
+        let r = sign_in(&c.app, bad, &[], attacker).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
-    let r = send_with(
-        &c.app,
-        Method::POST,
-        "/authenticate",
-        "",
-        Some(bad),
-        &[],
-        attacker,
-    )
-    .await;
+    let r = sign_in(&c.app, bad, &[], attacker).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
     assert!(r.headers.contains_key(header::RETRY_AFTER));
     assert!(r.body.contains("Too many sign-in attempts"));
     // Ann, from her own address, signs in at once.
     let good = "userId=1&password=ann-demo-pass";
-    let r = send_with(
-        &c.app,
-        Method::POST,
-        "/authenticate",
-        "",
-        Some(good),
-        &[],
-        Some([198, 51, 100, 7]),
-    )
-    .await;
+    let r = sign_in(&c.app, good, &[], Some([198, 51, 100, 7])).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
 }
 
