@@ -285,3 +285,47 @@ test('next= never sends the browser off-site and never fails the sign-in', async
   await shot(page, 'signin-next-followed');
   await context.close();
 });
+
+test('"your sessions" shows where else the user is signed in and signs those out', async () => {
+  const laptop = await browser.newContext({ userAgent: 'Laptop-Browser/1.0' });
+  const phone = await browser.newContext({ userAgent: 'Phone-Browser/2.0' });
+  const tablet = await browser.newContext({ userAgent: 'Tablet-Browser/3.0' });
+  const other = await browser.newContext({ userAgent: 'Bruno-Browser/9.9' });
+  const pages = {};
+  for (const [name, ctx] of Object.entries({ laptop, phone, tablet })) {
+    pages[name] = await ctx.newPage();
+    await login(pages[name], CRM, 1, 'ann-demo-pass');
+  }
+  const brunoPage = await other.newPage();
+  await login(brunoPage, CRM, 2, 'bruno-demo-pass');
+  const phoneId = (await pages.phone.textContent('#session-id')).trim();
+
+  const page = pages.laptop;
+  await Promise.all([page.waitForURL(/\/sessions$/), page.click('#sessions-link')]);
+  const agents = await page.$$eval('#my-sessions td.agent', (tds) => tds.map((t) => t.textContent));
+  assert.deepEqual(agents.sort(), ['Laptop-Browser/1.0', 'Phone-Browser/2.0', 'Tablet-Browser/3.0']);
+  assert.ok(!(await page.content()).includes('Bruno-Browser'), "never another user's sessions");
+  await shot(page, 'your-sessions');
+
+  // Sign the phone out.
+  await Promise.all([
+    page.waitForURL(/closed=1$/),
+    page.click(`tr.session[data-id="${phoneId}"] button.close-session`),
+  ]);
+  assert.equal(await page.textContent('#notice'), '1 session signed out.');
+  assert.equal((await sessionStatus(CRM, phoneId)).reason, 'logout');
+  await pages.phone.goto(`${CRM}/home`);
+  assert.equal(new URL(pages.phone.url()).pathname, '/authenticate.shtml', 'the phone is signed out');
+
+  // Then everywhere else: the tablet goes, the laptop and Bruno stay.
+  await Promise.all([page.waitForURL(/closed=1$/), page.click('#close-others')]);
+  assert.equal(await page.textContent('#no-others'), 'You are signed in nowhere else.');
+  await pages.tablet.goto(`${CRM}/home`);
+  assert.equal(new URL(pages.tablet.url()).pathname, '/authenticate.shtml');
+  await page.goto(`${CRM}/home`);
+  assert.equal(new URL(page.url()).pathname, '/home', 'this browser stays signed in');
+  await brunoPage.goto(`${CRM}/home`);
+  assert.equal(new URL(brunoPage.url()).pathname, '/home', 'another user is untouched');
+  await shot(page, 'your-sessions-after');
+  for (const ctx of [laptop, phone, tablet, other]) await ctx.close();
+});

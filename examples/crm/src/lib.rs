@@ -3,7 +3,8 @@
 //! The CRM example of 4D scalable sessions, on sessiond-axum: each sales person logs in
 //! (Argon2 password hashes, checked by a bounded, throttled `PasswordCheck`), their top 3
 //! customers by total purchase are loaded into session storage once, a WebAdmin page is
-//! guarded by the `WebAdmin` privilege, and logout ends the session. Every response
+//! guarded by the `WebAdmin` privilege, "your sessions" lists the user's other sessions
+//! and signs them out (one, or all but this one), and logout ends the session. Every response
 //! carries a strict Content-Security-Policy; the sign-in follows the "Safe sign-in"
 //! steps of docs/CONCEPTS.md. Every page loads the browser heartbeat, so a closed tab ends
 //! its session `heartbeat_lost` soon after, while the payment page turns it off.
@@ -119,6 +120,9 @@ pub fn app(manager: Arc<Manager>, settings: &Settings) -> Result<Router, session
     let sales = Router::new()
         .route("/home", get(web::home))
         .route("/payment", get(web::payment))
+        .route("/sessions", get(web::sessions))
+        .route("/sessions/{id}/close", post(web::close_session))
+        .route("/sessions/close-others", post(web::close_other_sessions))
         .route_layer(require_privilege(SALES).with_login_redirect(login));
     let admin = Router::new()
         .route("/admin", get(web::admin))

@@ -109,6 +109,7 @@ fn nav(admin: bool) -> String {
     };
     format!(
         "<nav><a href=\"/home\">Home</a>{admin}<a href=\"/payment\" id=\"payment-link\">Pay an invoice</a>\
+         <a href=\"/sessions\" id=\"sessions-link\">Your sessions</a>\
          <form action=\"/logout\" method=\"post\" class=\"inline\">\
          <button type=\"submit\" id=\"logout\">Log out</button></form></nav>"
     )
@@ -167,6 +168,55 @@ pub fn payment(idle_timeout_s: u32, admin: bool, session_id: &str) -> String {
         Some(session_id),
         Some(" data-active=\"false\""),
     )
+}
+
+/// One row of "your sessions": where and when a session was opened and last used.
+fn session_row(s: &Record, action: &str) -> String {
+    let ip = s.client.ip.map(|i| i.to_string()).unwrap_or_default();
+    let agent = s.client.user_agent.as_deref().unwrap_or("");
+    format!(
+        "<tr class=\"session\" data-id=\"{id}\"><td>{}</td><td class=\"agent\">{}</td>\
+         <td>{}</td><td>{}</td><td>{action}</td></tr>",
+        esc(&ip),
+        esc(agent),
+        esc(&s.created_at.to_rfc3339()),
+        esc(&s.last_activity_at.to_rfc3339()),
+        id = esc(&s.id.to_string()),
+    )
+}
+
+/// "Your sessions": this one, then the user's other open sessions, each with a button
+/// that signs it out, and one that signs out every other. Never a token.
+pub fn sessions(me: &Record, others: &[Record], admin: bool, notice: Option<&str>) -> String {
+    let current = session_row(me, "<em>this browser</em>");
+    let rows: String = others
+        .iter()
+        .map(|s| {
+            let id = esc(&s.id.to_string());
+            let button = format!(
+                "<form action=\"/sessions/{id}/close\" method=\"post\" class=\"inline\">\
+                 <button type=\"submit\" class=\"close-session\">Sign out</button></form>"
+            );
+            session_row(s, &button)
+        })
+        .collect();
+    let all = if others.is_empty() {
+        "<p id=\"no-others\">You are signed in nowhere else.</p>".to_string()
+    } else {
+        "<form action=\"/sessions/close-others\" method=\"post\">\
+         <button type=\"submit\" id=\"close-others\">Sign out everywhere else</button></form>"
+            .to_string()
+    };
+    let notice = notice.map_or(String::new(), |n| {
+        format!("<p class=\"hint\" id=\"notice\">{}</p>", esc(n))
+    });
+    let body = format!(
+        "{}<h1 id=\"sessions-title\">Your sessions</h1>{notice}\
+         <table id=\"my-sessions\"><tr><th>Address</th><th>Browser</th><th>Signed in</th>\
+         <th>Last active</th><th></th></tr>{current}{rows}</table>{all}",
+        nav(admin)
+    );
+    page("Your sessions", &body, Some(&me.id.to_string()), Some(""))
 }
 
 /// The WebAdmin page: the open sessions of the app.

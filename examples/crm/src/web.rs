@@ -204,6 +204,51 @@ pub async fn admin(
     Ok(Html(pages::admin(&sessions, &id)).into_response())
 }
 
+/// `?closed=` of the sessions page: how many sessions the last action signed out.
+#[derive(Debug, Deserialize)]
+pub struct Closed {
+    #[serde(default)]
+    closed: Option<usize>,
+}
+
+/// `GET /sessions`: "your sessions", this one and the user's others in the CRM.
+pub async fn sessions(session: Session, Query(q): Query<Closed>) -> Result<Response, SessionError> {
+    let Some(me) = session.record().await? else {
+        return Ok(Redirect::to("/authenticate.shtml").into_response());
+    };
+    let others = session.other_sessions().await?;
+    let admin = me.privileges.contains(WEB_ADMIN);
+    let notice = q.closed.map(|n| match n {
+        1 => "1 session signed out.".to_string(),
+        n => format!("{n} sessions signed out."),
+    });
+    Ok(Html(pages::sessions(&me, &others, admin, notice.as_deref())).into_response())
+}
+
+/// `POST /sessions/{id}/close`: signs out one of the user's other sessions. An id that
+/// is not one of them (another user's, this session's, unknown, not an id) answers
+/// the same 404, so the form reveals nothing about sessions that are not the user's.
+pub async fn close_session(
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Response, SessionError> {
+    let closed = match id.parse::<SessionId>() {
+        Ok(id) => session.close_other_session(id).await?,
+        Err(_) => false,
+    };
+    if !closed {
+        return Ok((StatusCode::NOT_FOUND, "no such session of yours").into_response());
+    }
+    Ok(Redirect::to("/sessions?closed=1").into_response())
+}
+
+/// `POST /sessions/close-others`: signs out every other session of the user; this
+/// one stays.
+pub async fn close_other_sessions(session: Session) -> Result<Redirect, SessionError> {
+    let n = session.close_other_sessions().await?;
+    Ok(Redirect::to(&format!("/sessions?closed={n}")))
+}
+
 /// `POST /logout`: closes the session (`logout`) and removes the cookie.
 pub async fn logout(session: Session) -> Result<Redirect, SessionError> {
     session.abandon().await?;

@@ -434,3 +434,89 @@ async fn signed_in_pages_are_not_cached_framed_or_open_to_injected_scripts() {
     assert_eq!(css.status, StatusCode::OK);
     assert_eq!(css.headers[header::CONTENT_TYPE], "text/css");
 }
+
+#[tokio::test]
+async fn your_sessions_lists_and_signs_out_only_the_users_own_others() {
+    let c = crm(false);
+    let a = login(&c.app, "", 1, "ann-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    let b = login(&c.app, "", 1, "ann-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    let x = login(&c.app, "", 1, "ann-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    let bruno = login(&c.app, "", 2, "bruno-demo-pass")
+        .await
+        .cookie()
+        .unwrap();
+    let id_of = |page: &Reply| session_id(&page.body);
+    let b_id = id_of(&send(&c.app, Method::GET, "/home", &b, None).await);
+    let bruno_id = id_of(&send(&c.app, Method::GET, "/home", &bruno, None).await);
+
+    let page = send(&c.app, Method::GET, "/sessions", &a, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        page.body.matches("class=\"session\"").count(),
+        3,
+        "this one and two others"
+    );
+    assert!(page.body.contains(&b_id.to_string()));
+    assert!(
+        !page.body.contains(&bruno_id.to_string()),
+        "never another user's"
+    );
+    assert!(!page.body.contains("crm:"), "never a token");
+
+    // Bruno's session, an unknown id and garbage all answer the same.
+    for id in [
+        bruno_id.to_string(),
+        SessionId::new().to_string(),
+        "x".into(),
+    ] {
+        let r = send(
+            &c.app,
+            Method::POST,
+            &format!("/sessions/{id}/close"),
+            &a,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{id}");
+        assert_eq!(r.body, "no such session of yours");
+    }
+    assert!(c.manager.get(bruno_id).await.unwrap().is_open());
+
+    let r = send(
+        &c.app,
+        Method::POST,
+        &format!("/sessions/{b_id}/close"),
+        &a,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location(), "/sessions?closed=1");
+    assert_eq!(
+        c.manager.get(b_id).await.unwrap().closed.unwrap().reason,
+        CloseReason::Logout
+    );
+    let gone = send(&c.app, Method::GET, "/home", &b, None).await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER, "B is signed out");
+
+    let r = send(&c.app, Method::POST, "/sessions/close-others", &a, None).await;
+    assert_eq!(r.location(), "/sessions?closed=1", "X was the last other");
+    let gone = send(&c.app, Method::GET, "/home", &x, None).await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER);
+    let page = send(&c.app, Method::GET, "/sessions?closed=1", &a, None).await;
+    assert!(page.body.contains("1 session signed out."));
+    assert!(page.body.contains("You are signed in nowhere else."));
+    assert!(
+        c.manager.get(bruno_id).await.unwrap().is_open(),
+        "Bruno untouched"
+    );
+}
