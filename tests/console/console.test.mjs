@@ -132,3 +132,28 @@ test("an app key sees only its app; the console works at phone width and from th
   await page.getByLabel("Admin token or app key").waitFor();
   await page.close();
 });
+
+test("log one user out everywhere from the sessions filtered to that user", async () => {
+  const dana = [await open("dana", "dana-laptop"), await open("dana", "dana-phone")];
+  const eve = await open("eve", "eve-pc");
+  const page = await signedIn();
+  await page.getByRole("button", { name: "Manage gestan" }).click();
+  await page.locator(`tr[data-id="${eve.id}"]`).waitFor();
+  assert.equal(await page.locator("#logout-user").isHidden(), true, "no user named, no button");
+  await page.getByLabel("User", { exact: true }).fill("dana");
+  const button = page.getByRole("button", { name: "Log dana out everywhere" });
+  await button.waitFor();
+  await button.click();
+  await page.getByRole("dialog").waitFor();
+  await page.screenshot({ path: `${OUT}/logout-user-confirm.png` });
+  await page.locator("#confirm-ok").click();
+  await page.getByRole("status").getByText("Logged dana out of 2 sessions.").waitFor();
+  for (const s of dana) {
+    const r = await api("GET", "/v1/session", s.token);
+    assert.equal(r.status, 410);
+    assert.equal(r.body.reason, "closed_all");
+  }
+  assert.equal((await api("GET", "/v1/session", eve.token)).status, 200, "another user stays");
+  await api("DELETE", `/v1/sessions/${eve.id}`, KEY);
+  await page.close();
+});

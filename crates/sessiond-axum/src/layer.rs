@@ -157,7 +157,10 @@ impl SessionLayer {
     /// Marks the cookie `Secure` when a trusted proxy ([`Self::with_trusted_proxies`])
     /// says the client used HTTPS by `X-Forwarded-Proto`, read from the right like
     /// `X-Forwarded-For` ([`sessiond_core::forwarded_https`]): the header from any other
-    /// peer, or a value the client wrote itself, is never believed.
+    /// peer, or a value the client wrote to the left of the proxies', is never believed.
+    /// The proxies must set or append the header themselves (nginx:
+    /// `proxy_set_header X-Forwarded-Proto $scheme;`); one that passes the client's
+    /// header on untouched would make the client's claim the one read.
     ///
     /// ```
     /// # let manager = sessiond_axum::doc_manager("shop");

@@ -11,12 +11,18 @@
 //!   a full queue answers [`Throttled`] at once instead of queueing without end.
 //! - **One check at a time per address** (IPv6 by /64, what one subscriber gets): a
 //!   single client's storm takes one thread, and the others stay free for everyone else.
-//! - **Backoff per address**: after 5 failures in a row, each further attempt from that
-//!   address waits 1 s, 2 s, 4 s… up to 60 s; a success or 15 quiet minutes reset it.
+//!   An attempt counts until its hash has run, even if the client hangs up first, so
+//!   dropped requests cannot stack hashes up.
+//! - **Backoff per address**: after 5 failures, each further attempt from that address
+//!   waits 1 s, 2 s, 4 s… up to 60 s; 15 quiet minutes reset it. A success does not:
+//!   the failures may be another account's guesses from the same address.
 //! - **Backoff per user**, for a guess spread over many addresses: after 10 failures, 1 s
-//!   doubling up to 30 s, but never for an address that signed this user in before
-//!   (remembered for 30 days). A stranger can slow a name down for strangers; the
-//!   person, from where they usually sign in, is never locked out.
+//!   doubling up to 30 s.
+//! - **An address that signed a user in before** (remembered for 30 days) skips both
+//!   backoffs for that user: strangers' guesses, and other people's failures behind the
+//!   same address, slow a name down only where its owner has never signed in. (The
+//!   owner still waits for a check already running from their address, and a name's
+//!   owner at a new address waits with the strangers.)
 //!
 //! Every table is bounded (10 000 entries each), so addresses that are never seen again
 //! cannot grow memory. The state is per process: on several app nodes, each throttles
@@ -25,7 +31,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -223,9 +229,15 @@ impl PasswordCheck {
     /// Runs `verify` (the slow hash comparison: `Some(account)` when the password is
     /// right) for a sign-in as `user` from `ip` (the layer's
     /// [`crate::Session::client_ip`]; none skips the per-address rules), unless the
-    /// rules say to wait: then [`Throttled`], and `verify` does not run. `user` is what
-    /// the person typed (compared trimmed and case-blind); it is kept only as a keyed
-    /// hash.
+    /// rules say to wait: then [`Throttled`], and `verify` does not run.
+    ///
+    /// `user` must be the app's canonical key of the account tried (its id, not the
+    /// text typed: "1", "01" and "+1" naming one account must give one key); it is
+    /// kept only as a keyed hash.
+    ///
+    /// Once admitted, the attempt counts until its hash has run, even if the request
+    /// is dropped meanwhile (the client hung up): its address stays busy, and a hash
+    /// whose requester is gone is skipped rather than run.
     pub async fn check<T, F>(
         &self,
         ip: Option<IpAddr>,
@@ -237,42 +249,57 @@ impl PasswordCheck {
         T: Send + 'static,
     {
         let ip = ip.map(address_key);
-        let user = self.user_key(user);
-        let now = Instant::now();
-        self.admit(ip, user, now)?;
-        // From here the address is marked in flight: the guard clears it however the
-        // future ends (answered, or dropped when the client went away).
-        let guard = InFlight {
-            check: self,
-            ip,
-            user,
-            done: None,
-        };
+        let user = self.inner.user_key(user);
+        self.inner.admit(ip, user, Instant::now())?;
         let (tx, rx) = oneshot::channel();
+        let inner = self.inner.clone();
+        // The job reads the time on the runtime's clock, as `admit` did.
+        let clock = tokio::runtime::Handle::try_current().ok();
         let job: Job = Box::new(move || {
-            let _ = tx.send(verify());
-        });
-        match self.inner.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                drop(guard);
-                return Err(self.refuse(Duration::from_secs(1)));
+            let _clock = clock.as_ref().map(tokio::runtime::Handle::enter);
+            let out = if tx.is_closed() {
+                None
+            } else {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(verify)) {
+                    Ok(out) => Some(out),
+                    Err(_) => {
+                        tracing::error!("a password check panicked; counted as a failure");
+                        Some(None)
+                    }
+                }
+            };
+            inner.finish(ip, user, out.as_ref().map(Option::is_some));
+            if let Some(out) = out {
+                let _ = tx.send(out);
             }
+        });
+        // No await between admit and here: the address is marked busy exactly when a
+        // job that will clear it is queued.
+        if self.inner.jobs.try_send(job).is_err() {
+            self.inner.finish(ip, user, None);
+            return Err(self.inner.refuse(Duration::from_secs(1)));
         }
-        let out = rx.await.ok().flatten();
-        let mut guard = guard;
-        guard.done = Some(out.is_some());
-        Ok(out)
+        Ok(rx.await.ok().flatten())
     }
 
     fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.tables()
+    }
+
+    #[cfg(test)]
+    fn table_sizes(&self) -> (usize, usize, usize) {
+        let t = self.tables();
+        (t.addresses.len(), t.users.len(), t.known.len())
+    }
+}
+
+impl Inner {
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn user_key(&self, user: &str) -> u64 {
-        self.inner
-            .hasher
-            .hash_one(user.trim().to_lowercase().as_bytes())
+        self.hasher.hash_one(user.as_bytes())
     }
 
     fn refuse(&self, wait: Duration) -> Throttled {
@@ -280,29 +307,30 @@ impl PasswordCheck {
         Throttled { retry_after: wait }
     }
 
-    /// Decides whether an attempt may run, and marks its address in flight if so.
+    /// Decides whether an attempt may run, and marks its address busy if so. An address
+    /// that signed this user in before skips the address's backoff (another account's
+    /// failures there, a shared NAT) and the user's (strangers' guesses elsewhere), but
+    /// still checks one password at a time.
     fn admit(&self, ip: Option<IpAddr>, user: u64, now: Instant) -> Result<(), Throttled> {
         let mut t = self.tables();
+        let known = ip.is_some_and(|ip| {
+            t.known
+                .get(&(user, ip))
+                .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_FOR)
+        });
         let mut wait = None;
-        if let Some(ip) = ip {
-            let a = t.addresses.get(&ip).map(|r| r.current(now));
-            if let Some(a) = a {
-                if a.in_flight {
-                    wait = Some(Duration::from_secs(1));
-                } else {
-                    wait = a.wait(now);
-                }
+        if let Some(a) = ip
+            .and_then(|ip| t.addresses.get(&ip))
+            .map(|r| r.current(now))
+        {
+            if a.in_flight {
+                wait = Some(Duration::from_secs(1));
+            } else if !known {
+                wait = a.wait(now);
             }
         }
-        if wait.is_none() {
-            let known = ip.is_some_and(|ip| {
-                t.known
-                    .get(&(user, ip))
-                    .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_FOR)
-            });
-            if !known {
-                wait = t.users.get(&user).and_then(|r| r.current(now).wait(now));
-            }
+        if wait.is_none() && !known {
+            wait = t.users.get(&user).and_then(|r| r.current(now).wait(now));
         }
         if let Some(wait) = wait {
             t.throttled += 1;
@@ -314,17 +342,18 @@ impl PasswordCheck {
         Ok(())
     }
 
-    /// Records how an attempt ended (`None`: it never ran) and clears its address.
+    /// Records how an attempt ended (`Some(true)`: signed in; `None`: it never ran)
+    /// and frees its address. A success forgets the user's failures and remembers the
+    /// address as theirs; it does not wipe the address's failures, which other
+    /// accounts' guesses from there made.
     fn finish(&self, ip: Option<IpAddr>, user: u64, ok: Option<bool>) {
         let now = Instant::now();
         let mut t = self.tables();
         if let Some(ip) = ip {
             if let Some(r) = t.addresses.get_mut(&ip) {
                 r.in_flight = false;
-                match ok {
-                    Some(true) => *r = Record::new(now),
-                    Some(false) => r.failed(now, FREE_PER_ADDRESS, MAX_ADDRESS_WAIT),
-                    None => {}
+                if ok == Some(false) {
+                    r.failed(now, FREE_PER_ADDRESS, MAX_ADDRESS_WAIT);
                 }
             }
         }
@@ -336,7 +365,7 @@ impl PasswordCheck {
                         t.known
                             .retain(|_, at| now.saturating_duration_since(*at) < KNOWN_FOR);
                         if t.known.len() >= TABLE_CAP {
-                            drop_oldest_half(&mut t.known, |at| *at);
+                            drop_oldest_half(&mut t.known, |at| *at, |_| false);
                         }
                     }
                     t.known.insert((user, ip), now);
@@ -347,26 +376,6 @@ impl PasswordCheck {
             }
             None => {}
         }
-    }
-
-    #[cfg(test)]
-    fn table_sizes(&self) -> (usize, usize, usize) {
-        let t = self.tables();
-        (t.addresses.len(), t.users.len(), t.known.len())
-    }
-}
-
-/// Clears an attempt's address when it ends, however it ends.
-struct InFlight<'a> {
-    check: &'a PasswordCheck,
-    ip: Option<IpAddr>,
-    user: u64,
-    done: Option<bool>,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.check.finish(self.ip, self.user, self.done);
     }
 }
 
@@ -422,19 +431,22 @@ fn prune<K: Eq + std::hash::Hash + Clone>(table: &mut HashMap<K, Record>, now: I
         r.in_flight || r.failures > 0
     });
     if table.len() >= TABLE_CAP {
-        drop_oldest_half(table, |r| r.last);
+        drop_oldest_half(table, |r| r.last, |r| r.in_flight);
     }
 }
 
+/// Drops the least recently seen half of `table`, but never an entry `keep` holds on
+/// to (an attempt in flight, whose end must still find its record).
 fn drop_oldest_half<K: Eq + std::hash::Hash + Clone, V>(
     table: &mut HashMap<K, V>,
     at: impl Fn(&V) -> Instant,
+    keep: impl Fn(&V) -> bool,
 ) {
     let mut times: Vec<Instant> = table.values().map(&at).collect();
     let mid = times.len() / 2;
     let (_, cut, _) = times.select_nth_unstable(mid);
     let cut = *cut;
-    table.retain(|_, v| at(v) > cut);
+    table.retain(|_, v| keep(v) || at(v) > cut);
 }
 
 #[cfg(test)]
@@ -447,7 +459,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_address_backs_off_after_five_failures_and_a_success_resets_it() {
+    async fn an_address_backs_off_after_five_failures_and_a_success_does_not_wipe_it() {
         let c = PasswordCheck::with_threads(1);
         for _ in 0..FREE_PER_ADDRESS {
             assert_eq!(
@@ -481,15 +493,72 @@ mod tests {
             .unwrap_err();
         assert_eq!(t.retry_after(), Duration::from_secs(2), "the wait doubles");
         tokio::time::advance(Duration::from_secs(2)).await;
+        // Eve signs in to her own account from there: the guesses are not forgiven.
         assert_eq!(
-            c.check(ip("192.0.2.1"), "ann", || Some(7)).await,
+            c.check(ip("192.0.2.1"), "eve", || Some(7)).await,
             Ok(Some(7))
         );
         assert_eq!(
             c.check(ip("192.0.2.1"), "ann", || None::<()>).await,
             Ok(None)
         );
-        assert!(c.throttled() >= 2);
+        assert!(c.check(ip("192.0.2.1"), "ann", || Some(())).await.is_err());
+        // Eve herself, from the address she signs in from, is not held back.
+        assert_eq!(
+            c.check(ip("192.0.2.1"), "eve", || Some(8)).await,
+            Ok(Some(8))
+        );
+        assert!(c.throttled() >= 3);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_keeps_its_address_busy_until_its_turn_and_is_skipped() {
+        let c = PasswordCheck::with_threads(1);
+        let ran = Arc::new(AtomicUsize::new(0));
+        // A slow check holds the only thread.
+        let slow = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.check(ip("192.0.2.1"), "a", || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    None::<()>
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A client queues a check and hangs up.
+        let r = ran.clone();
+        let gone = tokio::time::timeout(
+            Duration::from_millis(20),
+            c.check(ip("192.0.2.9"), "b", move || {
+                r.fetch_add(1, Ordering::SeqCst);
+                None::<()>
+            }),
+        )
+        .await;
+        assert!(gone.is_err(), "dropped while queued");
+        // Its address is still busy: hanging up and retrying cannot stack hashes.
+        assert!(c.check(ip("192.0.2.9"), "b", || None::<()>).await.is_err());
+        slow.await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "nobody was waiting: skipped");
+        assert_eq!(
+            c.check(ip("192.0.2.9"), "b", || Some(())).await,
+            Ok(Some(()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_check_is_a_failure_and_the_thread_lives_on() {
+        let c = PasswordCheck::with_threads(1);
+        for _ in 0..3 {
+            let out = c
+                .check(None, "a", || -> Option<()> { panic!("bad hash") })
+                .await;
+            assert_eq!(out, Ok(None));
+        }
+        assert_eq!(c.check(None, "a", || Some(1)).await, Ok(Some(1)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -497,7 +566,7 @@ mod tests {
         let c = PasswordCheck::with_threads(1);
         // Ann signs in from home once.
         assert!(c
-            .check(ip("198.51.100.7"), "Ann", || Some(()))
+            .check(ip("198.51.100.7"), "ann", || Some(()))
             .await
             .unwrap()
             .is_some());
@@ -508,7 +577,7 @@ mod tests {
         }
         // A new stranger must wait...
         assert!(c
-            .check(ip("203.0.113.200"), "ANN ", || Some(()))
+            .check(ip("203.0.113.200"), "ann", || Some(()))
             .await
             .is_err());
         // ...but Ann, from home, signs in at once.

@@ -54,6 +54,11 @@ impl Session {
                 .map(JsonObject::from_map)
                 .transpose()
                 .map_err(sessiond_core::Error::from)?;
+            // Marked before the rotation: a request with the old cookie that fails
+            // while it runs must not create a guest whose cookie would replace the new.
+            if let Some(old) = &self.inner.incoming {
+                cfg.rotated.insert(old.hash());
+            }
             let res = cfg
                 .manager
                 .set_privileges(
@@ -66,14 +71,15 @@ impl Session {
             match res {
                 Ok((s, token)) => {
                     lock.remember(&s);
-                    if let Some(old) = &self.inner.incoming {
-                        cfg.rotated.insert(old.hash());
-                    }
                     st.record = Some(s);
                     st.cookie = CookieAction::Set(token);
                     return Ok(());
                 }
-                Err(Error::SessionClosed(_) | Error::NotFound(_)) => st.record = None,
+                Err(Error::SessionClosed(_) | Error::NotFound(_)) => {
+                    // Closed meanwhile: this sign-in opens the user's session itself.
+                    st.record = None;
+                    return self.create_fresh(&mut st, grant).await.map(drop);
+                }
                 Err(e) => return Err(self.fail(&mut st, e)),
             }
         }
@@ -93,6 +99,11 @@ impl Session {
         grant: Grant,
     ) -> Result<(), SessionError> {
         let cfg = &self.inner.config;
+        // Marked before the close: a request with the old cookie that fails in between
+        // must not create a guest whose cookie would replace the new one.
+        if let Some(token) = &self.inner.incoming {
+            cfg.rotated.insert(token.hash());
+        }
         let res = cfg
             .manager
             .close(Lookup::Id(old.id), CloseReason::UserChanged, Actor::User)
@@ -104,11 +115,7 @@ impl Session {
         tracing::info!(session = %old.id, app = %old.app, "another user signed in: the session closed as user_changed");
         st.record = None;
         st.cookie = CookieAction::Remove;
-        let opened = self.create(st, Map::new(), Some(grant)).await;
-        if let (Ok(_), Some(token)) = (&opened, &self.inner.incoming) {
-            cfg.rotated.insert(token.hash());
-        }
-        opened.map(drop)
+        self.create_fresh(st, grant).await.map(drop)
     }
 
     /// Whether the session holds privilege `name` (4D's `hasPrivilege`).

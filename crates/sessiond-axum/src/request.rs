@@ -73,14 +73,13 @@ pub(crate) fn is_secure<B>(config: &Config, req: &Request<B>) -> bool {
 fn peer<B>(req: &Request<B>) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip().to_canonical())
 }
 
-fn header_lines<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
-    headers
-        .get_all(name)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
+/// A header's lines as bytes: one with bytes that are not text still counts (the core
+/// stops at its bad hop, keeping the hops proxies appended after it).
+fn header_lines<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a [u8]> {
+    headers.get_all(name).into_iter().map(|v| v.as_bytes())
 }
 
 /// Why a request counts as cross-site.

@@ -280,23 +280,42 @@ impl Session {
         Ok(())
     }
 
-    /// Opens a new session holding `data` (and `grant`), to be handed out by cookie.
+    /// Opens a new session holding `data` (and `grant`), to be handed out by cookie;
+    /// refused ([`SessionError::Rotated`]) when this request's cookie was just replaced.
     pub(crate) async fn create(
         &self,
         st: &mut State,
         data: Map<String, Value>,
         grant: Option<Grant>,
     ) -> Result<Record, SessionError> {
-        if st.answered {
-            return Err(SessionError::Answered);
-        }
         if let Some(old) = &self.inner.incoming {
             if self.inner.config.rotated.contains(old.hash()) {
                 // Its cookie would replace the one the rotation just handed out.
                 return Err(SessionError::Rotated);
             }
         }
-        let grant = grant.unwrap_or_default();
+        self.open_new(st, data, grant.unwrap_or_default()).await
+    }
+
+    /// Opens the new, empty session of a sign-in that replaced this request's cookie
+    /// itself (marked replaced before the old session closed).
+    pub(crate) async fn create_fresh(
+        &self,
+        st: &mut State,
+        grant: Grant,
+    ) -> Result<Record, SessionError> {
+        self.open_new(st, Map::new(), grant).await
+    }
+
+    async fn open_new(
+        &self,
+        st: &mut State,
+        data: Map<String, Value>,
+        grant: Grant,
+    ) -> Result<Record, SessionError> {
+        if st.answered {
+            return Err(SessionError::Answered);
+        }
         let req = OpenRequest {
             user: grant.user,
             privileges: grant.privileges,

@@ -22,9 +22,9 @@ use std::net::IpAddr;
 /// let ip = sessiond_core::client_address(proxy, ["203.0.113.7, 198.51.100.2"], |p| p == proxy);
 /// assert_eq!(ip, "198.51.100.2".parse::<IpAddr>().unwrap());
 /// ```
-pub fn client_address<'a>(
+pub fn client_address<'a, L: AsRef<[u8]> + ?Sized + 'a>(
     peer: IpAddr,
-    forwarded_for: impl IntoIterator<Item = &'a str>,
+    forwarded_for: impl IntoIterator<Item = &'a L>,
     trusted: impl Fn(IpAddr) -> bool,
 ) -> IpAddr {
     client_hop(peer, forwarded_for, trusted).0
@@ -53,17 +53,18 @@ pub fn client_address<'a>(
 /// let stranger: IpAddr = "198.51.100.9".parse().unwrap();
 /// assert!(!sessiond_core::forwarded_https(stranger, ["1.2.3.4"], ["https"], trusted));
 /// ```
-pub fn forwarded_https<'a>(
+pub fn forwarded_https<'a, L: AsRef<[u8]> + ?Sized + 'a>(
     peer: IpAddr,
-    forwarded_for: impl IntoIterator<Item = &'a str>,
-    forwarded_proto: impl IntoIterator<Item = &'a str>,
+    forwarded_for: impl IntoIterator<Item = &'a L>,
+    forwarded_proto: impl IntoIterator<Item = &'a L>,
     trusted: impl Fn(IpAddr) -> bool,
 ) -> bool {
+    let peer = peer.to_canonical();
     if !trusted(peer) {
         return false;
     }
-    let forwarded_for: Vec<&str> = forwarded_for.into_iter().collect();
-    let listed = forwarded_for.iter().any(|l| !l.trim().is_empty());
+    let forwarded_for: Vec<&[u8]> = forwarded_for.into_iter().map(AsRef::as_ref).collect();
+    let listed = forwarded_for.iter().any(|l| !l.trim_ascii().is_empty());
     let hop = match client_hop(peer, forwarded_for, &trusted).1 {
         Some(hop) => hop,
         // A proxy that names no client at all speaks of its own client: value 0.
@@ -71,29 +72,41 @@ pub fn forwarded_https<'a>(
         // A list whose nearest hop is not an address names nobody.
         None => return false,
     };
-    let lines: Vec<&str> = forwarded_proto.into_iter().collect();
+    let lines: Vec<&[u8]> = forwarded_proto.into_iter().map(AsRef::as_ref).collect();
     lines
         .iter()
         .rev()
-        .flat_map(|l| l.rsplit(','))
+        .flat_map(|l| l.rsplit(|b| *b == b','))
         .nth(hop)
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"https"))
 }
 
 /// The client's address and how far from the right of `X-Forwarded-For` it was found
 /// (none when it is the peer itself).
-fn client_hop<'a>(
+fn client_hop<'a, L: AsRef<[u8]> + ?Sized + 'a>(
     peer: IpAddr,
-    forwarded_for: impl IntoIterator<Item = &'a str>,
+    forwarded_for: impl IntoIterator<Item = &'a L>,
     trusted: impl Fn(IpAddr) -> bool,
 ) -> (IpAddr, Option<usize>) {
+    // A dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`.
+    let peer = peer.to_canonical();
     if !trusted(peer) {
         return (peer, None);
     }
-    let lines: Vec<&str> = forwarded_for.into_iter().collect();
+    let lines: Vec<&[u8]> = forwarded_for.into_iter().map(AsRef::as_ref).collect();
     let mut client = (peer, None);
-    for (i, hop) in lines.iter().rev().flat_map(|l| l.rsplit(',')).enumerate() {
-        let Some(ip) = parse_hop(hop.trim()) else {
+    // Split as bytes: a hop holding bytes that are not UTF-8 (a client may send any)
+    // stops the walk there, and the hops the proxies appended to its right still count.
+    for (i, hop) in lines
+        .iter()
+        .rev()
+        .flat_map(|l| l.rsplit(|b| *b == b','))
+        .enumerate()
+    {
+        let Some(ip) = std::str::from_utf8(hop)
+            .ok()
+            .and_then(|h| parse_hop(h.trim()))
+        else {
             break;
         };
         client = (ip, Some(i));
@@ -107,13 +120,14 @@ fn client_hop<'a>(
 /// An address as proxies write it: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`, or either
 /// with a port.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
-    if let Ok(ip) = hop.parse() {
-        return Some(ip);
-    }
-    if let Ok(sock) = hop.parse::<std::net::SocketAddr>() {
-        return Some(sock.ip());
-    }
-    hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+    let ip = if let Ok(ip) = hop.parse::<IpAddr>() {
+        ip
+    } else if let Ok(sock) = hop.parse::<std::net::SocketAddr>() {
+        sock.ip()
+    } else {
+        hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?
+    };
+    Some(ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -135,7 +149,7 @@ mod tests {
             ip("198.51.100.9")
         );
         // No header: the proxy itself.
-        assert_eq!(client_address(lb, [], trusted), lb);
+        assert_eq!(client_address(lb, [] as [&str; 0], trusted), lb);
         // One proxy that appends.
         assert_eq!(
             client_address(lb, ["198.51.100.2"], trusted),
@@ -170,6 +184,15 @@ mod tests {
         assert_eq!(
             client_address(lb, ["[2001:db8::6]"], trusted),
             ip("2001:db8::6")
+        );
+        // Bytes that are not UTF-8 in the client's part of a line do not hide the
+        // address the proxy appended to it.
+        let line: &[u8] = b"\x80\xff, 198.51.100.2";
+        assert_eq!(client_address(lb, [line], trusted), ip("198.51.100.2"));
+        // A dual-stack listener's view of an IPv4 proxy is still that proxy.
+        assert_eq!(
+            client_address(ip("::ffff:10.0.0.1"), ["198.51.100.2"], trusted),
+            ip("198.51.100.2")
         );
     }
 

@@ -165,7 +165,23 @@ async function loadSessions() {
   const q = new URLSearchParams({ status, limit: "1000" });
   if (user) q.set("user", user);
   state.sessions = (await api("GET", `/v1/apps/${encodeURIComponent(app)}/sessions?${q}`)).sessions;
+  // "Log out everywhere" belongs to one user's sessions: shown once the filter names one.
+  const button = document.getElementById("logout-user");
+  button.hidden = !user;
+  button.textContent = user ? `Log ${user} out everywhere` : "Log out everywhere";
   renderSessions();
+}
+
+async function logoutUser() {
+  const user = document.getElementById("filter-user").value.trim();
+  if (!user) return;
+  const body = el("p", {}, `Every open session of ${user} in ${state.current} closes at once, as closed_all by you; their clients are told.`);
+  if (!(await confirmDialog(`Log ${user} out everywhere?`, body, "Log out"))) return;
+  try {
+    const r = await api("POST", `/v1/apps/${encodeURIComponent(state.current)}/sessions/close-all`, { user });
+    say(`Logged ${user} out of ${r.closed} session${r.closed === 1 ? "" : "s"}.`);
+  } catch (e) { say(`Could not log ${user} out: ${e.message}`); }
+  await loadSessions();
 }
 
 async function loadHistory() {
@@ -281,6 +297,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("filter-user").addEventListener("input", () => scheduleReload());
   document.getElementById("filter-status").addEventListener("change", () => loadSessions());
   document.getElementById("close-all").addEventListener("click", closeAll);
+  document.getElementById("logout-user").addEventListener("click", logoutUser);
   document.getElementById("tab-open").addEventListener("click", () => selectTab("open"));
   document.getElementById("tab-history").addEventListener("click", () => selectTab("history"));
   for (const b of document.querySelectorAll("#sessions th button")) {

@@ -90,11 +90,13 @@ impl FromRequestParts<SharedState> for ClientAddr {
         let Some(peer) = peer else {
             return Ok(ClientAddr(None));
         };
+        // As bytes: a line with bytes that are not text still holds the hops the
+        // proxies appended after the client's part.
         let forwarded = parts
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok());
+            .map(|v| v.as_bytes());
         Ok(ClientAddr(Some(sessiond_core::client_address(
             peer,
             forwarded,
@@ -122,12 +124,7 @@ pub fn over_https(
     let Some(peer) = peer else {
         return false;
     };
-    let lines = |name: &'static str| {
-        headers
-            .get_all(name)
-            .into_iter()
-            .filter_map(|v| v.to_str().ok())
-    };
+    let lines = |name: &'static str| headers.get_all(name).into_iter().map(|v| v.as_bytes());
     sessiond_core::forwarded_https(
         peer,
         lines("x-forwarded-for"),

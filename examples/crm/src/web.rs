@@ -110,9 +110,12 @@ pub async fn authenticate(
     let password = form.password;
     // Argon2 is deliberately slow and big: it runs on the check's own threads, at most
     // one per core at once, and an address or a name that keeps failing waits first.
+    // The throttle's key is the account, not the text typed ("1", "01" and "+1" are
+    // one account); every id that names none shares one key.
+    let account = user_id.map_or_else(|| "no such id".to_string(), |id| id.to_string());
     let checked = state
         .passwords
-        .check(session.client_ip(), &form.user_id, move || {
+        .check(session.client_ip(), &account, move || {
             data.check_login(user_id, &password).map(|p| p.user_id)
         })
         .await;

@@ -94,3 +94,23 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         assert_eq!(ip.to_string(), want);
     }
 }
+
+/// A client's bytes that are not text, in the part of the line a proxy appends to
+/// (nginx's `$proxy_add_x_forwarded_for`), do not make the client look like the proxy.
+#[tokio::test]
+async fn a_forwarded_line_with_bytes_that_are_not_text_still_names_the_client() {
+    let m = memory_manager(Policy::default());
+    let proxy: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let app = routes(
+        SessionLayer::new(m.clone(), APP)
+            .unwrap()
+            .with_trusted_proxies([proxy]),
+    );
+    let r = call(Method::POST, "/set/a/1")
+        .header_bytes("x-forwarded-for", b"\x80\xfe, 198.51.100.2")
+        .send(&app)
+        .await;
+    let id = id_of(&app, &r.cookie_pair()).await.unwrap();
+    let ip = m.get(id).await.unwrap().client.ip.unwrap();
+    assert_eq!(ip.to_string(), "198.51.100.2");
+}

@@ -440,6 +440,13 @@ impl Call {
         self
     }
 
+    pub fn header_bytes(mut self, name: &'static str, value: &[u8]) -> Call {
+        self.req
+            .headers_mut()
+            .insert(name, axum::http::HeaderValue::from_bytes(value).unwrap());
+        self
+    }
+
     pub fn peer(mut self, ip: [u8; 4]) -> Call {
         self.req
             .extensions_mut()
