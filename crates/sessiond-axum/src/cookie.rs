@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use axum::http::header::COOKIE;
 use axum::http::HeaderMap;
-
-/// Longest cookie value taken as a token; anything longer cannot be one.
-const MAX_TOKEN_LEN: usize = 256;
+pub(crate) use sessiond_core::CookieFound as Found;
 
 /// How the session cookie is written (all but the per-request `Secure` decision).
 #[derive(Debug, Clone)]
@@ -113,65 +111,9 @@ pub(crate) fn valid_attribute(v: &str) -> bool {
     !v.is_empty() && v.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';')
 }
 
-/// What a request's `Cookie` headers hold under the session cookie's name.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Found {
-    /// No cookie of that name that could be a token.
-    None,
-    /// Exactly one cookie of that name, and it could be a token.
-    One(String),
-    /// Two or more cookies of that name. Browsers send every cookie whose domain and
-    /// path match, so a sibling subdomain or a deeper path can plant a second one (cookie
-    /// tossing); neither can be told from the other, so none is believed.
-    Many,
-}
-
-/// The cookie `name` in the request: its value when there is exactly one and it could
-/// be a token (cookie-octets only, not empty, not absurdly long), so a value that
-/// cannot be one never costs a store lookup.
+/// The cookie `name` in a request's headers ([`sessiond_core::find_cookie`]).
 pub(crate) fn find(headers: &HeaderMap, name: &str) -> Found {
-    let name = name.as_bytes();
-    let mut found = Found::None;
-    let mut seen = 0usize;
-    for header in headers.get_all(COOKIE) {
-        for pair in header.as_bytes().split(|b| *b == b';') {
-            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
-                continue;
-            };
-            if trim(&pair[..eq]) != name {
-                continue;
-            }
-            seen += 1;
-            if seen > 1 {
-                return Found::Many;
-            }
-            let v = trim(&pair[eq + 1..]);
-            let v = match v {
-                [b'"', inner @ .., b'"'] => inner,
-                _ => v,
-            };
-            if !v.is_empty() && v.len() <= MAX_TOKEN_LEN && v.iter().all(|b| is_cookie_octet(*b)) {
-                // Cookie-octets are ASCII.
-                if let Ok(v) = std::str::from_utf8(v) {
-                    found = Found::One(v.to_owned());
-                }
-            }
-        }
-    }
-    found
-}
-
-/// `b` without the spaces and tabs around it.
-fn trim(b: &[u8]) -> &[u8] {
-    let blank = |c: &u8| *c == b' ' || *c == b'\t';
-    let start = b.iter().position(|c| !blank(c)).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !blank(c)).map_or(start, |e| e + 1);
-    &b[start..end]
-}
-
-/// RFC 6265 `cookie-octet`.
-fn is_cookie_octet(b: u8) -> bool {
-    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+    sessiond_core::find_cookie(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()), name)
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod admission;
 pub mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod cookie;
 mod error;
 pub mod events;
 mod id;
@@ -45,6 +46,7 @@ pub mod store;
 mod time;
 
 pub use address::{client_address, forwarded_https};
+pub use cookie::{find_cookie, CookieFound};
 pub use error::{quoted, Error, Result};
 pub use events::{Event, EventKind};
 pub use id::{BadSessionId, SessionId, Token, TokenHash, MAX_TOKEN_PREFIX, TOKEN_KEY_BYTES};

@@ -10,6 +10,7 @@
 mod app_stream;
 pub mod apps;
 pub mod events;
+pub mod forward_auth;
 pub mod ops;
 pub mod scope;
 pub mod session;
@@ -172,6 +173,10 @@ pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route(
             "/v1/session/others/close-all",
             post(session::close_my_others),
+        )
+        .route(
+            "/v1/apps/{app}/forward-auth",
+            get(forward_auth::forward_auth),
         )
         .merge(operator_routes())
         .route("/healthz", get(ops::healthz))

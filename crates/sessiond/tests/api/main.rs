@@ -7,6 +7,7 @@ mod common;
 mod console;
 mod credentials;
 mod errors;
+mod forward_auth;
 mod hostile;
 mod management;
 mod migrate;

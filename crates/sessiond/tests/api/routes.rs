@@ -132,6 +132,8 @@ fn table() -> Vec<Row> {
             [401, 401, 404, 401, 401, 401, 401, 401, 401, 401, 401, 401],
         ),
         row(M::POST, "/v1/session/others/close-all", own_session),
+        // A reverse proxy's check: the session's own cookie or token, nothing else.
+        row(M::GET, "/v1/apps/{app}/forward-auth", own_session),
         row(
             M::GET,
             "/v1/apps",
