@@ -70,6 +70,9 @@ fn parse_args() -> Args {
                      resolve: GET /v1/session (resolve + touch) with one session per connection\n\
                      heartbeat: POST /v1/session/heartbeat\n\
                      open: POST /v1/apps/APP/sessions (a new session per request)\n\
+                     forward-auth: GET /v1/apps/APP/forward-auth with the session cookie \
+                     (SESSION=<token>), one session per connection, as a reverse proxy \
+                     asks before every request\n\
                      tls:SCENARIO: the same over HTTPS (--tls-server, trusting --ca-cert), \
                      on connections kept open (the handshake is paid once per connection)"
                 );
@@ -148,7 +151,9 @@ async fn run(args: &Args, target: &Target, scenario: &str) -> Outcome {
     let mut workers = Vec::new();
     for _ in 0..args.connections {
         let session = match scenario {
-            "resolve" | "heartbeat" => open_session(host, tls, &args.app, &args.token).await,
+            "resolve" | "heartbeat" | "forward-auth" => {
+                open_session(host, tls, &args.app, &args.token).await
+            }
             _ => String::new(),
         };
         workers.push((connect_to::<Full<Bytes>>(host, tls).await, session));
@@ -178,6 +183,13 @@ async fn run(args: &Args, target: &Target, scenario: &str) -> Outcome {
                         &admin,
                         Some("{}"),
                     ),
+                    "forward-auth" => Request::builder()
+                        .method("GET")
+                        .uri(format!("/v1/apps/{app}/forward-auth"))
+                        .header("host", &host)
+                        .header("cookie", format!("SESSION={session}"))
+                        .body(Full::new(Bytes::new()))
+                        .expect("request"),
                     other => panic!("unknown scenario {other}"),
                 };
                 let (status, _) = send(&mut c, req).await;
