@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
-"""Forward-auth end to end: a real nginx in front of an app, asking a real sessiond
-server before every request (tests/proxy/nginx.conf.in, docs/PROXIES.md).
+"""Forward-auth end to end: a real reverse proxy (nginx, Caddy or Traefik) in front of
+an app, asking a real sessiond server before every request (the configurations beside
+this file; docs/PROXIES.md).
 
-Starts sessiond (memory store, app `shop` with bind_ip, 127.0.0.1 a trusted proxy) and
-nginx on free loopback ports, then checks, through nginx: no cookie -> 401 and nothing
-reaches the app; a signed-in cookie -> the app sees the user, privileges, session id
-and guest flag; a page that needs a privilege -> 403 without it; a killed session ->
-401 on its next request, with the clearing Set-Cookie passed on to the browser; the
-client address nginx forwards is the one bind_ip checks (another address, or a forged
-X-Forwarded-For, is refused); a client's own X-User header never reaches the app.
+Starts sessiond (memory store, app `shop` with bind_ip, 127.0.0.1 a trusted proxy), the
+app (a few lines of Python here that answer with the X-Sessiond-* headers it was given)
+and the proxy on free loopback ports, then checks, through the proxy: no cookie -> 401
+and nothing reaches the app; a signed-in cookie -> the app sees the user, privileges,
+session id and guest flag; a client's own X-Sessiond-* headers never reach the app; a
+page that needs a privilege -> 403 without it, 200 with it; the client address the
+proxy forwards is the one bind_ip checks (another address, or a forged
+X-Forwarded-For, is refused); a killed session -> 401 on its next request, with the
+clearing Set-Cookie passed on to the browser.
 
-Usage: tests/proxy/forward_auth.py SESSIOND_BIN NGINX_BIN   (tests/proxy/run.sh)
+Usage: tests/proxy/forward_auth.py SESSIOND_BIN nginx|caddy|traefik PROXY_BIN
+       (tests/proxy/run.sh runs the three)
 """
 
 import http.client
+import http.server
 import json
 import os
 import re
@@ -21,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,10 +68,58 @@ def check(name, cond, detail=""):
         FAILED.append(name)
 
 
+class App(http.server.BaseHTTPRequestHandler):
+    """The upstream app: it tells what the proxy said about the session."""
+
+    def do_GET(self):
+        h = self.headers
+        body = (
+            f"user={h.get('X-Sessiond-User', '')} privileges={h.get('X-Sessiond-Privileges', '')} "
+            f"session={h.get('X-Sessiond-Session', '')} guest={h.get('X-Sessiond-Guest', '')}\n"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def start_proxy(kind, binary, work, sd_port, proxy_port, app_port):
+    """Writes the proxy's configuration and starts it; answers (process, log path)."""
+    subst = {"@WORK@": work, "@SESSIOND@": f"127.0.0.1:{sd_port}",
+             "@PROXY_PORT@": str(proxy_port), "@APP_PORT@": str(app_port)}
+    name = {"nginx": "nginx.conf.in", "caddy": "Caddyfile.in", "traefik": "traefik-dynamic.toml.in"}[kind]
+    conf = open(f"{HERE}/{name}").read()
+    for k, v in subst.items():
+        conf = conf.replace(k, v)
+    path = f"{work}/{name[:-3]}"
+    with open(path, "w") as f:
+        f.write(conf)
+    log = f"{work}/{kind}.log"
+    if kind == "nginx":
+        open(f"{work}/nginx-error.log", "w").close()
+        cmd = [binary, "-c", path, "-p", work, "-e", f"{work}/nginx-error.log"]
+        log = f"{work}/nginx-error.log"
+    elif kind == "caddy":
+        cmd = [binary, "run", "--config", path, "--adapter", "caddyfile"]
+    else:
+        cmd = [binary, f"--entryPoints.web.address=127.0.0.1:{proxy_port}",
+               f"--providers.file.filename={path}", "--log.level=ERROR"]
+    out = open(log if kind != "nginx" else f"{work}/nginx-stdout.log", "a")
+    env = dict(os.environ, HOME=work, XDG_DATA_HOME=work, XDG_CONFIG_HOME=work)
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work), log
+
+
 def main():
-    sessiond_bin, nginx_bin = sys.argv[1], sys.argv[2]
-    work = tempfile.mkdtemp(prefix="sessiond-proxy-")
-    sd_port, proxy_port, app_port = free_port(), free_port(), free_port()
+    sessiond_bin, kind, proxy_bin = sys.argv[1], sys.argv[2], sys.argv[3]
+    work = tempfile.mkdtemp(prefix=f"sessiond-{kind}-")
+    sd_port, proxy_port = free_port(), free_port()
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), App)
+    app_port = app.server_address[1]
+    threading.Thread(target=app.serve_forever, daemon=True).start()
     with open(f"{work}/sessiond.toml", "w") as f:
         f.write(
             f'admin_token = "{ADMIN}"\nstore = "memory:"\ntrusted_proxies = ["127.0.0.1"]\n'
@@ -77,30 +131,27 @@ def main():
          "--listen", f"127.0.0.1:{sd_port}", "--data-dir", work],
         stdout=subprocess.DEVNULL, stderr=open(sd_log, "w"),
     )
-    conf = open(f"{HERE}/nginx.conf.in").read()
-    for k, v in {"@WORK@": work, "@SESSIOND@": f"127.0.0.1:{sd_port}",
-                 "@PROXY_PORT@": str(proxy_port), "@APP_PORT@": str(app_port)}.items():
-        conf = conf.replace(k, v)
-    with open(f"{work}/nginx.conf", "w") as f:
-        f.write(conf)
-    ng_log = f"{work}/nginx-error.log"
-    open(ng_log, "w").close()
-    ng = subprocess.Popen([nginx_bin, "-c", f"{work}/nginx.conf", "-p", work, "-e", ng_log],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proxy, proxy_log = start_proxy(kind, proxy_bin, work, sd_port, proxy_port, app_port)
     try:
         wait_port(sd_port, sd, sd_log)
-        wait_port(proxy_port, ng, ng_log)
-        run(sd_port, proxy_port)
+        wait_port(proxy_port, proxy, proxy_log)
+        # Traefik loads its routes a moment after it listens: wait for the check to run.
+        for _ in range(100):
+            if request(proxy_port, "GET", "/")[0] == 401:
+                break
+            time.sleep(0.1)
+        run(kind, sd_port, proxy_port)
     finally:
-        for p in (ng, sd):
+        for p in (proxy, sd):
             p.terminate()
             p.wait()
+        app.shutdown()
         if FAILED:
             print("--- sessiond log ---\n" + open(sd_log).read()[-3000:])
-            print("--- nginx log ---\n" + open(ng_log).read()[-3000:])
+            print(f"--- {kind} log ---\n" + open(proxy_log).read()[-3000:])
     if FAILED:
-        sys.exit(f"{len(FAILED)} check(s) failed: {', '.join(FAILED)}")
-    print("forward-auth behind nginx: every check passed")
+        sys.exit(f"{len(FAILED)} check(s) failed behind {kind}: {', '.join(FAILED)}")
+    print(f"forward-auth behind {kind}: every check passed")
 
 
 def open_session(sd_port, body):
@@ -111,42 +162,49 @@ def open_session(sd_port, body):
     return json.loads(text)
 
 
-def run(sd_port, proxy_port):
+def run(kind, sd_port, proxy_port):
+    def say(name, cond, detail=""):
+        check(f"{kind}: {name}", cond, detail)
+
     status, _, body = request(proxy_port, "GET", "/orders")
-    check("no cookie: 401, the app is not reached", status == 401 and body == "sign in first\n", (status, body))
+    say("no cookie: 401, the app is not reached", status == 401 and "user=" not in body, (status, body))
 
     ann = open_session(sd_port, {"user": "ann", "privileges": ["sales"], "client": {"ip": "127.0.0.1"}})
     cookie = {"Cookie": f"SESSION={ann['token']}"}
     status, _, body = request(proxy_port, "GET", "/orders", cookie)
     want = f"user=ann privileges=sales session={ann['id']} guest=false\n"
-    check("a signed-in cookie: the app sees who", status == 200 and body == want, (status, body))
+    say("a signed-in cookie: the app sees who", status == 200 and body == want, (status, body))
 
-    forged = dict(cookie, **{"X-User": "root", "X-Privileges": "WebAdmin"})
+    forged = dict(cookie, **{"X-Sessiond-User": "root", "X-Sessiond-Privileges": "WebAdmin"})
     status, _, body = request(proxy_port, "GET", "/orders", forged)
-    check("a client's own X-User never reaches the app", status == 200 and body == want, body)
+    say("a client's own X-Sessiond-* never reach the app", status == 200 and body == want, body)
+    guest = open_session(sd_port, {"client": {"ip": "127.0.0.1"}})
+    forged = {"Cookie": f"SESSION={guest['token']}", "X-Sessiond-User": "root"}
+    status, _, body = request(proxy_port, "GET", "/orders", forged)
+    say("... not even beside a guest, which has no user", status == 200 and body.startswith("user= ") and "guest=true" in body, body)
 
     status, _, body = request(proxy_port, "GET", "/admin/users", cookie)
-    check("a page needing WebAdmin: 403 without it", status == 403, (status, body))
+    say("a page needing WebAdmin: 403 without it", status == 403 and "user=" not in body, (status, body))
     boss = open_session(sd_port, {"user": "boss", "privileges": ["WebAdmin"], "client": {"ip": "127.0.0.1"}})
     status, _, body = request(proxy_port, "GET", "/admin/users", {"Cookie": f"SESSION={boss['token']}"})
-    check("... and 200 with it", status == 200 and body.startswith("user=boss "), (status, body))
+    say("... and 200 with it", status == 200 and body.startswith("user=boss "), (status, body))
 
     status, _, body = request(proxy_port, "GET", "/orders", cookie, source="127.0.0.2")
-    check("bind_ip: another client address is refused", status == 403, (status, body))
+    say("bind_ip: another client address is refused", status == 403, (status, body))
     lie = dict(cookie, **{"X-Forwarded-For": "127.0.0.1"})
     status, _, body = request(proxy_port, "GET", "/orders", lie, source="127.0.0.2")
-    check("bind_ip: a forged X-Forwarded-For does not pass", status == 403, (status, body))
+    say("bind_ip: a forged X-Forwarded-For does not pass", status == 403, (status, body))
     status, _, _ = request(proxy_port, "GET", "/orders", cookie)
-    check("bind_ip: the session is intact for its own address", status == 200, status)
+    say("bind_ip: the session is intact for its own address", status == 200, status)
 
     status, _, text = request(sd_port, "DELETE", f"/v1/sessions/{ann['id']}",
                               {"Authorization": f"Bearer {KEY}"})
     assert status == 200, text
     status, headers, body = request(proxy_port, "GET", "/orders", cookie)
     clear = headers.get("set-cookie", "")
-    check("a killed session: 401 on its next request", status == 401, (status, body))
-    check("... and the clearing cookie reaches the browser",
-          re.match(r"SESSION=; Path=/;.*Max-Age=0", clear) is not None, clear)
+    say("a killed session: 401 on its next request", status == 401 and "user=" not in body, (status, body))
+    say("... and the clearing cookie reaches the browser",
+        re.match(r"SESSION=; Path=/;.*Max-Age=0", clear) is not None, clear)
 
 
 if __name__ == "__main__":

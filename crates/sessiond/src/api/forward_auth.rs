@@ -26,7 +26,7 @@ use crate::state::SharedState;
 
 /// The session's public id.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("x-sessiond-session");
-/// The session's user (absent for a guest).
+/// The session's user (empty for a guest).
 pub const USER_HEADER: HeaderName = HeaderName::from_static("x-sessiond-user");
 /// The session's privileges, comma-separated.
 pub const PRIVILEGES_HEADER: HeaderName = HeaderName::from_static("x-sessiond-privileges");
@@ -53,7 +53,7 @@ enum Credential {
     params(("app" = String, Path, description = "App name"), ForwardQuery),
     responses(
         (status = 400, description = "A query parameter that is not `privilege`", body = crate::views::ErrorBody),
-        (status = 200, description = "A live session: `X-Sessiond-Session`, `X-Sessiond-User` (absent for a guest), `X-Sessiond-Privileges` (comma-separated) and `X-Sessiond-Guest` name it for the upstream app"),
+        (status = 200, description = "A live session: `X-Sessiond-Session`, `X-Sessiond-User` (empty for a guest), `X-Sessiond-Privileges` (comma-separated) and `X-Sessiond-Guest` name it for the upstream app"),
         (status = 401, description = "No session cookie or token, or one of no live session (a dead cookie is cleared by `Set-Cookie`)", body = crate::views::ErrorBody),
         (status = 403, description = "The session lacks `privilege`, or is bound to another address (bind_ip)", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody),
@@ -154,9 +154,9 @@ fn admitted(s: &Session) -> Response {
         }
     };
     put(SESSION_HEADER, &s.id.to_string());
-    if let Some(u) = &s.user {
-        put(USER_HEADER, u);
-    }
+    // Always sent, empty for a guest: a proxy that copies a header the answer lacks
+    // may pass the client's own, or (Caddy 2.6) a literal placeholder.
+    put(USER_HEADER, s.user.as_deref().unwrap_or(""));
     let privileges: Vec<&str> = s.privileges.iter().collect();
     put(PRIVILEGES_HEADER, &privileges.join(","));
     let guest = s.user.is_none() && s.privileges.is_empty();

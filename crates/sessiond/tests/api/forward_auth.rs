@@ -56,6 +56,14 @@ async fn a_live_cookie_names_the_session_user_and_privileges_for_the_upstream() 
     let bearer = format!("Bearer {}", token(&opened));
     assert_eq!(check(&s, "", &[("authorization", &bearer)]).await.0, 200);
 
+    // A guest: the user header is there, empty (a proxy copying a missing header could
+    // pass the client's own on).
+    let guest = s.open("shop", SHOP_KEY, json!({})).await;
+    let (status, h, _) = check(&s, "", &[("cookie", &format!("SESSION={}", token(&guest)))]).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "x-sessiond-user"), Some(""));
+    assert_eq!(header(&h, "x-sessiond-guest"), Some("true"));
+
     // A required privilege.
     assert_eq!(
         check(&s, "?privilege=sales", &[("cookie", &cookie)])
