@@ -72,16 +72,24 @@ class App(http.server.BaseHTTPRequestHandler):
     """The upstream app: it tells what the proxy said about the session."""
 
     def do_GET(self):
-        h = self.headers
         body = (
-            f"user={h.get('X-Sessiond-User', '')} privileges={h.get('X-Sessiond-Privileges', '')} "
-            f"session={h.get('X-Sessiond-Session', '')} guest={h.get('X-Sessiond-Guest', '')}\n"
+            f"user={self.cgi('X-Sessiond-User')} privileges={self.cgi('X-Sessiond-Privileges')} "
+            f"session={self.cgi('X-Sessiond-Session')} guest={self.cgi('X-Sessiond-Guest')}\n"
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def cgi(self, name):
+        """A header as CGI and FastCGI apps (PHP) read it: by HTTP_X_SESSIOND_USER, which
+        `X-Sessiond-User` and the look-alike `X_Sessiond_User` both become."""
+        want = name.upper().replace("-", "_")
+        for k, v in self.headers.items():
+            if k.upper().replace("-", "_") == want:
+                return v
+        return ""
 
     def log_message(self, *args):
         pass
@@ -182,6 +190,21 @@ def run(kind, sd_port, proxy_port):
     forged = {"Cookie": f"SESSION={guest['token']}", "X-Sessiond-User": "root"}
     status, _, body = request(proxy_port, "GET", "/orders", forged)
     say("... not even beside a guest, which has no user", status == 200 and body.startswith("user= ") and "guest=true" in body, body)
+
+    # Look-alike names (CGI reads X_Sessiond_User as X-Sessiond-User), and the hop-by-hop
+    # trick that makes a proxy drop the real headers so only the look-alikes remain.
+    lookalike = dict(cookie, **{"X_Sessiond_User": "root", "X-Sessiond_Privileges": "WebAdmin",
+                                "X_Sessiond-Session": "forged", "x_sessiond_guest": "forged"})
+    status, _, body = request(proxy_port, "GET", "/orders", lookalike)
+    say("look-alike header names never reach the app", status == 200 and body == want, body)
+    hop = dict(lookalike, **{"Connection": "X-Sessiond-User, X-Sessiond-Privileges, "
+                                           "X-Sessiond-Session, X-Sessiond-Guest"})
+    status, _, body = request(proxy_port, "GET", "/orders", hop)
+    say("... nor with Connection naming the real ones",
+        "root" not in body and "WebAdmin" not in body and "forged" not in body, (status, body))
+
+    status, _, body = request(proxy_port, "GET", "/orders?page=2&privilege=x", cookie)
+    say("a page's own query does not change the check", status == 200 and body == want, (status, body))
 
     status, _, body = request(proxy_port, "GET", "/admin/users", cookie)
     say("a page needing WebAdmin: 403 without it", status == 403 and "user=" not in body, (status, body))

@@ -33,9 +33,10 @@ pub const PRIVILEGES_HEADER: HeaderName = HeaderName::from_static("x-sessiond-pr
 /// `true` for a guest session (no user, no privileges), else `false`.
 pub const GUEST_HEADER: HeaderName = HeaderName::from_static("x-sessiond-guest");
 
-/// Forward-auth options, set per location in the proxy's configuration.
+/// Forward-auth options, set per location in the proxy's configuration. Other query
+/// parameters are ignored: some proxies pass the browser's own query on (Caddy does,
+/// unless its `uri` ends with `?`), and a page's `?page=2` must not fail its check.
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 pub struct ForwardQuery {
     /// A privilege the session must hold, else 403 (e.g. `WebAdmin` on `/admin`).
     pub privilege: Option<String>,
@@ -52,7 +53,7 @@ enum Credential {
 #[utoipa::path(get, path = "/v1/apps/{app}/forward-auth", tag = "session",
     params(("app" = String, Path, description = "App name"), ForwardQuery),
     responses(
-        (status = 400, description = "A query parameter that is not `privilege`", body = crate::views::ErrorBody),
+        (status = 400, description = "`privilege` given twice", body = crate::views::ErrorBody),
         (status = 200, description = "A live session: `X-Sessiond-Session`, `X-Sessiond-User` (empty for a guest), `X-Sessiond-Privileges` (comma-separated) and `X-Sessiond-Guest` name it for the upstream app"),
         (status = 401, description = "No session cookie or token, or one of no live session (a dead cookie is cleared by `Set-Cookie`)", body = crate::views::ErrorBody),
         (status = 403, description = "The session lacks `privilege`, or is bound to another address (bind_ip)", body = crate::views::ErrorBody),
@@ -63,6 +64,7 @@ pub async fn forward_auth(
     app: Result<Path<String>, axum::extract::rejection::PathRejection>,
     ClientAddr(ip): ClientAddr,
     Query(q): Query<ForwardQuery>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
 ) -> Response {
     // A path that does not decode names no app.
@@ -71,7 +73,15 @@ pub async fn forward_auth(
         Ok(p) if !app.starts_with(sessiond_core::INTERNAL_APP_MARK) => p,
         _ => return ApiError::from(Error::UnknownApp(app)).into_response(),
     };
-    let Some(credential) = credential(&headers, &policy.cookie_name) else {
+    // Over HTTPS only the `__Host-` cookie counts (no sibling subdomain can set it), as
+    // sessiond-axum reads it: the proxy says HTTPS by `X-Forwarded-Proto`.
+    let https = crate::auth::over_https(
+        &extensions,
+        &headers,
+        extensions.get::<crate::auth::PeerAddr>().map(|p| p.0.ip()),
+        |ip| st.trusted_proxies.contains(&ip),
+    );
+    let Some(credential) = credential(&headers, &policy.cookie_name, https) else {
         return refused(None, "no session cookie or token was sent");
     };
     let token = match &credential {
@@ -95,8 +105,10 @@ pub async fn forward_auth(
             .into_response(),
             _ => admitted(&s),
         },
+        // Unknown: cleared only when the token carries this app's prefix, since another
+        // app on the same host may use the same cookie name for its live sessions.
         Err(Error::InvalidToken) => refused(
-            Some(&credential),
+            Some(&credential).filter(|_| ours(&policy, &app, token)),
             "the session cookie or token matches no session",
         ),
         Err(Error::SessionClosed(c)) => refused(
@@ -113,14 +125,18 @@ pub async fn forward_auth(
     }
 }
 
-/// The session's credential: a bearer token first, else the app's cookie, the
-/// `__Host-` form before the plain one (no sibling can set it). Internal tokens (a
-/// console sign-in) are none.
-fn credential(headers: &HeaderMap, cookie_name: &str) -> Option<Credential> {
+/// The session's credential: a bearer token first, else the app's cookie: over HTTPS
+/// only its `__Host-` form, over plain HTTP that form before the plain one. Internal
+/// tokens (a console sign-in) are none.
+fn credential(headers: &HeaderMap, cookie_name: &str, https: bool) -> Option<Credential> {
     if let Some(bearer) = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 256)
     {
@@ -128,7 +144,8 @@ fn credential(headers: &HeaderMap, cookie_name: &str) -> Option<Credential> {
         return (!token.is_internal()).then_some(Credential::Bearer(token));
     }
     let lines = || headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes());
-    for name in [format!("__Host-{cookie_name}"), cookie_name.to_string()] {
+    let names = [format!("__Host-{cookie_name}"), cookie_name.to_string()];
+    for name in names.into_iter().take(if https { 1 } else { 2 }) {
         match sessiond_core::find_cookie(lines(), &name) {
             CookieFound::One(v) => {
                 let token = Token::from_client(&v);
@@ -139,6 +156,17 @@ fn credential(headers: &HeaderMap, cookie_name: &str) -> Option<Credential> {
         }
     }
     None
+}
+
+/// Whether `token` was made for `app`: its prefix is the app's own (an app whose tokens
+/// carry the client's address cannot tell).
+fn ours(policy: &sessiond_core::Policy, app: &str, token: &Token) -> bool {
+    let prefix = token.expose().split_once(':').map(|(p, _)| p);
+    match &policy.prefix {
+        sessiond_core::TokenPrefix::AppName => prefix == Some(app),
+        sessiond_core::TokenPrefix::Fixed(p) => prefix == Some(p.as_str()),
+        sessiond_core::TokenPrefix::ClientIp => false,
+    }
 }
 
 /// 200 with the headers the upstream app reads.

@@ -64,6 +64,21 @@ async fn a_live_cookie_names_the_session_user_and_privileges_for_the_upstream() 
     assert_eq!(header(&h, "x-sessiond-user"), Some(""));
     assert_eq!(header(&h, "x-sessiond-guest"), Some("true"));
 
+    // A page's own query is not the check's business; a lower-case scheme is a bearer.
+    assert_eq!(
+        check(&s, "?page=2&sort=x", &[("cookie", &cookie)]).await.0,
+        200
+    );
+    let lower = format!("bearer {}", token(&opened));
+    assert_eq!(check(&s, "", &[("authorization", &lower)]).await.0, 200);
+
+    // Over HTTPS (the trusted proxy says so), only the __Host- cookie counts: a plain one
+    // may have been planted by a sibling subdomain.
+    let https = [("x-forwarded-proto", "https"), ("cookie", cookie.as_str())];
+    assert_eq!(check(&s, "", &https).await.0, 401);
+    let https = [("x-forwarded-proto", "https"), ("cookie", host.as_str())];
+    assert_eq!(check(&s, "", &https).await.0, 200);
+
     // A required privilege.
     assert_eq!(
         check(&s, "?privilege=sales", &[("cookie", &cookie)])
@@ -110,9 +125,15 @@ async fn no_or_a_dead_cookie_is_401_and_a_dead_one_is_cleared() {
         "{clear}"
     );
 
-    // A token that is nothing, and two cookies of the name (one planted): refused.
-    let (status, _, _) = check(&s, "", &[("cookie", "SESSION=shop:0123")]).await;
+    // A token that is nothing: refused, and cleared when it carries this app's prefix;
+    // another app's (same cookie name, same host) is left alone.
+    let (status, h, _) = check(&s, "", &[("cookie", "SESSION=shop:0123")]).await;
     assert_eq!(status, 401);
+    assert!(header(&h, "set-cookie").is_some());
+    let (status, h, _) = check(&s, "", &[("cookie", "SESSION=desk:0123")]).await;
+    assert_eq!(status, 401);
+    assert!(header(&h, "set-cookie").is_none(), "not this app's cookie");
+    // Two cookies of the name (one planted): refused.
     let live = s.open("shop", SHOP_KEY, json!({"user": "cid"})).await;
     let two = format!("SESSION={}; SESSION={}", token(&live), token(&opened));
     assert_eq!(check(&s, "", &[("cookie", &two)]).await.0, 401);
