@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::admission::Admission;
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 use crate::events::{Event, EventKind};
 use crate::id::{SessionId, Token};
 use crate::internal::InternalApp;
@@ -282,10 +282,18 @@ impl Manager {
         let _ = self.events.send(e);
     }
 
+    /// A user or privilege name: 1 to `max_name_len` bytes, no control characters, and no
+    /// spaces at either end (proxies and apps trim header values, so `"admin "` would
+    /// arrive as `admin`).
     fn check_name(&self, what: &str, v: &str) -> Result<()> {
-        if v.is_empty() || v.len() > self.limits.max_name_len || v.chars().any(char::is_control) {
+        if v.is_empty()
+            || v.len() > self.limits.max_name_len
+            || v.chars().any(char::is_control)
+            || v.trim() != v
+        {
             return Err(Error::BadInput(format!(
-                "{what} must be 1 to {} bytes with no control characters",
+                "{what} must be 1 to {} bytes with no control characters and no spaces at \
+                 either end",
                 self.limits.max_name_len
             )));
         }
@@ -311,6 +319,13 @@ impl Manager {
         }
         for p in privileges {
             self.check_name("a privilege", p)?;
+            // Privileges travel as one comma-separated header (forward-auth) or flag.
+            if p.contains(',') {
+                return Err(Error::BadInput(format!(
+                    "a privilege cannot hold a comma: {}",
+                    quoted(p)
+                )));
+            }
         }
         Ok(Privileges::new(privileges))
     }
