@@ -86,22 +86,44 @@ impl FromRequestParts<SharedState> for ClientAddr {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_addr(parts, |ip| {
+            state.trusted_proxies.contains(&ip)
+        })))
+    }
+}
+
+/// The client's address of a request (see [`ClientAddr`]), for extractors of other
+/// states (the console's). None without a TCP peer.
+pub fn client_addr(parts: &Parts, trusted: impl Fn(IpAddr) -> bool) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<PeerAddr>()?.0.ip();
+    // As bytes: a line with bytes that are not text still holds the hops the proxies
+    // appended after the client's part.
+    let forwarded = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes());
+    Some(sessiond_core::client_address(peer, forwarded, trusted))
+}
+
+/// Whether the request came over HTTPS ([`over_https`]), as an extractor.
+#[derive(Debug, Clone, Copy)]
+pub struct OverHttps(pub bool);
+
+impl FromRequestParts<SharedState> for OverHttps {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
-        let Some(peer) = peer else {
-            return Ok(ClientAddr(None));
-        };
-        // As bytes: a line with bytes that are not text still holds the hops the
-        // proxies appended after the client's part.
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.as_bytes());
-        Ok(ClientAddr(Some(sessiond_core::client_address(
+        Ok(OverHttps(over_https(
+            &parts.extensions,
+            &parts.headers,
             peer,
-            forwarded,
             |ip| state.trusted_proxies.contains(&ip),
-        ))))
+        )))
     }
 }
 

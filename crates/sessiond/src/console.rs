@@ -98,14 +98,7 @@ impl FromRequestParts<ConsoleState> for Origin {
             .extensions
             .get::<crate::auth::PeerAddr>()
             .map(|p| p.0.ip());
-        let addr = peer.map(|peer| {
-            let forwarded = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            sessiond_core::client_address(peer, forwarded, trusted)
-        });
+        let addr = crate::auth::client_addr(parts, trusted);
         let https = crate::auth::over_https(&parts.extensions, &parts.headers, peer, trusted);
         Ok(Origin { addr, https })
     }

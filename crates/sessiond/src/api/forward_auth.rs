@@ -20,7 +20,7 @@ use sessiond_core::{CookieFound, Error, Resolve, Session, Token};
 use utoipa::IntoParams;
 
 use super::Query;
-use crate::auth::ClientAddr;
+use crate::auth::{ClientAddr, OverHttps};
 use crate::error::ApiError;
 use crate::state::SharedState;
 
@@ -64,7 +64,7 @@ pub async fn forward_auth(
     app: Result<Path<String>, axum::extract::rejection::PathRejection>,
     ClientAddr(ip): ClientAddr,
     Query(q): Query<ForwardQuery>,
-    extensions: axum::http::Extensions,
+    OverHttps(https): OverHttps,
     headers: HeaderMap,
 ) -> Response {
     // A path that does not decode names no app.
@@ -75,12 +75,7 @@ pub async fn forward_auth(
     };
     // Over HTTPS only the `__Host-` cookie counts (no sibling subdomain can set it), as
     // sessiond-axum reads it: the proxy says HTTPS by `X-Forwarded-Proto`.
-    let https = crate::auth::over_https(
-        &extensions,
-        &headers,
-        extensions.get::<crate::auth::PeerAddr>().map(|p| p.0.ip()),
-        |ip| st.trusted_proxies.contains(&ip),
-    );
+
     let Some(credential) = credential(&headers, &policy.cookie_name, https) else {
         return refused(None, "no session cookie or token was sent");
     };
