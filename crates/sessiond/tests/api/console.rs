@@ -9,14 +9,16 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-fn browser() -> reqwest::Client {
+/// A client that does not follow redirects, as the console's pages are tested.
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(Policy::none())
         .build()
         .unwrap()
 }
 
-async fn sign_in(s: &Server, token: &str) -> reqwest::Response {
+/// Signs in to the console with `token` (the form post); answers the raw response.
+pub(crate) async fn sign_in(s: &Server, token: &str) -> reqwest::Response {
     sign_in_at(&s.base, token).await
 }
 

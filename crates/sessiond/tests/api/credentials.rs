@@ -389,15 +389,7 @@ async fn an_operators_kill_is_recorded_with_its_name() {
 #[tokio::test]
 async fn the_consoles_sign_ins_are_the_admin_tokens_alone() {
     let srv = Server::memory().await;
-    let signed_in = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(format!("{}/admin/login", srv.base))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
+    let signed_in = crate::console::sign_in(&srv, ADMIN).await;
     assert_eq!(signed_in.status(), 303);
     let (s, page) = srv
         .call(Method::GET, "/v1/apps/@console/sessions", Some(ADMIN), None)

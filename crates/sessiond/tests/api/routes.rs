@@ -204,15 +204,7 @@ async fn every_route_answers_every_credential_as_the_table_says() {
     );
 
     // The admin signs in to the console once; its cookie and token serve every row.
-    let signed_in = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(format!("{}/admin/login", srv.base))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
+    let signed_in = crate::console::sign_in(&srv, ADMIN).await;
     assert_eq!(signed_in.status(), 303, "the console sign-in");
     let console_cookie = signed_in.headers()[reqwest::header::SET_COOKIE]
         .to_str()
