@@ -72,7 +72,9 @@ macro_rules! conformance_tests {
             write_never_resurrects_a_closed_session, set_privileges_rotates_the_token,
             close_and_close_all, closed_sessions_keep_their_history, list_filters_and_pages,
             timed_out_holders_free_their_seats, race_64_opens_10_seats,
-            race_take_over_has_one_winner, race_patches_of_distinct_keys,
+            race_take_over_has_one_winner, race_logins_for_the_last_seats,
+            race_logins_for_the_last_user_slots, race_logins_replacing_the_oldest,
+            fewer_seats_close_nobody, race_patches_of_distinct_keys,
             race_conditional_increments, expiry_on_many_nodes_closes_each_once,
             a_refused_open_changes_nothing, import_copies_sessions_verbatim,
             events_cross_nodes, agrees_with_the_model);
@@ -1300,6 +1302,237 @@ pub async fn race_64_opens_10_seats(store: Arc<dyn Store>) {
     }
     assert_eq!(admitted, 10);
     assert_eq!(m.seats("app").await.unwrap().used, 10);
+}
+
+/// Sessions of the reserved `admin` privilege (no seat) dropping it all at once, racing
+/// with opens, for the last 3 of 10 seats: exactly 3 of them get in, the others are
+/// refused with `seats_exhausted` and keep their privileges, their seatless state and
+/// their version.
+pub async fn race_logins_for_the_last_seats(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, seats(10));
+    for i in 0..7 {
+        m.open("app", user(&format!("held{i}"))).await.unwrap();
+    }
+    let mut admins = Vec::new();
+    for i in 0..24 {
+        let o = OpenRequest {
+            privileges: vec!["admin".into()],
+            ..user(&format!("admin{i}"))
+        };
+        admins.push(m.open("app", o).await.unwrap().session);
+    }
+    let changes: Vec<_> = admins
+        .iter()
+        .map(|s| {
+            let (m, id) = (m.clone(), s.id);
+            tokio::spawn(async move {
+                m.set_privileges(Lookup::Id(id), vec![], None, None)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    let opens: Vec<_> = (0..8)
+        .map(|i| {
+            let m = m.clone();
+            tokio::spawn(async move { m.open("app", user(&format!("late{i}"))).await.map(|_| ()) })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in changes.into_iter().chain(opens) {
+        match t.await.unwrap() {
+            Ok(()) => admitted += 1,
+            Err(Error::SeatsExhausted { used, total, .. }) => assert_eq!((used, total), (10, 10)),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(admitted, 3, "exactly the free seats are admitted");
+    assert_eq!(m.seats("app").await.unwrap().used, 10);
+    let mut kept = 0;
+    for a in &admins {
+        let now = m.get(a.id).await.unwrap();
+        if !now.counts_seat {
+            assert_eq!(now.version, a.version, "a refused change changed nothing");
+            assert_eq!(now.privileges.iter().collect::<Vec<_>>(), vec!["admin"]);
+            kept += 1;
+        }
+    }
+    assert!(kept >= 24 - 3);
+}
+
+/// Guests logging in as the same user at once, racing with opens of that user, for
+/// the last 2 of 3 slots (`reject`): exactly 2 get in, the others are refused with
+/// `user_limit` and stay guests.
+pub async fn race_logins_for_the_last_user_slots(store: Arc<dyn Store>) {
+    let (m, _) = setup(
+        store,
+        Policy {
+            max_per_user: Some(3),
+            on_user_limit: OnUserLimit::Reject,
+            ..Default::default()
+        },
+    );
+    m.open("app", user("ann")).await.unwrap();
+    let mut guests = Vec::new();
+    for _ in 0..24 {
+        guests.push(m.open("app", OpenRequest::default()).await.unwrap().session);
+    }
+    let logins: Vec<_> = guests
+        .iter()
+        .map(|g| {
+            let (m, id) = (m.clone(), g.id);
+            tokio::spawn(async move {
+                m.set_privileges(Lookup::Id(id), vec![], None, Some("ann".into()))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let m = m.clone();
+            tokio::spawn(async move { m.open("app", user("ann")).await.map(|_| ()) })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in logins.into_iter().chain(opens) {
+        match t.await.unwrap() {
+            Ok(()) => admitted += 1,
+            Err(Error::UserLimit { max: 3 }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(admitted, 2, "exactly the free slots are admitted");
+    let anns = m
+        .list(ListQuery {
+            app: Some("app".into()),
+            status: StatusFilter::Open,
+            user: Some("ann".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(anns.len(), 3);
+    for g in &guests {
+        let now = m.get(g.id).await.unwrap();
+        if now.user.is_none() {
+            assert_eq!(now.version, g.version, "a refused login changed nothing");
+        }
+    }
+}
+
+/// Guests logging in as the same user at once under `replace_oldest` (max 2): every
+/// login gets in, and however they interleave, the user ends with exactly 2 open
+/// sessions, every other one closed as `replaced`, each close reported as displaced.
+pub async fn race_logins_replacing_the_oldest(store: Arc<dyn Store>) {
+    let (m, _) = setup(
+        store,
+        Policy {
+            max_per_user: Some(2),
+            on_user_limit: OnUserLimit::ReplaceOldest,
+            ..Default::default()
+        },
+    );
+    let mut events = m.subscribe();
+    let mut guests = Vec::new();
+    for _ in 0..16 {
+        guests.push(m.open("app", OpenRequest::default()).await.unwrap().session);
+    }
+    let logins: Vec<_> = guests
+        .iter()
+        .map(|g| {
+            let (m, id) = (m.clone(), g.id);
+            tokio::spawn(async move {
+                m.set_privileges(Lookup::Id(id), vec![], None, Some("bob".into()))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    for t in logins {
+        match t.await.unwrap() {
+            // A login whose session another login replaced meanwhile finds it closed.
+            Ok(()) | Err(Error::SessionClosed(_)) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    let mut open = 0;
+    let mut replaced = 0;
+    for g in &guests {
+        let now = m.get(g.id).await.unwrap();
+        match now.closed {
+            None => {
+                assert_eq!(now.user.as_deref(), Some("bob"));
+                open += 1;
+            }
+            Some(c) => {
+                assert_eq!((c.reason, c.by), (CloseReason::Replaced, Actor::System));
+                replaced += 1;
+            }
+        }
+    }
+    assert_eq!((open, replaced), (2, 14));
+    let mut closed_events = 0;
+    while let Ok(e) = events.try_recv() {
+        closed_events += usize::from(e.kind == EventKind::Closed);
+    }
+    assert_eq!(closed_events, 14, "every replaced session is reported once");
+}
+
+/// Fewer seats than holders (a license renewed for fewer seats, applied live): nobody
+/// is closed; the holders keep their seats and sessions, opens and privilege changes
+/// that would take a seat are refused (even under `evict_idlest`, which never evicts
+/// more than one to make room) until enough holders leave.
+pub async fn fewer_seats_close_nobody(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, seats(3));
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(m.open("app", user(&format!("u{i}"))).await.unwrap());
+    }
+    let admin = OpenRequest {
+        privileges: vec!["admin".into()],
+        ..user("root")
+    };
+    let admin = m.open("app", admin).await.unwrap();
+    m.set_policy(
+        "app",
+        Policy {
+            on_full: OnFull::EvictIdlest,
+            ..seats(1)
+        },
+    )
+    .unwrap();
+    for h in &held {
+        m.resolve(&h.token, TOUCH).await.expect("still open");
+    }
+    let s = m.seats("app").await.unwrap();
+    assert_eq!((s.used, s.total), (3, Some(1)));
+    assert!(matches!(
+        m.open("app", user("new")).await,
+        Err(Error::SeatsExhausted {
+            used: 3,
+            total: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        m.set_privileges(Lookup::Id(admin.session.id), vec![], None, None)
+            .await,
+        Err(Error::SeatsExhausted { .. })
+    ));
+    for h in &held[..2] {
+        m.close(Lookup::Id(h.session.id), CloseReason::Logout, Actor::User)
+            .await
+            .unwrap();
+    }
+    // One holder left for one seat: full, so the idlest is evicted for a newcomer.
+    let new = m
+        .open("app", user("new"))
+        .await
+        .expect("one seat, one holder");
+    assert_eq!(new.displaced.len(), 1);
+    assert_eq!(new.displaced[0].id, held[2].session.id);
+    assert_eq!(m.seats("app").await.unwrap().used, 1);
 }
 
 /// Many callers taking over the same holder: exactly one wins.

@@ -139,6 +139,7 @@ impl From<ChangeError> for Error {
             ChangeError::DataTooLarge { size, limit } => Error::DataTooLarge { size, limit },
             ChangeError::BadPatch(m) => Error::BadInput(m),
             ChangeError::OtherApp => Error::InvalidToken,
+            ChangeError::NotAdmitted(r) => Error::from(r),
         }
     }
 }

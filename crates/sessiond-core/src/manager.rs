@@ -19,9 +19,7 @@ use crate::id::{SessionId, Token};
 use crate::internal::InternalApp;
 use crate::json::JsonObject;
 use crate::limits::Limits;
-use crate::policy::{
-    OnUserLimit, Policy, TokenPrefix, DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_HEARTBEAT_INTERVAL_S,
-};
+use crate::policy::{Policy, TokenPrefix, DEFAULT_HEARTBEAT_GRACE_S, DEFAULT_HEARTBEAT_INTERVAL_S};
 use crate::session::{
     Actor, Change, Client, CloseReason, Conditions, Heartbeat, Privileges, Session, Step,
 };
@@ -493,70 +491,6 @@ impl Manager {
             .collect())
     }
 
-    /// Admits a privilege change the way an open is admitted, where it changes what
-    /// admission counts: a session that would start taking a seat (it loses its last
-    /// reserved privilege) needs a free seat, whatever `on_full` says (a privilege change
-    /// never evicts anyone); a session moving to a user at `max_per_user` is refused
-    /// (`reject`) or closes that user's oldest sessions as `replaced` (`replace_oldest`,
-    /// the Gambas `Unique` login). Checked before the change rather than in its atomic
-    /// step: two changes racing for the last seat on different nodes may both pass, which
-    /// opens never can (docs/CONCEPTS.md).
-    async fn admit_change(
-        &self,
-        current: &Session,
-        policy: &Policy,
-        counts_seat: bool,
-        user: Option<&str>,
-    ) -> Result<()> {
-        if !current.is_open() {
-            return Ok(());
-        }
-        if let (true, false, Some(total)) = (counts_seat, current.counts_seat, policy.seats) {
-            let used = self.store.counts(&current.app).await?.seats_used;
-            if used >= u64::from(total) {
-                return Err(Error::SeatsExhausted {
-                    used: u32::try_from(used).unwrap_or(u32::MAX),
-                    total,
-                    holders: self.seat_holders(&current.app).await?,
-                });
-            }
-        }
-        let (Some(user), Some(max)) = (user, policy.max_per_user) else {
-            return Ok(());
-        };
-        if current.user.as_deref() == Some(user) {
-            return Ok(());
-        }
-        let q = ListQuery {
-            app: Some(current.app.to_string()),
-            status: StatusFilter::Open,
-            user: Some(user.to_string()),
-            limit: self.limits.max_page,
-            ..Default::default()
-        };
-        let theirs = self.store.list(&q).await?;
-        let Some(excess) = (theirs.len() + 1)
-            .checked_sub(max as usize)
-            .filter(|n| *n > 0)
-        else {
-            return Ok(());
-        };
-        if policy.on_user_limit == OnUserLimit::Reject {
-            return Err(Error::UserLimit { max });
-        }
-        // Pages are in opening order: the first are the oldest.
-        for old in theirs.iter().take(excess) {
-            match self
-                .close(Lookup::Id(old.id), CloseReason::Replaced, Actor::System)
-                .await
-            {
-                Ok(_) | Err(Error::SessionClosed(_) | Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
     /// Runs `change` on a session and maps the outcome; `missing` is the error when
     /// there is no such session.
     async fn modify(
@@ -573,7 +507,14 @@ impl Manager {
             .await
             .map_err(|e| self.noted(e))?;
         match outcome {
-            ModifyOutcome::Done { session, step } => {
+            ModifyOutcome::Done {
+                session,
+                step,
+                displaced,
+            } => {
+                for d in &displaced {
+                    self.publish(EventKind::Closed, d);
+                }
                 if let Step::Expired(_) = step {
                     self.publish(EventKind::Closed, &session);
                     if let Some(c) = session.closed {
@@ -718,6 +659,15 @@ impl Manager {
 
     /// Replaces a session's privileges (and optionally info and user). The session keeps
     /// its id and gets a new token; the old one stops working at once.
+    ///
+    /// Admitted in the store's atomic step, where it changes what admission counts
+    /// ([`Admission::for_change`]): a session that would start taking a seat (it loses
+    /// its last reserved privilege) needs a free seat whatever `on_full` says (a change
+    /// never evicts anyone), else [`Error::SeatsExhausted`] with the holders; a session
+    /// moving to a user at `max_per_user` is refused ([`Error::UserLimit`], `reject`) or
+    /// closes that user's oldest sessions as `replaced` (`replace_oldest`, the Gambas
+    /// `Unique` login). A refusal changes nothing, and N changes racing for the last
+    /// seat or slot on any number of nodes admit exactly as many as are free.
     pub async fn set_privileges(
         &self,
         lookup: Lookup,
@@ -740,8 +690,6 @@ impl Manager {
         }
         let policy = self.policy(&current.app)?;
         let counts_seat = policy.counts_seat(&privileges);
-        self.admit_change(&current, &policy, counts_seat, user.as_deref())
-            .await?;
         let token = Self::new_token(&policy, &current.app, current.client.ip);
         let change = Change::SetPrivileges {
             counts_seat,
@@ -749,10 +697,21 @@ impl Manager {
             info,
             user: user.map(Box::from),
             token_hash: token.hash(),
+            admission: Admission::for_change(&policy),
         };
-        let s = self
+        let s = match self
             .modify(Lookup::Id(current.id), &change, Conditions::default())
-            .await?;
+            .await
+        {
+            Err(Error::SeatsExhausted { used, total, .. }) => {
+                return Err(Error::SeatsExhausted {
+                    used,
+                    total,
+                    holders: self.seat_holders(&current.app).await?,
+                })
+            }
+            other => other?,
+        };
         self.publish(EventKind::PrivilegesChanged, &s);
         Ok((s, token))
     }
@@ -1171,6 +1130,7 @@ impl Manager {
             ModifyOutcome::Done {
                 session,
                 step: Step::Expired(_),
+                ..
             } => {
                 self.publish(EventKind::Closed, &session);
                 0

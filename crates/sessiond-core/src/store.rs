@@ -64,6 +64,10 @@ pub enum ModifyOutcome {
         session: Session,
         /// What the step did (an `Expired` step closed the session).
         step: Step,
+        /// Sessions closed in the same atomic step to admit the change (timed-out
+        /// ones, the user's oldest under `replace_oldest`); empty for every change but
+        /// an admitted [`Change::SetPrivileges`].
+        displaced: Vec<Session>,
     },
     /// The change was refused; nothing changed.
     Refused(ChangeError),

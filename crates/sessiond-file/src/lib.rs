@@ -241,7 +241,11 @@ impl FileStore {
         };
         match s.step(change, cond, now) {
             Err(e) => ModifyOutcome::Refused(e),
-            Ok(step) => ModifyOutcome::Done { session: s, step },
+            Ok(step) => ModifyOutcome::Done {
+                session: s,
+                step,
+                displaced: Vec::new(),
+            },
         }
     }
 

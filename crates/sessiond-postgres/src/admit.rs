@@ -1,17 +1,15 @@
-//! Opening a session: admission in one transaction. The app's row in `apps` is locked
-//! first (`SELECT ... FOR UPDATE`), which serialises every admission, close-all and
-//! privilege change of that app across all nodes; then the store gathers the
-//! [`AdmissionContext`] with fresh reads, runs the core's [`decide`], closes the
-//! displaced sessions and inserts the new one before committing.
+//! Admission in one transaction, for an open and for a privilege change. The app's row
+//! in `apps` is locked first (`SELECT ... FOR UPDATE`), which serialises every
+//! admission, close-all and privilege change of that app across all nodes; then the
+//! store reads with fresh reads what the core's [`Admission::wants`] asks, runs the
+//! core's [`plan`], closes whom it displaces and writes the session before committing.
 //!
 //! An open that no rule can refuse (no seat to take, no user limit that applies, no
-//! take-over) is a plain insert: [`decide`] admits it without looking at anything, so
-//! it needs no lock and never waits behind another app's admissions.
+//! take-over: [`Wants::anything`] is false) is a plain insert: it needs no lock and
+//! never waits behind another app's admissions.
 
 use deadpool_postgres::{GenericClient, Object};
-use sessiond_core::admission::{
-    decide, displacing_actor, Admission, AdmissionContext, Decision, Holder,
-};
+use sessiond_core::admission::{plan, Admission, Close, Gathered, Plan, Refusal, Seen, Wants};
 use sessiond_core::store::OpenOutcome;
 use sessiond_core::{Actor, Session, Timestamp};
 use tokio_postgres::Row;
@@ -25,11 +23,6 @@ use crate::unreadable::Unreadable;
 /// ones behind unreadable rows.
 const EXTRA_IDLEST_MAX: usize = 64;
 
-/// What admission needs of `sessions`.
-fn holders(sessions: &[Session]) -> Vec<Holder> {
-    sessions.iter().map(Holder::from).collect()
-}
-
 /// The `want` longest-idle seat holders of `app` whose rows decode. Unreadable ones
 /// keep their seats (they are counted) but are never picked to be evicted: each one
 /// met makes the next read take one more row, up to [`EXTRA_IDLEST_MAX`] more.
@@ -39,7 +32,8 @@ async fn idlest(
     bad: &Unreadable,
     app: &str,
     want: usize,
-) -> PgResult<Vec<Holder>> {
+    now: Timestamp,
+) -> PgResult<Vec<Seen>> {
     let mut extra = 0;
     loop {
         let limit = i64::try_from(want + extra).unwrap_or(i64::MAX);
@@ -48,7 +42,7 @@ async fn idlest(
         let mut unreadable = 0;
         for row in &found {
             match rows::decode_row(sql, bad, row, "skipped")? {
-                Decoded::Session(s) => readable.push(Holder::from(&s)),
+                Decoded::Session(s) => readable.extend(Seen::of(&s, now)),
                 Decoded::Unreadable { .. } => unreadable += 1,
             }
         }
@@ -95,13 +89,104 @@ pub(crate) async fn expire_rows(
     Ok(closed)
 }
 
-async fn seats_used(c: &impl GenericClient, sql: &Sql, app: &str) -> PgResult<u32> {
+async fn seats_used(c: &impl GenericClient, sql: &Sql, app: &str) -> PgResult<u64> {
     let rows = rows::query(c, &sql.seats_used, &[&app]).await?;
     let n: i64 = match rows.first() {
         Some(r) => r.try_get(0)?,
         None => 0,
     };
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// What admission sees of decoded rows.
+fn seen(sessions: &[Session], now: Timestamp) -> Vec<Seen> {
+    sessions.iter().filter_map(|s| Seen::of(s, now)).collect()
+}
+
+/// Reads what `wants` asks of `app`, in a transaction that holds the app's lock.
+async fn gather(
+    c: &impl GenericClient,
+    sql: &Sql,
+    bad: &Unreadable,
+    app: &str,
+    adm: &Admission,
+    wants: &Wants<'_>,
+    now: Timestamp,
+) -> PgResult<Gathered> {
+    let mut got = Gathered::default();
+    if wants.seats.is_some() {
+        got.seats_used = seats_used(c, sql, app).await?;
+    }
+    let full = wants.full_on_paper(got.seats_used);
+    if full {
+        let due = rows::query(c, &sql.due_in_app, &[&app, &ts(now)]).await?;
+        got.due = seen(&rows::decode_rows(sql, bad, &due)?, now);
+    }
+    if let Some(user) = wants.user {
+        let mine = rows::query(c, &sql.user_holders, &[&app, &user]).await?;
+        got.user_sessions = seen(&rows::decode_rows(sql, bad, &mine)?, now);
+    }
+    if let Some(target) = wants.take_over {
+        let row = rows::query(c, &sql.take_over_holder, &[&uuid(target), &app]).await?;
+        got.take_over = seen(&rows::decode_rows(sql, bad, &row)?, now).pop();
+    }
+    let want = wants.idlest(adm, got.user_sessions.len(), got.due.len());
+    if full && want > 0 {
+        got.idlest = idlest(c, sql, bad, app, want, now).await?;
+    }
+    Ok(got)
+}
+
+/// Closes what [`plan`] listed, locking the rows first (in id order); a session
+/// closed meanwhile by someone else is skipped (its seat is free all the same).
+async fn close_planned(
+    c: &impl GenericClient,
+    sql: &Sql,
+    bad: &Unreadable,
+    closes: Vec<Close>,
+    now: Timestamp,
+) -> PgResult<Vec<Session>> {
+    if closes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<uuid::Uuid> = closes.iter().map(|c| uuid(c.id)).collect();
+    let locked = rows::query(c, &sql.lock_many, &[&ids]).await?;
+    let mut victims = rows::decode_rows(sql, bad, &locked)?;
+    let mut closed = Vec::with_capacity(closes.len());
+    for close in closes {
+        if let Some(i) = victims.iter().position(|s| s.id == close.id) {
+            let mut s = victims.swap_remove(i);
+            if s.close(close.reason, close.by, now) {
+                closed.push(s);
+            }
+        }
+    }
+    rows::update_many(c, sql, &closed).await?;
+    Ok(closed)
+}
+
+/// Admits `after` (the state a privilege change is about to write over `before`) in
+/// a transaction that holds the app's lock and the session's row: nothing to check
+/// gives no closes; a refusal is the caller's to roll back; otherwise the sessions it
+/// displaces are closed here and the caller writes `after` and commits.
+pub(crate) async fn admit_change(
+    c: &impl GenericClient,
+    sql: &Sql,
+    bad: &Unreadable,
+    adm: &Admission,
+    before: &Session,
+    after: &Session,
+    now: Timestamp,
+) -> PgResult<Result<Vec<Session>, Refusal>> {
+    let wants = adm.wants(Some(before), after);
+    if !wants.anything() {
+        return Ok(Ok(Vec::new()));
+    }
+    let got = gather(c, sql, bad, &after.app, adm, &wants, now).await?;
+    match plan(adm, &wants, after.id, &got) {
+        Plan::Refuse(r) => Ok(Err(r)),
+        Plan::Admit(closes) => Ok(Ok(close_planned(c, sql, bad, closes, now).await?)),
+    }
 }
 
 /// Admits and inserts `session` (see the module docs).
@@ -113,9 +198,8 @@ pub(crate) async fn open(
     adm: &Admission,
     now: Timestamp,
 ) -> PgResult<OpenOutcome> {
-    let seats_matter = session.counts_seat && adm.seats.is_some();
-    let user_limited = session.user.is_some() && adm.max_per_user.is_some();
-    if !seats_matter && !user_limited && adm.take_over.is_none() {
+    let wants = adm.wants(None, session);
+    if !wants.anything() {
         rows::insert(&*c, sql, session).await?;
         return Ok(OpenOutcome::Opened {
             session: session.clone(),
@@ -124,102 +208,22 @@ pub(crate) async fn open(
     }
 
     let tx = c.transaction().await?;
-    let app: &str = &session.app;
-    let now_ms = ts(now);
-    lock_app(&tx, sql, app).await?;
-
-    let mut displaced = Vec::new();
-    let mut ctx = AdmissionContext::default();
-    let total = adm.seats.unwrap_or(0);
-    if seats_matter {
-        ctx.seats_used = seats_used(&tx, sql, app).await?;
-        if ctx.seats_used >= total {
-            // Full on paper: sessions whose timeout passed free their seats first.
-            let due = rows::query(&tx, &sql.due_in_app, &[&app, &now_ms]).await?;
-            let closed = expire_rows(&tx, sql, bad, &due, now).await?;
-            if !closed.is_empty() {
-                ctx.seats_used = seats_used(&tx, sql, app).await?;
-            }
-            displaced.extend(closed);
-        }
-    }
-    if let (Some(user), true) = (session.user.as_deref(), user_limited) {
-        let due = rows::query(&tx, &sql.due_of_user, &[&app, &user, &now_ms]).await?;
-        let closed = expire_rows(&tx, sql, bad, &due, now).await?;
-        if seats_matter && !closed.is_empty() {
-            ctx.seats_used = seats_used(&tx, sql, app).await?;
-        }
-        displaced.extend(closed);
-        let mine = rows::query(&tx, &sql.user_holders, &[&app, &user]).await?;
-        ctx.user_sessions = holders(&rows::decode_rows(sql, bad, &mine)?);
-    }
-    if let Some(target) = adm.take_over {
-        let row = rows::query(&tx, &sql.take_over_holder, &[&uuid(target), &app]).await?;
-        ctx.take_over = holders(&rows::decode_rows(sql, bad, &row)?).pop();
-    }
-    let want = adm.idlest_wanted(ctx.user_sessions.len());
-    if want > 0 && seats_matter && ctx.seats_used >= total {
-        ctx.idlest = idlest(&tx, sql, bad, app, want).await?;
-    }
-
-    let close = match decide(adm, session.counts_seat, session.user.is_some(), &ctx) {
-        Decision::Refuse(r) => {
-            // Nothing changes on a refusal: expiries done above are undone too, and
-            // the sweeper closes those sessions later, with their events.
+    lock_app(&tx, sql, &session.app).await?;
+    let got = gather(&tx, sql, bad, &session.app, adm, &wants, now).await?;
+    let closes = match plan(adm, &wants, session.id, &got) {
+        Plan::Refuse(r) => {
+            // Nothing changes on a refusal, not even the expiries: the sweeper closes
+            // those sessions later, with their events.
             tx.rollback().await?;
             return Ok(OpenOutcome::Refused(r));
         }
-        Decision::Admit(close) => close,
+        Plan::Admit(closes) => closes,
     };
-    if !close.is_empty() {
-        let ids: Vec<uuid::Uuid> = close.iter().map(|(id, _)| uuid(*id)).collect();
-        let locked = rows::query(&tx, &sql.lock_many, &[&ids]).await?;
-        let mut victims = rows::decode_rows(sql, bad, &locked)?;
-        let mut closed = Vec::with_capacity(close.len());
-        // In decide's order; a victim closed meanwhile by someone else is skipped (its
-        // seat is free all the same).
-        for (id, reason) in close {
-            if let Some(i) = victims.iter().position(|s| s.id == id) {
-                let mut s = victims.swap_remove(i);
-                if s.close(reason, displacing_actor(reason, session.id), now) {
-                    closed.push(s);
-                }
-            }
-        }
-        rows::update_many(&tx, sql, &closed).await?;
-        displaced.extend(closed);
-    }
+    let displaced = close_planned(&tx, sql, bad, closes, now).await?;
     rows::insert(&tx, sql, session).await?;
     crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
     Ok(OpenOutcome::Opened {
         session: session.clone(),
         displaced,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sessiond_core::admission::Decision;
-
-    /// The lock-free path relies on decide admitting such sessions unconditionally.
-    #[test]
-    fn unconstrained_opens_are_admitted_without_context() {
-        let full = AdmissionContext {
-            seats_used: u32::MAX,
-            ..Default::default()
-        };
-        let seats = Admission {
-            seats: Some(1),
-            max_per_user: Some(1),
-            ..Default::default()
-        };
-        // A reserved session (no seat) of a guest (no user) with no take-over.
-        assert_eq!(decide(&seats, false, false, &full), Decision::Admit(vec![]));
-        // No seats limit at all, a user with no per-user limit.
-        assert_eq!(
-            decide(&Admission::default(), true, true, &full),
-            Decision::Admit(vec![])
-        );
-    }
 }

@@ -60,13 +60,15 @@
 //!   waits. No two operations can wait on each other in a cycle; should PostgreSQL
 //!   report a deadlock or a serialization failure all the same, the transaction is run
 //!   again (a few times, with jittered pauses).
-//! - **Admission** (`open`): lock the app row; count the seats taken; when full, close
-//!   the app's sessions whose timeout passed; close the user's timed-out sessions;
-//!   read the user's sessions, the take-over target and the idlest seat holders as
-//!   `decide` asks; close whom it displaces; insert. N opens racing for S seats on any
-//!   number of nodes admit exactly S. An open that no rule can refuse (it takes no
-//!   seat or the app has no seat limit, no per-user limit applies, no take-over) is a
-//!   plain insert with no lock. A refused open changes nothing.
+//! - **Admission** (`open`, and a privilege change that makes a session take a seat or
+//!   moves it to a user): lock the app row; read what the core's `Admission::wants`
+//!   asks (the seats taken; when full, the app's sessions whose timeout passed and the
+//!   idlest seat holders; the user's sessions; the take-over target); run the core's
+//!   `plan`; close whom it lists (timed-out sessions first); write the session. N opens
+//!   or privilege changes racing for S seats (or a user's last slots) on any number of
+//!   nodes admit exactly S. An open that no rule can refuse (it takes no seat or the
+//!   app has no seat limit, no per-user limit applies, no take-over) is a plain insert
+//!   with no lock. A refusal changes nothing.
 //! - **Changes** (`modify`): a read or a touch is one `SELECT` by token hash outside
 //!   any transaction; if `step` finds nothing to write (a read, a touch within the
 //!   coalescing window, a refusal), that is all. Otherwise the row is locked

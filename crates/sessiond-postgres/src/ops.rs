@@ -16,11 +16,12 @@ use sessiond_core::store::{
     AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, StatusFilter,
 };
 use sessiond_core::{
-    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Step, Timestamp,
+    Actor, Change, ChangeError, CloseReason, Conditions, Lookup, Session, SessionId, Step,
+    Timestamp,
 };
 use tokio_postgres::types::ToSql;
 
-use crate::admit::{expire_rows, lock_app};
+use crate::admit::{admit_change, expire_rows, lock_app};
 use crate::error::{PgResult, PostgresError};
 use crate::rows::{self, hash_bytes, ts, uuid, Decoded};
 use crate::schema::Sql;
@@ -118,6 +119,7 @@ pub(crate) async fn modify(
                     return Ok(ModifyOutcome::Done {
                         session: s,
                         step: Step::Unchanged,
+                        displaced: Vec::new(),
                     })
                 }
                 Err(e) => return Ok(ModifyOutcome::Refused(e)),
@@ -143,6 +145,10 @@ pub(crate) async fn modify(
         tx.rollback().await?;
         return Ok(ModifyOutcome::NotFound);
     };
+    let before = match change {
+        Change::SetPrivileges { .. } => Some(s.clone()),
+        _ => None,
+    };
     match s.step(change, cond, now) {
         Err(e) => {
             tx.rollback().await?;
@@ -153,9 +159,20 @@ pub(crate) async fn modify(
             Ok(ModifyOutcome::Done {
                 session: s,
                 step: Step::Unchanged,
+                displaced: Vec::new(),
             })
         }
         Ok(step) => {
+            let mut displaced = Vec::new();
+            if let (Change::SetPrivileges { admission, .. }, Some(before)) = (change, &before) {
+                match admit_change(&tx, sql, bad, admission, before, &s, now).await? {
+                    Ok(closed) => displaced = closed,
+                    Err(refusal) => {
+                        tx.rollback().await?;
+                        return Ok(ModifyOutcome::Refused(ChangeError::NotAdmitted(refusal)));
+                    }
+                }
+            }
             if async_touches && matches!(change, Change::Touch) && step == Step::Changed {
                 // Losing a touch in a server crash only makes the session look idler.
                 let (set, write) = tokio::join!(
@@ -168,7 +185,11 @@ pub(crate) async fn modify(
                 rows::update(&tx, sql, &s).await?;
             }
             crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
-            Ok(ModifyOutcome::Done { session: s, step })
+            Ok(ModifyOutcome::Done {
+                session: s,
+                step,
+                displaced,
+            })
         }
     }
 }

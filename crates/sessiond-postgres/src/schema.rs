@@ -123,7 +123,6 @@ pub(crate) struct Sql {
     pub insert_app: String,
     pub seats_used: String,
     pub due_in_app: String,
-    pub due_of_user: String,
     pub user_holders: String,
     pub take_over_holder: String,
     pub idlest: String,
@@ -185,10 +184,6 @@ impl Sql {
             due_in_app: format!(
                 "{body} FROM {t} WHERE app = $1 AND open AND deadline < $2 \
                  ORDER BY id FOR UPDATE"
-            ),
-            due_of_user: format!(
-                "{body} FROM {t} WHERE app = $1 AND user_name = $2 AND open \
-                 AND deadline < $3 ORDER BY id FOR UPDATE"
             ),
             user_holders: format!("{body} FROM {t} WHERE app = $1 AND user_name = $2 AND open"),
             take_over_holder: format!("{body} FROM {t} WHERE id = $1 AND app = $2 AND open"),

@@ -18,7 +18,7 @@
 //! # Atomicity without a second copy of the rules
 //!
 //! Every write is optimistic: Rust reads what it needs, runs the core's pure logic
-//! ([`Session::step`], [`sessiond_core::admission::decide`]), then commits with the one
+//! ([`Session::step`], [`sessiond_core::admission::plan`]), then commits with the one
 //! `COMMIT` Lua script, which applies all of the operation's writes at once only if
 //! nothing it read has moved since, else reports a conflict and Rust starts over.
 //! "Moved" is told by revision counters:
@@ -27,9 +27,11 @@
 //!   so a write computed from a stale read never lands: no lost update, and a write
 //!   never resurrects a closed session (the close moved the `rev`);
 //! - each app has a `rev` that every change of *who holds what* increments (an open, a
-//!   close, new privileges that change the seat or user). Admission (open) commits only
-//!   if the app's `rev` is what it read, so N concurrent opens against S seats admit
-//!   exactly S, and concurrent take-overs of one holder have one winner.
+//!   close, new privileges that change the seat or user). Admission (an open, or a
+//!   privilege change that makes a session take a seat or moves it to a user) commits
+//!   only if the app's `rev` is what it read, so N concurrent opens or logins against S
+//!   seats (or a user's last slots) admit exactly S on any number of nodes, and
+//!   concurrent take-overs of one holder have one winner.
 //!
 //! An import (for migrations and restores) runs no rule: it writes the session as
 //! given through the same `COMMIT` script, against the revision of the record it
@@ -290,30 +292,43 @@ struct Inner {
 /// Correctness never depends on them (the revision checks do that, across nodes too);
 /// they only make this node's writers of one session take turns instead of failing each
 /// other's commits, which under contention turns many wasted round trips into a queue.
-/// An operation holds at most one stripe at a time, so they cannot deadlock.
-struct Stripes(Box<[tokio::sync::Mutex<()>]>);
+/// An operation holds at most one stripe of each kind, a session's before an app's (a
+/// privilege change that may need admission), so they cannot deadlock.
+struct Stripes {
+    sessions: Box<[tokio::sync::Mutex<()>]>,
+    apps: Box<[tokio::sync::Mutex<()>]>,
+}
 
 impl Stripes {
     const COUNT: usize = 256;
 
     fn new() -> Self {
-        Stripes(
+        let queues = || {
             (0..Self::COUNT)
                 .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-        )
+                .collect()
+        };
+        Stripes {
+            sessions: queues(),
+            apps: queues(),
+        }
     }
 
-    /// The queue of session `id`.
+    /// The queue of session `id`. A task holding it may go on to take its app's
+    /// queue (a privilege change), never the other way round.
     async fn session(&self, id: SessionId) -> tokio::sync::MutexGuard<'_, ()> {
-        self.0[(id.low_bits() as usize) % Self::COUNT].lock().await
+        self.sessions[(id.low_bits() as usize) % Self::COUNT]
+            .lock()
+            .await
     }
 
-    /// The admission queue of `app`.
+    /// The admission queue of `app`: a queue of its own, apart from the sessions'
+    /// (a shared one would make a task that holds a session's queue wait for itself
+    /// where the two fall on the same stripe).
     async fn app(&self, app: &str) -> tokio::sync::MutexGuard<'_, ()> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(app);
-        self.0[(h as usize) % Self::COUNT].lock().await
+        self.apps[(h as usize) % Self::COUNT].lock().await
     }
 }
 

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use sessiond_core::admission::Admission;
 use sessiond_core::store::{CloseOutcome, ModifyOutcome, OpenOutcome};
 use sessiond_core::{
-    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Step, Timestamp, TokenHash,
+    Actor, Change, ChangeError, CloseReason, Conditions, Lookup, Session, SessionId, Step,
+    Timestamp, TokenHash,
 };
 
 use crate::commit::{Commit, Committed, Stored};
 use crate::error::{Error, Result};
-use crate::open::{gather, needs_snapshot, plan, Plan};
+use crate::open::{gather, plan, Plan};
 use crate::read::SKIPPED;
 use crate::{backoff, RedisStore};
 
@@ -116,7 +117,8 @@ impl RedisStore {
         now: Timestamp,
     ) -> Result<OpenOutcome> {
         let keys = self.inner.keys.app(&session.app)?;
-        let _turn = match needs_snapshot(&session, adm) {
+        let wants = adm.wants(None, &session);
+        let _turn = match wants.anything() {
             true => Some(self.inner.stripes.app(&session.app).await),
             false => None,
         };
@@ -125,9 +127,8 @@ impl RedisStore {
         // Idlest holders read beyond what admission needs, as many as were unreadable.
         let mut extra_idlest = 0;
         loop {
-            let (commit, displaced) = if needs_snapshot(&session, adm) {
-                let snap =
-                    gather(&mut self.conn(), &keys, &session, adm, now, extra_idlest).await?;
+            let (mut commit, displaced) = if wants.anything() {
+                let snap = gather(&mut self.conn(), &keys, adm, &wants, now, extra_idlest).await?;
                 for bad in &snap.unreadable {
                     self.report(&keys, bad, SKIPPED);
                 }
@@ -135,7 +136,7 @@ impl RedisStore {
                     extra_idlest = snap.unreadable_idlest.min(EXTRA_IDLEST_MAX);
                     continue;
                 }
-                match plan(&keys, &session, adm, now, snap)? {
+                match plan(&keys, adm, &wants, session.id, now, snap)? {
                     Plan::Admit { commit, displaced } => (commit, displaced),
                     Plan::Refuse(r) => {
                         if indexed {
@@ -145,10 +146,9 @@ impl RedisStore {
                     }
                 }
             } else {
-                let mut commit = Commit::new(&keys, true);
-                commit.write(&keys, None, Some(&session))?;
-                (commit, Vec::new())
+                (Commit::new(&keys, true), Vec::new())
             };
+            commit.write(&keys, None, Some(&session))?;
             if !indexed {
                 self.index_new(&session, now).await?;
                 indexed = true;
@@ -184,6 +184,13 @@ impl RedisStore {
         let Some((mut app, id)) = self.locate(lookup).await? else {
             return Ok(ModifyOutcome::NotFound);
         };
+        // A privilege change may need admission: it takes the node's turn for the app,
+        // as an open that needs admission does (the session's turn comes first; an open
+        // takes no session turn, so no two wait on each other).
+        let admission = match change {
+            Change::SetPrivileges { admission, .. } => Some(admission),
+            _ => None,
+        };
         // Writers take turns in the node's queue for this session. Reads, touches (which
         // rarely write) and conditional writes (which a concurrent write dooms anyway,
         // and whose caller wants to know at once) take a turn only once they lost a race.
@@ -191,6 +198,10 @@ impl RedisStore {
             Change::Read | Change::Touch => None,
             _ if cond.expect_version.is_some() => None,
             _ => Some(self.inner.stripes.session(id).await),
+        };
+        let _app_turn = match admission {
+            Some(_) => Some(self.inner.stripes.app(&app).await),
+            None => None,
         };
         let mut new_token_indexed = false;
         let drop_new_token = |indexed: bool| async move {
@@ -235,16 +246,35 @@ impl RedisStore {
                     return Ok(ModifyOutcome::Done {
                         session: after,
                         step: Step::Unchanged,
+                        displaced: Vec::new(),
                     })
                 }
                 Ok(step) => step,
+            };
+            let wants = admission.map(|adm| (adm, adm.wants(Some(&before.session), &after)));
+            let (mut commit, displaced) = match wants.filter(|(_, w)| w.anything()) {
+                None => (Commit::new(&keys, true), Vec::new()),
+                Some((adm, wants)) => {
+                    let snap = gather(&mut self.conn(), &keys, adm, &wants, now, 0).await?;
+                    for bad in &snap.unreadable {
+                        self.report(&keys, bad, SKIPPED);
+                    }
+                    match plan(&keys, adm, &wants, after.id, now, snap)? {
+                        Plan::Admit { commit, displaced } => (commit, displaced),
+                        // Decided on the record as stored, as any refusal.
+                        Plan::Refuse(_) if hinted => continue,
+                        Plan::Refuse(r) => {
+                            drop_new_token(new_token_indexed).await;
+                            return Ok(ModifyOutcome::Refused(ChangeError::NotAdmitted(r)));
+                        }
+                    }
+                }
             };
             let rotated = after.token_hash != before.session.token_hash;
             if rotated && !new_token_indexed {
                 self.index_token(&after, after.token_hash, now).await?;
                 new_token_indexed = true;
             }
-            let mut commit = Commit::new(&keys, true);
             commit.write(&keys, Some(&before), Some(&after))?;
             match commit.run(&mut self.conn()).await? {
                 Committed::Applied(_) => {
@@ -260,9 +290,13 @@ impl RedisStore {
                         // Say the session timed out on a retry: the new token is unused.
                         drop_new_token(new_token_indexed).await;
                     }
+                    for d in &displaced {
+                        self.inner.records.remove(&d.id);
+                    }
                     return Ok(ModifyOutcome::Done {
                         session: after,
                         step,
+                        displaced,
                     });
                 }
                 // The hint was stale: read the record, no race lost yet.

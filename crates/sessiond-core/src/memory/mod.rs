@@ -27,9 +27,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use async_trait::async_trait;
 
-use crate::admission::{decide, displacing_actor, Admission, AdmissionContext, Decision, Holder};
+use crate::admission::{plan, Admission, Close, Gathered, Plan, Seen, Wants};
 use crate::id::{SessionId, TokenHash};
-use crate::session::{Actor, Change, CloseReason, Conditions, Session, Step};
+use crate::session::{Actor, Change, ChangeError, CloseReason, Conditions, Session, Step};
 use crate::store::{
     AppCounts, CloseOutcome, Expired, ListQuery, Lookup, ModifyOutcome, OpenOutcome, StatusFilter,
     Store, StoreResult,
@@ -377,12 +377,14 @@ impl MemoryStore {
             Ok(Step::Unchanged) => ModifyOutcome::Done {
                 session: after,
                 step: Step::Unchanged,
+                displaced: Vec::new(),
             },
             Ok(step) => {
                 self.replace(&mut shard, &before, after.clone(), rec);
                 ModifyOutcome::Done {
                     session: after,
                     step,
+                    displaced: Vec::new(),
                 }
             }
         }
@@ -390,6 +392,13 @@ impl MemoryStore {
 
     /// Runs a step with the app index locked first: for steps that may close the
     /// session (a timeout passed) or change its token or seat.
+    ///
+    /// A privilege change is admitted in the same step ([`crate::admission`]): the
+    /// step runs on a copy, admission gathers what it wants with no record lock held
+    /// (the app lock keeps what it counts still: nothing opens, closes or changes a
+    /// seat or a user in this app without it), then the step runs again on the record
+    /// under its lock and is written, and the sessions admission displaces are closed.
+    /// A refusal writes nothing.
     fn modify_slow(
         &self,
         id: SessionId,
@@ -403,6 +412,25 @@ impl MemoryStore {
         };
         let app = self.app_index(&app);
         let mut idx = lock(&app);
+        let mut closes = Vec::new();
+        if let Change::SetPrivileges { admission, .. } = change {
+            let Some(before) = read(self.shard(id)).sessions.get(&id) else {
+                return ModifyOutcome::NotFound;
+            };
+            let mut after = before.clone();
+            if let Ok(Step::Changed) = after.step(change, cond, now) {
+                let wants = admission.wants(Some(&before), &after);
+                if wants.anything() {
+                    let got = self.gather_locked(&idx, admission, &wants, now);
+                    match plan(admission, &wants, id, &got) {
+                        Plan::Refuse(r) => {
+                            return ModifyOutcome::Refused(ChangeError::NotAdmitted(r))
+                        }
+                        Plan::Admit(c) => closes = c,
+                    }
+                }
+            }
+        }
         let mut shard = write(self.shard(id));
         let Some(before) = shard.sessions.get(&id) else {
             return ModifyOutcome::NotFound;
@@ -413,20 +441,77 @@ impl MemoryStore {
             Ok(Step::Unchanged) => ModifyOutcome::Done {
                 session: after,
                 step: Step::Unchanged,
+                displaced: Vec::new(),
             },
             Ok(step) => {
                 idx.update(&before, &after);
                 self.replace(&mut shard, &before, after.clone(), rec);
+                drop(shard);
+                let displaced = self.close_planned(&mut idx, closes, now, rec);
                 ModifyOutcome::Done {
                     session: after,
                     step,
+                    displaced,
                 }
             }
         }
     }
 
-    fn holder(&self, id: SessionId) -> Option<Holder> {
-        read(self.shard(id)).sessions.holder(&id)
+    /// What [`plan`] needs, read from the app's index (locked by the caller) and the
+    /// records, with no record lock held on return.
+    fn gather_locked(
+        &self,
+        idx: &AppIndex,
+        adm: &Admission,
+        wants: &Wants<'_>,
+        now: Timestamp,
+    ) -> Gathered {
+        let seen = |id: &SessionId| {
+            let s = read(self.shard(*id)).sessions.get(id)?;
+            Seen::of(&s, now)
+        };
+        let mut got = Gathered {
+            seats_used: idx.seats_used,
+            ..Default::default()
+        };
+        if let Some(u) = wants.user {
+            if let Some(ids) = idx.by_user.get(u) {
+                got.user_sessions = ids.iter().filter_map(seen).collect();
+            }
+        }
+        if let Some(t) = wants.take_over.filter(|t| idx.open.contains(t)) {
+            got.take_over = seen(&t);
+        }
+        if wants.full_on_paper(got.seats_used) {
+            // Reading every open session is what finding the due ones costs here (the
+            // deadline index is per shard, not per app); the idlest come with it.
+            let all: Vec<Seen> = idx.open.iter().filter_map(seen).collect();
+            got.due = all.iter().filter(|s| s.due.is_some()).cloned().collect();
+            if wants.idlest(adm, got.user_sessions.len(), 0) > 0 {
+                got.idlest = all.into_iter().filter(|s| s.holder.counts_seat).collect();
+            }
+        }
+        got
+    }
+
+    /// Closes what [`plan`] listed, in its order, with the app index locked by the
+    /// caller; returns those it closed (one closed meanwhile is skipped).
+    fn close_planned(
+        &self,
+        idx: &mut AppIndex,
+        closes: Vec<Close>,
+        now: Timestamp,
+        rec: &mut Appended,
+    ) -> Vec<Session> {
+        closes
+            .into_iter()
+            .filter_map(
+                |c| match self.close_locked(idx, c.id, c.reason, c.by, now, rec) {
+                    CloseOutcome::Closed(s) => Some(s),
+                    _ => None,
+                },
+            )
+            .collect()
     }
 }
 
@@ -506,89 +591,20 @@ impl MemoryStore {
         let mut rec = Appended::default();
         let app = self.app_index(&session.app);
         let mut idx = lock(&app);
+        let wants = adm.wants(None, &session);
         let mut displaced = Vec::new();
-
-        let seats_matter = session.counts_seat && adm.seats.is_some();
-        // Sessions whose timeout passed hold no seat and no user slot. They are closed
-        // only if the open is admitted, so a refusal changes nothing (the sweeper
-        // closes them later, with their events).
-        let mut due: Vec<(SessionId, CloseReason, bool)> = Vec::new();
-        let mut find_due = |this: &Self, ids: &[SessionId]| {
-            for id in ids {
-                if due.iter().any(|(d, _, _)| d == id) {
-                    continue;
-                }
-                if let Some(s) = read(this.shard(*id)).sessions.get(id) {
-                    if let Some(r) = s.due_reason(now) {
-                        due.push((*id, r, s.counts_seat));
+        if wants.anything() {
+            let got = self.gather_locked(&idx, adm, &wants, now);
+            match plan(adm, &wants, session.id, &got) {
+                Plan::Refuse(r) => {
+                    return Journaled {
+                        value: OpenOutcome::Refused(r),
+                        appended: rec,
                     }
                 }
-            }
-        };
-        if seats_matter && idx.seats_used >= u64::from(adm.seats.unwrap_or(0)) {
-            let ids: Vec<SessionId> = idx.open.iter().copied().collect();
-            find_due(self, &ids);
-        }
-        let user_ids = match (&session.user, adm.max_per_user) {
-            (Some(user), Some(_)) => idx.by_user.get(user).cloned().unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        find_due(self, &user_ids);
-        let is_due = |id: &SessionId| due.iter().any(|(d, _, _)| d == id);
-        let freed = due.iter().filter(|(_, _, counts)| *counts).count() as u64;
-        let mut ctx = AdmissionContext {
-            seats_used: u32::try_from(idx.seats_used - freed).unwrap_or(u32::MAX),
-            user_sessions: user_ids
-                .iter()
-                .filter(|id| !is_due(id))
-                .filter_map(|id| self.holder(*id))
-                .collect(),
-            ..Default::default()
-        };
-        if let Some(t) = adm.take_over {
-            if idx.open.contains(&t) && !is_due(&t) {
-                ctx.take_over = self.holder(t);
-            }
-        }
-        let want = adm.idlest_wanted(ctx.user_sessions.len());
-        if want > 0 && seats_matter && ctx.seats_used >= adm.seats.unwrap_or(0) {
-            let mut all: Vec<Holder> = idx
-                .open
-                .iter()
-                .filter(|id| !is_due(id))
-                .filter_map(|id| self.holder(*id))
-                .filter(|h| h.counts_seat)
-                .collect();
-            all.sort_by_key(|h| (h.last_activity_at, h.id));
-            all.truncate(want);
-            ctx.idlest = all;
-        }
-        let close = match decide(adm, session.counts_seat, session.user.is_some(), &ctx) {
-            Decision::Refuse(r) => {
-                return Journaled {
-                    value: OpenOutcome::Refused(r),
-                    appended: rec,
+                Plan::Admit(closes) => {
+                    displaced = self.close_planned(&mut idx, closes, now, &mut rec);
                 }
-            }
-            Decision::Admit(close) => close,
-        };
-        for (id, reason, _) in &due {
-            if let CloseOutcome::Closed(s) =
-                self.close_locked(&mut idx, *id, *reason, Actor::Expiry, now, &mut rec)
-            {
-                displaced.push(s);
-            }
-        }
-        for (id, reason) in close {
-            if let CloseOutcome::Closed(s) = self.close_locked(
-                &mut idx,
-                id,
-                reason,
-                displacing_actor(reason, session.id),
-                now,
-                &mut rec,
-            ) {
-                displaced.push(s);
             }
         }
         idx.add_open(&session);
@@ -644,6 +660,7 @@ impl MemoryStore {
                     Ok(Step::Unchanged) => ModifyOutcome::Done {
                         session: copy,
                         step: Step::Unchanged,
+                        displaced: Vec::new(),
                     },
                     Err(e) => ModifyOutcome::Refused(e),
                     // A touch to write: take the write path below.

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::admission::Holder;
 use crate::id::{SessionId, TokenHash};
 use crate::json::JsonObject;
 use crate::session::{Client, Closure, Heartbeat, Privileges, Session};
@@ -124,10 +123,6 @@ impl Record {
             version: self.version,
         }
     }
-
-    fn is_open(&self) -> bool {
-        self.cold.as_ref().is_none_or(|c| c.closed.is_none())
-    }
 }
 
 /// A shard's sessions by id, stored as boxed [`Record`]s so the table itself stays
@@ -144,16 +139,6 @@ impl Records {
     /// The app of session `id`, without building the session.
     pub fn app_of(&self, id: &SessionId) -> Option<Arc<str>> {
         self.0.get(id).map(|r| r.app.clone())
-    }
-
-    /// What admission needs of session `id`, if it is open.
-    pub fn holder(&self, id: &SessionId) -> Option<Holder> {
-        self.0.get(id).filter(|r| r.is_open()).map(|r| Holder {
-            id: r.id,
-            created_at: r.created_at,
-            last_activity_at: r.last_activity_at,
-            counts_seat: r.flags & COUNTS_SEAT != 0,
-        })
     }
 
     /// Stores `session` (replacing any previous state).

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::admission::{Admission, Refusal};
 use crate::id::TokenHash;
 use crate::json::JsonObject;
 use crate::session::{Actor, CloseReason, Closure, Heartbeat, Privileges, Session};
@@ -60,6 +61,11 @@ pub enum Change {
         token_hash: TokenHash,
         /// Whether it takes a seat with these privileges.
         counts_seat: bool,
+        /// The rules the change is admitted under when it makes the session take a
+        /// seat or moves it to a user ([`Admission::for_change`]): the store runs
+        /// admission in the same atomic step as the change
+        /// ([`crate::admission`]), and refuses it with [`ChangeError::NotAdmitted`].
+        admission: Admission,
     },
 }
 
@@ -127,6 +133,9 @@ pub enum ChangeError {
     /// The session belongs to another app than [`Conditions::app`].
     #[error("the session belongs to another app")]
     OtherApp,
+    /// Admission refused the change (the seats are taken, the user is at the limit).
+    #[error("admission refused the change: {0:?}")]
+    NotAdmitted(Refusal),
 }
 
 impl Session {
@@ -268,6 +277,7 @@ impl Session {
                 user,
                 token_hash,
                 counts_seat,
+                admission: _,
             } => {
                 self.privileges = privileges.clone();
                 if let Some(info) = info {

@@ -121,6 +121,10 @@ macro_rules! across_nodes {
 across_nodes!(
     race_64_opens_10_seats,
     race_take_over_has_one_winner,
+    race_logins_for_the_last_seats,
+    race_logins_for_the_last_user_slots,
+    race_logins_replacing_the_oldest,
+    fewer_seats_close_nobody,
     race_patches_of_distinct_keys,
     race_conditional_increments,
     expiry_on_many_nodes_closes_each_once,

@@ -127,3 +127,147 @@ async fn three_nodes_on_postgres() {
 async fn three_nodes_on_redis() {
     multi_node("redis").await;
 }
+
+/// Sends `body` to `path` on `base` with `key`, retrying a 503 ("retry shortly") as the
+/// contract asks; gives the final status and body.
+async fn call_retrying(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    for _ in 0..40 {
+        let r = client
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("the node answers");
+        let st = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        if st != 503 {
+            return (st, v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{method} {path} still unavailable after 40 tries");
+}
+
+/// 200 logins (privilege changes) racing across three `sessiond` processes sharing one
+/// store: for the last 20 seats (admins dropping the reserved privilege that kept them
+/// seatless), and for the last 5 slots of one user (guests logging in as her, `reject`).
+/// Exactly the limit is admitted each time; every other login is refused with 409 and
+/// changes nothing.
+async fn logins_race_across_processes(kind: &str) {
+    let Some((url, ns)) = shared_store(kind, "logins racing across processes").await else {
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut nodes = Vec::new();
+    for n in 0..3 {
+        let dir = temp_dir(&format!("logins-race-{kind}-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sessiond.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "store = \"{url}{sep}namespace={ns}\"\n\
+                 [apps.desk]\nkey = \"{DESK_KEY}\"\nseats = 20\n\
+                 reserved_privileges = [\"admin\"]\n\
+                 [apps.shop]\nkey = \"{SHOP_KEY}\"\nmax_per_user = 5\n\
+                 on_user_limit = \"reject\"\n"
+            ),
+        )
+        .unwrap();
+        nodes.push(Process::start_with(
+            &dir,
+            &["--config", file.to_str().unwrap()],
+        ));
+    }
+    let bases: Arc<Vec<String>> = Arc::new(nodes.iter().map(|p| p.base.clone()).collect());
+    let client = reqwest::Client::new();
+
+    for (app, key, open_body, login_body, refusal) in [
+        (
+            "desk",
+            DESK_KEY,
+            json!({"privileges": ["admin"]}),
+            json!({"privileges": []}),
+            "seats_exhausted",
+        ),
+        (
+            "shop",
+            SHOP_KEY,
+            json!({}),
+            json!({"privileges": [], "user": "ann"}),
+            "user_limit",
+        ),
+    ] {
+        let mut ids = Vec::new();
+        for i in 0..200 {
+            let (st, v) = call_retrying(
+                &client,
+                &bases[i % 3],
+                Method::POST,
+                &format!("/v1/apps/{app}/sessions"),
+                key,
+                open_body.clone(),
+            )
+            .await;
+            assert_eq!(st, 201, "{v}");
+            ids.push(id(&v));
+        }
+        let tasks: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, sid)| {
+                let (client, bases, body) = (client.clone(), bases.clone(), login_body.clone());
+                let path = format!("/v1/sessions/{sid}/privileges");
+                tokio::spawn(async move {
+                    call_retrying(&client, &bases[i % 3], Method::PUT, &path, key, body).await
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            let (st, v) = t.await.unwrap();
+            match st {
+                200 => admitted += 1,
+                409 => assert_eq!(v["error"], json!(refusal), "{v}"),
+                other => panic!("unexpected {other}: {v}"),
+            }
+        }
+        let limit = if app == "desk" { 20 } else { 5 };
+        assert_eq!(admitted, limit, "{app}: exactly the limit is admitted");
+        let (st, v) = call_retrying(
+            &client,
+            &bases[1],
+            Method::GET,
+            &format!("/v1/apps/{app}"),
+            key,
+            json!(null),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        if app == "desk" {
+            assert_eq!(v["seats"], json!({"used": 20, "total": 20}), "{v}");
+        }
+        assert_eq!(v["open"], json!(200), "{app}: nobody was closed");
+    }
+    for mut n in nodes {
+        assert!(n.terminate().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logins_race_across_three_processes_on_postgres() {
+    logins_race_across_processes("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logins_race_across_three_processes_on_redis() {
+    logins_race_across_processes("redis").await;
+}
