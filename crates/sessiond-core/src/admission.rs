@@ -366,11 +366,25 @@ pub fn plan(adm: &Admission, wants: &Wants<'_>, id: SessionId, got: &Gathered) -
         }
     };
     if full {
-        got.due.iter().for_each(&mut expire);
+        // The idlest may hold due sessions the store did not list as due (it lists
+        // a bounded number): they are expired all the same.
+        got.due.iter().chain(&got.idlest).for_each(&mut expire);
     }
     if wants.user.is_some() {
         got.user_sessions.iter().for_each(&mut expire);
     }
+    // A take-over target whose timeout passed is closed for that timeout; its seat is
+    // free, so the newcomer is admitted as if it had taken it over.
+    let mut adm = adm.clone();
+    if let Some(t) = got
+        .take_over
+        .as_ref()
+        .filter(|t| t.due.is_some() && Some(t.holder.id) == wants.take_over)
+    {
+        expire(t);
+        adm.take_over = None;
+    }
+    let adm = &adm;
     let live = |s: &&Seen| s.due.is_none() && s.holder.id != id;
     let mut ctx = AdmissionContext {
         seats_used: u32::try_from(got.seats_used.saturating_sub(freed)).unwrap_or(u32::MAX),
@@ -622,6 +636,44 @@ mod tests {
         assert_eq!(
             plan(&change, &wants, me.id, &got),
             Plan::Refuse(Refusal::SeatsExhausted { used: 2, total: 2 })
+        );
+    }
+
+    #[test]
+    fn a_timed_out_take_over_target_is_closed_for_its_timeout_and_frees_its_seat() {
+        let policy = Policy {
+            seats: Some(1),
+            ..Default::default()
+        };
+        let target = holder(1, 1);
+        let me = holder(2, 2);
+        let adm = Admission::from_policy(&policy, Some(target.id));
+        let wants = Wants {
+            seats: Some(1),
+            user: None,
+            take_over: Some(target.id),
+        };
+        let got = Gathered {
+            seats_used: 1,
+            take_over: Some(seen(&target, Some(CloseReason::HeartbeatLost))),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&adm, &wants, me.id, &got),
+            Plan::Admit(vec![Close {
+                id: target.id,
+                reason: CloseReason::HeartbeatLost,
+                by: crate::session::Actor::Expiry,
+            }])
+        );
+        // Not there at all: the take-over is refused.
+        let gone = Gathered {
+            seats_used: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&adm, &wants, me.id, &gone),
+            Plan::Refuse(Refusal::TakeOverTarget)
         );
     }
 }

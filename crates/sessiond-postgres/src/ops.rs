@@ -137,13 +137,23 @@ pub(crate) async fn modify(
         _ => {}
     }
 
-    let tx = c.transaction().await?;
-    if let Some(app) = &lock_app_of {
-        lock_app(&tx, sql, app).await?;
-    }
-    let Some(mut s) = fetch(&tx, sql, bad, lookup, true).await? else {
-        tx.rollback().await?;
-        return Ok(ModifyOutcome::NotFound);
+    let (tx, mut s) = loop {
+        let tx = c.transaction().await?;
+        if let Some(app) = &lock_app_of {
+            lock_app(&tx, sql, app).await?;
+        }
+        let Some(s) = fetch(&tx, sql, bad, lookup, true).await? else {
+            tx.rollback().await?;
+            return Ok(ModifyOutcome::NotFound);
+        };
+        match &lock_app_of {
+            // An import moved it to another app since it was read: lock that one.
+            Some(app) if **app != *s.app => {
+                tx.rollback().await?;
+                lock_app_of = Some(s.app.clone());
+            }
+            _ => break (tx, s),
+        }
     };
     let before = match change {
         Change::SetPrivileges { .. } => Some(s.clone()),

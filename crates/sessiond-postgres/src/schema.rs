@@ -181,9 +181,10 @@ impl Sql {
             lock_app: format!("SELECT 1 FROM {s}.apps WHERE app = $1 FOR UPDATE"),
             insert_app: format!("INSERT INTO {s}.apps (app) VALUES ($1) ON CONFLICT DO NOTHING"),
             seats_used: format!("SELECT count(*) FROM {t} WHERE app = $1 AND open AND counts_seat"),
+            // At most 256 at a time, as in Redis: the sweeper closes the rest.
             due_in_app: format!(
                 "{body} FROM {t} WHERE app = $1 AND open AND deadline < $2 \
-                 ORDER BY id FOR UPDATE"
+                 ORDER BY deadline, id LIMIT 256 FOR UPDATE"
             ),
             user_holders: format!("{body} FROM {t} WHERE app = $1 AND user_name = $2 AND open"),
             take_over_holder: format!("{body} FROM {t} WHERE id = $1 AND app = $2 AND open"),

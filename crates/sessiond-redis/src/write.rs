@@ -194,9 +194,11 @@ impl RedisStore {
         // Writers take turns in the node's queue for this session. Reads, touches (which
         // rarely write) and conditional writes (which a concurrent write dooms anyway,
         // and whose caller wants to know at once) take a turn only once they lost a race.
+        // A privilege change takes its session's turn before its app's, always (taking
+        // the session's later, after a conflict, would invert that order).
         let mut turn = match change {
             Change::Read | Change::Touch => None,
-            _ if cond.expect_version.is_some() => None,
+            _ if cond.expect_version.is_some() && admission.is_none() => None,
             _ => Some(self.inner.stripes.session(id).await),
         };
         let _app_turn = match admission {

@@ -396,9 +396,17 @@ impl MemoryStore {
     /// A privilege change is admitted in the same step ([`crate::admission`]): the
     /// step runs on a copy, admission gathers what it wants with no record lock held
     /// (the app lock keeps what it counts still: nothing opens, closes or changes a
-    /// seat or a user in this app without it), then the step runs again on the record
-    /// under its lock and is written, and the sessions admission displaces are closed.
-    /// A refusal writes nothing.
+    /// seat or a user in this app without it), the sessions it displaces are closed,
+    /// then the step runs again on the record under its lock and is written. Closes go
+    /// first, as for an open, so a crash between the frames leaves fewer sessions
+    /// counted, never more. A refusal writes nothing.
+    ///
+    /// Between the copy and the record lock, only changes that never bring a deadline
+    /// closer may write the record (touches, beats, storage writes: they take the
+    /// shard lock alone; a heartbeat retune takes this path, see
+    /// [`Self::modify_in`]). So a change the copy found live is live on the record;
+    /// one the copy found timed out may have been revived meanwhile, and then it
+    /// starts over, to be admitted (nothing was written for it).
     fn modify_slow(
         &self,
         id: SessionId,
@@ -412,48 +420,58 @@ impl MemoryStore {
         };
         let app = self.app_index(&app);
         let mut idx = lock(&app);
-        let mut closes = Vec::new();
-        if let Change::SetPrivileges { admission, .. } = change {
-            let Some(before) = read(self.shard(id)).sessions.get(&id) else {
-                return ModifyOutcome::NotFound;
-            };
-            let mut after = before.clone();
-            if let Ok(Step::Changed) = after.step(change, cond, now) {
-                let wants = admission.wants(Some(&before), &after);
-                if wants.anything() {
-                    let got = self.gather_locked(&idx, admission, &wants, now);
-                    match plan(admission, &wants, id, &got) {
-                        Plan::Refuse(r) => {
-                            return ModifyOutcome::Refused(ChangeError::NotAdmitted(r))
+        loop {
+            let mut admitted = false;
+            let mut displaced = Vec::new();
+            if let Change::SetPrivileges { admission, .. } = change {
+                let Some(before) = read(self.shard(id)).sessions.get(&id) else {
+                    return ModifyOutcome::NotFound;
+                };
+                let mut after = before.clone();
+                if let Ok(Step::Changed) = after.step(change, cond, now) {
+                    admitted = true;
+                    let wants = admission.wants(Some(&before), &after);
+                    if wants.anything() {
+                        let got = self.gather_locked(&idx, admission, &wants, now);
+                        match plan(admission, &wants, id, &got) {
+                            Plan::Refuse(r) => {
+                                return ModifyOutcome::Refused(ChangeError::NotAdmitted(r))
+                            }
+                            Plan::Admit(closes) => {
+                                displaced = self.close_planned(&mut idx, closes, now, rec);
+                            }
                         }
-                        Plan::Admit(c) => closes = c,
                     }
                 }
             }
-        }
-        let mut shard = write(self.shard(id));
-        let Some(before) = shard.sessions.get(&id) else {
-            return ModifyOutcome::NotFound;
-        };
-        let mut after = before.clone();
-        match after.step(change, cond, now) {
-            Err(e) => ModifyOutcome::Refused(e),
-            Ok(Step::Unchanged) => ModifyOutcome::Done {
-                session: after,
-                step: Step::Unchanged,
-                displaced: Vec::new(),
-            },
-            Ok(step) => {
-                idx.update(&before, &after);
-                self.replace(&mut shard, &before, after.clone(), rec);
-                drop(shard);
-                let displaced = self.close_planned(&mut idx, closes, now, rec);
-                ModifyOutcome::Done {
+            let mut shard = write(self.shard(id));
+            let Some(before) = shard.sessions.get(&id) else {
+                return ModifyOutcome::NotFound;
+            };
+            let mut after = before.clone();
+            return match after.step(change, cond, now) {
+                Err(e) => ModifyOutcome::Refused(e),
+                Ok(Step::Unchanged) => ModifyOutcome::Done {
                     session: after,
-                    step,
+                    step: Step::Unchanged,
                     displaced,
+                },
+                // Revived since the copy was read: admit it first.
+                Ok(Step::Changed)
+                    if matches!(change, Change::SetPrivileges { .. }) && !admitted =>
+                {
+                    continue
                 }
-            }
+                Ok(step) => {
+                    idx.update(&before, &after);
+                    self.replace(&mut shard, &before, after.clone(), rec);
+                    ModifyOutcome::Done {
+                        session: after,
+                        step,
+                        displaced,
+                    }
+                }
+            };
         }
     }
 
@@ -646,7 +664,13 @@ impl MemoryStore {
         let Some(id) = self.id_of(lookup) else {
             return ModifyOutcome::NotFound;
         };
-        let touches_indexes = matches!(change, Change::SetPrivileges { .. });
+        // A privilege change may change the seat, the user and the token; a heartbeat
+        // retune may bring the deadline closer, which a privilege change being admitted
+        // must not see happen under it (see `modify_slow`).
+        let touches_indexes = matches!(
+            change,
+            Change::SetPrivileges { .. } | Change::SetHeartbeat { .. }
+        );
         {
             // Fast path: reads and coalesced touches need only a read lock.
             let shard = read(self.shard(id));
