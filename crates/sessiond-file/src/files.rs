@@ -335,7 +335,22 @@ pub fn write_snapshot(
     keep: impl FnOnce() -> std::io::Result<()>,
 ) -> std::io::Result<usize> {
     let tmp = dir.join(format!("snapshot-{n}.tmp"));
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    let count = write_sessions(&tmp, store)?;
+    if let Err(e) = keep() {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, snapshot_path(dir, n))?;
+    sync_dir(dir)?;
+    remove_before(dir, n);
+    Ok(count)
+}
+
+/// Writes every session of `store` as put frames to a new file at `path` and syncs
+/// it; returns how many. The copy is fuzzy (the store keeps changing): see the module
+/// docs for why replaying the journal frames appended meanwhile makes it exact.
+pub fn write_sessions(path: &Path, store: &MemoryStore) -> std::io::Result<usize> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut buf = Vec::with_capacity(1 << 16);
     let mut count = 0usize;
     let mut result = Ok(());
@@ -351,14 +366,63 @@ pub fn write_snapshot(
     out.write_all(&buf)?;
     let f = out.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
-    if let Err(e) = keep() {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, snapshot_path(dir, n))?;
-    sync_dir(dir)?;
-    remove_before(dir, n);
     Ok(count)
+}
+
+/// Writes an online backup into `dest`, a directory that must not exist: the sessions
+/// copied from `store` as snapshot 0 by `copy` (fuzzy), and `journal` (the frames
+/// appended while it copied, from `settle` once they are known to be durable and
+/// undone by no failure) as journal 0. Recovery of `dest` loads the one and replays
+/// the other, which gives the store exactly as it was when the copy ended. Built in a
+/// temporary directory beside `dest` and renamed into place last, so `dest` exists
+/// only once whole. Returns the number of sessions copied and the bytes written.
+pub fn write_backup(
+    dest: &Path,
+    store: &MemoryStore,
+    settle: impl FnOnce() -> std::io::Result<Vec<u8>>,
+) -> std::io::Result<(usize, u64)> {
+    if dest.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} already exists; a backup never overwrites",
+                dest.display()
+            ),
+        ));
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)?;
+    let name = dest
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} names no directory", dest.display())))?;
+    let tmp = parent.join(format!(".{}.partial", name.to_string_lossy()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir(&tmp)?;
+    let built = (|| {
+        let sessions = write_sessions(&snapshot_path(&tmp, 0), store)?;
+        let frames = settle()?;
+        let mut j = File::create(journal_path(&tmp, 0))?;
+        j.write_all(&frames)?;
+        j.sync_all()?;
+        File::create(tmp.join("LOCK"))?;
+        sync_dir(&tmp)?;
+        let bytes = fs::metadata(snapshot_path(&tmp, 0))?.len() + frames.len() as u64;
+        Ok((sessions, bytes))
+    })();
+    match built {
+        Ok(done) => {
+            fs::rename(&tmp, dest)?;
+            sync_dir(parent)?;
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

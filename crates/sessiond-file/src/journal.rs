@@ -54,6 +54,8 @@ use crate::journal_file::JournalFile;
 #[derive(Default)]
 struct Pending {
     buf: Vec<u8>,
+    /// While an online backup runs: a copy of every frame appended since it began.
+    tap: Option<Tap>,
     /// Sequence number of the last frame appended.
     seq: u64,
     shutdown: bool,
@@ -97,6 +99,19 @@ pub(crate) struct Shared {
     sync: bool,
     compact_after: u64,
 }
+
+/// The frames appended while an online backup copies the store
+/// ([`crate::FileStore::backup`]).
+#[derive(Default)]
+struct Tap {
+    frames: Vec<u8>,
+    /// More than [`TAP_MAX_BYTES`] were appended: the copy was dropped.
+    overflowed: bool,
+}
+
+/// Most bytes of frames one backup keeps in memory while it copies the store: a write
+/// load that appends more in that time fails the backup rather than grow memory.
+pub(crate) const TAP_MAX_BYTES: usize = 256 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -256,7 +271,17 @@ impl Shared {
 
     fn append(&self, f: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let mut p = lock(&self.pending);
+        let start = p.buf.len();
         f(&mut p.buf);
+        let Pending { buf, tap, .. } = &mut *p;
+        if let Some(tap) = tap.as_mut().filter(|t| !t.overflowed) {
+            if tap.frames.len() + (buf.len() - start) > TAP_MAX_BYTES {
+                tap.overflowed = true;
+                tap.frames = Vec::new();
+            } else {
+                tap.frames.extend_from_slice(&buf[start..]);
+            }
+        }
         p.seq += 1;
         let seq = p.seq;
         // Only the first frame for a sleeping writer wakes it: until the writer runs
@@ -542,11 +567,31 @@ fn rotate(shared: &Arc<Shared>, epoch: u64) -> std::io::Result<File> {
 }
 
 impl Shared {
+    /// Starts copying every frame appended from now on (at a frame boundary: under
+    /// the lock that appends), for an online backup. Returns how many times the
+    /// journal had failed, for [`Shared::snapshot_settled`]; `None` when a backup is
+    /// already running.
+    pub(crate) fn tap_on(&self) -> Option<u64> {
+        let mut p = lock(&self.pending);
+        if p.tap.is_some() {
+            return None;
+        }
+        p.tap = Some(Tap::default());
+        Some(self.failures.load(Ordering::Acquire))
+    }
+
+    /// Stops the copy and gives the frames appended since [`Shared::tap_on`], or
+    /// `None` when they outgrew [`TAP_MAX_BYTES`].
+    pub(crate) fn tap_off(&self) -> Option<Vec<u8>> {
+        let tap = lock(&self.pending).tap.take()?;
+        (!tap.overflowed).then_some(tap.frames)
+    }
+
     /// Whether a snapshot just copied from memory may be kept: every change it can hold
     /// was appended by now (under the session's lock, before the copy read it), so once
     /// the journal is durable up to here with no failure since the snapshot began,
     /// nothing in it was undone. A failure meanwhile drops the snapshot.
-    fn snapshot_settled(&self, failures_before: u64) -> std::io::Result<()> {
+    pub(crate) fn snapshot_settled(&self, failures_before: u64) -> std::io::Result<()> {
         let upto = self.last_seq();
         loop {
             if self.failures.load(Ordering::Acquire) != failures_before {

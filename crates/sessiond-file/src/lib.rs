@@ -103,6 +103,20 @@ pub struct Repaired {
     pub set_aside: Vec<PathBuf>,
 }
 
+/// What [`FileStore::backup`] wrote.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    /// The backup's directory: a store directory, ready to be opened.
+    pub dir: PathBuf,
+    /// Sessions copied (open and closed in retention), before the changes made during
+    /// the copy were added to it.
+    pub sessions: usize,
+    /// Bytes written.
+    pub bytes: u64,
+    /// How long it took.
+    pub took: std::time::Duration,
+}
+
 /// The embedded durable store: a directory on local disk.
 pub struct FileStore {
     mem: MemoryStore,
@@ -197,6 +211,53 @@ impl FileStore {
             sessions,
             quarantined: rec.quarantined,
             set_aside: rec.set_aside,
+        })
+    }
+
+    /// Writes a consistent copy of the store into `dest` (a directory that must not
+    /// exist yet) while the store keeps serving: every change acknowledged before the
+    /// call is in it, and it holds the store exactly as it was at one moment during
+    /// the call. A server started on `dest` (or `FileStore::open(dest)`) restores it.
+    ///
+    /// How: every journal frame appended from the start is copied aside while the
+    /// sessions are copied from memory (fuzzy, without stopping anyone); once that
+    /// copy is done and the journal is durable past it with no failure meanwhile, the
+    /// frames go beside the copy as its journal. Writers never wait for it; the frames
+    /// kept aside are bounded (256 MiB: a heavier write load fails the backup, and
+    /// nothing else). Blocking: run it on a blocking thread. One backup at a time.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<Backup, StoreError> {
+        let dest = dest.as_ref();
+        let started = std::time::Instant::now();
+        let shared = &self.writer.shared;
+        shared.check()?;
+        let Some(failures) = shared.tap_on() else {
+            return Err(StoreError::Unavailable(
+                "another backup of this store is running".into(),
+            ));
+        };
+        let written = files::write_backup(dest, &self.mem, || {
+            let frames = shared.tap_off().ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "more than {} MiB of changes were made while the backup copied \
+                     the sessions; try again when the load is lighter",
+                    journal::TAP_MAX_BYTES >> 20
+                ))
+            })?;
+            shared.snapshot_settled(failures)?;
+            Ok(frames)
+        });
+        // However the copy ended, nothing is tapped any more.
+        let _ = shared.tap_off();
+        let (sessions, bytes) = written.map_err(|e| {
+            StoreError::Backend(format!("backup to {}: {e}", dest.display()).into())
+        })?;
+        let took = started.elapsed();
+        tracing::info!(dest = %dest.display(), sessions, bytes, took_ms = took.as_millis() as u64, "backup written");
+        Ok(Backup {
+            dir: dest.to_path_buf(),
+            sessions,
+            bytes,
+            took,
         })
     }
 

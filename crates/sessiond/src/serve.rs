@@ -44,16 +44,22 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     Ok(open_store_counted(config).await?.0)
 }
 
+/// A store as [`open_store_counted`] opens it.
+pub type OpenedStore = (Arc<dyn Store>, UnreadableRecords, Option<Arc<FileStore>>);
+
 /// Opens the store the configuration names, with a handle to its counts of records it
-/// could not read (for the metrics). A file store that quarantined records at start
-/// says so once in the log, with how many and where.
-pub async fn open_store_counted(
-    config: &Config,
-) -> Result<(Arc<dyn Store>, UnreadableRecords), ServeError> {
+/// could not read (for the metrics) and, for the embedded store, the store itself (for
+/// online backups). A file store that quarantined records at start says so once in the
+/// log, with how many and where.
+pub async fn open_store_counted(config: &Config) -> Result<OpenedStore, ServeError> {
     Ok(match &config.store {
-        StoreUrl::Memory => (Arc::new(MemoryStore::new()), UnreadableRecords::default()),
+        StoreUrl::Memory => (
+            Arc::new(MemoryStore::new()),
+            UnreadableRecords::default(),
+            None,
+        ),
         StoreUrl::File(_) => {
-            let store = FileStore::open(config.store_dir())?;
+            let store = Arc::new(FileStore::open(config.store_dir())?);
             let quarantined = store.quarantined().len();
             if quarantined > 0 {
                 tracing::warn!(
@@ -63,8 +69,9 @@ pub async fn open_store_counted(
                 );
             }
             (
-                Arc::new(store),
+                store.clone(),
                 UnreadableRecords::quarantined(quarantined as u64),
+                Some(store),
             )
         }
         StoreUrl::Postgres { url, namespace } => {
@@ -77,6 +84,7 @@ pub async fn open_store_counted(
             (
                 Arc::new(store),
                 UnreadableRecords::met_by(move || counted.unreadable_records()),
+                None,
             )
         }
         StoreUrl::Redis { url, namespace } => {
@@ -89,6 +97,7 @@ pub async fn open_store_counted(
             (
                 Arc::new(store),
                 UnreadableRecords::met_by(move || counted.unreadable_records()),
+                None,
             )
         }
     })
@@ -285,7 +294,7 @@ pub async fn run_on(
         return Err(ServeError::Config("nothing to listen on".into()));
     }
     let metrics = Arc::new(Metrics::default());
-    let (store, unreadable) = open_store_counted(&config).await?;
+    let (store, unreadable, file_store) = open_store_counted(&config).await?;
     metrics.watch_unreadable(unreadable);
     let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
     let manager = manager(&config, store)?;
@@ -318,6 +327,10 @@ pub async fn run_on(
         shutdown: stop_rx,
         licenses,
         event_log: Arc::new(crate::event_log::EventLog::default()),
+        backups: file_store.map(|store| crate::api::backup::Backups {
+            store,
+            dir: config.data_dir.join("backups"),
+        }),
         console: crate::console::ConsoleSessions::new(&config, credentials.clone(), &manager)
             .map_err(|e| ServeError::Config(format!("the admin console: {e}")))?,
         streams: Arc::new(crate::api::events::Streams::new(

@@ -37,6 +37,8 @@ pub struct State {
     pub streams: Arc<crate::api::events::Streams>,
     /// Recent events, for `Last-Event-ID` replay.
     pub event_log: Arc<crate::event_log::EventLog>,
+    /// Online backups of the embedded store (none on Redis or PostgreSQL).
+    pub backups: Option<crate::api::backup::Backups>,
 }
 
 /// The state as handlers receive it.

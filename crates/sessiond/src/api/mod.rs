@@ -9,6 +9,7 @@
 
 mod app_stream;
 pub mod apps;
+pub mod backup;
 pub mod events;
 pub mod forward_auth;
 pub mod ops;
@@ -146,6 +147,7 @@ fn operator_routes() -> Router<SharedState> {
         .route(M::GET, "/v1/sessions/{id}", apps::get_session)
         .route(M::DELETE, "/v1/sessions/{id}", apps::kill)
         .route(M::PUT, "/v1/sessions/{id}/privileges", apps::set_privileges)
+        .route(M::POST, "/v1/backups", backup::backup)
         .into_router()
 }
 
