@@ -415,6 +415,16 @@ impl Client {
         Ok(answer.apps)
     }
 
+    /// `POST /v1/backups`: has the server write a consistent copy of its embedded store
+    /// into `<data_dir>/backups/<name>` (a name from the time when none is given) while
+    /// it keeps serving. Needs the admin token (or an operator of every app that may
+    /// write); a server on Redis or PostgreSQL answers 409 `backup_unsupported`.
+    pub async fn backup(&self, name: Option<&str>) -> Result<crate::model::Backup, Error> {
+        let body = serde_json::json!({ "name": name });
+        self.call(Method::POST, &["v1", "backups"], &[], Some(&body))
+            .await
+    }
+
     /// `GET /v1/apps/{app}/events`: the app's event feed (`opened`, `closed`,
     /// `privileges_changed`...) from now on. A dropped connection is made again (with
     /// backoff) and resumed with `Last-Event-ID`: the events missed meanwhile come in

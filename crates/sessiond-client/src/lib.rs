@@ -25,8 +25,8 @@ mod stream;
 pub use client::Client;
 pub use error::{Error, SeatsExhausted};
 pub use model::{
-    App, ClientInfo, CloseReason, ClosedBy, Heartbeat, HeartbeatAck, Killed, OpenedSession, Seats,
-    Secret, Session, SessionPage, SessionStatus,
+    App, Backup, ClientInfo, CloseReason, ClosedBy, Heartbeat, HeartbeatAck, Killed, OpenedSession,
+    Seats, Secret, Session, SessionPage, SessionStatus,
 };
 pub use request::{
     HeartbeatRequest, HeartbeatUpdate, ListQuery, OpenRequest, Order, PrivilegesUpdate,

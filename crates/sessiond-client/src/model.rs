@@ -333,6 +333,19 @@ pub struct Seats {
     pub total: Option<u32>,
 }
 
+/// A backup the server wrote of its embedded store (`POST /v1/backups`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backup {
+    /// Its directory on the server's machine: a store directory.
+    pub path: String,
+    /// Sessions copied.
+    pub sessions: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+}
+
 /// An app: its policy, seats and license.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct App {

@@ -264,6 +264,24 @@ pub async fn run_apps(remote: &Remote, cmd: AppsCmd) -> anyhow::Result<()> {
     print(&text)
 }
 
+/// `sessiond backup`: asks the server for a backup of its embedded store and says
+/// where it went.
+pub async fn run_backup(remote: &Remote, name: Option<&str>) -> anyhow::Result<()> {
+    let client = remote.client()?;
+    eprintln!("backing up the store of {} ...", remote.server);
+    let b = client.backup(name).await.map_err(|e| remote.report(e))?;
+    let text = if remote.json {
+        to_json(&json!(b))
+    } else {
+        format!(
+            "backup written to {} on the server's machine: {} session(s), {} byte(s), in {} ms\n\
+             restore: stop the server, then start it with --store file://{}\n",
+            b.path, b.sessions, b.bytes, b.took_ms, b.path
+        )
+    };
+    print(&text)
+}
+
 type Answer = Result<String, sessiond_client::Error>;
 
 async fn sessions(client: &Client, json: bool, cmd: SessionsCmd) -> Answer {

@@ -84,6 +84,60 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::AppsCmd,
     },
+    /// Have a running server back up its embedded store, without stopping it.
+    ///
+    /// The server writes a consistent copy into <data_dir>/backups/<NAME> on its own
+    /// machine: every change acknowledged before the command started is in it. To
+    /// restore, stop the server and start it with the copy as its store
+    /// (--store file:///path/to/the/backup), or copy the directory over <data_dir>/store.
+    /// A server on Redis or PostgreSQL refuses: back those up with their own tools.
+    #[command(after_help = exit::help(
+        "the backup is written and synced",
+        &[Exit::Done, Exit::Failed, Exit::Usage],
+        "Examples:\n  sessiond backup\n  sessiond backup --name before-upgrade --json",
+    ))]
+    Backup {
+        #[command(flatten)]
+        remote: cli::Remote,
+        /// The backup's directory name under <data_dir>/backups/ (letters, digits, '-',
+        /// '_', '.') [default: backup- and the time, UTC].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print a shell completion script for sessiond.
+    #[command(
+        after_help = "Examples:\n  sessiond completions bash > /etc/bash_completion.d/sessiond\n  sessiond completions zsh > \"${fpath[1]}/_sessiond\"\n  sessiond completions fish > ~/.config/fish/completions/sessiond.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page of sessiond (roff), from the same definitions as --help.
+    #[command(
+        after_help = "Examples:\n  sessiond man | man -l -\n  sessiond man --dir /usr/share/man/man1   (sessiond.1 and a page per subcommand)"
+    )]
+    Man {
+        /// Write sessiond.1 and sessiond-<subcommand>.1 into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Prints the manual page `sessiond(1)`, or with `dir` writes it and one page per
+/// subcommand (`sessiond-serve(1)`...) there.
+fn man_page(dir: Option<&std::path::Path>) -> Exit {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let written = match dir {
+        Some(d) => std::fs::create_dir_all(d).and_then(|()| clap_mangen::generate_to(cmd, d)),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+    };
+    match written {
+        Ok(()) => Exit::Done,
+        Err(e) => {
+            eprintln!("sessiond: {e}");
+            Exit::Failed
+        }
+    }
 }
 
 /// Runs an operator command, mapping failures to [`Exit::Failed`]. API refusals were
@@ -259,6 +313,15 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Sessions { remote, cmd } => operator(cli::run_sessions(&remote, cmd).await).await,
         Command::Apps { remote, cmd } => operator(cli::run_apps(&remote, cmd).await).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "sessiond", &mut std::io::stdout());
+            Exit::Done
+        }
+        Command::Man { dir } => man_page(dir.as_deref()),
+        Command::Backup { remote, name } => {
+            operator(cli::run_backup(&remote, name.as_deref()).await).await
+        }
         Command::License(cmd) => license_cmd::run(cmd),
         Command::Connect(args) => connect::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,

@@ -69,9 +69,12 @@ fn valid_name(name: &str) -> bool {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "The backup, written and synced", body = BackupView),
-        (status = 400, description = "A name that cannot name a directory", body = crate::views::ErrorBody),
+        (status = 400, description = "Bad JSON, or a name that cannot name a directory", body = crate::views::ErrorBody),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
         (status = 403, description = "Not the admin token (or an operator of every app that may write)", body = crate::views::ErrorBody),
+        (status = 413, description = "The body is over the size limit", body = crate::views::ErrorBody),
+        (status = 415, description = "A body that is not sent as JSON", body = crate::views::ErrorBody),
+        (status = 422, description = "Wrong fields or types", body = crate::views::ErrorBody),
         (status = 409, description = "`backup_exists` (that name is taken), `backup_running` (one at a time) or `backup_unsupported` (the store is Redis or PostgreSQL: back it up with its own tools)", body = crate::views::ErrorBody),
         (status = 503, description = "The backup could not be written (the journal failed meanwhile, the disk refused, or more changes were made during the copy than it keeps aside); nothing is left half-written; retry", body = crate::views::ErrorBody)))]
 pub async fn backup(
@@ -118,7 +121,10 @@ pub async fn backup(
         Ok(b) => Ok((
             StatusCode::CREATED,
             axum::Json(BackupView {
-                path: b.dir.display().to_string(),
+                path: std::fs::canonicalize(&b.dir)
+                    .unwrap_or(b.dir)
+                    .display()
+                    .to_string(),
                 sessions: b.sessions as u64,
                 bytes: b.bytes,
                 took_ms: u64::try_from(b.took.as_millis()).unwrap_or(u64::MAX),

@@ -404,3 +404,51 @@ async fn kill_user_logs_one_person_out_everywhere() {
     assert!(!ok && err.contains("cannot be used with"), "{err}");
     s.stop().await;
 }
+
+/// Shell completions and the manual come from the same definitions as `--help`: every
+/// subcommand is in them, and `man --dir` writes a page per subcommand.
+#[test]
+fn completions_and_man_pages_name_every_subcommand() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sessiond"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let subcommands = [
+        "serve", "sessions", "connect", "migrate", "repair", "license", "apps", "backup",
+    ];
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = run(&["completions", shell]);
+        for sub in subcommands {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    let page = run(&["man"]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH sessiond"),
+        "{page}"
+    );
+    for sub in subcommands {
+        assert!(page.contains(sub), "the manual lacks {sub}");
+    }
+    let dir = temp_dir("man");
+    run(&["man", "--dir", dir.to_str().unwrap()]);
+    for page in [
+        "sessiond.1",
+        "sessiond-serve.1",
+        "sessiond-backup.1",
+        "sessiond-sessions.1",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH"), "{page}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

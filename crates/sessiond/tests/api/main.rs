@@ -2,6 +2,7 @@
 //! and error of the API v1 contract, persistence across restarts and `kill -9`, and
 //! a scan of the server's output for leaked tokens.
 
+mod backup;
 mod cli;
 mod common;
 mod console;
