@@ -400,7 +400,12 @@ pub fn write_backup(
         .ok_or_else(|| std::io::Error::other(format!("{} names no directory", dest.display())))?;
     let tmp = parent.join(format!(".{}.partial", name.to_string_lossy()));
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir(&tmp)?;
+    // A backup holds every session's data and token hash: readable by its owner only,
+    // whatever the umask.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+    }
     let built = (|| {
         let sessions = write_sessions(&snapshot_path(&tmp, 0), store)?;
         let frames = settle()?;

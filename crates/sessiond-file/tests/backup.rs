@@ -98,6 +98,11 @@ async fn a_backup_under_write_load_holds_every_acknowledged_write() {
     let moved: u64 = after.iter().sum::<u64>() - before.iter().sum::<u64>();
     assert!(moved > 0, "the writers wrote while the backup ran");
 
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "a backup is its owner's only");
+    }
     let during = std::fs::metadata(dest.join("journal-0.log")).unwrap().len();
     assert!(
         during > 0,
