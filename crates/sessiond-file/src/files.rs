@@ -402,10 +402,7 @@ pub fn write_backup(
     let _ = fs::remove_dir_all(&tmp);
     // A backup holds every session's data and token hash: readable by its owner only,
     // whatever the umask.
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new().mode(0o700).create(&tmp)?;
-    }
+    crate::os::native::create_private_dir(&tmp)?;
     let built = (|| {
         let sessions = write_sessions(&snapshot_path(&tmp, 0), store)?;
         let frames = settle()?;

@@ -97,6 +97,8 @@ pub(crate) struct Shared {
     pub(crate) store: OnceLock<MemoryStore>,
     dir: PathBuf,
     sync: bool,
+    /// The calls the journal file is written with.
+    io: crate::os::Io,
     compact_after: u64,
 }
 
@@ -118,7 +120,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn new(dir: PathBuf, sync: bool, compact_after: u64, durable_seq: u64) -> Shared {
+    fn new(
+        dir: PathBuf,
+        sync: bool,
+        io: crate::os::Io,
+        compact_after: u64,
+        durable_seq: u64,
+    ) -> Shared {
         Shared {
             pending: Mutex::new(Pending {
                 seq: durable_seq,
@@ -139,6 +147,7 @@ impl Shared {
             store: OnceLock::new(),
             dir,
             sync,
+            io,
             compact_after,
         }
     }
@@ -325,17 +334,27 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer on `file` (journal number `epoch`, `size` bytes long).
+    /// Starts the writer on `file` (journal number `epoch`, `size` bytes long), as
+    /// `options` say.
     pub(crate) fn start(
         dir: PathBuf,
         file: File,
         epoch: u64,
         size: u64,
-        sync: bool,
-        compact_after: u64,
-        durable_seq: u64,
+        options: &crate::FileOptions,
     ) -> std::io::Result<Writer> {
-        let shared = Arc::new(Shared::new(dir, sync, compact_after, durable_seq));
+        let io = if options.portable_io {
+            crate::os::Io::Portable
+        } else {
+            crate::os::Io::Native
+        };
+        let shared = Arc::new(Shared::new(
+            dir,
+            options.sync,
+            io,
+            options.compact_after_bytes,
+            0,
+        ));
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sessiond-journal".into())
@@ -374,7 +393,7 @@ impl Drop for Stopped<'_> {
 
 fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
     let path = files::journal_path(&shared.dir, epoch);
-    let mut journal = JournalFile::open(file, &path, size, shared.sync);
+    let mut journal = JournalFile::open(file, &path, size, shared.sync, shared.io);
     tracing::debug!(
         direct = journal.is_direct(),
         sync = shared.sync,
@@ -419,7 +438,7 @@ fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
                 Ok(f) => {
                     epoch += 1;
                     let path = files::journal_path(&shared.dir, epoch);
-                    journal = JournalFile::open(f, &path, 0, shared.sync);
+                    journal = JournalFile::open(f, &path, 0, shared.sync, shared.io);
                 }
                 Err(e) => tracing::warn!(error = %e, "journal rotation failed; will retry"),
             }
@@ -521,7 +540,10 @@ fn reload(
         epoch,
         "the store was reloaded from its files after a failed write"
     );
-    Ok((JournalFile::open(file, &path, size, shared.sync), epoch))
+    Ok((
+        JournalFile::open(file, &path, size, shared.sync, shared.io),
+        epoch,
+    ))
 }
 
 /// Starts journal `epoch + 1` and a snapshot thread for it.
@@ -628,7 +650,7 @@ mod tests {
     }
 
     fn shared() -> Shared {
-        Shared::new(PathBuf::new(), false, u64::MAX, 0)
+        Shared::new(PathBuf::new(), false, crate::os::Io::Native, u64::MAX, 0)
     }
 
     #[test]

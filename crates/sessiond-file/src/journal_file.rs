@@ -25,9 +25,10 @@
 //! direct I/O (some network and FUSE file systems; tmpfs before Linux 6.6), which is
 //! logged.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::File;
 use std::path::Path;
+
+use crate::os::{native, Io};
 
 /// How far a journal file grows at a time (zero-filled, see the module doc).
 pub(crate) const GROW: u64 = 1 << 20;
@@ -47,6 +48,8 @@ pub(crate) struct JournalFile {
     direct: Option<Direct>,
     /// Whether [`JournalFile::sync`] makes buffered writes durable.
     sync: bool,
+    /// The calls buffered writes use.
+    io: Io,
     /// Where the frames end.
     pub(crate) len: u64,
     /// Where the zeros end (the file's size once it has grown).
@@ -57,14 +60,21 @@ impl JournalFile {
     /// `file` is the journal at `path`, holding `len` bytes of frames and nothing after
     /// them. With `sync`, writes are made durable: directly if the file system allows,
     /// otherwise by [`JournalFile::sync`].
-    pub(crate) fn open(file: File, path: &Path, len: u64, sync: bool) -> JournalFile {
-        JournalFile::open_with(file, path, len, sync, true)
+    pub(crate) fn open(file: File, path: &Path, len: u64, sync: bool, io: Io) -> JournalFile {
+        JournalFile::open_with(file, path, len, sync, io, true)
     }
 
     /// [`JournalFile::open`], trying direct I/O only if `try_direct`.
-    fn open_with(file: File, path: &Path, len: u64, sync: bool, try_direct: bool) -> JournalFile {
+    fn open_with(
+        file: File,
+        path: &Path,
+        len: u64,
+        sync: bool,
+        io: Io,
+        try_direct: bool,
+    ) -> JournalFile {
         let direct = if sync && try_direct {
-            match Direct::open(path, len) {
+            match Direct::open(io, path, len) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     tracing::info!(
@@ -82,6 +92,7 @@ impl JournalFile {
             file,
             direct,
             sync,
+            io,
             len,
             allocated: len,
         }
@@ -117,12 +128,12 @@ impl JournalFile {
             let mut at = self.allocated;
             while at < target {
                 let n = ZEROS.len().min((target - at) as usize);
-                self.file.write_all_at(&ZEROS[..n], at)?;
+                self.io.write_all_at(&self.file, &ZEROS[..n], at)?;
                 at += n as u64;
             }
             self.allocated = target;
         }
-        self.file.write_all_at(frames, self.len)?;
+        self.io.write_all_at(&self.file, frames, self.len)?;
         self.len = end;
         Ok(())
     }
@@ -135,7 +146,7 @@ impl JournalFile {
         let mut at = self.allocated;
         while at < target {
             let n = ZEROS.len().min((target - at) as usize);
-            self.file.write_all_at(&ZEROS[..n], at)?;
+            self.io.write_all_at(&self.file, &ZEROS[..n], at)?;
             at += n as u64;
         }
         self.file.sync_data()?;
@@ -173,17 +184,15 @@ struct Direct {
 }
 
 impl Direct {
-    /// Opens `path` for direct writes, its frames ending at `len`.
-    fn open(path: &Path, len: u64) -> std::io::Result<Direct> {
-        let file = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-            .open(path)?;
+    /// Opens `path` for direct writes, its frames ending at `len` (only with the
+    /// platform's own calls: the portable ones have no direct I/O).
+    fn open(io: Io, path: &Path, len: u64) -> std::io::Result<Direct> {
+        let file = io.open_direct(path)?;
         let mut buf = Aligned::new(64 << 10);
         let start = align_down(len);
         let tail = (len - start) as usize;
         if tail > 0 {
-            File::open(path)?.read_exact_at(&mut buf.bytes()[..tail], start)?;
+            native::read_exact_at(&File::open(path)?, &mut buf.bytes()[..tail], start)?;
         }
         Ok(Direct {
             file,
@@ -211,12 +220,12 @@ impl Direct {
             let zeros = self.zeros.bytes();
             while at < target {
                 let n = zeros.len().min((target - at) as usize);
-                self.file.write_all_at(&zeros[..n], at)?;
+                native::write_all_at(&self.file, &zeros[..n], at)?;
                 at += n as u64;
             }
             *allocated = target;
         }
-        self.file.write_all_at(&b[..total], start)?;
+        native::write_all_at(&self.file, &b[..total], start)?;
         // Keep the partial block the frames now end in for the next write.
         let from = (align_down(end) - start) as usize;
         let keep = (end - align_down(end)) as usize;
@@ -264,6 +273,8 @@ impl Aligned {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+
     use super::*;
 
     /// A fresh file in `dir`.
@@ -281,20 +292,16 @@ mod tests {
 
     /// Whether the file system of `path` takes direct I/O (tmpfs does since Linux 6.6).
     fn direct_io_works(path: &Path) -> bool {
-        OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .is_ok()
+        native::open_direct(path).is_ok()
     }
 
     /// Writes frames of awkward sizes (across block and growth boundaries), reopening
     /// the file in the middle as recovery would, and checks the bytes on disk.
-    fn frames_follow_each_other(dir: &Path, sync: bool, name: &str) -> bool {
+    fn frames_follow_each_other(dir: &Path, sync: bool, io: Io, name: &str) -> bool {
         let (file, path) = fresh(dir, name);
-        let mut j = JournalFile::open(file, &path, 0, sync);
+        let mut j = JournalFile::open(file, &path, 0, sync, io);
         let direct = j.is_direct();
-        assert_eq!(direct, sync && direct_io_works(&path));
+        assert_eq!(direct, sync && io == Io::Native && direct_io_works(&path));
         let mut expected = Vec::new();
         let mut write = |j: &mut JournalFile, frame: Vec<u8>| {
             j.write(&frame).unwrap();
@@ -312,7 +319,7 @@ mod tests {
         drop(j);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(len).unwrap();
-        let mut j = JournalFile::open(file, &path, len, sync);
+        let mut j = JournalFile::open(file, &path, len, sync, io);
         assert_eq!(j.is_direct(), direct);
         write(&mut j, vec![9; 777]);
         // A write that passes the end grows the file to the next step that holds it.
@@ -328,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_synced_journal_writes_directly_where_it_can_and_frames_follow_each_other() {
-        let direct = frames_follow_each_other(&std::env::temp_dir(), true, "synced");
+        let direct = frames_follow_each_other(&std::env::temp_dir(), true, Io::Native, "synced");
         if !direct {
             // The fallback was tested; the direct path was not.
             sessiond_core::skip::skip(
@@ -347,14 +354,27 @@ mod tests {
         assert!(!frames_follow_each_other(
             &std::env::temp_dir(),
             false,
+            Io::Native,
             "buffered"
         ));
     }
 
     #[test]
+    fn the_portable_journal_writes_the_same_bytes_without_direct_io() {
+        for sync in [true, false] {
+            assert!(!frames_follow_each_other(
+                &std::env::temp_dir(),
+                sync,
+                Io::Portable,
+                &format!("portable-{sync}")
+            ));
+        }
+    }
+
+    #[test]
     fn a_synced_journal_without_direct_io_writes_through_the_page_cache_and_syncs() {
         let (file, path) = fresh(&std::env::temp_dir(), "fallback");
-        let mut j = JournalFile::open_with(file, &path, 0, true, false);
+        let mut j = JournalFile::open_with(file, &path, 0, true, Io::Native, false);
         assert!(!j.is_direct());
         j.write(b"frames").unwrap();
         j.sync().unwrap();

@@ -36,6 +36,9 @@ mod files;
 mod frame;
 mod journal;
 mod journal_file;
+mod os;
+#[cfg(target_os = "linux")]
+mod os_linux;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -64,6 +67,11 @@ pub struct FileOptions {
     /// Journal size after which a snapshot is taken and older files dropped
     /// (default 64 MiB).
     pub compact_after_bytes: u64,
+    /// Write the journal with the standard library's portable calls only (a seek then a
+    /// write, `fdatasync`, no direct I/O) even where the platform offers better: what
+    /// platforms without their own calls use, selectable on Linux to test it (default
+    /// false). Durability is the same; a durable write costs more.
+    pub portable_io: bool,
 }
 
 impl Default for FileOptions {
@@ -71,6 +79,7 @@ impl Default for FileOptions {
         FileOptions {
             sync: true,
             compact_after_bytes: 64 << 20,
+            portable_io: false,
         }
     }
 }
@@ -157,15 +166,7 @@ impl FileStore {
             quarantined = rec.quarantined.len(),
             "file store opened"
         );
-        let writer = Writer::start(
-            dir.clone(),
-            file,
-            epoch,
-            size,
-            options.sync,
-            options.compact_after_bytes,
-            0,
-        )?;
+        let writer = Writer::start(dir.clone(), file, epoch, size, &options)?;
         let mem = MemoryStore::with_journal(Arc::new(Hook(writer.shared.clone())));
         mem.load(rec.sessions);
         let _ = writer.shared.store.set(mem.clone());

@@ -22,6 +22,20 @@ fn fresh_dir() -> std::path::PathBuf {
 
 sessiond_core::conformance_tests!(async { FileStore::open(fresh_dir()).expect("open file store") });
 
+/// The suite again with the journal written by the standard library's portable calls
+/// (`FileOptions::portable_io`: what platforms without their own calls use).
+mod portable_io {
+    use sessiond_file::{FileOptions, FileStore};
+
+    sessiond_core::conformance_tests!(async {
+        let options = FileOptions {
+            portable_io: true,
+            ..FileOptions::default()
+        };
+        FileStore::open_with(super::fresh_dir(), options).expect("open file store")
+    });
+}
+
 /// A fresh directory per case; a restart closes the store and opens its directory
 /// again. Directories of passing cases are removed.
 #[derive(Default)]

@@ -12,6 +12,8 @@ use sessiond_core::{Lookup, Manager, OpenRequest, Policy, Resolve, Token};
 use sessiond_file::{FileOptions, FileStore};
 
 const CHILD_ENV: &str = "SESSIOND_CRASH_CHILD_DIR";
+/// Set in the child: write the journal with the portable calls (`FileOptions::portable_io`).
+const PORTABLE_ENV: &str = "SESSIOND_CRASH_CHILD_PORTABLE";
 
 fn fresh_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sessiond-file-{name}-{}", std::process::id()));
@@ -73,7 +75,11 @@ async fn write_forever(m: Arc<Manager>, tasks: usize) {
 #[test]
 fn writer_child_or_clean_restart() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
-        let m = manager(Path::new(&dir), FileOptions::default());
+        let options = FileOptions {
+            portable_io: std::env::var_os(PORTABLE_ENV).is_some(),
+            ..FileOptions::default()
+        };
+        let m = manager(Path::new(&dir), options);
         rt().block_on(write_forever(m, 8));
         return;
     }
@@ -102,8 +108,20 @@ fn writer_child_or_clean_restart() {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
-    let dir = fresh_dir("crash");
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    sigkill_the_writer(false);
+}
+
+/// The same with the journal written by the portable calls (what macOS and Windows
+/// builds use), reopened by the usual ones.
+#[test]
+fn acknowledged_writes_survive_sigkill_with_the_portable_journal() {
+    sigkill_the_writer(true);
+}
+
+fn sigkill_the_writer(portable: bool) {
+    let dir = fresh_dir(if portable { "crash-portable" } else { "crash" });
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
         .args([
             "writer_child_or_clean_restart",
             "--exact",
@@ -112,9 +130,11 @@ fn acknowledged_writes_survive_sigkill() {
         ])
         .env(CHILD_ENV, &dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    if portable {
+        child.env(PORTABLE_ENV, "1");
+    }
+    let mut child = child.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut acked: Vec<(String, String, u64)> = Vec::new();
     let start = Instant::now();

@@ -16,6 +16,8 @@
 //! `sessiond` only.
 
 mod ca;
+#[cfg(unix)]
+mod os_unix;
 mod postgres;
 mod redis;
 mod scratch;

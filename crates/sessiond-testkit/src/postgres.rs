@@ -8,7 +8,6 @@
 //! directory is handed to the `postgres` user and every PostgreSQL command runs as that
 //! user (`runuser -u postgres --`).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -105,8 +104,8 @@ impl TlsPostgres {
         let key = self.data.join("server.key");
         write(&cert, &cert_pem)?;
         write(&key, &key_pem)?;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("chmod {}: {e}", key.display()))?;
+        #[cfg(unix)]
+        crate::os_unix::owner_only(&key).map_err(|e| format!("chmod {}: {e}", key.display()))?;
         let conf = format!(
             "\n# sessiond test cluster\n\
              listen_addresses = '127.0.0.1'\n\

@@ -23,6 +23,9 @@ pub mod event_log;
 pub mod license;
 pub mod licensing;
 pub mod metrics;
+#[cfg(unix)]
+mod os_unix;
+pub mod private_file;
 mod serve;
 pub mod state;
 pub mod tls;

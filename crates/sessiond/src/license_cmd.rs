@@ -2,7 +2,6 @@
 
 use crate::exit::Exit;
 use crate::table;
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -77,15 +76,6 @@ fn read_key(text_or_path: &str) -> Result<String, String> {
     }
 }
 
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(text.as_bytes())
-}
-
 /// Checks `issue`'s arguments, naming the flag at fault (a bad argument is not a bad
 /// license); answers when the license ends.
 fn check_issue(
@@ -137,7 +127,9 @@ pub fn run(cmd: LicenseCmd) -> Exit {
             let key = dir.join("license-signing.key");
             let publ = dir.join("license-signing.pub");
             if let Err(e) = std::fs::create_dir_all(&dir)
-                .and_then(|_| write_private(&key, &format!("{secret}\n")))
+                .and_then(|_| {
+                    sessiond::private_file::write_private(&key, format!("{secret}\n").as_bytes())
+                })
                 .and_then(|_| std::fs::write(&publ, format!("{public}\n")))
             {
                 eprintln!("sessiond: cannot write the keys in {}: {e} (existing keys are never overwritten)", dir.display());

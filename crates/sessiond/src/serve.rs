@@ -5,8 +5,6 @@
 //! event streams and flush the store.
 
 use std::future::Future;
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,7 +117,7 @@ pub fn admin_token(config: &Config) -> Result<Secret, ServeError> {
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let token = sessiond_core::Token::generate("admin");
-    write_secret(&path, token.expose())?;
+    crate::private_file::write_private(&path, format!("{}\n", token.expose()).as_bytes())?;
     // Printed once, to the operator's terminal, never to the log.
     eprintln!(
         "sessiond: generated the admin token into {} (mode 0600):\n\n    {}\n",
@@ -141,17 +139,6 @@ fn refuse_connection(stream: &tokio::net::TcpStream) {
     let _ = stream.try_write(answer.as_bytes());
     // Debug, not warn: a flood of refused connections must not fill the disk with logs.
     tracing::debug!("connection refused: max_connections reached");
-}
-
-fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(secret.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
 }
 
 /// Builds the Manager over `store` with the configured limits and apps.

@@ -17,6 +17,7 @@ mod ops;
 mod outage;
 mod outcome;
 mod pinned;
+mod portability;
 mod process;
 mod resume;
 mod routes;
