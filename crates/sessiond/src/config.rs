@@ -1,7 +1,12 @@
-//! Server configuration: a TOML file, then `SESSIOND_*` environment variables, then
-//! command-line flags, each overriding the one before. Every setting has a default
-//! (the `DEFAULT_*` constants), so `sessiond serve` with nothing at all works, with a
+//! Server configuration: a TOML file, then `SESSIOND__*` environment variables (any key
+//! of the file, [`env_table`]), then command-line flags and their `SESSIOND_*`
+//! variables, each overriding the one before. Every setting has a default (the
+//! `DEFAULT_*` constants), so `sessiond serve` with nothing at all works, with a
 //! `default` app. `sessiond.example.toml` at the repository root documents every key.
+//!
+//! The environment is read as a second TOML document merged over the file's, then
+//! both go through the one reader, so a key set either way is checked the same way and
+//! refused with the same message (the file's also says where: line and column).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -172,17 +177,117 @@ pub fn redact_password(url: &str) -> String {
     }
 }
 
-/// A TOML error as the log may show it: what is wrong and where (line and column), never
-/// the text of the line, which may hold a secret (an admin token, a key, a store
-/// password).
-fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+/// A TOML error as the log may show it: where (line and column), the key, and what is
+/// wrong; never the text of the line, which may hold a secret (an admin token, a key,
+/// a store password).
+fn toml_error(text: &str, key: &str, e: &toml::de::Error) -> ConfigError {
     let at = e.span().map(|span| {
         let before = &text[..span.start.min(text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
         format!("line {line}, column {column}: ")
     });
-    ConfigError(format!("{}{}", at.unwrap_or_default(), e.message()))
+    ConfigError(format!("{}{}{}", at.unwrap_or_default(), key, e.message()))
+}
+
+/// `"<key>: "` for an error at a key, nothing at the top.
+fn key_prefix(path: &serde_path_to_error::Path) -> String {
+    let p = path.to_string();
+    if p == "." || p.is_empty() {
+        String::new()
+    } else {
+        format!("{p}: ")
+    }
+}
+
+/// Where environment variables name keys of the configuration file.
+pub const ENV_PREFIX: &str = "SESSIOND__";
+
+/// The keys set by `SESSIOND__*` variables among `vars`, as a TOML table to merge over
+/// the file's.
+///
+/// The naming rule: `SESSIOND__` then the key's path, its parts joined by `__`, each
+/// part's case ignored (read lower-case): `SESSIOND__LISTEN` is `listen`,
+/// `SESSIOND__APPS__GESTAN__SEATS` is `apps.gestan.seats`,
+/// `SESSIOND__APPS__GESTAN__HEARTBEAT__INTERVAL_S` is `apps.gestan.heartbeat.interval_s`.
+/// The value is read as a TOML value when it is one (`10`, `true`, `["admin"]`,
+/// `"quoted text"`, `{ interval_s = 30 }`), else as text (`127.0.0.1:7420`,
+/// `file:///var/lib/sessiond`): quote a text that would read as something else
+/// (`'"10"'`). App and operator names given this way are lower-case.
+pub fn env_table(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<toml::Table, ConfigError> {
+    let mut out = toml::Table::new();
+    let mut vars: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort();
+    for (name, value) in vars {
+        let parts: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_lowercase)
+            .collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(ConfigError(format!(
+                "{name}: a key's parts are joined by \"__\" and none is empty \
+                 (SESSIOND__APPS__GESTAN__SEATS is apps.gestan.seats)"
+            )));
+        }
+        let (leaf, path) = parts.split_last().expect("at least one part");
+        let mut table = &mut out;
+        for (i, part) in path.iter().enumerate() {
+            let next = table
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match next {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "{name}: {} is set by another variable as a value, not a table",
+                        parts[..=i].join(".")
+                    )))
+                }
+            };
+        }
+        let value = env_value(&value);
+        match (table.get_mut(leaf), value) {
+            // Keys of a table set whole and part by part are merged.
+            (Some(toml::Value::Table(t)), toml::Value::Table(more)) => merge(t, more),
+            (Some(_), _) => {
+                return Err(ConfigError(format!(
+                    "{name}: {} is set twice",
+                    parts.join(".")
+                )))
+            }
+            (None, v) => {
+                table.insert(leaf.clone(), v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A variable's value: a TOML value when it reads as exactly one, else the text.
+fn env_value(text: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(mut t) if t.len() == 1 => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(text.into())),
+        _ => toml::Value::String(text.to_string()),
+    }
+}
+
+/// Merges `over` into `base`: tables key by key, anything else replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
 }
 
 /// `password=...` in a URL's query, redacted up to the next `&` or `#`.
@@ -522,30 +627,75 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        let mut c = Self::from_toml(&text)
+        let c = Self::from_toml(&text)
             .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?;
-        c.source = Some(path.to_path_buf());
-        // A license or certificate file named by a relative path sits beside the
-        // configuration file, wherever the server is started from.
+        Ok(c.beside(path))
+    }
+
+    /// This configuration as read from the file at `path`: a license or certificate
+    /// file named by a relative path sits beside it, wherever the server is started
+    /// from.
+    fn beside(mut self, path: &Path) -> Config {
+        self.source = Some(path.to_path_buf());
         let base = path.parent().unwrap_or(Path::new(""));
-        if let Some(tls) = c.tls.as_mut() {
+        if let Some(tls) = self.tls.as_mut() {
             for f in [&mut tls.cert, &mut tls.key] {
                 if f.is_relative() {
                     *f = base.join(&*f);
                 }
             }
         }
-        for app in c.apps.values_mut() {
+        for app in self.apps.values_mut() {
             if let Some(l) = app.license.as_mut().filter(|l| l.is_relative()) {
                 *l = base.join(&*l);
             }
         }
-        Ok(c)
+        self
     }
 
     /// Parses TOML configuration text over the defaults.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        Self::from_sources(Some(text), toml::Table::new())
+    }
+
+    /// Reads the configuration file at `path` (if any) with the `SESSIOND__*`
+    /// variables of `vars` merged over it ([`env_table`]). A relative file path set
+    /// by either is taken beside the configuration file when there is one.
+    pub fn from_file_and_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env = env_table(vars)?;
+        match path {
+            None => Self::from_sources(None, env),
+            Some(p) if env.is_empty() => Self::from_file(p),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+                let c = Self::from_sources(Some(&text), env)
+                    .map_err(|e| ConfigError(format!("{}: {}", p.display(), e.0)))?;
+                Ok(c.beside(p))
+            }
+        }
+    }
+
+    /// The file's text (if any) with `env` merged over it, read over the defaults.
+    fn from_sources(text: Option<&str>, env: toml::Table) -> Result<Config, ConfigError> {
+        let file: FileConfig = if env.is_empty() {
+            let text = text.unwrap_or("");
+            serde_path_to_error::deserialize(toml::Deserializer::new(text))
+                .map_err(|e| toml_error(text, &key_prefix(e.path()), e.inner()))?
+        } else {
+            let mut table: toml::Table = match text {
+                Some(t) => toml::from_str(t).map_err(|e| toml_error(t, "", &e))?,
+                None => toml::Table::new(),
+            };
+            merge(&mut table, env);
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let (path, e) = (e.path().clone(), e.into_inner());
+                ConfigError(format!("{}{}", key_prefix(&path), e.message()))
+            })?
+        };
         let mut c = Config::default();
         if let Some(v) = file.listen {
             c.listen = v;
@@ -720,22 +870,25 @@ impl Config {
                     )))
                 }
             };
-            let policy: Policy =
-                toml::Value::Table(table)
-                    .try_into()
-                    .map_err(|e: toml::de::Error| {
-                        let mut m = e.message().to_string();
-                        // `key`, `client_key` and `license` were taken out above; serde's list of
-                        // the keys it expected lacks them.
-                        if m.starts_with("unknown field") {
-                            m = m.replacen(
-                                "expected one of ",
-                                "expected one of `key`, `client_key`, `license`, ",
-                                1,
-                            );
-                        }
-                        ConfigError(format!("apps.{name}: {m}"))
-                    })?;
+            let policy: Policy = serde_path_to_error::deserialize(toml::Value::Table(table))
+                .map_err(|e| {
+                    let at = match e.path().to_string() {
+                        p if p == "." => String::new(),
+                        p => format!(".{p}"),
+                    };
+                    let e = e.into_inner();
+                    let mut m = e.message().to_string();
+                    // `key`, `client_key` and `license` were taken out above; serde's list of
+                    // the keys it expected lacks them.
+                    if m.starts_with("unknown field") {
+                        m = m.replacen(
+                            "expected one of ",
+                            "expected one of `key`, `client_key`, `license`, ",
+                            1,
+                        );
+                    }
+                    ConfigError(format!("apps.{name}{at}: {m}"))
+                })?;
             policy
                 .validate()
                 .map_err(|e| ConfigError(format!("apps.{name}: {e}")))?;
@@ -789,6 +942,168 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every leaf of `t` (tables walked, arrays and values kept whole), with its path.
+    fn leaves(t: &toml::Table, at: &mut Vec<String>, out: &mut Vec<(Vec<String>, toml::Value)>) {
+        for (k, v) in t {
+            at.push(k.clone());
+            match v {
+                toml::Value::Table(inner) => leaves(inner, at, out),
+                v => out.push((at.clone(), v.clone())),
+            }
+            at.pop();
+        }
+    }
+
+    /// The variable that sets the key at `parts` to `v`, as an operator would write it:
+    /// upper case, and text bare unless it would read as another TOML value.
+    fn var((parts, v): &(Vec<String>, toml::Value)) -> (String, String) {
+        let name = parts
+            .iter()
+            .map(|p| p.to_uppercase())
+            .collect::<Vec<_>>()
+            .join("__");
+        let text = match v {
+            toml::Value::String(s) if env_value(s) == *v => s.clone(),
+            v => v.to_string(),
+        };
+        (format!("{ENV_PREFIX}{name}"), text)
+    }
+
+    /// A configuration file holding only the key at `parts`, set to `v`.
+    fn file_with((parts, v): &(Vec<String>, toml::Value)) -> String {
+        let mut t = toml::Table::new();
+        t.insert(parts.last().unwrap().clone(), v.clone());
+        for p in parts[..parts.len() - 1].iter().rev() {
+            let mut outer = toml::Table::new();
+            outer.insert(p.clone(), toml::Value::Table(t));
+            t = outer;
+        }
+        toml::to_string(&t).unwrap()
+    }
+
+    /// Everything a configuration says, secrets included (their Debug is redacted).
+    fn said(c: &Config) -> String {
+        let mut secrets: Vec<&str> = c.admin_token.iter().map(Secret::expose).collect();
+        secrets.extend(c.retiring_admin_tokens.iter().map(Secret::expose));
+        for o in c.operators.values() {
+            secrets.extend(o.tokens.iter().map(Secret::expose));
+        }
+        for a in c.apps.values() {
+            secrets.extend(a.key.iter().map(Secret::expose));
+            secrets.extend(a.retiring_keys.iter().map(Secret::expose));
+            secrets.extend(a.client_keys.iter().map(Secret::expose));
+        }
+        format!("{c:?} {secrets:?}")
+    }
+
+    /// A file's error without its location (the environment has none).
+    fn unplaced(e: ConfigError) -> String {
+        match e.0.split_once(": ") {
+            Some((at, rest)) if at.starts_with("line ") => rest.to_string(),
+            _ => e.0,
+        }
+    }
+
+    #[test]
+    fn every_key_of_the_example_reads_the_same_from_the_environment() {
+        let text = include_str!("../../../sessiond.example.toml");
+        let mut all = Vec::new();
+        leaves(&toml::from_str(text).unwrap(), &mut Vec::new(), &mut all);
+        assert!(all.len() >= 30, "{} keys", all.len());
+        for key in &all {
+            let from_file = Config::from_toml(&file_with(key));
+            let from_env = Config::from_file_and_env(None, [var(key)]);
+            match (from_file, from_env) {
+                (Ok(f), Ok(e)) => assert_eq!(said(&f), said(&e), "{:?}", var(key)),
+                // Some keys need another beside them: the same refusal either way.
+                (Err(f), Err(e)) => assert_eq!(unplaced(f), e.0, "{:?}", var(key)),
+                (f, e) => panic!("{:?}: file {f:?}, environment {e:?}", var(key)),
+            }
+        }
+        let whole = Config::from_toml(text).unwrap();
+        let env = Config::from_file_and_env(None, all.iter().map(var)).unwrap();
+        assert_eq!(said(&whole), said(&env), "every key at once");
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_with_the_same_message_either_way() {
+        let bad = [
+            ("listen", toml::Value::String("nowhere".into())),
+            ("max_connections", toml::Value::Integer(0)),
+            ("max_page", toml::Value::Integer(5)),
+            ("limits.max_page", toml::Value::Boolean(true)),
+            ("store", toml::Value::String("ftp://x".into())),
+            ("apps.gestan.seats", toml::Value::String("ten".into())),
+            (
+                "apps.gestan.on_full",
+                toml::Value::String("sometimes".into()),
+            ),
+            ("apps.gestan.heartbeat.interval_s", toml::Value::Integer(-5)),
+            ("apps.gestan.key", toml::Value::String("short".into())),
+            ("operators.ops.apps", toml::Value::Integer(3)),
+        ];
+        for (path, v) in bad {
+            let key = (path.split('.').map(String::from).collect::<Vec<_>>(), v);
+            let f = Config::from_toml(&file_with(&key)).expect_err(path);
+            let e = Config::from_file_and_env(None, [var(&key)]).expect_err(path);
+            assert_eq!(unplaced(f), e.0, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_environment_goes_over_the_file_key_by_key() {
+        let dir = std::env::temp_dir().join(format!("sessiond-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sessiond.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\n[apps.desk]\nseats = 10\nmax_per_user = 2\n",
+        )
+        .unwrap();
+        let c = Config::from_file_and_env(
+            Some(&path),
+            [
+                ("SESSIOND__APPS__DESK__SEATS".to_string(), "3".to_string()),
+                (
+                    "SESSIOND__apps__desk__heartbeat__interval_s".into(),
+                    "30".into(),
+                ),
+                ("SESSIOND__STORE".into(), "memory:".into()),
+                (
+                    "SESSIOND_LISTEN".into(),
+                    "not ours: a flag's variable".into(),
+                ),
+                ("OTHER__LISTEN".into(), "ignored".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:1");
+        assert_eq!(c.store, StoreUrl::Memory);
+        let desk = &c.apps["desk"].policy;
+        assert_eq!((desk.seats, desk.max_per_user), (Some(3), Some(2)));
+        assert_eq!(desk.heartbeat.map(|h| h.interval_s), Some(30));
+        assert_eq!(c.source.as_deref(), Some(path.as_path()));
+        // Names that cannot be read say so, naming the variable.
+        for (name, why) in [
+            ("SESSIOND__APPS____SEATS", "none is empty"),
+            ("SESSIOND__", "none is empty"),
+        ] {
+            let e =
+                Config::from_file_and_env(None, [(name.to_string(), "1".to_string())]).unwrap_err();
+            assert!(e.0.starts_with(name) && e.0.contains(why), "{e}");
+        }
+        let e = Config::from_file_and_env(
+            None,
+            [
+                ("SESSIOND__LIMITS".to_string(), "3".to_string()),
+                ("SESSIOND__LIMITS__MAX_PAGE".to_string(), "30".to_string()),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("limits"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn empty_config_has_the_default_app() {

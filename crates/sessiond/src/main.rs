@@ -156,7 +156,9 @@ async fn operator(result: anyhow::Result<()>) -> Exit {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// TOML configuration file (see sessiond.example.toml).
+    /// TOML configuration file (see sessiond.example.toml). Any of its keys can also
+    /// be set by a variable: SESSIOND__ and the key's path joined by "__", e.g.
+    /// SESSIOND__APPS__GESTAN__SEATS=10; those go over the file, the flags over both.
     #[arg(long, env = "SESSIOND_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on, an IP and a port (0.0.0.0:7420 for every interface)
@@ -203,10 +205,22 @@ struct ServeArgs {
 }
 
 fn load(args: &ServeArgs) -> Result<Config, String> {
-    let mut config = match &args.config {
-        Some(p) => Config::from_file(p).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
+    // Any key of the file from SESSIOND__* variables (docs/OPERATIONS.md).
+    let mut vars = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let Some(k) = k
+            .to_str()
+            .filter(|k| k.starts_with(sessiond::config::ENV_PREFIX))
+        else {
+            continue;
+        };
+        let v = v
+            .into_string()
+            .map_err(|_| format!("{k}: the value is not UTF-8 text"))?;
+        vars.push((k.to_string(), v));
+    }
+    let mut config =
+        Config::from_file_and_env(args.config.as_deref(), vars).map_err(|e| e.to_string())?;
     if let Some(l) = args.listen {
         config.listen = l;
     }
