@@ -425,6 +425,14 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/reload`: has the server read its configuration file again and apply
+    /// what can change live (apps, policies, credentials); the answer names what
+    /// changed and what takes a restart. Needs the admin token.
+    pub async fn reload(&self) -> Result<serde_json::Value, Error> {
+        self.call(Method::POST, &["v1", "reload"], &[], None::<&()>)
+            .await
+    }
+
     /// `GET /v1/apps/{app}/events`: the app's event feed (`opened`, `closed`,
     /// `privileges_changed`...) from now on. A dropped connection is made again (with
     /// backoff) and resumed with `Last-Event-ID`: the events missed meanwhile come in

@@ -282,6 +282,44 @@ pub async fn run_backup(remote: &Remote, name: Option<&str>) -> anyhow::Result<(
     print(&text)
 }
 
+/// `sessiond reload`: asks the server to read its configuration again and says what
+/// came of it.
+pub async fn run_reload(remote: &Remote) -> anyhow::Result<()> {
+    let client = remote.client()?;
+    let r = client.reload().await.map_err(|e| remote.report(e))?;
+    if remote.json {
+        return print(&to_json(&r));
+    }
+    let list = |k: &str| {
+        let v: Vec<&str> = r[k]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let c = &r["credentials"];
+    let mut text = format!(
+        "configuration reloaded\napps added:   {}\napps changed: {}\ncredentials:  {} admin, {} operator, {} app key(s), {} client key(s)\n",
+        list("apps_added"),
+        list("apps_changed"),
+        c["admin"],
+        c["operators"],
+        c["app_keys"],
+        c["client_keys"]
+    );
+    if r["restart_needed"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        text.push_str(&format!("take a restart: {}\n", list("restart_needed")));
+    }
+    print(&text)
+}
+
 type Answer = Result<String, sessiond_client::Error>;
 
 async fn sessions(client: &Client, json: bool, cmd: SessionsCmd) -> Answer {

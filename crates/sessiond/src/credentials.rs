@@ -4,8 +4,8 @@
 //!
 //! Every credential setting may hold several secrets: the first is current, the others
 //! are retiring and still accepted. Rotating one is: add the new secret first, reload,
-//! move the clients over, remove the old one, reload. A reload (SIGHUP, see
-//! [`CredentialTable::reload`]) swaps the whole table at once, so no request ever sees
+//! move the clients over, remove the old one, reload. A reload (SIGHUP or
+//! `POST /v1/reload`, see [`crate::reload`]) swaps the whole table at once, so no request ever sees
 //! half a change, and a configuration that cannot be used keeps the table in use.
 
 use std::collections::{BTreeSet, HashMap};
@@ -194,40 +194,10 @@ impl CredentialTable {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Reads the credentials of `running`'s configuration file again and swaps them in.
-    /// Only credentials change: an app added to the file is not served until a restart
-    /// (its keys are ignored, and the log says so). A file that cannot be used keeps
-    /// the table in use; the error says why.
-    pub fn reload(&self, running: &Config) -> Result<(usize, usize, usize, usize), String> {
-        let Some(path) = &running.source else {
-            return Err("the server was started without a configuration file".into());
-        };
-        let mut fresh = Config::from_file(path).map_err(|e| e.0)?;
-        if running.admin_token_from_env {
-            fresh.admin_token = running.admin_token.clone();
-            fresh.retiring_admin_tokens.clear();
-        }
-        // The admin token comes from the file if it names one; otherwise it stays the
-        // one in use (read from, or generated into, the data directory at start: a
-        // reload never writes one).
-        let admin = match &fresh.admin_token {
-            Some(t) => t.clone(),
-            None => self.current().admin().clone(),
-        };
-        for name in fresh.apps.keys().filter(|a| !running.apps.contains_key(*a)) {
-            tracing::warn!(app = %name, "an app was added to the configuration: restart the server to serve it");
-        }
-        fresh.apps.retain(|name, _| running.apps.contains_key(name));
-        for (name, op) in &mut fresh.operators {
-            if let Some(apps) = &mut op.apps {
-                apps.retain(|a| running.apps.contains_key(a));
-                tracing::debug!(operator = %name, apps = apps.len(), "operator reloaded");
-            }
-        }
-        let table = Credentials::build(&fresh, &admin).map_err(|e| e.0)?;
-        let counts = table.counts();
+    /// Puts `table` in force, whole: no request sees half of the old and half of the
+    /// new (a configuration reload, [`crate::reload`]).
+    pub fn swap(&self, table: Credentials) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
-        Ok(counts)
     }
 }
 

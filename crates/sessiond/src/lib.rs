@@ -26,6 +26,7 @@ pub mod metrics;
 #[cfg(unix)]
 mod os_unix;
 pub mod private_file;
+pub mod reload;
 mod serve;
 pub mod state;
 pub mod tls;

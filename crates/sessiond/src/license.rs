@@ -270,8 +270,9 @@ impl WatchedLicense {
 pub struct Licenses {
     key: Option<VerifyingKey>,
     apps: std::sync::Mutex<std::collections::HashMap<String, WatchedLicense>>,
-    /// Each app's policy as configured, before a license sets its seats.
-    base: std::collections::HashMap<String, sessiond_core::Policy>,
+    /// Each app's policy as configured, before a license sets its seats (replaced by
+    /// a configuration reload, [`Licenses::rebase`]).
+    base: std::sync::Mutex<std::collections::HashMap<String, sessiond_core::Policy>>,
 }
 
 impl Licenses {
@@ -303,7 +304,7 @@ impl Licenses {
         let l = Licenses {
             key,
             apps: std::sync::Mutex::new(apps),
-            base,
+            base: std::sync::Mutex::new(base),
         };
         l.refresh(manager, true);
         l
@@ -311,7 +312,32 @@ impl Licenses {
 
     /// Whether any app is licensed (then [`Licenses::refresh`] should run periodically).
     pub fn any(&self) -> bool {
-        !self.base.is_empty()
+        !self
+            .apps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// The policy to apply for `app` now that the configuration says `policy`: for a
+    /// licensed app, the seats stay the license's (and `policy` becomes the base the
+    /// license's seats are applied to from now on); any other app's as it is.
+    pub fn rebase(&self, app: &str, policy: sessiond_core::Policy) -> sessiond_core::Policy {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(w) = apps.get(app) else {
+            return policy;
+        };
+        self.base
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(app.to_string(), policy.clone());
+        match &w.state {
+            LicenseState::Valid(l) => sessiond_core::Policy {
+                seats: Some(l.seats),
+                ..policy
+            },
+            _ => policy,
+        }
     }
 
     /// Reloads changed files; applies new seats; logs what changed.
@@ -326,7 +352,8 @@ impl Licenses {
             match &w.state {
                 LicenseState::Valid(l) => {
                     tracing::info!(app = %name, licensee = %l.licensee, seats = l.seats, expires = %l.expires, "license in force");
-                    if let Some(base) = self.base.get(name) {
+                    let base = self.base.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(base) = base.get(name) {
                         let policy = sessiond_core::Policy {
                             seats: Some(l.seats),
                             ..base.clone()

@@ -104,6 +104,21 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Have a running server read its configuration again, without a restart.
+    ///
+    /// Apps, their policies (seats, limits, timeouts for new sessions) and credentials
+    /// change at once; a file that cannot be used changes nothing and says why;
+    /// settings that take a restart (listen, store, limits...) are named. The same as
+    /// sending the server SIGHUP, with the answer on the terminal.
+    #[command(after_help = exit::help(
+        "reloaded",
+        &[Exit::Done, Exit::Failed, Exit::Usage],
+        "Examples:\n  sessiond reload\n  sessiond reload --server https://sessions.example.com --json",
+    ))]
+    Reload {
+        #[command(flatten)]
+        remote: cli::Remote,
+    },
     /// Print a shell completion script for sessiond.
     #[command(
         after_help = "Examples:\n  sessiond completions bash > /etc/bash_completion.d/sessiond\n  sessiond completions zsh > \"${fpath[1]}/_sessiond\"\n  sessiond completions fish > ~/.config/fish/completions/sessiond.fish"
@@ -327,6 +342,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Sessions { remote, cmd } => operator(cli::run_sessions(&remote, cmd).await).await,
         Command::Apps { remote, cmd } => operator(cli::run_apps(&remote, cmd).await).await,
+        Command::Reload { remote } => operator(cli::run_reload(&remote).await).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "sessiond", &mut std::io::stdout());

@@ -185,12 +185,9 @@ impl Listeners {
     }
 }
 
-/// Reads the credentials of the configuration file again at each SIGHUP (rotation
-/// without a restart, see [`crate::credentials`]); says in the log what came of it.
-async fn reload_credentials_on_hangup(
-    credentials: Arc<crate::credentials::CredentialTable>,
-    running: Config,
-) {
+/// Reads the configuration again at each SIGHUP and applies what can change live
+/// ([`crate::reload`]); says in the log what came of it.
+async fn reload_on_hangup(state: crate::state::SharedState) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -198,23 +195,38 @@ async fn reload_credentials_on_hangup(
             return;
         };
         while hup.recv().await.is_some() {
-            match credentials.reload(&running) {
-                Ok((admin, operators, app_keys, client_keys)) => tracing::info!(
-                    admin,
-                    operators,
-                    app_keys,
-                    client_keys,
-                    "credentials reloaded (other settings take a restart)"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "credentials not reloaded; the previous ones stay in use")
-                }
-            }
+            log_reload(&state.reloader.reload(&state.licenses).await);
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (credentials, running);
+        let _ = state;
+    }
+}
+
+/// Says in the log what a reload did, or why it did nothing.
+pub(crate) fn log_reload(r: &Result<crate::reload::Reloaded, crate::reload::ReloadError>) {
+    match r {
+        Ok(r) => {
+            tracing::info!(
+                apps_added = %r.apps_added.join(","),
+                apps_changed = %r.apps_changed.join(","),
+                admin = r.credentials.admin,
+                operators = r.credentials.operators,
+                app_keys = r.credentials.app_keys,
+                client_keys = r.credentials.client_keys,
+                "configuration reloaded: apps, policies and credentials in force"
+            );
+            if !r.restart_needed.is_empty() {
+                tracing::warn!(
+                    settings = %r.restart_needed.join("; "),
+                    "these settings changed in the configuration but take a restart"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "configuration not reloaded; everything stays as it was")
+        }
     }
 }
 
@@ -314,6 +326,11 @@ pub async fn run_on(
         shutdown: stop_rx,
         licenses,
         event_log: Arc::new(crate::event_log::EventLog::default()),
+        reloader: Arc::new(crate::reload::Reloader::new(
+            manager.clone(),
+            credentials.clone(),
+            config.clone(),
+        )),
         backups: file_store.map(|store| crate::api::backup::Backups {
             store,
             dir: config.data_dir.join("backups"),
@@ -363,7 +380,7 @@ pub async fn run_on(
         None => None,
     };
     let renewal = tls.clone().map(|c| tokio::spawn(c.watch()));
-    let rotation = tokio::spawn(reload_credentials_on_hangup(credentials, config.clone()));
+    let rotation = tokio::spawn(reload_on_hangup(state.clone()));
     let address = |l: &Option<TcpListener>| {
         l.as_ref()
             .and_then(|l| l.local_addr().ok())

@@ -39,6 +39,8 @@ pub struct State {
     pub event_log: Arc<crate::event_log::EventLog>,
     /// Online backups of the embedded store (none on Redis or PostgreSQL).
     pub backups: Option<crate::api::backup::Backups>,
+    /// Reads the configuration again (SIGHUP, `POST /v1/reload`).
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// The state as handlers receive it.

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod events;
 pub mod forward_auth;
 pub mod ops;
+pub mod reload;
 pub mod scope;
 pub mod session;
 mod strict;
@@ -148,6 +149,7 @@ fn operator_routes() -> Router<SharedState> {
         .route(M::DELETE, "/v1/sessions/{id}", apps::kill)
         .route(M::PUT, "/v1/sessions/{id}/privileges", apps::set_privileges)
         .route(M::POST, "/v1/backups", backup::backup)
+        .route(M::POST, "/v1/reload", reload::reload)
         .into_router()
 }
 

@@ -75,7 +75,7 @@ impl Modify for BearerAuth {
         crate::api::apps::open, crate::api::apps::list_sessions, crate::api::apps::get_session,
         crate::api::apps::kill, crate::api::apps::set_privileges, crate::api::apps::close_all,
         crate::api::apps::get_app, crate::api::apps::list_apps, crate::api::events::app_events,
-        crate::api::backup::backup,
+        crate::api::backup::backup, crate::api::reload::reload,
         healthz, readyz, metrics, openapi,
     ),
     modifiers(&BearerAuth),

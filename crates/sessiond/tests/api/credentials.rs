@@ -297,7 +297,7 @@ async fn an_app_key_is_rotated_under_load_without_a_refusal_or_a_restart() {
         .output
         .lock()
         .unwrap()
-        .contains("credentials not reloaded")
+        .contains("configuration not reloaded")
     {
         assert!(
             start.elapsed() < Duration::from_secs(10),
@@ -307,7 +307,7 @@ async fn an_app_key_is_rotated_under_load_without_a_refusal_or_a_restart() {
     }
     until(&base, NEW, 200).await;
     let log = server.output.lock().unwrap().clone();
-    assert!(log.contains("credentials reloaded"), "{log}");
+    assert!(log.contains("configuration reloaded"), "{log}");
     for secret in [OLD, NEW] {
         assert!(!log.contains(secret), "a key in the log");
     }

@@ -19,6 +19,7 @@ mod outcome;
 mod pinned;
 mod portability;
 mod process;
+mod reload;
 mod resume;
 mod routes;
 mod seat_client;

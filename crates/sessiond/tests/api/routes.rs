@@ -164,6 +164,12 @@ fn table() -> Vec<Row> {
             "/v1/backups",
             [401, 401, 401, 401, 401, 403, 403, 403, 403, 409, 403, 409],
         ),
+        // The table's server has no configuration file to read again (409).
+        row(
+            M::POST,
+            "/v1/reload",
+            [401, 401, 401, 401, 401, 403, 403, 403, 403, 409, 403, 409],
+        ),
         row(M::GET, "/healthz", public),
         row(M::GET, "/readyz", public),
         row(M::GET, "/metrics", public),
