@@ -207,6 +207,23 @@ pub enum StoreError {
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The refusal of a store whose data a newer sessiond laid out (a downgrade, or a
+/// node older than the store it joins): `what` names the store, `found` the layout
+/// version it records, `known` the newest this build reads. Every store words it the
+/// same way, and none reads or writes anything of such a store.
+pub fn written_by_newer(what: &str, found: u64, known: u64) -> StoreError {
+    StoreError::Backend(newer_layout(what, found, known).into())
+}
+
+/// The text of [`written_by_newer`].
+pub fn newer_layout(what: &str, found: u64, known: u64) -> String {
+    format!(
+        "{what} was laid out by a newer sessiond (layout version {found}); this one reads \
+         versions up to {known}. Run the newer release (a downgrade cannot read it), or \
+         restore a backup taken before the upgrade (docs/OPERATIONS.md, Upgrades)"
+    )
+}
+
 /// Where sessions live. Every method is atomic on its own.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

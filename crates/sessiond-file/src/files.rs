@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <dir>/LOCK                 held (flock) by the one process using the directory
+//! <dir>/FORMAT               "sessiond-store <N>": the layout of the files below
 //! <dir>/journal-<N>.log      frames appended since snapshot N was started
 //! <dir>/snapshot-<N>.dat     every session as of some moment after journal N began
 //! ```
@@ -33,6 +34,50 @@ use std::path::{Path, PathBuf};
 use sessiond_core::{MemoryStore, Session, SessionId};
 
 use crate::frame::{self, Record, Unreadable};
+
+/// The layout this build reads and writes: journals and snapshots of [`crate::frame`]
+/// frames, named as the module docs show. A store written before the layout was
+/// recorded (no `FORMAT` file) has this layout: it is read and gets the file.
+pub const FORMAT: u64 = 1;
+
+const FORMAT_FILE: &str = "FORMAT";
+
+/// Checks the layout of the store in `dir` (locked by the caller): refuses one a newer
+/// sessiond wrote, and records [`FORMAT`] where nothing is recorded yet.
+pub fn check_format(dir: &Path) -> Result<(), sessiond_core::StoreError> {
+    let path = dir.join(FORMAT_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text
+                .trim()
+                .strip_prefix("sessiond-store ")
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    sessiond_core::StoreError::Corrupt(format!(
+                        "{} does not say the store's layout (\"sessiond-store <N>\")",
+                        path.display()
+                    ))
+                })?;
+            if found > FORMAT {
+                let what = format!("the store in {}", dir.display());
+                return Err(sessiond_core::store::written_by_newer(&what, found, FORMAT));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(write_format(dir)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records [`FORMAT`] in `dir`, durably (a temporary file renamed over).
+pub fn write_format(dir: &Path) -> std::io::Result<()> {
+    let tmp = dir.join("FORMAT.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(format!("sessiond-store {FORMAT}\n").as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(FORMAT_FILE))?;
+    sync_dir(dir)
+}
 
 pub(crate) fn journal_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("journal-{n}.log"))
@@ -410,7 +455,7 @@ pub fn write_backup(
         j.write_all(&frames)?;
         j.sync_all()?;
         File::create(tmp.join("LOCK"))?;
-        sync_dir(&tmp)?;
+        write_format(&tmp)?;
         let bytes = fs::metadata(snapshot_path(&tmp, 0))?.len() + frames.len() as u64;
         Ok((sessions, bytes))
     })();

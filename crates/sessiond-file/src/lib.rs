@@ -55,7 +55,7 @@ use sessiond_core::{
     StoreError, Timestamp,
 };
 
-pub use files::Quarantined;
+pub use files::{Quarantined, FORMAT};
 use journal::{Hook, Writer};
 
 /// Tuning of a [`FileStore`].
@@ -155,6 +155,7 @@ impl FileStore {
     pub fn open_with(dir: impl AsRef<Path>, options: FileOptions) -> Result<FileStore, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         let lock = lock_dir(&dir)?;
+        files::check_format(&dir)?;
         let rec = files::recover(&dir)
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
         let (file, epoch, size) = rec.journal;
@@ -193,6 +194,7 @@ impl FileStore {
             )));
         }
         let _lock = lock_dir(dir)?;
+        files::check_format(dir)?;
         let rec = files::recover_with(dir, true)
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
         let next = rec.journal.1 + 1;

@@ -531,7 +531,7 @@ fn settle(dir: &Path, want: &[&str]) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "LOCK")
+            .filter(|n| n != "LOCK" && n != "FORMAT")
             .collect();
         names.sort();
         if names == want {

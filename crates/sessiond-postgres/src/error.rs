@@ -46,6 +46,17 @@ pub enum PostgresError {
     /// A stored row could not be read back as a session.
     #[error("a stored session cannot be read: {0}")]
     Corrupt(String),
+    /// The schema records migrations this build does not know: a newer sessiond laid
+    /// it out.
+    #[error("{}", sessiond_core::store::newer_layout(&format!("the PostgreSQL schema {schema:?}"), u64::from(*found), u64::from(*known)))]
+    NewerSchema {
+        /// The schema.
+        schema: String,
+        /// The newest migration it records.
+        found: u32,
+        /// The newest this build knows.
+        known: u32,
+    },
     /// An event payload is over the NOTIFY limit.
     #[error("an event of {0} bytes is over the PostgreSQL NOTIFY limit of 7999 bytes")]
     PayloadTooLarge(usize),
@@ -135,6 +146,15 @@ impl From<PostgresError> for StoreError {
     fn from(e: PostgresError) -> Self {
         match e {
             PostgresError::Corrupt(m) => StoreError::Corrupt(m),
+            PostgresError::NewerSchema {
+                schema,
+                found,
+                known,
+            } => sessiond_core::store::written_by_newer(
+                &format!("the PostgreSQL schema {schema:?}"),
+                u64::from(found),
+                u64::from(known),
+            ),
             e if e.is_unavailable() => StoreError::Unavailable(e.to_string()),
             e => StoreError::Backend(Box::new(e)),
         }

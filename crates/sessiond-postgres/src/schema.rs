@@ -82,6 +82,15 @@ pub(crate) async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if let Some(found) = done.iter().copied().filter(|v| *v > known).max() {
+        tx.rollback().await?;
+        return Err(PostgresError::NewerSchema {
+            schema: schema.to_string(),
+            found: u32::try_from(found).unwrap_or(0),
+            known: u32::try_from(known).unwrap_or(0),
+        });
+    }
     for (version, text) in MIGRATIONS {
         if done.contains(version) {
             continue;

@@ -285,3 +285,52 @@ async fn the_listener_reconnects_when_its_connection_dies() {
         }
     }
 }
+
+/// A schema a newer sessiond migrated further than this build knows is refused at
+/// connect, naming the schema, and left as it is; one this build knows connects.
+#[tokio::test]
+async fn a_schema_a_newer_sessiond_migrated_is_refused() {
+    let Some(store) = common::fresh_store().await else {
+        return;
+    };
+    let client = common::raw_client(&store.url).await;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO \"{}\".schema_migrations (version) VALUES (99)",
+                store.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let e = PostgresStore::connect(&store.url, common::options(&store.schema))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("newer sessiond") && e.contains(&store.schema) && e.contains("99"),
+        "{e}"
+    );
+    let rows = client
+        .query(
+            &format!("SELECT version FROM \"{}\".schema_migrations", store.schema),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "left as it was");
+    client
+        .execute(
+            &format!(
+                "DELETE FROM \"{}\".schema_migrations WHERE version = 99",
+                store.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    PostgresStore::connect(&store.url, common::options(&store.schema))
+        .await
+        .expect("the schema this build knows connects");
+}

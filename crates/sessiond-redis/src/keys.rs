@@ -49,6 +49,12 @@ impl Keys {
         format!("{}:i:{id}", self.prefix)
     }
 
+    /// The layout version of the keys under this prefix, `<prefix>:layout` → `1`
+    /// ([`crate::LAYOUT`]).
+    pub fn layout(&self) -> String {
+        format!("{}:layout", self.prefix)
+    }
+
     /// The pub/sub channel of the event bus, `<prefix>:events`.
     pub fn channel(&self) -> String {
         format!("{}:events", self.prefix)

@@ -340,16 +340,50 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The layout of the keys this build reads and writes (their names and what they
+/// hold, as the crate docs describe), recorded under `<prefix>:layout`.
+pub const LAYOUT: u64 = 1;
+
 impl RedisStore {
     /// Connects to the server at `url` (`redis://[user:password@]host[:port][/db]`, or
     /// `rediss://...` for TLS, see "TLS" in the crate docs) and checks that it answers,
     /// within [`RedisOptions::op_timeout`]. Needs a Tokio runtime. A server that is
     /// down, or whose certificate is refused, gives [`StoreError::Unavailable`]; use
     /// [`RedisStore::connect_lazy`] to start without one.
+    ///
+    /// It also checks the layout of the keys under the prefix ([`LAYOUT`]): a prefix a
+    /// newer sessiond laid out is refused (nothing is read or written); one with
+    /// nothing recorded (new, or written before layouts were recorded, which is this
+    /// layout) gets [`LAYOUT`] recorded.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
         let store = Self::connect_lazy(url, options)?;
         store.ping().await?;
+        let found = store.bounded(store.record_layout()).await?;
+        if found > LAYOUT {
+            return Err(sessiond_core::store::written_by_newer(
+                &format!("the Redis store under prefix {:?}", store.prefix()),
+                found,
+                LAYOUT,
+            ));
+        }
         Ok(store)
+    }
+
+    /// Records [`LAYOUT`] where nothing is recorded; gives the layout recorded.
+    async fn record_layout(&self) -> error::Result<u64> {
+        let key = self.inner.keys.layout();
+        let mut conn = self.conn();
+        // "OK" when this sets it, nil when it was there.
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(LAYOUT)
+            .arg("NX")
+            .query_async(&mut conn)
+            .await?;
+        let found: String = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        found.trim().parse::<u64>().map_err(|_| {
+            error::Error::Corrupt(format!("{key} holds {found:?}, not a layout version"))
+        })
     }
 
     /// Prepares a store for the server at `url` without contacting it: the first

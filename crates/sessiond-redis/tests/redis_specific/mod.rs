@@ -282,8 +282,10 @@ async fn layout_and_resolve_cost() {
     let seen = commands_until_marker(&mut monitor, &mut raw, &prefix).await;
     assert_eq!(seen.len(), 1, "coalesced touch writes nothing: {seen:#?}");
 
-    // Another node, cold cache: the token index, then the record.
+    // Another node, cold cache: the token index, then the record (its connect, which
+    // checks the keys' layout, is not counted).
     let n = other_node(&prefix, &clock).await;
+    commands_until_marker(&mut monitor, &mut raw, &prefix).await;
     n.resolve(&o.token, peek).await.unwrap();
     let seen = commands_until_marker(&mut monitor, &mut raw, &prefix).await;
     assert_eq!(seen.len(), 2, "cold resolve: {seen:#?}");
@@ -538,4 +540,76 @@ async fn an_import_moves_a_session_between_apps() {
     );
     assert_eq!(other.counts("shop").await.unwrap().open, 0);
     assert_eq!(other.counts("depot").await.unwrap().seats_used, 1);
+}
+
+/// The layout of the keys is recorded when a store connects; a prefix holding sessions
+/// from before layouts were recorded gets it and reads as before; a prefix a newer
+/// sessiond laid out is refused before anything is read or written.
+#[tokio::test]
+async fn the_layout_is_recorded_and_a_newer_one_refused() {
+    let Some(store) = fresh_store().await else {
+        return;
+    };
+    let prefix = store.0.prefix().to_string();
+    let key = format!("{prefix}:layout");
+    let mut conn = redis::Client::open(server_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let get = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let key = key.clone();
+        async move {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v
+        }
+    };
+    assert_eq!(get(&mut conn).await.as_deref(), Some("1"));
+
+    // Sessions written before the layout was recorded.
+    let m = Manager::new(Arc::new(store.0.clone()));
+    m.set_policy("app", Policy::default()).unwrap();
+    let opened = m.open("app", OpenRequest::default()).await.unwrap();
+    let () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let options = || RedisOptions::default().with_prefix(prefix.clone());
+    let again = RedisStore::connect(&server_url(), options()).await.unwrap();
+    assert_eq!(get(&mut conn).await.as_deref(), Some("1"), "recorded");
+    let m = Manager::new(Arc::new(again));
+    m.set_policy("app", Policy::default()).unwrap();
+    m.resolve(&opened.token, Resolve::default())
+        .await
+        .expect("read as before");
+
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let e = RedisStore::connect(&server_url(), options())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("newer sessiond") && e.contains(&prefix), "{e}");
+    assert_eq!(get(&mut conn).await.as_deref(), Some("2"), "left as it was");
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let e = RedisStore::connect(&server_url(), options())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a layout version"), "{e}");
 }
