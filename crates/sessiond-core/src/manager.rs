@@ -1069,6 +1069,10 @@ impl Manager {
                 let page = self.store.list(&q).await.map_err(|e| self.noted(e))?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.id);
+                // An in-memory store answers without ever making this task wait: let the
+                // other tasks of this thread run between pages (a shutdown signal among
+                // them), however many sessions there are.
+                tokio::task::yield_now().await;
                 let now = self.clock.now();
                 let missed = page.iter().filter(|s| {
                     s.heartbeat.is_some_and(|h| {

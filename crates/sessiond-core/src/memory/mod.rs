@@ -544,23 +544,45 @@ impl MemoryStore {
             },
             None => read(&self.inner.apps).values().cloned().collect(),
         };
+        // A page needs at most `limit` ids of each set past the cursor: the sets are
+        // ordered by id, so a page costs what it returns, not what the app holds (a
+        // walk over every open session, page after page, stays linear).
+        // A filter the sets do not answer (a user, in the history) may pass over many
+        // ids: then every id past the cursor is a candidate, as before.
+        let per_set = if q.user.is_some() {
+            usize::MAX
+        } else {
+            q.limit
+        };
+        let page_of = |set: &BTreeSet<SessionId>| -> Vec<SessionId> {
+            use std::ops::Bound::{Excluded, Unbounded};
+            let limit = per_set;
+            match (q.newest_first, q.after) {
+                (false, Some(a)) => set
+                    .range((Excluded(a), Unbounded))
+                    .take(limit)
+                    .copied()
+                    .collect(),
+                (false, None) => set.iter().take(limit).copied().collect(),
+                (true, Some(a)) => set.range(..a).rev().take(limit).copied().collect(),
+                (true, None) => set.iter().rev().take(limit).copied().collect(),
+            }
+        };
         let mut ids: Vec<SessionId> = Vec::new();
         for app in apps {
             let idx = lock(&app);
-            let user_ids;
-            let sets: Vec<Box<dyn Iterator<Item = &SessionId>>> = match (q.status, &q.user) {
+            match (q.status, &q.user) {
                 (StatusFilter::Open, Some(u)) => {
-                    user_ids = idx.by_user.get(u.as_str()).cloned().unwrap_or_default();
-                    vec![Box::new(user_ids.iter())]
+                    if let Some(mine) = idx.by_user.get(u.as_str()) {
+                        ids.extend(mine.iter().filter(|id| q.after_cursor(**id)));
+                    }
                 }
-                (StatusFilter::Open, None) => vec![Box::new(idx.open.iter())],
-                (StatusFilter::Closed, _) => vec![Box::new(idx.closed.iter())],
+                (StatusFilter::Open, None) => ids.extend(page_of(&idx.open)),
+                (StatusFilter::Closed, _) => ids.extend(page_of(&idx.closed)),
                 (StatusFilter::Any, _) => {
-                    vec![Box::new(idx.open.iter()), Box::new(idx.closed.iter())]
+                    ids.extend(page_of(&idx.open));
+                    ids.extend(page_of(&idx.closed));
                 }
-            };
-            for set in sets {
-                ids.extend(set.filter(|id| q.after_cursor(**id)));
             }
         }
         ids.sort_unstable();
@@ -899,4 +921,73 @@ mod tests {
     use super::*;
 
     crate::conformance_tests!(async { MemoryStore::new() });
+
+    /// Paging through the store with every filter, order and page size gives exactly
+    /// the sessions a brute-force filter of all of them gives, in order.
+    #[tokio::test]
+    async fn pages_are_what_filtering_everything_gives() {
+        use crate::manager::{Manager, OpenRequest};
+        let store = MemoryStore::new();
+        let m = Manager::new(std::sync::Arc::new(store.clone()));
+        for app in ["a", "b"] {
+            m.set_policy(app, crate::Policy::default()).unwrap();
+        }
+        for i in 0..60u32 {
+            let app = if i % 3 == 0 { "b" } else { "a" };
+            let user = ["ann", "bob", "cat"][(i % 5 % 3) as usize];
+            let o = m
+                .open(
+                    app,
+                    OpenRequest {
+                        user: Some(user.into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            if i % 4 == 0 {
+                m.close(Lookup::Id(o.session.id), CloseReason::Logout, Actor::User)
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut all = Vec::new();
+        store.for_each(|s| all.push(s.clone()));
+        all.sort_by_key(|s| s.id);
+        for app in [None, Some("a"), Some("b")] {
+            for status in [StatusFilter::Any, StatusFilter::Open, StatusFilter::Closed] {
+                for user in [None, Some("bob")] {
+                    for newest_first in [false, true] {
+                        for limit in [1, 7, 100] {
+                            let mut q = ListQuery {
+                                app: app.map(String::from),
+                                status,
+                                user: user.map(String::from),
+                                after: None,
+                                newest_first,
+                                limit,
+                            };
+                            let mut want: Vec<SessionId> =
+                                all.iter().filter(|s| q.matches(s)).map(|s| s.id).collect();
+                            if newest_first {
+                                want.reverse();
+                            }
+                            let mut got = Vec::new();
+                            loop {
+                                let page = store.list_now(&q);
+                                assert!(page.len() <= limit);
+                                let Some(last) = page.last() else { break };
+                                q.after = Some(last.id);
+                                got.extend(page.iter().map(|s| s.id));
+                            }
+                            assert_eq!(
+                                got, want,
+                                "{app:?} {status:?} {user:?} {newest_first} {limit}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
