@@ -443,8 +443,15 @@ pub fn write_backup(
     let name = dest
         .file_name()
         .ok_or_else(|| std::io::Error::other(format!("{} names no directory", dest.display())))?;
-    let tmp = parent.join(format!(".{}.partial", name.to_string_lossy()));
-    let _ = fs::remove_dir_all(&tmp);
+    // A name of its own, created only if it does not exist: never another backup's
+    // directory, never deleted before use. A crash leaves it behind (it says so).
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = parent.join(format!(
+        ".{}.{}-{}.partial",
+        name.to_string_lossy(),
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     // A backup holds every session's data and token hash: readable by its owner only,
     // whatever the umask.
     crate::os::native::create_private_dir(&tmp)?;
@@ -459,10 +466,29 @@ pub fn write_backup(
         let bytes = fs::metadata(snapshot_path(&tmp, 0))?.len() + frames.len() as u64;
         Ok((sessions, bytes))
     })();
-    match built {
+    match built.and_then(|done| {
+        // rename(2) of a directory over an existing empty one would succeed: check
+        // again, as late as possible (the caller holds the store's one backup slot).
+        if dest.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} already exists; a backup never overwrites",
+                    dest.display()
+                ),
+            ));
+        }
+        fs::rename(&tmp, dest)?;
+        Ok(done)
+    }) {
         Ok(done) => {
-            fs::rename(&tmp, dest)?;
-            sync_dir(parent)?;
+            // Named now: a failed sync of its parent is reported, the backup stays.
+            sync_dir(parent).map_err(|e| {
+                std::io::Error::other(format!(
+                    "{} was written but its directory entry may not be durable: {e}",
+                    dest.display()
+                ))
+            })?;
             Ok(done)
         }
         Err(e) => {

@@ -621,7 +621,11 @@ impl Shared {
                     "a journal write failed while the snapshot was taken",
                 ));
             }
-            if self.durable.load(Ordering::Acquire) >= upto {
+            // Frames a healed failure dropped count as settled: nothing will make them
+            // durable, and the copy was taken after memory was reloaded without them.
+            if self.durable.load(Ordering::Acquire) >= upto
+                || self.lost_upto.load(Ordering::Acquire) >= upto
+            {
                 return Ok(());
             }
             if self.stopped.load(Ordering::Acquire) {

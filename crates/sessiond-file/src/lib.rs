@@ -132,6 +132,8 @@ pub struct FileStore {
     quarantined: Vec<Quarantined>,
     writer: Writer,
     dir: PathBuf,
+    /// An online backup is running ([`FileStore::backup`]).
+    backing_up: std::sync::atomic::AtomicBool,
     _lock: File,
 }
 
@@ -176,6 +178,7 @@ impl FileStore {
             quarantined: rec.quarantined,
             writer,
             dir,
+            backing_up: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         })
     }
@@ -232,12 +235,33 @@ impl FileStore {
         let dest = dest.as_ref();
         let started = std::time::Instant::now();
         let shared = &self.writer.shared;
-        shared.check()?;
+        // One at a time, for the whole backup (the tap alone ends before the backup is
+        // in place).
+        if self
+            .backing_up
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Err(StoreError::Unavailable(
+                "another backup of this store is running".into(),
+            ));
+        }
+        /// Ends the backup however it ends (a panic included): the tap off, the flag
+        /// down.
+        struct Done<'a>(&'a journal::Shared, &'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.tap_off();
+                self.1.store(false, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let _done = Done(shared, &self.backing_up);
         let Some(failures) = shared.tap_on() else {
             return Err(StoreError::Unavailable(
                 "another backup of this store is running".into(),
             ));
         };
+        // After the tap: a failure between a check and the tap would go unseen.
+        shared.check()?;
         let written = files::write_backup(dest, &self.mem, || {
             let frames = shared.tap_off().ok_or_else(|| {
                 std::io::Error::other(format!(
@@ -249,8 +273,6 @@ impl FileStore {
             shared.snapshot_settled(failures)?;
             Ok(frames)
         });
-        // However the copy ended, nothing is tapped any more.
-        let _ = shared.tap_off();
         let (sessions, bytes) = written.map_err(|e| {
             StoreError::Backend(format!("backup to {}: {e}", dest.display()).into())
         })?;

@@ -537,10 +537,31 @@ impl MemoryStore {
 impl MemoryStore {
     /// [`Store::list`], synchronous.
     pub fn list_now(&self, q: &ListQuery) -> Vec<Session> {
+        let mut round = q.clone();
+        let mut out = Vec::new();
+        loop {
+            let (page, more_after) = self.list_round(&round);
+            out.extend(page);
+            match more_after {
+                // A session closed or purged meanwhile left the page short: go on past
+                // the ids looked at, so a short page always means the end.
+                Some(b) if out.len() < q.limit => {
+                    round.after = Some(b);
+                    round.limit = q.limit - out.len();
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// One pass of [`MemoryStore::list_now`]: a page, and the id past which ids were
+    /// not looked at (a set held more), if any.
+    fn list_round(&self, q: &ListQuery) -> (Vec<Session>, Option<SessionId>) {
         let apps: Vec<Arc<Mutex<AppIndex>>> = match &q.app {
             Some(a) => match read(&self.inner.apps).get(a.as_str()) {
                 Some(idx) => vec![idx.clone()],
-                None => return Vec::new(),
+                None => return (Vec::new(), None),
             },
             None => read(&self.inner.apps).values().cloned().collect(),
         };
@@ -568,6 +589,21 @@ impl MemoryStore {
                 (true, None) => set.iter().rev().take(limit).copied().collect(),
             }
         };
+        // Where the sets that held more than a page were cut: only ids up to the nearest
+        // such cut are certain to be the next ones.
+        let mut bound: Option<SessionId> = None;
+        let mut note = |v: Vec<SessionId>| -> Vec<SessionId> {
+            if per_set != usize::MAX && v.len() == per_set {
+                if let Some(last) = v.last().copied() {
+                    bound = Some(match bound {
+                        None => last,
+                        Some(b) if q.newest_first => b.max(last),
+                        Some(b) => b.min(last),
+                    });
+                }
+            }
+            v
+        };
         let mut ids: Vec<SessionId> = Vec::new();
         for app in apps {
             let idx = lock(&app);
@@ -577,17 +613,20 @@ impl MemoryStore {
                         ids.extend(mine.iter().filter(|id| q.after_cursor(**id)));
                     }
                 }
-                (StatusFilter::Open, None) => ids.extend(page_of(&idx.open)),
-                (StatusFilter::Closed, _) => ids.extend(page_of(&idx.closed)),
+                (StatusFilter::Open, None) => ids.extend(note(page_of(&idx.open))),
+                (StatusFilter::Closed, _) => ids.extend(note(page_of(&idx.closed))),
                 (StatusFilter::Any, _) => {
-                    ids.extend(page_of(&idx.open));
-                    ids.extend(page_of(&idx.closed));
+                    ids.extend(note(page_of(&idx.open)));
+                    ids.extend(note(page_of(&idx.closed)));
                 }
             }
         }
         ids.sort_unstable();
         if q.newest_first {
             ids.reverse();
+        }
+        if let Some(b) = bound {
+            ids.retain(|id| if q.newest_first { *id >= b } else { *id <= b });
         }
         let mut out = Vec::new();
         for id in ids {
@@ -600,7 +639,7 @@ impl MemoryStore {
                 }
             }
         }
-        out
+        (out, bound)
     }
 
     /// [`Store::counts`], synchronous.
