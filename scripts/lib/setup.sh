@@ -13,17 +13,22 @@
 # or with CI=true fails.
 
 setup_services() {
+  local started=""
   if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
     if [ "$(id -u)" = 0 ] && command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
       echo "starting PostgreSQL ($(ls /etc/postgresql) main)"
       pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+      started=1
     fi
   fi
   if command -v redis-server >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     echo "starting Redis on 127.0.0.1:6379"
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+    started=1
   fi
+  # Wait only for what was just started (one not installed is not waited for).
   for _ in $(seq 1 50); do
+    [ -n "$started" ] || break
     { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; } && break
     sleep 0.2
   done
@@ -42,9 +47,9 @@ setup_packages() {
   [ -n "$need" ] || return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian packages the suites use:$need"
-    apt-get update -qq
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need; } \
+      || echo "could not install them (no network, or dpkg busy); as root: apt-get install -y$need"
   else
     echo "some suites need Debian packages that are not installed; as root:"
     echo "  apt-get install -y$need"

@@ -187,7 +187,41 @@ fn toml_error(text: &str, key: &str, e: &toml::de::Error) -> ConfigError {
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
         format!("line {line}, column {column}: ")
     });
-    ConfigError(format!("{}{}{}", at.unwrap_or_default(), key, e.message()))
+    ConfigError(format!(
+        "{}{}{}",
+        at.unwrap_or_default(),
+        key,
+        without_values(e.message())
+    ))
+}
+
+/// A deserialisation message without the text values it quotes (`invalid type: string
+/// "…", expected a map` becomes `invalid type: a string, expected a map`): a value put
+/// under the wrong key may be a secret (a token given where a table was expected).
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let quoted = &rest[at + "string \"".len()..];
+        // serde quotes it as Rust's Debug would: a quote inside is escaped.
+        let mut end = quoted.len();
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = i + 1;
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        rest = &quoted[end.min(quoted.len())..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `"<key>: "` for an error at a key, nothing at the top.
@@ -690,10 +724,35 @@ impl Config {
                 Some(t) => toml::from_str(t).map_err(|e| toml_error(t, "", &e))?,
                 None => toml::Table::new(),
             };
+            // Names read lower-case from the environment: one that only differs in case
+            // from the file's would quietly make a second app (or operator).
+            for section in ["apps", "operators"] {
+                let (Some(toml::Value::Table(ours)), Some(toml::Value::Table(theirs))) =
+                    (table.get(section), env.get(section))
+                else {
+                    continue;
+                };
+                for name in theirs.keys() {
+                    if let Some(other) = ours
+                        .keys()
+                        .find(|o| *o != name && o.to_lowercase() == *name)
+                    {
+                        return Err(ConfigError(format!(
+                            "{section}.{name}: the environment names it in lower case, and \
+                             the file has {section}.{other}; rename it in the file to \
+                             {name:?} to set it from the environment"
+                        )));
+                    }
+                }
+            }
             merge(&mut table, env);
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let (path, e) = (e.path().clone(), e.into_inner());
-                ConfigError(format!("{}{}", key_prefix(&path), e.message()))
+                ConfigError(format!(
+                    "{}{}",
+                    key_prefix(&path),
+                    without_values(e.message())
+                ))
             })?
         };
         let mut c = Config::default();
@@ -877,7 +936,7 @@ impl Config {
                         p => format!(".{p}"),
                     };
                     let e = e.into_inner();
-                    let mut m = e.message().to_string();
+                    let mut m = without_values(e.message());
                     // `key`, `client_key` and `license` were taken out above; serde's list of
                     // the keys it expected lacks them.
                     if m.starts_with("unknown field") {
@@ -1024,6 +1083,44 @@ mod tests {
         let whole = Config::from_toml(text).unwrap();
         let env = Config::from_file_and_env(None, all.iter().map(var)).unwrap();
         assert_eq!(said(&whole), said(&env), "every key at once");
+    }
+
+    #[test]
+    fn values_a_key_did_not_expect_are_never_repeated() {
+        assert_eq!(
+            without_values(r#"invalid type: string "s3cr\"et", expected a map"#),
+            "invalid type: a string, expected a map"
+        );
+        assert_eq!(without_values("expected u32"), "expected u32");
+        let token = "alice-token-0123456789ab";
+        for text in [
+            format!("[operators]\nalice = \"{token}\"\n"),
+            format!("[apps]\nshop = \"{token}\"\n"),
+        ] {
+            let e = Config::from_toml(&text).unwrap_err();
+            assert!(!e.0.contains(token), "{e}");
+        }
+        let e = Config::from_file_and_env(
+            None,
+            [("SESSIOND__OPERATORS__ALICE".to_string(), token.to_string())],
+        )
+        .unwrap_err();
+        assert!(!e.0.contains(token), "{e}");
+    }
+
+    #[test]
+    fn a_name_differing_only_in_case_from_the_files_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sessiond-case-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sessiond.toml");
+        std::fs::write(&path, "[apps.Gestan]\nseats = 10\n").unwrap();
+        let e = Config::from_file_and_env(
+            Some(&path),
+            [("SESSIOND__APPS__GESTAN__SEATS".to_string(), "3".to_string())],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("apps.Gestan"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

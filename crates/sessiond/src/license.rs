@@ -271,7 +271,7 @@ pub struct Licenses {
     key: Option<VerifyingKey>,
     apps: std::sync::Mutex<std::collections::HashMap<String, WatchedLicense>>,
     /// Each app's policy as configured, before a license sets its seats (replaced by
-    /// a configuration reload, [`Licenses::rebase`]).
+    /// a configuration reload, [`Licenses::apply_config`]).
     base: std::sync::Mutex<std::collections::HashMap<String, sessiond_core::Policy>>,
 }
 
@@ -319,25 +319,50 @@ impl Licenses {
             .is_empty()
     }
 
-    /// The policy to apply for `app` now that the configuration says `policy`: for a
-    /// licensed app, the seats stay the license's (and `policy` becomes the base the
-    /// license's seats are applied to from now on); any other app's as it is.
-    pub fn rebase(&self, app: &str, policy: sessiond_core::Policy) -> sessiond_core::Policy {
-        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(w) = apps.get(app) else {
-            return policy;
-        };
-        self.base
+    /// Whether `app` is one whose license this server watches (its licensed apps at
+    /// start: which apps are licensed takes a restart to change).
+    pub fn watches(&self, app: &str) -> bool {
+        self.apps
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(app.to_string(), policy.clone());
-        match &w.state {
-            LicenseState::Valid(l) => sessiond_core::Policy {
-                seats: Some(l.seats),
-                ..policy
-            },
-            _ => policy,
+            .contains_key(app)
+    }
+
+    /// Applies to `manager` the policy the configuration now gives `app`: for a
+    /// licensed app with the license's seats (and `policy` becomes the base the
+    /// license's seats are applied to from now on), any other app's as it is. Done
+    /// under the licenses' lock, so a license refresh cannot slip its seats in between
+    /// and be overwritten. Returns whether the app's policy changed, and whether it
+    /// was new.
+    pub fn apply_config(
+        &self,
+        manager: &sessiond_core::Manager,
+        app: &str,
+        policy: sessiond_core::Policy,
+    ) -> sessiond_core::Result<Option<bool>> {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let policy = match apps.get(app) {
+            None => policy,
+            Some(w) => {
+                self.base
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(app.to_string(), policy.clone());
+                match &w.state {
+                    LicenseState::Valid(l) => sessiond_core::Policy {
+                        seats: Some(l.seats),
+                        ..policy
+                    },
+                    _ => policy,
+                }
+            }
+        };
+        let current = manager.policy(app).ok();
+        if current.as_deref() == Some(&policy) {
+            return Ok(None);
         }
+        manager.set_policy(app, policy)?;
+        Ok(Some(current.is_none()))
     }
 
     /// Reloads changed files; applies new seats; logs what changed.

@@ -191,7 +191,6 @@ impl Reloader {
                 .validate()
                 .map_err(|e| format!("apps.{name}: {e}"))?;
         }
-        fresh.license_terms().map_err(|e| e.0)?;
 
         let read = self.read.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (was, now) = (restart_only(&read), restart_only(&fresh));
@@ -207,20 +206,29 @@ impl Reloader {
             out.restart_needed
                 .push(format!("apps.{name} (removed: served until the restart)"));
         }
+        // An app the new file licenses but this server does not watch (added, or newly
+        // licensed) would be served without a license check: it waits for a restart.
+        let licensed = fresh.license_terms().map_err(|e| e.0)?;
+        let unwatched: Vec<String> = licensed
+            .iter()
+            .flat_map(|t| t.apps.keys())
+            .filter(|a| !licenses.watches(a))
+            .cloned()
+            .collect();
+        for name in &unwatched {
+            out.restart_needed.push(format!(
+                "apps.{name} (licensed: served after a restart, with its license checked)"
+            ));
+        }
         // Apply: policies, then the credentials that reach the new apps.
-        for (name, app) in &fresh.apps {
-            let policy = licenses.rebase(name, app.policy.clone());
-            let current = self.manager.policy(name).ok();
-            if current.as_deref() == Some(&policy) {
-                continue;
-            }
-            self.manager
-                .set_policy(name, policy)
-                .map_err(|e| format!("apps.{name}: {e}"))?;
-            if current.is_none() {
-                out.apps_added.push(name.clone());
-            } else {
-                out.apps_changed.push(name.clone());
+        for (name, app) in fresh.apps.iter().filter(|(n, _)| !unwatched.contains(n)) {
+            match licenses
+                .apply_config(&self.manager, name, app.policy.clone())
+                .map_err(|e| format!("apps.{name}: {e}"))?
+            {
+                None => {}
+                Some(true) => out.apps_added.push(name.clone()),
+                Some(false) => out.apps_changed.push(name.clone()),
             }
         }
         let (admin, operators, app_keys, client_keys) = table.counts();

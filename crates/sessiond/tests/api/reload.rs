@@ -198,3 +198,73 @@ async fn sighup_reloads_the_real_server() {
         .unwrap()
         .contains("configuration reloaded"));
 }
+
+/// An app a reload newly licenses is not served until a restart (it would be served
+/// with no license check); a licensed app keeps its license's seats whatever the file
+/// says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newly_licensed_app_waits_for_a_restart_and_licensed_seats_stay() {
+    use sessiond::license::{self, License};
+    let dir = temp_dir("reload-license");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (secret, public) = license::keygen();
+    let issued = license::issue(
+        &License {
+            app: "desk".into(),
+            expires: "2099-12-31".into(),
+            issued: "2026-11-21".into(),
+            licensee: "ACME Corp".into(),
+            seats: 2,
+        },
+        &secret,
+    )
+    .unwrap();
+    std::fs::write(dir.join("desk.license"), issued).unwrap();
+    let file = dir.join("sessiond.toml");
+    let head = format!(
+        "admin_token = \"{ADMIN}\"\nstore = \"memory:\"\nlicense_public_key = \"{public}\"\n\
+         [apps.desk]\nkey = \"{DESK_KEY}\"\nlicense = \"desk.license\"\n"
+    );
+    std::fs::write(&file, &head).unwrap();
+    let mut c = sessiond::Config::from_file(&file).unwrap();
+    c.data_dir = dir.join("data");
+    let s = Server::start(c).await;
+    // The file now claims 50 seats for desk and licenses a new app.
+    std::fs::write(
+        &file,
+        format!(
+            "{}seats = 50\n[apps.crm]\nkey = \"{CRM_KEY}\"\nlicense = \"crm.license\"\n",
+            head
+        ),
+    )
+    .unwrap();
+    let (st, r) = s.call(Method::POST, "/v1/reload", Some(ADMIN), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert!(
+        r["restart_needed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k.as_str().unwrap().starts_with("apps.crm (licensed")),
+        "{r}"
+    );
+    assert_eq!(r["apps_added"], json!([]), "{r}");
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/apps/crm/sessions",
+            Some(CRM_KEY),
+            Some(json!({})),
+        )
+        .await;
+    assert_ne!(st, 201, "not served without its license checked");
+    let (_, desk) = s
+        .call(Method::GET, "/v1/apps/desk", Some(DESK_KEY), None)
+        .await;
+    assert_eq!(
+        desk["seats"]["total"],
+        json!(2),
+        "the license's seats: {desk}"
+    );
+    s.stop().await;
+}
