@@ -414,6 +414,20 @@ pub fn write_sessions(path: &Path, store: &MemoryStore) -> std::io::Result<usize
     Ok(count)
 }
 
+/// A backup never writes over anything.
+fn refuse_existing(dest: &Path) -> std::io::Result<()> {
+    if dest.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} already exists; a backup never overwrites",
+                dest.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes an online backup into `dest`, a directory that must not exist: the sessions
 /// copied from `store` as snapshot 0 by `copy` (fuzzy), and `journal` (the frames
 /// appended while it copied, from `settle` once they are known to be durable and
@@ -426,15 +440,7 @@ pub fn write_backup(
     store: &MemoryStore,
     settle: impl FnOnce() -> std::io::Result<Vec<u8>>,
 ) -> std::io::Result<(usize, u64)> {
-    if dest.exists() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!(
-                "{} already exists; a backup never overwrites",
-                dest.display()
-            ),
-        ));
-    }
+    refuse_existing(dest)?;
     let parent = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -469,15 +475,7 @@ pub fn write_backup(
     match built.and_then(|done| {
         // rename(2) of a directory over an existing empty one would succeed: check
         // again, as late as possible (the caller holds the store's one backup slot).
-        if dest.exists() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} already exists; a backup never overwrites",
-                    dest.display()
-                ),
-            ));
-        }
+        refuse_existing(dest)?;
         fs::rename(&tmp, dest)?;
         Ok(done)
     }) {
