@@ -35,8 +35,8 @@ use sessiond_core::{MemoryStore, Session, SessionId};
 
 use crate::frame::{self, Record, Unreadable};
 
-/// The layout this build reads and writes: journals and snapshots of [`crate::frame`]
-/// frames, named as the module docs show. A store written before the layout was
+/// The layout this build reads and writes: journals and snapshots of the frames that
+/// `frame.rs` describes, named as the module docs show. A store written before the layout was
 /// recorded (no `FORMAT` file) has this layout: it is read and gets the file.
 pub const FORMAT: u64 = 1;
 
