@@ -237,6 +237,22 @@ fn key_prefix(path: &serde_path_to_error::Path) -> String {
 /// Where environment variables name keys of the configuration file.
 pub const ENV_PREFIX: &str = "SESSIOND__";
 
+/// This process's `SESSIOND__*` variables, for [`env_table`]: the one place that reads
+/// them, at start and at each reload. A value that is not UTF-8 text is refused by name.
+pub fn env_vars() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let Some(k) = k.to_str().filter(|k| k.starts_with(ENV_PREFIX)) else {
+            continue;
+        };
+        let v = v
+            .into_string()
+            .map_err(|_| ConfigError(format!("{k}: the value is not UTF-8 text")))?;
+        vars.push((k.to_string(), v));
+    }
+    Ok(vars)
+}
+
 /// The keys set by `SESSIOND__*` variables among `vars`, as a TOML table to merge over
 /// the file's.
 ///

@@ -221,19 +221,7 @@ struct ServeArgs {
 
 fn load(args: &ServeArgs) -> Result<Config, String> {
     // Any key of the file from SESSIOND__* variables (docs/OPERATIONS.md).
-    let mut vars = Vec::new();
-    for (k, v) in std::env::vars_os() {
-        let Some(k) = k
-            .to_str()
-            .filter(|k| k.starts_with(sessiond::config::ENV_PREFIX))
-        else {
-            continue;
-        };
-        let v = v
-            .into_string()
-            .map_err(|_| format!("{k}: the value is not UTF-8 text"))?;
-        vars.push((k.to_string(), v));
-    }
+    let vars = sessiond::config::env_vars().map_err(|e| e.to_string())?;
     let mut config =
         Config::from_file_and_env(args.config.as_deref(), vars).map_err(|e| e.to_string())?;
     if let Some(l) = args.listen {

@@ -80,14 +80,6 @@ pub struct Reloader {
     busy: tokio::sync::Mutex<()>,
 }
 
-/// The `SESSIOND__*` variables of this process.
-fn env_vars() -> Vec<(String, String)> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
-        .collect()
-}
-
 /// The settings that take a restart, each as text to compare.
 fn restart_only(c: &Config) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = vec![
@@ -151,7 +143,10 @@ impl Reloader {
         let read = running
             .source
             .as_deref()
-            .and_then(|p| Config::from_file_and_env(Some(p), env_vars()).ok())
+            .and_then(|p| {
+                let vars = crate::config::env_vars().ok()?;
+                Config::from_file_and_env(Some(p), vars).ok()
+            })
             .unwrap_or_else(|| running.clone());
         Reloader {
             manager,
@@ -174,7 +169,8 @@ impl Reloader {
     }
 
     fn reload_from(&self, path: &std::path::Path, licenses: &Licenses) -> Result<Reloaded, String> {
-        let mut fresh = Config::from_file_and_env(Some(path), env_vars()).map_err(|e| e.0)?;
+        let vars = crate::config::env_vars().map_err(|e| e.0)?;
+        let mut fresh = Config::from_file_and_env(Some(path), vars).map_err(|e| e.0)?;
         fresh.licensing = self.running.licensing.clone();
         if self.running.admin_token_from_env {
             fresh.admin_token = self.running.admin_token.clone();
