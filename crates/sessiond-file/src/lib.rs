@@ -112,6 +112,47 @@ pub struct Repaired {
     pub set_aside: Vec<PathBuf>,
 }
 
+/// Why [`FileStore::backup`] wrote nothing.
+#[derive(Debug)]
+pub enum BackupError {
+    /// Another backup of this store is running (one at a time).
+    Running,
+    /// The destination exists: a backup never writes over anything.
+    Exists(PathBuf),
+    /// The journal failed, the disk refused, or more changes came during the copy
+    /// than a backup keeps aside; nothing was left behind.
+    Failed {
+        /// Where the backup was going.
+        dest: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+impl std::fmt::Display for BackupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupError::Running => f.write_str("another backup of this store is running"),
+            BackupError::Exists(d) => {
+                write!(
+                    f,
+                    "{} already exists; a backup never overwrites",
+                    d.display()
+                )
+            }
+            BackupError::Failed { dest, why } => {
+                write!(
+                    f,
+                    "the backup to {} could not be written: {why}",
+                    dest.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for BackupError {}
+
 /// What [`FileStore::backup`] wrote.
 #[derive(Debug, Clone)]
 pub struct Backup {
@@ -231,7 +272,7 @@ impl FileStore {
     /// frames go beside the copy as its journal. Writers never wait for it; the frames
     /// kept aside are bounded (256 MiB: a heavier write load fails the backup, and
     /// nothing else). Blocking: run it on a blocking thread. One backup at a time.
-    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<Backup, StoreError> {
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<Backup, BackupError> {
         let dest = dest.as_ref();
         let started = std::time::Instant::now();
         let shared = &self.writer.shared;
@@ -241,9 +282,7 @@ impl FileStore {
             .backing_up
             .swap(true, std::sync::atomic::Ordering::AcqRel)
         {
-            return Err(StoreError::Unavailable(
-                "another backup of this store is running".into(),
-            ));
+            return Err(BackupError::Running);
         }
         /// Ends the backup however it ends (a panic included): the tap off, the flag
         /// down.
@@ -255,13 +294,15 @@ impl FileStore {
             }
         }
         let _done = Done(shared, &self.backing_up);
+        let failed = |why: String| BackupError::Failed {
+            dest: dest.to_path_buf(),
+            why,
+        };
         let Some(failures) = shared.tap_on() else {
-            return Err(StoreError::Unavailable(
-                "another backup of this store is running".into(),
-            ));
+            return Err(BackupError::Running);
         };
         // After the tap: a failure between a check and the tap would go unseen.
-        shared.check()?;
+        shared.check().map_err(|e| failed(e.to_string()))?;
         let written = files::write_backup(dest, &self.mem, || {
             let frames = shared.tap_off().ok_or_else(|| {
                 std::io::Error::other(format!(
@@ -273,8 +314,9 @@ impl FileStore {
             shared.snapshot_settled(failures)?;
             Ok(frames)
         });
-        let (sessions, bytes) = written.map_err(|e| {
-            StoreError::Backend(format!("backup to {}: {e}", dest.display()).into())
+        let (sessions, bytes) = written.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => BackupError::Exists(dest.to_path_buf()),
+            _ => failed(e.to_string()),
         })?;
         let took = started.elapsed();
         tracing::info!(dest = %dest.display(), sessions, bytes, took_ms = took.as_millis() as u64, "backup written");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sessiond_file::FileStore;
+use sessiond_file::{BackupError, FileStore};
 use utoipa::ToSchema;
 
 use super::scope::AdminScope;
@@ -99,13 +99,6 @@ pub async fn backup(
         None => format!("backup-{}", st.manager.now().to_rfc3339().replace(':', "")),
     };
     let dest = backups.dir.join(&name);
-    if dest.exists() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "backup_exists",
-            format!("a backup named {name:?} exists already; choose another name"),
-        ));
-    }
     let store = backups.store.clone();
     let to = dest.clone();
     let done = tokio::task::spawn_blocking(move || store.backup(&to))
@@ -131,15 +124,22 @@ pub async fn backup(
             }),
         )
             .into_response()),
-        Err(sessiond_core::StoreError::Unavailable(m)) if m.contains("another backup") => {
-            Err(ApiError::new(StatusCode::CONFLICT, "backup_running", m))
-        }
-        Err(e) => {
+        Err(BackupError::Exists(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_exists",
+            format!("a backup named {name:?} exists already; choose another name"),
+        )),
+        Err(e @ BackupError::Running) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_running",
+            e.to_string(),
+        )),
+        Err(e @ BackupError::Failed { .. }) => {
             tracing::warn!(error = %e, dest = %dest.display(), "backup failed");
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "backup_failed",
-                format!("the backup could not be written: {e}; nothing was left behind, retry"),
+                format!("{e}; nothing was left behind, retry"),
             ))
         }
     }
