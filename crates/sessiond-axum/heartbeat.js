@@ -1,4 +1,5 @@
-// sessiond browser heartbeat (served by sessiond-axum; no build step).
+// sessiond browser heartbeat (served by sessiond-axum, and by the sessiond server for
+// apps behind a proxy at /v1/apps/<app>/heartbeat.js; no build step).
 //
 // While a page that loads this script is open, it tells the server so every interval
 // (WEBDEV's SessionHeartBeatEnable). When the page is closed the beats stop and the
@@ -52,7 +53,9 @@
   function send(method, body) {
     return fetch(endpoint, {
       method: method,
-      credentials: 'same-origin',
+      // The cookie goes with the beat; to another origin only where the server
+      // allows that origin (CORS, the app's web.allowed_origins).
+      credentials: 'include',
       cache: 'no-store',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(body || {})

@@ -81,7 +81,7 @@ pub use guard::{require_privilege, RequirePrivilege, RequirePrivilegeLayer};
 pub use layer::SessionLayer;
 pub use login::{PasswordCheck, Throttled};
 pub use redirect::LocalRedirect;
-pub use request::ServedOverTls;
+pub use request::{parse_origin, ServedOverTls};
 pub use service::SessionService;
 pub use session::Session;
 pub use stats::LayerStats;

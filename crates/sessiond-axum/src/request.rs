@@ -151,8 +151,14 @@ fn same_origin(origin: &str, host: &str, secure: bool) -> bool {
 }
 
 /// An origin as [`crate::SessionLayer::with_trusted_origins`] takes it: `scheme://host`
-/// or `scheme://host:port`, stored in lower case.
-pub(crate) fn parse_origin(origin: &str) -> Option<String> {
+/// or `scheme://host:port` (`http` or `https`, a trailing `/` allowed), in lower case;
+/// none for anything else (a path, a wildcard, `null`).
+///
+/// ```
+/// assert_eq!(sessiond_axum::parse_origin("https://Shop.Example:8443/").as_deref(), Some("https://shop.example:8443"));
+/// assert_eq!(sessiond_axum::parse_origin("*"), None);
+/// ```
+pub fn parse_origin(origin: &str) -> Option<String> {
     let o = origin.trim().trim_end_matches('/').to_ascii_lowercase();
     let (scheme, rest) = o.split_once("://")?;
     let ok = matches!(scheme, "http" | "https")

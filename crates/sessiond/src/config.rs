@@ -198,7 +198,7 @@ fn toml_error(text: &str, key: &str, e: &toml::de::Error) -> ConfigError {
 /// A deserialisation message without the text values it quotes (`invalid type: string
 /// "…", expected a map` becomes `invalid type: a string, expected a map`): a value put
 /// under the wrong key may be a secret (a token given where a table was expected).
-fn without_values(message: &str) -> String {
+pub(crate) fn without_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(at) = rest.find("string \"") {
@@ -428,6 +428,9 @@ pub struct AppConfig {
     pub license: Option<PathBuf>,
     /// The rules.
     pub policy: Policy,
+    /// How the app is served behind a reverse proxy (`[apps.<name>.web]`):
+    /// forward-auth's header names, the browser heartbeat's origins and timing.
+    pub web: crate::web::WebConfig,
 }
 
 /// The whole configuration.
@@ -511,6 +514,7 @@ impl Default for Config {
                 client_keys: Vec::new(),
                 license: None,
                 policy: Policy::default(),
+                web: crate::web::WebConfig::default(),
             },
         );
         Config {
@@ -945,6 +949,10 @@ impl Config {
                     )))
                 }
             };
+            let web = match table.remove("web") {
+                None => crate::web::WebConfig::default(),
+                Some(v) => crate::web::WebConfig::from_toml(&name, v).map_err(ConfigError)?,
+            };
             let policy: Policy = serde_path_to_error::deserialize(toml::Value::Table(table))
                 .map_err(|e| {
                     let at = match e.path().to_string() {
@@ -953,12 +961,12 @@ impl Config {
                     };
                     let e = e.into_inner();
                     let mut m = without_values(e.message());
-                    // `key`, `client_key` and `license` were taken out above; serde's list of
-                    // the keys it expected lacks them.
+                    // `key`, `client_key`, `license` and `web` were taken out above;
+                    // serde's list of the keys it expected lacks them.
                     if m.starts_with("unknown field") {
                         m = m.replacen(
                             "expected one of ",
-                            "expected one of `key`, `client_key`, `license`, ",
+                            "expected one of `key`, `client_key`, `license`, `web`, ",
                             1,
                         );
                     }
@@ -975,6 +983,7 @@ impl Config {
                     client_keys,
                     license,
                     policy,
+                    web,
                 },
             );
         }
@@ -1267,7 +1276,7 @@ mod tests {
         let e = Config::from_toml("[apps.x]\nkey2 = \"k\"\n").unwrap_err();
         assert!(e.0.contains("unknown field `key2`"), "{e}");
         assert!(
-            e.0.contains("`key`, `client_key`, `license`, `idle_timeout_s`"),
+            e.0.contains("`key`, `client_key`, `license`, `web`, `idle_timeout_s`"),
             "{e}"
         );
     }

@@ -31,6 +31,7 @@ mod serve;
 pub mod state;
 pub mod tls;
 pub mod views;
+pub mod web;
 
 pub use config::{Config, Secret, StoreUrl};
 pub use serve::{admin_token, manager, open_store, run, run_on, Listeners, ServeError};

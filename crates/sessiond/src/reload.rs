@@ -71,6 +71,8 @@ pub enum ReloadError {
 pub struct Reloader {
     manager: Arc<Manager>,
     credentials: Arc<CredentialTable>,
+    /// The apps' web fronts, rebuilt from the new `[apps.<name>.web]` tables.
+    fronts: Arc<crate::web::Fronts>,
     /// The configuration as the file and the environment said at start or at the last
     /// reload (flags excluded), to tell what changed.
     read: Mutex<Config>,
@@ -139,7 +141,12 @@ fn restart_only(c: &Config) -> Vec<(String, String)> {
 
 impl Reloader {
     /// A reloader for a server started with `running` (flags included).
-    pub fn new(manager: Arc<Manager>, credentials: Arc<CredentialTable>, running: Config) -> Self {
+    pub fn new(
+        manager: Arc<Manager>,
+        credentials: Arc<CredentialTable>,
+        fronts: Arc<crate::web::Fronts>,
+        running: Config,
+    ) -> Self {
         let read = running
             .source
             .as_deref()
@@ -151,6 +158,7 @@ impl Reloader {
         Reloader {
             manager,
             credentials,
+            fronts,
             read: Mutex::new(read),
             running,
             busy: tokio::sync::Mutex::new(()),
@@ -229,6 +237,7 @@ impl Reloader {
         }
         let (admin, operators, app_keys, client_keys) = table.counts();
         self.credentials.swap(table);
+        self.fronts.rebuild(&fresh);
         out.credentials = CredentialCounts {
             admin,
             operators,

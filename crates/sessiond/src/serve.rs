@@ -315,6 +315,7 @@ pub async fn run_on(
         );
     }
     let licenses = crate::license::Licenses::new(license_terms, &config, &manager);
+    let fronts = Arc::new(crate::web::Fronts::new(manager.clone(), &config));
     let state = Arc::new(State {
         manager: manager.clone(),
         credentials: credentials.clone(),
@@ -329,8 +330,10 @@ pub async fn run_on(
         reloader: Arc::new(crate::reload::Reloader::new(
             manager.clone(),
             credentials.clone(),
+            fronts.clone(),
             config.clone(),
         )),
+        fronts,
         backups: file_store.map(|store| crate::api::backup::Backups {
             store,
             dir: config.data_dir.join("backups"),

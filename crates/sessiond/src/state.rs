@@ -41,6 +41,8 @@ pub struct State {
     pub backups: Option<crate::api::backup::Backups>,
     /// Reads the configuration again (SIGHUP, `POST /v1/reload`).
     pub reloader: Arc<crate::reload::Reloader>,
+    /// Each app's web front: forward-auth's headers, the browser heartbeat.
+    pub fronts: Arc<crate::web::Fronts>,
 }
 
 /// The state as handlers receive it.

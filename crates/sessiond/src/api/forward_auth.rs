@@ -5,6 +5,12 @@
 //! session (with a `Set-Cookie` that clears a dead cookie), or 403 when a required
 //! privilege is missing or the session is bound to another address.
 //!
+//! The header names are the app's (`[apps.<name>.web]`, [`crate::web::ForwardHeaders`];
+//! `X-Sessiond-*` by default). With `login=/path` a page navigation without a live
+//! session is sent there (302, `next=` the page it asked for when the proxy says which
+//! by `X-Forwarded-Uri`) instead of 401: for Caddy and Traefik, which pass sessiond's
+//! answer on; nginx's `auth_request` cannot, and redirects with `error_page 401`.
+//!
 //! The credential is the app's session cookie (the policy's `cookie_name`, or its
 //! `__Host-` form), read as sessiond-axum reads it ([`sessiond_core::find_cookie`]: two
 //! cookies of the name are none), or a session token as `Authorization: Bearer`. The
@@ -24,15 +30,6 @@ use crate::auth::{ClientAddr, OverHttps};
 use crate::error::ApiError;
 use crate::state::SharedState;
 
-/// The session's public id.
-pub const SESSION_HEADER: HeaderName = HeaderName::from_static("x-sessiond-session");
-/// The session's user (empty for a guest).
-pub const USER_HEADER: HeaderName = HeaderName::from_static("x-sessiond-user");
-/// The session's privileges, comma-separated.
-pub const PRIVILEGES_HEADER: HeaderName = HeaderName::from_static("x-sessiond-privileges");
-/// `true` for a guest session (no user, no privileges), else `false`.
-pub const GUEST_HEADER: HeaderName = HeaderName::from_static("x-sessiond-guest");
-
 /// Forward-auth options, set per location in the proxy's configuration. Other query
 /// parameters are ignored: some proxies pass the browser's own query on (Caddy does,
 /// unless its `uri` ends with `?`), and a page's `?page=2` must not fail its check.
@@ -40,6 +37,10 @@ pub const GUEST_HEADER: HeaderName = HeaderName::from_static("x-sessiond-guest")
 pub struct ForwardQuery {
     /// A privilege the session must hold, else 403 (e.g. `WebAdmin` on `/admin`).
     pub privilege: Option<String>,
+    /// The sign-in page, a path on the app's own site (`/login`): a browser's page
+    /// navigation without a live session is redirected there (302) rather than refused
+    /// (401). Not for nginx, whose `auth_request` takes only 2xx, 401 and 403.
+    pub login: Option<String>,
 }
 
 /// Where the credential came from: a cookie (then which name, to clear it) or a bearer
@@ -53,8 +54,9 @@ enum Credential {
 #[utoipa::path(get, path = "/v1/apps/{app}/forward-auth", tag = "session",
     params(("app" = String, Path, description = "App name"), ForwardQuery),
     responses(
-        (status = 400, description = "`privilege` given twice", body = crate::views::ErrorBody),
-        (status = 200, description = "A live session: `X-Sessiond-Session`, `X-Sessiond-User` (empty for a guest), `X-Sessiond-Privileges` (comma-separated) and `X-Sessiond-Guest` name it for the upstream app"),
+        (status = 400, description = "`privilege` or `login` given twice, or `login` is not a path of the site", body = crate::views::ErrorBody),
+        (status = 200, description = "A live session: `X-Sessiond-Session`, `X-Sessiond-User` (empty for a guest), `X-Sessiond-Privileges` (comma-separated) and `X-Sessiond-Guest` (the app's `[apps.<name>.web]` may rename them) name it for the upstream app"),
+        (status = 302, description = "With `login`: a page navigation without a live session, sent to the sign-in page (`Location`; a dead cookie is cleared by `Set-Cookie`)"),
         (status = 401, description = "No session cookie or token, or one of no live session (a dead cookie is cleared by `Set-Cookie`)", body = crate::views::ErrorBody),
         (status = 403, description = "The session lacks `privilege`, or is bound to another address (bind_ip)", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody),
@@ -73,11 +75,35 @@ pub async fn forward_auth(
         Ok(p) if !app.starts_with(sessiond_core::INTERNAL_APP_MARK) => p,
         _ => return ApiError::from(Error::UnknownApp(app)).into_response(),
     };
+    let login = match q.login.as_deref().map(local_path) {
+        None => None,
+        Some(Some(path)) => Some(path),
+        Some(None) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "login must be a path on the app's own site, such as /login",
+            )
+            .into_response()
+        }
+    };
+    // Where a refusal sends the browser: the sign-in page, for a page navigation.
+    let sign_in = login
+        .filter(|_| navigation(&headers))
+        .map(|path| sign_in_url(path, &headers));
+    let front = st.fronts.get(&app);
+    let names = front.as_ref().map(|f| &f.headers);
+    let default_names = crate::web::ForwardHeaders::default();
+    let names = names.unwrap_or(&default_names);
     // Over HTTPS only the `__Host-` cookie counts (no sibling subdomain can set it), as
     // sessiond-axum reads it: the proxy says HTTPS by `X-Forwarded-Proto`.
 
     let Some(credential) = credential(&headers, &policy.cookie_name, https) else {
-        return refused(None, "no session cookie or token was sent");
+        return refused(
+            None,
+            sign_in.as_deref(),
+            "no session cookie or token was sent",
+        );
     };
     let token = match &credential {
         Credential::Cookie { token, .. } | Credential::Bearer(token) => token,
@@ -98,16 +124,18 @@ pub async fn forward_auth(
                 format!("this page needs the privilege {}", sessiond_core::quoted(p)),
             )
             .into_response(),
-            _ => admitted(&s),
+            _ => admitted(&s, names),
         },
         // Unknown: cleared only when the token carries this app's prefix, since another
         // app on the same host may use the same cookie name for its live sessions.
         Err(Error::InvalidToken) => refused(
             Some(&credential).filter(|_| ours(&policy, &app, token)),
+            sign_in.as_deref(),
             "the session cookie or token matches no session",
         ),
         Err(Error::SessionClosed(c)) => refused(
             Some(&credential),
+            sign_in.as_deref(),
             &format!("the session was closed ({})", c.reason),
         ),
         Err(Error::IpMismatch) => ApiError::new(
@@ -164,8 +192,67 @@ fn ours(policy: &sessiond_core::Policy, app: &str, token: &Token) -> bool {
     }
 }
 
-/// 200 with the headers the upstream app reads.
-fn admitted(s: &Session) -> Response {
+/// `path` when it is a path on the site itself: starts with one `/` (not `//` or `/\`,
+/// which browsers read as another host), printable ASCII, at most 2 KiB.
+fn local_path(path: &str) -> Option<&str> {
+    let b = path.as_bytes();
+    let ok = b.first() == Some(&b'/')
+        && !matches!(b.get(1), Some(b'/' | b'\\'))
+        && b.len() <= 2048
+        && b.iter().all(|c| c.is_ascii_graphic());
+    ok.then_some(path)
+}
+
+/// Whether the forwarded request is a browser's page navigation (a redirect helps it;
+/// a script's fetch or an API call needs the 401): `Sec-Fetch-Mode: navigate`, or,
+/// from a browser that does not send it, a `GET` or `HEAD` accepting HTML. The method
+/// is the proxy's `X-Forwarded-Method` when it sends one.
+fn navigation(headers: &HeaderMap) -> bool {
+    if let Some(mode) = headers.get("sec-fetch-mode") {
+        return mode.as_bytes() == b"navigate";
+    }
+    let method = headers
+        .get("x-forwarded-method")
+        .map_or(&b"GET"[..], |m| m.as_bytes());
+    matches!(method, b"GET" | b"HEAD")
+        && headers.get_all(axum::http::header::ACCEPT).iter().any(|v| {
+            v.as_bytes()
+                .windows(9)
+                .any(|w| w.eq_ignore_ascii_case(b"text/html"))
+        })
+}
+
+/// The sign-in page's address, with `next=` the page the browser asked for when the
+/// proxy names it (`X-Forwarded-Uri`) and it is a path on the site.
+fn sign_in_url(login: &str, headers: &HeaderMap) -> String {
+    let next = headers
+        .get("x-forwarded-uri")
+        .and_then(|v| v.to_str().ok())
+        .and_then(local_path);
+    match next {
+        None => login.to_string(),
+        Some(next) => {
+            let sep = if login.contains('?') { '&' } else { '?' };
+            format!("{login}{sep}next={}", query_escape(next))
+        }
+    }
+}
+
+/// `s` escaped for a query value: everything but unreserved characters as `%XX`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// 200 with the headers the upstream app reads, under the app's names.
+fn admitted(s: &Session, names: &crate::web::ForwardHeaders) -> Response {
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
     let mut put = |name: HeaderName, value: &str| match HeaderValue::from_str(value) {
@@ -176,21 +263,26 @@ fn admitted(s: &Session) -> Response {
             tracing::warn!(session = %s.id, header = %name, "a value is not a header value; left out")
         }
     };
-    put(SESSION_HEADER, &s.id.to_string());
+    put(names.session.clone(), &s.id.to_string());
     // Always sent, empty for a guest: a proxy that copies a header the answer lacks
     // may pass the client's own, or (Caddy 2.6) a literal placeholder.
-    put(USER_HEADER, s.user.as_deref().unwrap_or(""));
+    put(names.user.clone(), s.user.as_deref().unwrap_or(""));
     let privileges: Vec<&str> = s.privileges.iter().collect();
-    put(PRIVILEGES_HEADER, &privileges.join(","));
+    put(names.privileges.clone(), &privileges.join(","));
     let guest = s.user.is_none() && s.privileges.is_empty();
-    put(GUEST_HEADER, if guest { "true" } else { "false" });
+    put(names.guest.clone(), if guest { "true" } else { "false" });
     res
 }
 
-/// 401, clearing the cookie that named no live session (the proxy passes the
-/// `Set-Cookie` on to the browser; see docs/PROXIES.md).
-fn refused(credential: Option<&Credential>, message: &str) -> Response {
+/// 401 (or, with `sign_in`, a 302 there), clearing the cookie that named no live
+/// session (the proxy passes the `Set-Cookie` on to the browser; see docs/PROXIES.md).
+fn refused(credential: Option<&Credential>, sign_in: Option<&str>, message: &str) -> Response {
     let mut res = ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", message).into_response();
+    if let Some(location) = sign_in.and_then(|l| HeaderValue::from_str(l).ok()) {
+        *res.status_mut() = StatusCode::FOUND;
+        res.headers_mut()
+            .insert(axum::http::header::LOCATION, location);
+    }
     if let Some(Credential::Cookie { name, .. }) = credential {
         // The attributes the cookie was set with, as far as they matter to browsers
         // matching it: `__Host-` ones are Secure with Path=/.

@@ -12,6 +12,7 @@ pub mod apps;
 pub mod backup;
 pub mod events;
 pub mod forward_auth;
+pub mod heartbeat;
 pub mod ops;
 pub mod reload;
 pub mod scope;
@@ -182,6 +183,13 @@ pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
             "/v1/apps/{app}/forward-auth",
             get(forward_auth::forward_auth),
         )
+        .route("/v1/apps/{app}/heartbeat.js", get(heartbeat::script))
+        .route(
+            "/v1/apps/{app}/heartbeat",
+            post(heartbeat::endpoint)
+                .put(heartbeat::endpoint)
+                .options(heartbeat::endpoint),
+        )
         .merge(operator_routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -249,7 +257,8 @@ async fn refuse_declared_oversize(max: usize, req: Request, next: Next) -> Respo
 }
 
 /// Times every request (metrics), bounds it in time (event streams excepted) and marks
-/// every answer `Cache-Control: no-store` (sessions must not be cached).
+/// every answer `Cache-Control: no-store` (sessions must not be cached) unless it says
+/// otherwise (only the heartbeat script does: it is the same for everyone).
 async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
@@ -272,10 +281,9 @@ async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Re
             .into_response(),
         }
     };
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    resp.headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     state.metrics.request(
         method.as_str(),
         &route,

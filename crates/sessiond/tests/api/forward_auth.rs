@@ -16,7 +16,12 @@ async fn check(
     query: &str,
     headers: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-    let mut r = s.req(Method::GET, &format!("{PATH}{query}"), None);
+    // Redirects are the answer under test, never followed.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut r = http.get(format!("{}{PATH}{query}", s.base));
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
@@ -188,5 +193,161 @@ async fn an_unknown_app_is_404() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404, "the console's own app is not one");
+    s.stop().await;
+}
+
+/// A memory server whose shop answers forward-auth under its own header names.
+async fn renamed() -> Server {
+    let mut config = crate::common::config(None);
+    config.apps.get_mut("shop").unwrap().web = sessiond::web::WebConfig::from_toml(
+        "shop",
+        toml::from_str(
+            r#"
+            session_header = "X-Session-Id"
+            user_header = "Remote-User"
+            privileges_header = "Remote-Groups"
+            guest_header = "X-Anonymous"
+            "#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    Server::start(config).await
+}
+
+#[tokio::test]
+async fn an_app_may_name_the_headers_itself() {
+    let s = renamed().await;
+    let opened = s
+        .open(
+            "shop",
+            SHOP_KEY,
+            json!({"user": "ann", "privileges": ["sales"]}),
+        )
+        .await;
+    let cookie = format!("SESSION={}", token(&opened));
+    let (status, h, _) = check(&s, "", &[("cookie", &cookie)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "x-session-id"), Some(id(&opened).as_str()));
+    assert_eq!(header(&h, "remote-user"), Some("ann"));
+    assert_eq!(header(&h, "remote-groups"), Some("sales"));
+    assert_eq!(header(&h, "x-anonymous"), Some("false"));
+    for default in [
+        "x-sessiond-session",
+        "x-sessiond-user",
+        "x-sessiond-privileges",
+    ] {
+        assert!(h.get(default).is_none(), "{default} is not sent");
+    }
+    // Another app keeps the defaults.
+    let desk = s
+        .open("desk", crate::common::DESK_KEY, json!({"user": "bob"}))
+        .await;
+    let r = s
+        .req(Method::GET, "/v1/apps/desk/forward-auth", None)
+        .header("cookie", format!("SESSION={}", token(&desk)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-sessiond-user"), Some("bob"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_login_a_page_navigation_is_sent_to_the_sign_in_page() {
+    let s = Server::memory().await;
+    let navigate = [
+        ("sec-fetch-mode", "navigate"),
+        ("x-forwarded-uri", "/orders?page=2"),
+    ];
+    let (status, h, _) = check(&s, "?login=/login", &navigate).await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        header(&h, "location"),
+        Some("/login?next=/orders%3Fpage%3D2")
+    );
+
+    // A login page with its own query, and a proxy that names no page.
+    let (status, h, _) = check(
+        &s,
+        "?login=/signin%3Fapp%3Dshop",
+        &[("sec-fetch-mode", "navigate")],
+    )
+    .await;
+    assert_eq!(status, 302);
+    assert_eq!(header(&h, "location"), Some("/signin?app=shop"));
+
+    // A browser without Sec-Fetch-Mode: a GET accepting HTML is a navigation, a POST is
+    // not (the proxy says the method).
+    let html = ("accept", "text/html,application/xhtml+xml");
+    assert_eq!(check(&s, "?login=/login", &[html]).await.0, 302);
+    let (status, _, body) =
+        check(&s, "?login=/login", &[html, ("x-forwarded-method", "POST")]).await;
+    assert_error(status, &body, 401, "invalid_token");
+
+    // A script's fetch needs the 401, as does a page that is not the browser's own.
+    let (status, _, body) = check(&s, "?login=/login", &[("sec-fetch-mode", "cors")]).await;
+    assert_error(status, &body, 401, "invalid_token");
+
+    // A dead cookie is cleared on the way to the sign-in page.
+    let opened = s.open("shop", SHOP_KEY, json!({"user": "ann"})).await;
+    s.call(
+        Method::DELETE,
+        &format!("/v1/sessions/{}", id(&opened)),
+        Some(SHOP_KEY),
+        None,
+    )
+    .await;
+    let cookie = format!("SESSION={}", token(&opened));
+    let (status, h, _) = check(&s, "?login=/login", &[("cookie", &cookie), navigate[0]]).await;
+    assert_eq!(status, 302);
+    assert!(header(&h, "set-cookie").is_some_and(|c| c.starts_with("SESSION=;")));
+
+    // A live session goes through; a missing privilege is still 403, not a redirect.
+    let live = s.open("shop", SHOP_KEY, json!({"user": "ann"})).await;
+    let cookie = format!("SESSION={}", token(&live));
+    assert_eq!(
+        check(&s, "?login=/login", &[("cookie", &cookie), navigate[0]])
+            .await
+            .0,
+        200
+    );
+    let (status, _, body) = check(
+        &s,
+        "?login=/login&privilege=WebAdmin",
+        &[("cookie", &cookie), navigate[0]],
+    )
+    .await;
+    assert_error(status, &body, 403, "privilege_required");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn login_must_be_a_path_of_the_site_and_given_once() {
+    let s = Server::memory().await;
+    // A next= that is not a local path is left out, never echoed.
+    let (status, h, _) = check(
+        &s,
+        "?login=/login",
+        &[
+            ("sec-fetch-mode", "navigate"),
+            ("x-forwarded-uri", "//evil.example/"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 302);
+    assert_eq!(header(&h, "location"), Some("/login"));
+    for bad in [
+        "?login=https://evil.example/",
+        "?login=//evil.example",
+        "?login=/%5Cevil.example",
+        "?login=login",
+        "?login=/a%0d%0aSet-Cookie:%20x=1",
+        "?login=/login&login=/other",
+    ] {
+        let (status, _, body) = check(&s, bad, &[("sec-fetch-mode", "navigate")]).await;
+        assert_error(status, &body, 400, "invalid_query");
+    }
     s.stop().await;
 }

@@ -9,6 +9,7 @@ mod console;
 mod credentials;
 mod errors;
 mod forward_auth;
+mod heartbeat;
 mod hostile;
 mod management;
 mod migrate;

@@ -268,3 +268,85 @@ async fn a_newly_licensed_app_waits_for_a_restart_and_licensed_seats_stay() {
     );
     s.stop().await;
 }
+
+/// The web settings of an app (`[apps.<name>.web]`) change on a reload too: forward-auth's
+/// header names, the heartbeat's allowed origins; a new app gets its heartbeat, a
+/// removed one keeps it until the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_settings_change_without_a_restart() {
+    let dir = temp_dir("reload-web");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sessiond.toml");
+    write(
+        &file,
+        "127.0.0.1:7420",
+        &format!("[apps.desk]\nkey = \"{DESK_KEY}\"\n[apps.gone]\nkey = \"{CRM_KEY}\"\n"),
+    );
+    let mut c = sessiond::Config::from_file(&file).unwrap();
+    c.data_dir = dir.join("data");
+    let s = Server::start(c).await;
+    let a = s.open("desk", DESK_KEY, json!({"user": "a"})).await;
+    let check = || async {
+        s.req(Method::GET, "/v1/apps/desk/forward-auth", None)
+            .header("cookie", format!("SESSION={}", token(&a)))
+            .send()
+            .await
+            .unwrap()
+    };
+    let preflight = |app: &'static str| {
+        s.req(Method::OPTIONS, &format!("/v1/apps/{app}/heartbeat"), None)
+            .header("origin", "https://pages.example")
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    assert_eq!(check().await.headers()["x-sessiond-user"], "a");
+    assert_eq!(preflight("desk").await.unwrap().status(), 403);
+
+    write(
+        &file,
+        "127.0.0.1:7420",
+        &format!(
+            "[apps.desk]\nkey = \"{DESK_KEY}\"\n[apps.desk.web]\nuser_header = \"Remote-User\"\n\
+             allowed_origins = [\"https://pages.example\"]\n[apps.new]\nkey = \"{NEW_DESK_KEY}\"\n"
+        ),
+    );
+    let (st, r) = s.call(Method::POST, "/v1/reload", Some(ADMIN), None).await;
+    assert_eq!(st, 200, "{r}");
+    let h = check().await.headers().clone();
+    assert_eq!(h["remote-user"], "a");
+    assert!(h.get("x-sessiond-user").is_none());
+    let r = preflight("desk").await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://pages.example"
+    );
+    for app in ["new", "gone"] {
+        let r = s
+            .req(Method::GET, &format!("/v1/apps/{app}/heartbeat.js"), None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{app}'s heartbeat is served");
+    }
+
+    // A bad web table changes nothing and names the key.
+    write(
+        &file,
+        "127.0.0.1:7420",
+        &format!(
+            "[apps.desk]\nkey = \"{DESK_KEY}\"\n[apps.desk.web]\nuser_header = \"Set-Cookie\"\n"
+        ),
+    );
+    let (st, v) = s.call(Method::POST, "/v1/reload", Some(ADMIN), None).await;
+    assert_error(st, &v, 400, "invalid_configuration");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("apps.desk.web.user_header"),
+        "{v}"
+    );
+    assert_eq!(check().await.headers()["remote-user"], "a");
+    s.stop().await;
+}

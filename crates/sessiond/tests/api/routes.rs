@@ -134,6 +134,16 @@ fn table() -> Vec<Row> {
         row(M::POST, "/v1/session/others/close-all", own_session),
         // A reverse proxy's check: the session's own cookie or token, nothing else.
         row(M::GET, "/v1/apps/{app}/forward-auth", own_session),
+        // The browser heartbeat reads the app's cookie only: no credential of this table
+        // names a session there, so each is told `{"status": "none"}` and nothing changes.
+        row(M::GET, "/v1/apps/{app}/heartbeat.js", public),
+        with_body(M::POST, "/v1/apps/{app}/heartbeat", || json!({}), public),
+        with_body(
+            M::PUT,
+            "/v1/apps/{app}/heartbeat",
+            || json!({"active": true, "interval_s": 1}),
+            public,
+        ),
         row(
             M::GET,
             "/v1/apps",
