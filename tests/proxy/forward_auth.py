@@ -220,6 +220,24 @@ def run(kind, sd_port, proxy_port):
     status, _, _ = request(proxy_port, "GET", "/orders", cookie)
     say("bind_ip: the session is intact for its own address", status == 200, status)
 
+    if kind != "nginx":
+        # login=/login (nginx's auth_request cannot pass a redirect on: error_page does it).
+        nav = {"Sec-Fetch-Mode": "navigate", "Accept": "text/html"}
+        # On the site the browser asked for (the proxy's Host), never on sessiond's.
+        site = f"http://127.0.0.1:{proxy_port}"
+        status, headers, body = request(proxy_port, "GET", "/account/orders?page=2", nav)
+        say("login=: a page navigation without a session is sent to sign in",
+            status == 302 and headers.get("location") == f"{site}/login?next=/account/orders%3Fpage%3D2",
+            (status, headers.get("location"), body))
+        status, headers, _ = request(proxy_port, "GET", "/account/x?login=//evil.example", nav)
+        say("... never where the browser's own query says",
+            status == 302 and headers.get("location", "").startswith(f"{site}/login?next=/account/x"),
+            (status, headers.get("location")))
+        status, _, body = request(proxy_port, "GET", "/account/orders", {"Sec-Fetch-Mode": "cors"})
+        say("... while a script's request is told 401", status == 401 and "user=" not in body, (status, body))
+        status, _, body = request(proxy_port, "GET", "/account/orders", dict(cookie, **nav))
+        say("... and a live session goes through", status == 200 and body == want, (status, body))
+
     status, _, text = request(sd_port, "DELETE", f"/v1/sessions/{ann['id']}",
                               {"Authorization": f"Bearer {KEY}"})
     assert status == 200, text

@@ -26,7 +26,7 @@ use sessiond_core::{CookieFound, Error, Resolve, Session, Token};
 use utoipa::IntoParams;
 
 use super::Query;
-use crate::auth::{ClientAddr, OverHttps};
+use crate::auth::{ClientAddr, OverHttps, PeerAddr};
 use crate::error::ApiError;
 use crate::state::SharedState;
 
@@ -67,6 +67,7 @@ pub async fn forward_auth(
     ClientAddr(ip): ClientAddr,
     Query(q): Query<ForwardQuery>,
     OverHttps(https): OverHttps,
+    peer: Option<axum::Extension<PeerAddr>>,
     headers: HeaderMap,
 ) -> Response {
     // A path that does not decode names no app.
@@ -88,9 +89,17 @@ pub async fn forward_auth(
         }
     };
     // Where a refusal sends the browser: the sign-in page, for a page navigation.
-    let sign_in = login
-        .filter(|_| navigation(&headers))
-        .map(|path| sign_in_url(path, &headers));
+    let site = peer
+        .filter(|p| st.trusted_proxies.contains(&p.0 .0.ip().to_canonical()))
+        .and_then(|_| forwarded_host(&headers))
+        .map(|host| format!("{}://{host}", if https { "https" } else { "http" }));
+    let sign_in = login.filter(|_| navigation(&headers)).map(|path| {
+        format!(
+            "{}{}",
+            site.unwrap_or_default(),
+            sign_in_url(path, &headers)
+        )
+    });
     let front = st.fronts.get(&app);
     let names = front.as_ref().map(|f| &f.headers);
     let default_names = crate::web::ForwardHeaders::default();
@@ -222,7 +231,23 @@ fn navigation(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The sign-in page's address, with `next=` the page the browser asked for when the
+/// The site's host as the proxy names it (`X-Forwarded-Host`, one value): a host name
+/// or address with an optional port, nothing else.
+fn forwarded_host(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all("x-forwarded-host").iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let host = v.to_str().ok()?.trim();
+    let ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    ok.then_some(host)
+}
+
+/// The sign-in page's address (a path), with `next=` the page the browser asked for when the
 /// proxy names it (`X-Forwarded-Uri`) and it is a path on the site.
 fn sign_in_url(login: &str, headers: &HeaderMap) -> String {
     let next = headers

@@ -268,6 +268,32 @@ async fn with_login_a_page_navigation_is_sent_to_the_sign_in_page() {
         Some("/login?next=/orders%3Fpage%3D2")
     );
 
+    // On the site's own host when the (trusted) proxy names it: Traefik would resolve a
+    // relative address against sessiond's.
+    let (_, h, _) = check(
+        &s,
+        "?login=/login",
+        &[
+            navigate[0],
+            ("x-forwarded-host", "shop.example:8443"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        header(&h, "location"),
+        Some("https://shop.example:8443/login")
+    );
+    for bad in ["evil.example/x", "a b", ""] {
+        let (_, h, _) = check(
+            &s,
+            "?login=/login",
+            &[navigate[0], ("x-forwarded-host", bad)],
+        )
+        .await;
+        assert_eq!(header(&h, "location"), Some("/login"), "{bad:?}");
+    }
+
     // A login page with its own query, and a proxy that names no page.
     let (status, h, _) = check(
         &s,
@@ -349,5 +375,24 @@ async fn login_must_be_a_path_of_the_site_and_given_once() {
         let (status, _, body) = check(&s, bad, &[("sec-fetch-mode", "navigate")]).await;
         assert_error(status, &body, 400, "invalid_query");
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn only_a_trusted_proxy_names_the_site_of_the_sign_in_page() {
+    let mut config = crate::common::config(None);
+    config.trusted_proxies.clear();
+    let s = Server::start(config).await;
+    let (status, h, _) = check(
+        &s,
+        "?login=/login",
+        &[
+            ("sec-fetch-mode", "navigate"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 302);
+    assert_eq!(header(&h, "location"), Some("/login"));
     s.stop().await;
 }
