@@ -23,6 +23,7 @@ struct Args {
     server_pid: Option<u32>,
     tls_server: Option<String>,
     ca_cert: Option<std::path::PathBuf>,
+    proxy: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -42,6 +43,7 @@ fn parse_args() -> Args {
         server_pid: None,
         tls_server: None,
         ca_cert: None,
+        proxy: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,12 +59,14 @@ fn parse_args() -> Args {
             "--server-pid" => a.server_pid = Some(val().parse().expect("--server-pid PID")),
             "--tls-server" => a.tls_server = Some(val()),
             "--ca-cert" => a.ca_cert = Some(val().into()),
+            "--proxy" => a.proxy = Some(val()),
             "--bench" => {}
             "-h" | "--help" => {
                 println!(
                     "loadgen [--server URL] [--token ADMIN_TOKEN] [--seconds 5] [--connections 32] \
                      [--scenarios bare,resolve,heartbeat,open] [--app default] [--rounds 3] \
-                     [--server-pid PID] [--tls-server https://HOST:PORT --ca-cert PEM]\n\n\
+                     [--server-pid PID] [--tls-server https://HOST:PORT --ca-cert PEM] \
+                     [--proxy http://HOST:PORT]\n\n\
                      Scenarios run interleaved, round after round; figures are medians, \
                      ratios are medians of each round's ratio to that round's bare. With \
                      --server-pid, the server's CPU time per request is reported too.\n\n\
@@ -74,7 +78,10 @@ fn parse_args() -> Args {
                      (SESSION=<token>), one session per connection, as a reverse proxy \
                      asks before every request\n\
                      tls:SCENARIO: the same over HTTPS (--tls-server, trusting --ca-cert), \
-                     on connections kept open (the handshake is paid once per connection)"
+                     on connections kept open (the handshake is paid once per connection)\n\
+                     proxy:bare, proxy:forward-auth: through a reverse proxy (--proxy) that \
+                     serves the server's /healthz at /bare, and at /checked after asking \
+                     forward-auth (scripts/bench-proxy writes such an nginx)"
                 );
                 std::process::exit(0);
             }
@@ -86,10 +93,12 @@ fn parse_args() -> Args {
 
 type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-/// Where the scenarios go: the plain server, and the HTTPS one for `tls:` scenarios.
+/// Where the scenarios go: the plain server, the HTTPS one for `tls:` scenarios, and
+/// the reverse proxy for `proxy:` ones.
 struct Target {
     host: String,
     tls: Option<(String, Tls)>,
+    proxy: Option<String>,
 }
 
 fn request(
@@ -148,16 +157,33 @@ async fn run(args: &Args, target: &Target, scenario: &str) -> Outcome {
         }
         None => (target.host.as_str(), None, scenario),
     };
+    // Through the proxy: sessions are opened at the server, requests go to the proxy.
+    let (via, scenario) = match scenario.strip_prefix("proxy:") {
+        Some(s) => (
+            target
+                .proxy
+                .as_deref()
+                .expect("proxy: scenarios need --proxy"),
+            match s {
+                "bare" => "proxy-bare",
+                "forward-auth" => "proxy-checked",
+                other => panic!("no proxy:{other} scenario (proxy:bare, proxy:forward-auth)"),
+            },
+        ),
+        None => (host, scenario),
+    };
     let mut workers = Vec::new();
     for _ in 0..args.connections {
         let session = match scenario {
-            "resolve" | "heartbeat" | "forward-auth" => {
+            "resolve" | "heartbeat" | "forward-auth" | "proxy-checked" => {
                 open_session(host, tls, &args.app, &args.token).await
             }
             _ => String::new(),
         };
-        workers.push((connect_to::<Full<Bytes>>(host, tls).await, session));
+        let tls = if via == host { tls } else { None };
+        workers.push((connect_to::<Full<Bytes>>(via, tls).await, session));
     }
+    let host = via;
     let (host, admin, app, scenario) = (
         host.to_string(),
         args.token.clone(),
@@ -183,13 +209,18 @@ async fn run(args: &Args, target: &Target, scenario: &str) -> Outcome {
                         &admin,
                         Some("{}"),
                     ),
-                    "forward-auth" => Request::builder()
+                    "forward-auth" | "proxy-checked" => Request::builder()
                         .method("GET")
-                        .uri(format!("/v1/apps/{app}/forward-auth"))
+                        .uri(if scenario == "forward-auth" {
+                            format!("/v1/apps/{app}/forward-auth")
+                        } else {
+                            "/checked".to_string()
+                        })
                         .header("host", &host)
                         .header("cookie", format!("SESSION={session}"))
                         .body(Full::new(Bytes::new()))
                         .expect("request"),
+                    "proxy-bare" => request("GET", &host, "/bare", "", None),
                     other => panic!("unknown scenario {other}"),
                 };
                 let (status, _) = send(&mut c, req).await;
@@ -221,7 +252,12 @@ async fn main() {
         let tls = Tls::new(ca, name);
         (host, tls)
     });
-    let target = Target { host, tls };
+    let proxy = args.proxy.as_ref().map(|p| {
+        p.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    });
+    let target = Target { host, tls, proxy };
     println!(
         "{} connections, {} s per scenario, {} interleaved rounds (medians), server {}\n",
         args.connections, args.seconds, args.rounds, args.server
