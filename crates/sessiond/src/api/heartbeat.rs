@@ -42,20 +42,56 @@ pub async fn script(
     serve(st, app, https, req).await
 }
 
-/// One beat of a page (`POST`), or its settings (`PUT {"active": bool, "interval_s"?:
-/// n}`), with the app's session cookie.
-#[utoipa::path(method(post, put), path = "/v1/apps/{app}/heartbeat", tag = "session",
+/// One beat of a page, with the app's session cookie (a JSON body, `{}`). Never counts
+/// as activity.
+#[utoipa::path(post, path = "/v1/apps/{app}/heartbeat", tag = "session",
     params(("app" = String, Path, description = "App name")),
+    request_body(content = Object, description = "`{}`: the body is not read, but must be sent as JSON", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{\"status\":\"open\",\"active\",\"interval_s\",\"grace_s\"}`, or `{\"status\":\"none\"}` without a session", body = Object),
+        (status = 400, description = "An address the session is not bound to (`ip_mismatch`)", body = crate::views::ErrorBody),
+        (status = 403, description = "Sent from another site's page (`cross_site_request`)", body = crate::views::ErrorBody),
+        (status = 404, description = "No such app", body = crate::views::ErrorBody),
+        (status = 410, description = "`{\"status\":\"closed\",\"reason\"}`: the session has ended", body = Object),
+        (status = 413, description = "A body over 1 KiB", body = crate::views::ErrorBody),
+        (status = 415, description = "Not sent as `application/json`", body = crate::views::ErrorBody),
+        (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
+pub async fn endpoint(
+    st: State<SharedState>,
+    app: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    https: OverHttps,
+    req: Request,
+) -> Response {
+    serve(st, app, https, req).await
+}
+
+/// A page's heartbeat settings (the body of `PUT /v1/apps/{app}/heartbeat`).
+/// (sessiond-axum's layer reads it; this type describes it.)
+#[derive(Debug, utoipa::ToSchema)]
+pub struct PageHeartbeat {
+    /// Whether this page keeps the heartbeat on.
+    pub active: bool,
+    /// Seconds between beats (default: the app's `web.heartbeat_interval_s`).
+    pub interval_s: Option<u32>,
+}
+
+/// This page's heartbeat settings, with the app's session cookie: written only when they
+/// differ from the session's (otherwise a beat), at most once a second per session in
+/// bursts of five.
+#[utoipa::path(put, path = "/v1/apps/{app}/heartbeat", tag = "session",
+    params(("app" = String, Path, description = "App name")),
+    request_body = PageHeartbeat,
     responses(
         (status = 200, description = "`{\"status\":\"open\",\"active\",\"interval_s\",\"grace_s\"}`, or `{\"status\":\"none\"}` without a session", body = Object),
         (status = 400, description = "Bad settings, or an address the session is not bound to (`ip_mismatch`)", body = crate::views::ErrorBody),
-        (status = 403, description = "Sent from another site's page (`cross_site_request`), or a preflight from an origin not in the app's `web.allowed_origins`", body = crate::views::ErrorBody),
+        (status = 403, description = "Sent from another site's page (`cross_site_request`)", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody),
         (status = 410, description = "`{\"status\":\"closed\",\"reason\"}`: the session has ended", body = Object),
+        (status = 413, description = "A body over 1 KiB", body = crate::views::ErrorBody),
         (status = 415, description = "Not sent as `application/json`", body = crate::views::ErrorBody),
         (status = 429, description = "Settings changed more than once a second (`Retry-After`)", body = crate::views::ErrorBody),
         (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
-pub async fn endpoint(
+pub async fn settings(
     st: State<SharedState>,
     app: Result<Path<String>, axum::extract::rejection::PathRejection>,
     https: OverHttps,
