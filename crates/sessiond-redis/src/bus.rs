@@ -10,11 +10,12 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubStream};
+use redis::aio::PubSubStream;
 use sessiond_core::events::EventBus;
 use sessiond_core::StoreError;
 use tokio::sync::mpsc;
 
+use crate::conn::Conn;
 use crate::error::Error;
 
 /// Messages a subscriber may fall behind by before newer ones are dropped for it.
@@ -26,7 +27,7 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Publish/subscribe over one Redis channel.
 pub struct RedisBus {
     client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
     channel: String,
     op_timeout: Duration,
 }
@@ -44,7 +45,7 @@ impl RedisBus {
     /// connections of `client`, each step bounded by `op_timeout`.
     pub(crate) fn new(
         client: redis::Client,
-        conn: ConnectionManager,
+        conn: Conn,
         channel: String,
         op_timeout: Duration,
     ) -> Self {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use redis::aio::ConnectionManager;
+use crate::conn::Conn;
 use sessiond_core::{Session, SessionId};
 
 use crate::error::{Error, Result};
@@ -319,7 +319,7 @@ impl Commit {
     }
 
     /// Runs the batch.
-    pub async fn run(&self, conn: &mut ConnectionManager) -> Result<Committed> {
+    pub async fn run(&self, conn: &mut Conn) -> Result<Committed> {
         if self.is_empty() {
             return Ok(Committed::Applied(Vec::new()));
         }

@@ -158,6 +158,7 @@
 mod bus;
 mod cache;
 mod commit;
+mod conn;
 mod error;
 mod expiry;
 mod keys;
@@ -175,6 +176,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use conn::Conn;
 use sessiond_core::admission::Admission;
 use sessiond_core::store::{
     AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
@@ -276,7 +279,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     op_timeout: Duration,
     tokens: Cache<TokenHash, (Arc<str>, SessionId)>,
@@ -392,13 +395,19 @@ impl RedisStore {
     /// read or holds no certificate. Must be called within a Tokio runtime.
     pub fn connect_lazy(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
         let keys = Keys::new(&options.prefix)?;
-        let client = tls::client(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.op_timeout))
-            .set_response_timeout(Some(options.op_timeout))
-            .set_number_of_retries(0);
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(Error::from)?;
+        let (client, conn) = if tls::is_cluster(url) {
+            let (cluster, first) = tls::cluster_client(url, options.op_timeout)?;
+            (first, Conn::Cluster(conn::LazyCluster::new(cluster)))
+        } else {
+            let client = tls::client(url)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(options.op_timeout))
+                .set_response_timeout(Some(options.op_timeout))
+                .set_number_of_retries(0);
+            let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+                .map_err(Error::from)?;
+            (client, Conn::Single(conn))
+        };
         let bus = Arc::new(RedisBus::new(
             client,
             conn.clone(),
@@ -449,7 +458,7 @@ impl RedisStore {
             .map_err(StoreError::from)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
 

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use redis::aio::ConnectionManager;
+use crate::conn::Conn;
 use sessiond_core::admission::{self, Admission, Gathered, Refusal, Seen, Wants};
 use sessiond_core::{Session, SessionId, Timestamp};
 
@@ -53,7 +53,7 @@ pub(crate) enum Plan {
 /// Reads the snapshot that `wants` asks for, with `extra_idlest` more idlest seat
 /// holders than admission needs (to make up for unreadable ones).
 pub(crate) async fn gather(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &AppKeys,
     adm: &Admission,
     wants: &Wants<'_>,

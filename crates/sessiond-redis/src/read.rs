@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::conn::Conn;
 use sessiond_core::store::{AppCounts, ListQuery, StatusFilter};
 use sessiond_core::{Lookup, Session, SessionId};
 
@@ -152,15 +152,16 @@ impl RedisStore {
         if recs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (keys, id) in recs {
-            pipe.cmd("HMGET")
-                .arg(keys.record(*id))
-                .arg("rev")
-                .arg("json");
-        }
-        let rows: Vec<(Option<String>, Option<String>)> =
-            pipe.query_async(&mut self.conn()).await?;
+        let cmds = recs
+            .iter()
+            .map(|(keys, id)| {
+                let mut c = redis::cmd("HMGET");
+                c.arg(keys.record(*id)).arg("rev").arg("json");
+                c
+            })
+            .collect();
+        // The records may be of several apps (a list across apps): several slots.
+        let rows: Vec<(Option<String>, Option<String>)> = self.conn().query_all(cmds).await?;
         Ok(recs
             .iter()
             .zip(rows)
@@ -284,18 +285,23 @@ impl RedisStore {
         let mut cursor = q.after;
         let mut out = Vec::new();
         while out.len() < q.limit && !streams.is_empty() {
-            let mut pipe = redis::pipe();
+            let mut cmds = Vec::with_capacity(streams.len());
             for (_, key) in &streams {
-                let from = cursor.map_or_else(|| "-".to_string(), |c| format!("({c}"));
+                let mut c;
                 if q.newest_first {
                     let from = cursor.map_or_else(|| "+".to_string(), |c| format!("({c}"));
-                    pipe.cmd("ZREVRANGEBYLEX").arg(key).arg(from).arg("-");
+                    c = redis::cmd("ZREVRANGEBYLEX");
+                    c.arg(key).arg(from).arg("-");
                 } else {
-                    pipe.cmd("ZRANGEBYLEX").arg(key).arg(from).arg("+");
+                    let from = cursor.map_or_else(|| "-".to_string(), |c| format!("({c}"));
+                    c = redis::cmd("ZRANGEBYLEX");
+                    c.arg(key).arg(from).arg("+");
                 }
-                pipe.arg("LIMIT").arg(0).arg(chunk);
+                c.arg("LIMIT").arg(0).arg(chunk);
+                cmds.push(c);
             }
-            let found: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
+            // One stream per app (two for any status): several slots on a cluster.
+            let found: Vec<Vec<String>> = self.conn().query_all(cmds).await?;
             let mut candidates: Vec<(SessionId, usize)> = Vec::new();
             for ((app, key), ids) in streams.iter().zip(&found) {
                 for id in ids {
@@ -348,30 +354,16 @@ impl RedisStore {
     }
 }
 
-/// Deletes every key under `prefix`; returns how many.
-pub(crate) async fn delete_prefix(mut conn: ConnectionManager, prefix: &str) -> Result<usize> {
+/// Deletes every key under `prefix` (on every primary of a cluster); returns how many.
+pub(crate) async fn delete_prefix(mut conn: Conn, prefix: &str) -> Result<usize> {
     let pattern = format!("{}:*", escape_glob(prefix));
-    let mut cursor: u64 = 0;
     let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        for key in keys {
-            // One key per DEL: keys of different apps live in different cluster slots.
-            let n: usize = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
-            deleted += n;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
+    for key in conn.scan_all(&pattern).await? {
+        // One key per DEL: keys of different apps live in different cluster slots.
+        let n: usize = redis::cmd("DEL").arg(key).query_async(&mut conn).await?;
+        deleted += n;
     }
+    Ok(deleted)
 }
 
 /// `s` with the glob characters of `SCAN MATCH` escaped.

@@ -103,7 +103,88 @@ pub(crate) fn client(url: &str) -> Result<redis::Client> {
     let Some(path) = target.ca_cert else {
         return Ok(redis::Client::open(target.url)?);
     };
-    let pem = std::fs::read(&path)
+    let pem = ca_pem(&path)?;
+    debug_assert!(target.tls, "parse refuses ca_cert without TLS");
+    let client = redis::Client::build_with_tls(
+        target.url,
+        TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        },
+    )?;
+    Ok(client)
+}
+
+/// The cluster schemes: `redis+cluster://` and, over TLS, `rediss+cluster://` (or the
+/// `valkey` spellings).
+pub(crate) fn is_cluster(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    matches!(
+        scheme,
+        "redis+cluster" | "rediss+cluster" | "valkey+cluster" | "valkeys+cluster"
+    )
+}
+
+/// The seed nodes of a cluster URL
+/// (`redis+cluster://[user:password@]host:port,host:port[/][?ca_cert=...]`), each as the
+/// single-node URL the redis client reads, with the CA file to trust. The same checks
+/// as a single node's URL apply to each.
+fn cluster_nodes(url: &str) -> Result<(Vec<String>, Option<PathBuf>)> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| Error::Config("the cluster URL has no scheme".into()))?;
+    let single = scheme.trim_end_matches("+cluster");
+    let (userinfo, rest) = match rest.split_once('@') {
+        Some((u, r)) if !u.contains('/') => (Some(u), r),
+        _ => (None, rest),
+    };
+    let cut = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (hosts, tail) = rest.split_at(cut);
+    let mut nodes = Vec::new();
+    let mut ca_cert = None;
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let auth = userinfo.map_or_else(String::new, |u| format!("{u}@"));
+        let target = parse(&format!("{single}://{auth}{host}{tail}"))?;
+        ca_cert = target.ca_cert;
+        nodes.push(target.url);
+    }
+    if nodes.is_empty() {
+        return Err(Error::Config(
+            "the cluster URL names no node: redis+cluster://host:port,host:port".into(),
+        ));
+    }
+    Ok((nodes, ca_cert))
+}
+
+/// The cluster client for a cluster URL (see [`is_cluster`]), bounded by `timeout`
+/// per connection and response, and a single-node client of its first seed (the event
+/// bus subscribes there: a cluster passes every published message to every node).
+pub(crate) fn cluster_client(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<(redis::cluster::ClusterClient, redis::Client)> {
+    let (nodes, ca_cert) = cluster_nodes(url)?;
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+        .connection_timeout(timeout)
+        .response_timeout(timeout);
+    let first = match ca_cert {
+        None => redis::Client::open(nodes[0].as_str())?,
+        Some(path) => {
+            let pem = ca_pem(&path)?;
+            let certs = || TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            };
+            builder = builder.certs(certs());
+            redis::Client::build_with_tls(nodes[0].as_str(), certs())?
+        }
+    };
+    Ok((builder.build()?, first))
+}
+
+/// The PEM text of a CA file, checked to hold at least one certificate.
+fn ca_pem(path: &std::path::Path) -> Result<Vec<u8>> {
+    let pem = std::fs::read(path)
         .map_err(|e| Error::Config(format!("ca_cert {}: {e}", path.display())))?;
     let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<Vec<_>, _>>()
@@ -114,15 +195,7 @@ pub(crate) fn client(url: &str) -> Result<redis::Client> {
             path.display()
         )));
     }
-    debug_assert!(target.tls, "parse refuses ca_cert without TLS");
-    let client = redis::Client::build_with_tls(
-        target.url,
-        TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem),
-        },
-    )?;
-    Ok(client)
+    Ok(pem)
 }
 
 /// The certificate check that refused the server, if `e` comes from one: a rustls
@@ -195,6 +268,35 @@ mod tests {
             let m = refused(url);
             assert!(m.contains("#insecure") && m.contains("ca_cert"), "{m}");
             assert!(!m.contains("secret-pw"), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_url_names_its_seeds_with_the_same_checks() {
+        let (nodes, ca) =
+            cluster_nodes("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001/?protocol=resp3")
+                .unwrap();
+        assert_eq!(
+            nodes,
+            [
+                "redis://:pw@10.0.0.1:7000/?protocol=resp3",
+                "redis://:pw@10.0.0.2:7001/?protocol=resp3"
+            ]
+        );
+        assert!(ca.is_none());
+        let (nodes, ca) = cluster_nodes("rediss+cluster://a:6380,b:6380?ca_cert=/ca.pem").unwrap();
+        assert_eq!(nodes, ["rediss://a:6380", "rediss://b:6380"]);
+        assert_eq!(ca, Some(PathBuf::from("/ca.pem")));
+        assert!(is_cluster("valkey+cluster://a:1") && !is_cluster("redis://a:1"));
+        for bad in [
+            "redis+cluster://",
+            "rediss+cluster://:pw@a:1,b:2/#insecure",
+            "redis+cluster://a:1?ca_cert=/ca.pem",
+        ] {
+            let Err(Error::Config(m)) = cluster_nodes(bad) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(!m.contains("pw@"), "{m}");
         }
     }
 

@@ -47,25 +47,17 @@ impl RedisStore {
     async fn index_new(&self, s: &Session, now: Timestamp) -> Result<()> {
         let keys = &self.inner.keys;
         let ttl = index_ttl_ms(s, now);
-        let () = redis::pipe()
-            .cmd("SADD")
-            .arg(keys.apps())
-            .arg(&*s.app)
-            .ignore()
-            .cmd("SET")
+        let mut apps = redis::cmd("SADD");
+        apps.arg(keys.apps()).arg(&*s.app);
+        let mut token = redis::cmd("SET");
+        token
             .arg(keys.token(s.token_hash))
             .arg(format!("{}\n{}", s.app, s.id))
             .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .cmd("SET")
-            .arg(keys.id(s.id))
-            .arg(&*s.app)
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .query_async(&mut self.conn())
-            .await?;
+            .arg(ttl);
+        let mut id = redis::cmd("SET");
+        id.arg(keys.id(s.id)).arg(&*s.app).arg("PX").arg(ttl);
+        self.conn().each(vec![apps, token, id]).await?;
         Ok(())
     }
 
@@ -90,14 +82,18 @@ impl RedisStore {
         if tokens.is_empty() && ids.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
+        let mut dels = Vec::with_capacity(tokens.len() + ids.len());
         for h in tokens {
-            pipe.cmd("DEL").arg(self.inner.keys.token(*h)).ignore();
+            let mut del = redis::cmd("DEL");
+            del.arg(self.inner.keys.token(*h));
+            dels.push(del);
         }
         for id in ids {
-            pipe.cmd("DEL").arg(self.inner.keys.id(*id)).ignore();
+            let mut del = redis::cmd("DEL");
+            del.arg(self.inner.keys.id(*id));
+            dels.push(del);
         }
-        let done: redis::RedisResult<()> = pipe.query_async(&mut self.conn()).await;
+        let done = self.conn().each(dels).await;
         if let Err(e) = done {
             tracing::warn!(error = %e, "stale session index entries left to expire");
         }

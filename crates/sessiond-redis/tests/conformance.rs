@@ -20,13 +20,13 @@ use sessiond_core::{
     Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Store, Timestamp,
 };
 use sessiond_redis::{RedisOptions, RedisStore};
-use sessiond_testkit::{TestCa, TlsRedis};
+use sessiond_testkit::{RedisCluster, TestCa, TlsRedis};
 
 fn server_url() -> String {
     std::env::var("SESSIOND_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn random_prefix() -> String {
+pub(crate) fn random_prefix() -> String {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).expect("OS random numbers");
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -38,7 +38,7 @@ async fn fresh_store() -> Option<TestStore> {
     let url = server_url();
     let options = RedisOptions::default().with_prefix(random_prefix());
     match RedisStore::connect(&url, options).await {
-        Ok(store) => Some(TestStore(store, None)),
+        Ok(store) => Some(TestStore(store, Own::Nothing)),
         Err(e) => {
             sessiond_core::skip::skip("Redis store suite", &format!("no Redis at {url} ({e})"));
             None
@@ -70,7 +70,29 @@ async fn fresh_tls_store() -> Option<TestStore> {
     let store = RedisStore::connect(&tls_url(&server), options)
         .await
         .expect("connect over TLS, trusting the test CA");
-    Some(TestStore(store, Some(server)))
+    Some(TestStore(store, Own::Tls { _server: server }))
+}
+
+/// A Redis Cluster of the test's own (three primaries, see [`RedisCluster`]); `None`
+/// (said loudly) when this machine cannot run one.
+pub(crate) fn cluster(test: &str) -> Option<RedisCluster> {
+    match RedisCluster::start(3) {
+        Ok(c) => Some(c),
+        Err(why) => {
+            sessiond_core::skip::skip(test, &why);
+            None
+        }
+    }
+}
+
+/// A store on a cluster of its own (see [`cluster`]).
+async fn fresh_cluster_store() -> Option<TestStore> {
+    let cluster = cluster("Redis store suite on a cluster")?;
+    let options = RedisOptions::default().with_prefix(random_prefix());
+    let store = RedisStore::connect(&cluster.url(), options)
+        .await
+        .expect("connect to the cluster");
+    Some(TestStore(store, Own::Cluster { _cluster: cluster }))
 }
 
 sessiond_core::conformance_tests!(fresh_store());
@@ -80,16 +102,31 @@ mod over_tls {
     sessiond_core::conformance_tests!(super::fresh_tls_store());
 }
 
+/// The whole suite again, on a three-primary Redis Cluster.
+mod on_cluster {
+    sessiond_core::conformance_tests!(super::fresh_cluster_store());
+}
+
+/// What a test store brings of its own.
+pub(crate) enum Own {
+    /// Nothing: the shared server, whose keys under the prefix are deleted at the end.
+    Nothing,
+    /// A TLS-only server, kept running while the store lives.
+    Tls { _server: TlsRedis },
+    /// A cluster, kept running while the store lives.
+    Cluster { _cluster: RedisCluster },
+}
+
 /// A [`RedisStore`] that deletes its keys when the test is done with it, or takes its
-/// own server down with it (over TLS).
-struct TestStore(RedisStore, Option<TlsRedis>);
+/// own server (TLS, or a cluster) down with it.
+pub(crate) struct TestStore(RedisStore, Own);
 
 impl Drop for TestStore {
     /// Deletes the test's keys from a thread of its own, with its own runtime and
     /// connection: the test's runtime may be shutting down when the last clone goes.
     /// A server of the test's own goes whole, keys and all.
     fn drop(&mut self) {
-        if self.1.is_some() {
+        if !matches!(self.1, Own::Nothing) {
             return;
         }
         let prefix = self.0.prefix().to_string();

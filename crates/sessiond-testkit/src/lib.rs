@@ -4,6 +4,8 @@
 //! - [`TestCa`]: a private certificate authority made in the test (rcgen), which issues
 //!   server certificates for the names a test chooses;
 //! - [`TlsRedis`]: a `redis-server` of its own, TLS only, on a free loopback port;
+//! - [`RedisCluster`]: a Redis Cluster of its own (three primaries or more), with a
+//!   way to move a slot between them;
 //! - [`TlsPostgres`]: a private PostgreSQL cluster (`initdb`, `ssl = on`, plain TCP
 //!   refused by `pg_hba.conf`) on a free loopback port.
 //!
@@ -20,9 +22,11 @@ mod ca;
 mod os_unix;
 mod postgres;
 mod redis;
+mod redis_cluster;
 mod scratch;
 
 pub use ca::{Issued, TestCa};
 pub use postgres::TlsPostgres;
 pub use redis::TlsRedis;
+pub use redis_cluster::RedisCluster;
 pub use scratch::{free_port, Scratch};

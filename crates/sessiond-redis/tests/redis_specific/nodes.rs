@@ -16,7 +16,7 @@ use sessiond_core::{
 };
 use sessiond_redis::{RedisOptions, RedisStore};
 
-use crate::{fresh_store, server_url, TestStore};
+use crate::{fresh_store, server_url, Own, TestStore};
 
 /// Several stores on one prefix, used in turn.
 struct Nodes {
@@ -28,10 +28,33 @@ struct Nodes {
 impl Nodes {
     async fn new(n: usize) -> Option<Nodes> {
         let first = fresh_store().await?;
+        Self::beside(first, &server_url(), n).await
+    }
+
+    /// `n` nodes on a Redis Cluster of the test's own.
+    async fn on_cluster(n: usize) -> Option<Nodes> {
+        let cluster = crate::cluster("Redis store races across nodes on a cluster")?;
+        let url = cluster.url();
+        let first = RedisStore::connect(
+            &url,
+            RedisOptions::default().with_prefix(crate::random_prefix()),
+        )
+        .await
+        .expect("connect to the cluster");
+        Self::beside(
+            TestStore(first, Own::Cluster { _cluster: cluster }),
+            &url,
+            n,
+        )
+        .await
+    }
+
+    /// `first` and `n - 1` more stores on its prefix at `url`.
+    async fn beside(first: TestStore, url: &str, n: usize) -> Option<Nodes> {
         let mut nodes = vec![first.0.clone()];
         for _ in 1..n {
             let options = RedisOptions::default().with_prefix(first.0.prefix());
-            nodes.push(RedisStore::connect(&server_url(), options).await.ok()?);
+            nodes.push(RedisStore::connect(url, options).await.ok()?);
         }
         Some(Nodes {
             nodes,
@@ -115,6 +138,20 @@ macro_rules! across_nodes {
                 conformance::$name(Arc::new(nodes)).await;
             }
         )*
+
+        /// The same races with three nodes on a three-primary Redis Cluster.
+        mod on_cluster {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(nodes) = Nodes::on_cluster(3).await else {
+                        return;
+                    };
+                    conformance::$name(Arc::new(nodes)).await;
+                }
+            )*
+        }
     };
 }
 
