@@ -13,6 +13,7 @@ use sessiond_core::{Actor, Session, SessionId, Timestamp, TokenHash};
 
 use crate::commit::{Commit, Committed, Stored};
 use crate::error::Result;
+use crate::ghosts::{self, Missing};
 use crate::keys::AppKeys;
 use crate::read::SKIPPED;
 use crate::scripts::GATHER_DUE;
@@ -66,7 +67,15 @@ impl RedisStore {
             if to_close == 0 && to_purge == 0 {
                 return Ok(());
             }
-            let (due, purge, due_scanned, _): (Vec<String>, Vec<String>, usize, usize) = GATHER_DUE
+            type Raw = (
+                Vec<String>,
+                Vec<String>,
+                usize,
+                usize,
+                Vec<String>,
+                Vec<String>,
+            );
+            let (due, purge, due_scanned, _, due_missing, purge_missing): Raw = GATHER_DUE
                 .key(keys.rev())
                 .key(keys.due())
                 .key(keys.purge())
@@ -77,6 +86,19 @@ impl RedisStore {
                 .arg(passed_over)
                 .invoke_async(&mut self.conn())
                 .await?;
+            let missing: Vec<(String, SessionId)> = ghosts::ids(&due_missing)?
+                .into_iter()
+                .map(|id| (keys.due(), id))
+                .chain(
+                    ghosts::ids(&purge_missing)?
+                        .into_iter()
+                        .map(|id| (keys.purge(), id)),
+                )
+                .collect();
+            if ghosts::sort_out(&mut self.conn(), keys, &missing).await? == Missing::Moving {
+                // The app's slot is moving: its due work waits for the next sweep.
+                return Ok(());
+            }
             let mut commit = Commit::new(keys, false);
             // Per group: the session closed, or the (token, id) of the one purged
             // (no token for an unreadable one).

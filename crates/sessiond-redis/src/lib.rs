@@ -161,6 +161,7 @@ mod commit;
 mod conn;
 mod error;
 mod expiry;
+mod ghosts;
 mod keys;
 mod open;
 mod outcome;

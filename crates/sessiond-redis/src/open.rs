@@ -13,6 +13,7 @@ use sessiond_core::{Session, SessionId, Timestamp};
 
 use crate::commit::{BadRecord, Commit, Stored};
 use crate::error::{Error, Result};
+use crate::ghosts::{self, Missing};
 use crate::keys::AppKeys;
 use crate::scripts::GATHER_OPEN;
 
@@ -69,7 +70,7 @@ pub(crate) async fn gather(
         .key(keys.open())
         .key(keys.seated())
         .key(keys.due())
-        .key(user_key)
+        .key(&user_key)
         .arg(keys.record_prefix())
         .arg(now.as_millis())
         .arg(seats)
@@ -84,8 +85,34 @@ pub(crate) async fn gather(
         Vec<String>,
         Vec<String>,
         Vec<String>,
+        Vec<String>,
     );
-    let (rev, seats_used, user, take, due, idlest): Raw = inv.invoke_async(conn).await?;
+    let mut attempt = 0;
+    let (rev, seats_used, user, take, due, idlest) = loop {
+        let (rev, seats_used, user, take, due, idlest, missing): Raw =
+            inv.invoke_async(conn).await?;
+        let mut named = Vec::with_capacity(missing.len() / 2);
+        for pair in missing.chunks(2) {
+            let [index, id] = pair else {
+                return Err(Error::Corrupt("GATHER_OPEN answered an odd list".into()));
+            };
+            let index = match index.as_str() {
+                "u" => user_key.clone(),
+                "o" => keys.open(),
+                "d" => keys.due(),
+                _ => keys.seated(),
+            };
+            named.push((index, ghosts::ids(std::slice::from_ref(id))?[0]));
+        }
+        match ghosts::sort_out(conn, keys, &named).await? {
+            Missing::Gone => break (rev, seats_used, user, take, due, idlest),
+            // A slot move is carrying the app's keys: what was read is not the app.
+            Missing::Moving => {
+                attempt += 1;
+                crate::backoff(attempt.max(2)).await;
+            }
+        }
+    };
     let (idlest, mut unreadable) = Stored::decode_triples(&idlest)?;
     let unreadable_idlest = unreadable.len();
     let mut decode = |flat: &[String]| -> Result<Vec<Stored>> {

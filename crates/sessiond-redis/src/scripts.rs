@@ -7,6 +7,13 @@
 //! scripts also read session records whose ids they find in an index: they build those
 //! key names from the app's record prefix, which carries the same hash tag, so every key
 //! they touch is in the one slot of `KEYS[1]` (what Redis Cluster requires of a script).
+//!
+//! A record a gather script cannot find is never taken for gone there: while a cluster
+//! moves the app's slot, Redis checks the keys a script declares, not those it builds,
+//! so a record already moved reads as missing. The scripts report such ids; Rust asks
+//! for each one the cluster way (following the move), starts over when one exists
+//! (the slot is moving), and drops index entries of records truly gone with
+//! `DROP_GHOSTS`, which declares every key it touches.
 
 use std::sync::LazyLock;
 
@@ -115,9 +122,9 @@ return {1, 1}
 /// flat `id, rev, json, id, rev, json, ...` (a missing field is empty: Rust decides
 /// what a record is worth, including one it cannot decode). `due` (open sessions past
 /// their deadline) and `idlest` (seat holders by last activity, skipping the due ones)
-/// are read only when the seats are all taken on paper. An entry of the user's index
-/// whose record is gone (removed as unreadable, whose user could not be named) is
-/// dropped.
+/// are read only when the seats are all taken on paper. `missing` is flat
+/// `index, id, ...`: ids an index named whose record the script did not find, with the
+/// index they came from (`u` the user's, `o` open, `d` due, `s` seated).
 pub(crate) static GATHER_OPEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -133,21 +140,25 @@ local function rec(out, id)
 end
 local rev = redis.call('GET', KEYS[1]) or '0'
 local used = redis.call('ZCARD', KEYS[3])
-local user, take, due, idlest = {}, {}, {}, {}
+local user, take, due, idlest, missing = {}, {}, {}, {}, {}
+local function read(out, index, id)
+  if not rec(out, id) then
+    missing[#missing + 1] = index
+    missing[#missing + 1] = id
+  end
+end
 local want = tonumber(ARGV[5])
 if ARGV[7] == '1' then
   local ids = redis.call('ZRANGE', KEYS[5], 0, -1)
-  for _, id in ipairs(ids) do
-    if not rec(user, id) then redis.call('ZREM', KEYS[5], id) end
-  end
+  for _, id in ipairs(ids) do read(user, 'u', id) end
   if want > 0 then want = want + #ids end
 end
-if ARGV[6] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[6]) then rec(take, ARGV[6]) end
+if ARGV[6] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[6]) then read(take, 'o', ARGV[6]) end
 if ARGV[3] ~= '' and used >= tonumber(ARGV[3]) then
   local skip = {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[4]))) do
     skip[id] = true
-    rec(due, id)
+    read(due, 'd', id)
   end
   local from = 0
   local found = 0
@@ -156,14 +167,14 @@ if ARGV[3] ~= '' and used >= tonumber(ARGV[3]) then
     if #ids == 0 then break end
     for _, id in ipairs(ids) do
       if found < want and not skip[id] then
-        rec(idlest, id)
+        read(idlest, 's', id)
         found = found + 1
       end
     end
     from = from + #ids
   end
 end
-return {rev, used, user, take, due, idlest}
+return {rev, used, user, take, due, idlest, missing}
 "#,
     )
 });
@@ -173,16 +184,16 @@ return {rev, used, user, take, due, idlest}
 ///
 /// `KEYS`: app rev, due, purge. `ARGV`: record prefix, now (ms), due limit, purge limit,
 /// due offset (entries to pass over first: unreadable records already met).
-/// Returns `{due, purge, due scanned, purge scanned}`: each list flat
-/// `id, rev, json, ...` (a missing field is empty), and how many index entries each
-/// read looked at. An index entry whose record is gone (deleted by hand) is dropped,
-/// so it cannot hold the queue up.
+/// Returns `{due, purge, due scanned, purge scanned, due missing, purge missing}`:
+/// each list flat `id, rev, json, ...` (a missing field is empty), how many index
+/// entries each read looked at, and the ids whose record the script did not find (see
+/// the module docs: Rust drops the truly gone, so they cannot hold the queue up).
 pub(crate) static GATHER_DUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local function read(key, offset, limit)
-  local out = {}
-  if limit <= 0 then return out, 0 end
+  local out, missing = {}, {}
+  if limit <= 0 then return out, 0, missing end
   local ids = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. ARGV[2], 'LIMIT', offset, limit)
   for _, id in ipairs(ids) do
     local r = redis.call('HMGET', ARGV[1] .. id, 'rev', 'json')
@@ -191,14 +202,34 @@ local function read(key, offset, limit)
       out[#out + 1] = r[1] or ''
       out[#out + 1] = r[2] or ''
     else
-      redis.call('ZREM', key, id)
+      missing[#missing + 1] = id
     end
   end
-  return out, #ids
+  return out, #ids, missing
 end
-local due, due_n = read(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[3]))
-local purge, purge_n = read(KEYS[3], 0, tonumber(ARGV[4]))
-return {due, purge, due_n, purge_n}
+local due, due_n, due_missing = read(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[3]))
+local purge, purge_n, purge_missing = read(KEYS[3], 0, tonumber(ARGV[4]))
+return {due, purge, due_n, purge_n, due_missing, purge_missing}
+"#,
+    )
+});
+
+/// Drops index entries whose record is gone, checking each record's key, which it
+/// declares (so while a cluster moves the slot, Redis sends it where every key is, or
+/// asks to try again, rather than let it see a moved record as gone).
+///
+/// `KEYS`: the app's revision (not touched), the index, then the record of each id.
+/// `ARGV`: the ids. Returns how many entries it dropped.
+pub(crate) static DROP_GHOSTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local dropped = 0
+for i, id in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[i + 2]) == 0 then
+    dropped = dropped + redis.call('ZREM', KEYS[2], id)
+  end
+end
+return dropped
 "#,
     )
 });

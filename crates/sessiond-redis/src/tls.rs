@@ -134,9 +134,12 @@ fn cluster_nodes(url: &str) -> Result<(Vec<String>, Option<PathBuf>)> {
         .split_once("://")
         .ok_or_else(|| Error::Config("the cluster URL has no scheme".into()))?;
     let single = scheme.trim_end_matches("+cluster");
-    let (userinfo, rest) = match rest.split_once('@') {
-        Some((u, r)) if !u.contains('/') => (Some(u), r),
-        _ => (None, rest),
+    // The user information ends at the first '@' before the query, as the clients read
+    // it (a password may hold an unencoded '/').
+    let head = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let (userinfo, rest) = match head.find('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
     };
     let cut = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (hosts, tail) = rest.split_at(cut);

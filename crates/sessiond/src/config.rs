@@ -119,9 +119,11 @@ pub enum StoreUrl {
         /// The schema.
         namespace: Option<String>,
     },
-    /// Redis (`redis://host:port/db`, or `rediss://` for TLS), shared by many nodes. A
-    /// `namespace=NAME` query parameter picks the key prefix (default `sessiond`);
-    /// `ca_cert` goes on to the store (TLS, docs/OPERATIONS.md).
+    /// Redis (`redis://host:port/db`, or `rediss://` for TLS), shared by many nodes; a
+    /// Redis Cluster as `redis+cluster://host:port,host:port` (or `rediss+cluster://`),
+    /// naming some of its primaries. A `namespace=NAME` query parameter picks the key
+    /// prefix (default `sessiond`); `ca_cert` goes on to the store (TLS,
+    /// docs/OPERATIONS.md).
     Redis {
         /// The connection URL, without the namespace parameter.
         url: String,
@@ -399,12 +401,15 @@ impl std::str::FromStr for StoreUrl {
                     let (url, namespace) = split_namespace(s);
                     Ok(StoreUrl::Postgres { url, namespace })
                 }
-                _ if s.starts_with("redis://") || s.starts_with("rediss://") => {
+                _ if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"]
+                    .iter()
+                    .any(|scheme| s.starts_with(scheme)) =>
+                {
                     let (url, namespace) = split_namespace(s);
                     Ok(StoreUrl::Redis { url, namespace })
                 }
                 _ => Err(format!(
-                    "unknown store {:?}: use file: (the default), file:///path, memory:, postgres://..., redis://... or rediss://...",
+                    "unknown store {:?}: use file: (the default), file:///path, memory:, postgres://..., redis://..., rediss://... or redis+cluster://host:port,host:port",
                     redact_password(s)
                 )),
             },
@@ -1426,6 +1431,13 @@ mod tests {
             Ok(StoreUrl::Redis {
                 url: "redis://127.0.0.1:6379".into(),
                 namespace: None
+            })
+        );
+        assert_eq!(
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7000?namespace=shop".parse::<StoreUrl>(),
+            Ok(StoreUrl::Redis {
+                url: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000".into(),
+                namespace: Some("shop".into())
             })
         );
         assert!("mysql://x".parse::<StoreUrl>().is_err());

@@ -22,7 +22,7 @@ use sessiond_core::{SessionId, Store};
     after_help = crate::exit::help(
         "every session copied and found in the destination",
         &[Exit::Done, Exit::Failed, Exit::Usage],
-        "Store URLs: file: (the data dir's store), file:///path/to/store, postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix] (TLS: rediss://, sslmode=verify-full; docs/OPERATIONS.md)\n\nExamples:\n  sessiond migrate --from file: --to 'postgres://postgres@127.0.0.1/sessions'\n  sessiond migrate --from redis://10.0.0.5:6379 --to file:///var/lib/sessiond/store",
+        "Store URLs: file: (the data dir's store), file:///path/to/store, postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix], redis+cluster://host:port,host:port (TLS: rediss://, rediss+cluster://, sslmode=verify-full; docs/OPERATIONS.md)\n\nExamples:\n  sessiond migrate --from file: --to 'postgres://postgres@127.0.0.1/sessions'\n  sessiond migrate --from redis://10.0.0.5:6379 --to file:///var/lib/sessiond/store",
     )
 )]
 pub struct MigrateArgs {

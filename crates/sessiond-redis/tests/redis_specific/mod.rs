@@ -15,6 +15,7 @@ use sessiond_redis::{RedisOptions, RedisStore};
 
 use super::{fresh_store, server_url};
 
+mod cluster;
 mod frozen;
 mod nodes;
 mod tls;

@@ -29,9 +29,13 @@ async fn multi_node(kind: &str) {
     let Some(store) = shared_store_url(kind).await else {
         return;
     };
+    multi_node_on(&store).await;
+}
+
+async fn multi_node_on(store: &str) {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(Arc::new(Server::start(node_config(&store)).await));
+        nodes.push(Arc::new(Server::start(node_config(store)).await));
     }
     // 200 concurrent opens spread over the nodes against 50 seats. Under this much
     // contention (and a loaded test machine) an admission may run out of its time and
@@ -116,6 +120,20 @@ async fn multi_node(kind: &str) {
     for n in nodes {
         Arc::try_unwrap(n).ok().unwrap().stop().await;
     }
+}
+
+/// The same on a three-primary Redis Cluster of the test's own: exact seats across the
+/// nodes, a session read on another node, its close relayed to a third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_on_a_redis_cluster() {
+    let cluster = match sessiond_testkit::RedisCluster::start(3) {
+        Ok(c) => c,
+        Err(why) => {
+            sessiond_core::skip::skip("three nodes on a Redis Cluster", &why);
+            return;
+        }
+    };
+    multi_node_on(&format!("{}?namespace=multi-node", cluster.url())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
