@@ -151,9 +151,16 @@
 //! the pub/sub connection of the [`RedisBus`] connects the same way. Client
 //! certificates (mutual TLS) are not supported.
 //!
-//! Redis Cluster: the layout and scripts are cluster-safe (one slot per script, global
-//! keys alone); this crate connects to a single endpoint (a standalone server, or a
-//! proxy in front of a cluster).
+//! # Redis Cluster
+//!
+//! `redis+cluster://host:port,host:port` (or `rediss+cluster://`, with the same TLS
+//! rules) connects to a Redis Cluster through some of its primaries. The layout is the
+//! same: an app's keys share its hash tag, so each script runs on the app's node; the
+//! global entries live in slots of their own and are written one by one, never in one
+//! pipeline with other slots (see the `conn` module). While a slot moves, the
+//! multi-key scripts wait out `TRYAGAIN` within the operation timeout, and a record a
+//! gather script cannot see because it has already moved is never taken for gone (the
+//! `ghosts` module). docs/OPERATIONS.md, "Redis Cluster", says how it is tested.
 
 mod bus;
 mod cache;
