@@ -17,7 +17,8 @@ API with its app key, and sets the cookie itself with the attributes sessiond-ax
 - GET  /        behind the check: who is signed in; loads the browser heartbeat, which
                 nginx passes to sessiond (/_sessiond/heartbeat.js).
 - GET  /quiet   the same page with the heartbeat off (only the idle timeout applies).
-- GET  /admin/  behind the check with the privilege WebAdmin (403 without it).
+- GET  /admin/  behind the check with the privilege WebAdmin (403 without it), which
+                the app checks again itself: a proxy's path rule is a second line only.
 
 Forms posted from another site's page are refused (Sec-Fetch-Site, else Origin).
 
@@ -64,46 +65,65 @@ USERS = {
 # Compared against when the user is unknown, so both failures take the same time.
 _NOBODY = _account(os.urandom(16).hex(), [])
 
-# Sign-in failures per user name in the last minute; bounded (a flood of names only
-# forgets the oldest).
+# Sign-in failures in the last minute, per user name and per client address: 5 per
+# name (a guesser cannot try more on one account), 20 per address (nor spread over
+# many). Bounded: past MAX_TRACKED keys the oldest are forgotten first.
 FAILURES = {}
 FAILURES_LOCK = threading.Lock()
-MAX_FAILURES = 5
+MAX_FAILURES = {"user": 5, "ip": 20}
 MAX_TRACKED = 10_000
+# At most this many password checks run at once (each is ~0.1 s of CPU): a flood of
+# sign-ins waits here instead of taking every core.
+CHECKS = threading.BoundedSemaphore(4)
 
 
-def throttled(user):
+def _recent(key, now):
+    recent = [t for t in FAILURES.get(key, []) if now - t < 60]
+    if recent:
+        FAILURES[key] = recent
+    else:
+        FAILURES.pop(key, None)
+    return recent
+
+
+def throttled(user, ip):
     now = time.monotonic()
     with FAILURES_LOCK:
-        recent = [t for t in FAILURES.get(user, []) if now - t < 60]
-        FAILURES[user] = recent
-        return len(recent) >= MAX_FAILURES
+        return (len(_recent(("user", user), now)) >= MAX_FAILURES["user"]
+                or len(_recent(("ip", ip), now)) >= MAX_FAILURES["ip"])
 
 
-def failed(user):
+def failed(user, ip):
+    now = time.monotonic()
     with FAILURES_LOCK:
-        if len(FAILURES) >= MAX_TRACKED:
-            FAILURES.clear()
-        FAILURES.setdefault(user, []).append(time.monotonic())
+        for key in (("user", user), ("ip", ip)):
+            # Taken out and put back last: the dict's order is the age of the last failure.
+            times = FAILURES.pop(key, [])
+            times.append(now)
+            FAILURES[key] = times
+        while len(FAILURES) > MAX_TRACKED:
+            FAILURES.pop(next(iter(FAILURES)))
 
 
 def password_ok(user, password):
     salt, digest, _ = USERS.get(user, _NOBODY)
-    good = hmac.compare_digest(_hash(password, salt), digest)
+    with CHECKS:
+        good = hmac.compare_digest(_hash(password[:1024], salt), digest)
     return good and user in USERS
 
 
-def sessiond(method, path, body=None, token=None, client_ip=None):
+def sessiond(method, path, body=None, token=None, forwarded_for=None):
     """One call to sessiond's HTTP API; answers (status, JSON or None). The app key
-    authorises it, or a session's own token; the client's address is forwarded (this
-    app is one of sessiond's trusted_proxies) so bind_ip sees the browser's."""
+    authorises it, or a session's own token; the X-Forwarded-For line nginx gave this
+    app is passed on unchanged (this app is one of sessiond's trusted_proxies), so
+    sessiond reads the browser's address by its own rule, as for forward-auth."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(SESSIOND + path, data=data, method=method)
     req.add_header("Authorization", f"Bearer {token or APP_KEY}")
     if data is not None:
         req.add_header("Content-Type", "application/json")
-    if client_ip:
-        req.add_header("X-Forwarded-For", client_ip)
+    if forwarded_for:
+        req.add_header("X-Forwarded-For", forwarded_for)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read() or b"null")
@@ -115,8 +135,10 @@ def sessiond(method, path, body=None, token=None, client_ip=None):
 
 
 def local_path(target):
-    """`target` when it is a path of this site (never //host or /\\host), else '/'."""
-    if target.startswith("/") and not target.startswith(("//", "/\\")) and target.isprintable():
+    """`target` when it is a path of this site (never //host or /\\host; printable
+    ASCII only, as a Location header carries it), else '/'."""
+    if (target.startswith("/") and not target.startswith(("//", "/\\")) and target.isascii()
+            and target.isprintable() and len(target) <= 2048):
         return target
     return "/"
 
@@ -126,10 +148,15 @@ class App(http.server.BaseHTTPRequestHandler):
 
     # -- what the request says -------------------------------------------------------
 
+    def forwarded_for(self):
+        """The X-Forwarded-For line as nginx sent it (the browser's own part first,
+        what nginx appended last), to pass on to sessiond unchanged."""
+        return ", ".join(self.headers.get_all("X-Forwarded-For") or []) or None
+
     def client_ip(self):
-        """The browser's address: nginx (the peer) appends it to X-Forwarded-For."""
-        hops = [h.strip() for h in ",".join(self.headers.get_all("X-Forwarded-For") or []).split(",")]
-        hops = [h for h in hops if h]
+        """The browser's address as nginx (the peer) appended it, for this app's own
+        throttle and the session's `client` facts."""
+        hops = [h.strip() for h in (self.forwarded_for() or "").split(",") if h.strip()]
         return hops[-1] if hops else self.client_address[0]
 
     def https(self):
@@ -230,6 +257,10 @@ class App(http.server.BaseHTTPRequestHandler):
         session = self.headers.get("X-Sessiond-Session", "")
         if not session:
             return self.redirect("/login")
+        # nginx's location rule is a second line: /admin/../ reaches the app as an
+        # /admin/ path after a check made for /. The app decides on the privileges.
+        if admin and "WebAdmin" not in privileges.split(","):
+            return self.page(403, "Refused", "<p>This page needs the WebAdmin privilege.</p>")
         interval = f" data-interval='{int(HEARTBEAT_INTERVAL_S)}'" if HEARTBEAT_INTERVAL_S else ""
         active = " data-active='false'" if quiet else ""
         title = "Administration" if admin else "Home"
@@ -262,10 +293,11 @@ class App(http.server.BaseHTTPRequestHandler):
         user = form.get("user", [""])[0]
         password = form.get("password", [""])[0]
         next_path = local_path(form.get("next", ["/"])[0])
-        if throttled(user):
+        ip = self.client_ip()
+        if throttled(user, ip):
             return self.login_form(429, "Too many failed sign-ins; wait a minute.", next_path)
         if not password_ok(user, password):
-            failed(user)
+            failed(user, ip)
             return self.login_form(401, "Wrong user or password.", next_path)
         token, error = self.sign_in(user, USERS[user][2])
         if token is None:
@@ -278,7 +310,8 @@ class App(http.server.BaseHTTPRequestHandler):
         ip = self.client_ip()
         current = self.token()
         if current:
-            status, s = sessiond("GET", "/v1/session?touch=false", token=current, client_ip=ip)
+            status, s = sessiond("GET", "/v1/session?touch=false", token=current,
+                                 forwarded_for=self.forwarded_for())
             if status == 200 and s.get("app") == APP:
                 if s.get("user") == user:
                     # The same person signing in again: keep the session, rotate its token
@@ -301,7 +334,7 @@ class App(http.server.BaseHTTPRequestHandler):
     def logout(self):
         token = self.token()
         if token:
-            sessiond("DELETE", "/v1/session", token=token, client_ip=self.client_ip())
+            sessiond("DELETE", "/v1/session", token=token, forwarded_for=self.forwarded_for())
         self.redirect("/login", [("Set-Cookie", self.cookie_line("", clear=True))])
 
     def log_message(self, fmt, *args):

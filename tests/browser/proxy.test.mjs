@@ -16,7 +16,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, request } from 'node:http';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -221,4 +221,34 @@ test('a page of an allowed origin beats directly at sessiond with the browser co
   assert.equal(s.heartbeat.interval_s, 2);
   await shot(other, 'allowed-origin');
   await context.close();
+});
+
+test('/admin/ needs WebAdmin, checked by the app too (a path nginx cleans up differently)', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await signIn(page, MAIN);
+  const refused = await page.goto(`${MAIN.url}/admin/`);
+  assert.equal(refused.status(), 403, 'nginx asks with privilege=WebAdmin');
+  // `/admin/../` is checked by nginx as `/` (no privilege asked) but reaches the app
+  // as an /admin/ path: the app refuses it itself.
+  const [cookie] = (await context.cookies()).filter((c) => c.name === 'SESSION');
+  const status = await new Promise((resolve, reject) => {
+    const u = new URL(MAIN.url);
+    const req = request({ host: u.hostname, port: u.port, path: '/admin/../', headers: { Cookie: `SESSION=${cookie.value}` } }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  assert.equal(status, 403);
+  await context.close();
+
+  const admin = await browser.newContext();
+  const rootPage = await admin.newPage();
+  await signIn(rootPage, MAIN, 'root');
+  const admitted = await rootPage.goto(`${MAIN.url}/admin/`);
+  assert.equal(admitted.status(), 200);
+  assert.equal(await rootPage.textContent('h1'), 'Administration');
+  await admin.close();
 });

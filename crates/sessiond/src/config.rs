@@ -954,9 +954,15 @@ impl Config {
                     )))
                 }
             };
-            let web = match table.remove("web") {
-                None => crate::web::WebConfig::default(),
-                Some(v) => crate::web::WebConfig::from_toml(&name, v).map_err(ConfigError)?,
+            let (mut web, heartbeat_set) = match table.remove("web") {
+                None => (crate::web::WebConfig::default(), false),
+                Some(v) => {
+                    let set = ["heartbeat_interval_s", "heartbeat_grace_s"]
+                        .iter()
+                        .any(|k| v.get(k).is_some());
+                    let web = crate::web::WebConfig::from_toml(&name, v).map_err(ConfigError)?;
+                    (web, set)
+                }
             };
             let policy: Policy = serde_path_to_error::deserialize(toml::Value::Table(table))
                 .map_err(|e| {
@@ -980,6 +986,34 @@ impl Config {
             policy
                 .validate()
                 .map_err(|e| ConfigError(format!("apps.{name}: {e}")))?;
+            // The pages' heartbeat is each session's own: the app's heartbeat policy
+            // must allow what the web table sets, or every page's settings would fail.
+            // Where the table sets nothing, the defaults yield to the policy.
+            if heartbeat_set {
+                policy
+                    .check_own_heartbeat(
+                        true,
+                        Some(web.heartbeat_interval_s),
+                        Some(web.heartbeat_grace_s),
+                    )
+                    .map_err(|e| {
+                        ConfigError(format!(
+                            "apps.{name}.web: heartbeat_interval_s or heartbeat_grace_s: {e}"
+                        ))
+                    })?;
+            } else {
+                if let Some(max) = policy.heartbeat.and_then(|h| h.max_interval_s) {
+                    web.heartbeat_interval_s = web.heartbeat_interval_s.min(max);
+                }
+                if !policy.heartbeat_suspend_allowed() {
+                    let grace = policy
+                        .heartbeat
+                        .map_or(sessiond_core::policy::DEFAULT_HEARTBEAT_GRACE_S, |h| {
+                            h.grace_s
+                        });
+                    web.heartbeat_grace_s = web.heartbeat_grace_s.min(grace);
+                }
+            }
             c.apps.insert(
                 name,
                 AppConfig {
@@ -1274,6 +1308,33 @@ mod tests {
             Some(Path::new("/etc/b.license"))
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_pages_heartbeat_keeps_to_the_apps_heartbeat_policy() {
+        let seats = "[apps.desk]\nseats = 5\nheartbeat = { interval_s = 30, grace_s = 20, max_interval_s = 120 }\n";
+        // Set in the web table beyond the policy: refused, naming both.
+        let e = Config::from_toml(&format!(
+            "{seats}[apps.desk.web]\nheartbeat_interval_s = 300\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("apps.desk.web: heartbeat_interval_s"),
+            "{e}"
+        );
+        assert!(e.0.contains("max_interval_s"), "{e}");
+        let e = Config::from_toml(&format!("{seats}[apps.desk.web]\nheartbeat_grace_s = 60\n"))
+            .unwrap_err();
+        assert!(e.0.contains("grace_s"), "{e}");
+        // Not set: the defaults yield to the policy.
+        let c = Config::from_toml(seats).unwrap();
+        assert_eq!(c.apps["desk"].web.heartbeat_interval_s, 120);
+        assert_eq!(c.apps["desk"].web.heartbeat_grace_s, 20);
+        let c = Config::from_toml(&format!(
+            "{seats}[apps.desk.web]\nheartbeat_interval_s = 60\nheartbeat_grace_s = 10\n"
+        ))
+        .unwrap();
+        assert_eq!(c.apps["desk"].web.heartbeat_interval_s, 60);
     }
 
     #[test]

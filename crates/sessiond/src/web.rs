@@ -26,16 +26,19 @@ use crate::config::Config;
 /// carry credentials, or mean something to the proxy or the browser.
 const RESERVED_HEADERS: &[&str] = &[
     "authorization",
+    "cache-control",
     "connection",
     "content-encoding",
     "content-length",
     "content-type",
     "cookie",
+    "expires",
     "forwarded",
     "host",
     "keep-alive",
     "location",
     "origin",
+    "pragma",
     "proxy-authenticate",
     "proxy-authorization",
     "proxy-connection",
@@ -43,11 +46,16 @@ const RESERVED_HEADERS: &[&str] = &[
     "set-cookie",
     "te",
     "trailer",
+    "true-client-ip",
     "transfer-encoding",
     "upgrade",
     "user-agent",
     "vary",
     "www-authenticate",
+    "x-http-method-override",
+    "x-original-url",
+    "x-real-ip",
+    "x-rewrite-url",
 ];
 
 /// The names of the headers a forward-auth answer names the session with.
@@ -195,6 +203,8 @@ fn header_name(name: &str) -> Result<HeaderName, String> {
             "x-forwarded-",
             "content-",
             "proxy-",
+            // nginx acts on these in an upstream's answer (X-Accel-Redirect...).
+            "x-accel-",
         ]
         .iter()
         .any(|p| lower.starts_with(p))
@@ -341,6 +351,11 @@ mod tests {
             ),
             ("heartbeat_grace_s = -1", "apps.shop.web.heartbeat_grace_s"),
             ("cors = true", "apps.shop.web.cors"),
+            (
+                "user_header = \"X-Accel-Redirect\"",
+                "apps.shop.web.user_header",
+            ),
+            ("user_header = \"X-Real-IP\"", "apps.shop.web.user_header"),
         ] {
             let e = web(toml).unwrap_err();
             assert!(e.starts_with(&format!("{key}:")), "{toml}: {e}");

@@ -100,10 +100,17 @@ pub async fn forward_auth(
             sign_in_url(path, &headers)
         )
     });
-    let front = st.fronts.get(&app);
-    let names = front.as_ref().map(|f| &f.headers);
-    let default_names = crate::web::ForwardHeaders::default();
-    let names = names.unwrap_or(&default_names);
+    // Every served app has a front; one missing (a reload that failed half way) must
+    // not answer under other header names than the proxy copies: fail closed.
+    let Some(front) = st.fronts.get(&app) else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this app's web settings are not loaded; reload the configuration",
+        )
+        .into_response();
+    };
+    let names = &front.headers;
     // Over HTTPS only the `__Host-` cookie counts (no sibling subdomain can set it), as
     // sessiond-axum reads it: the proxy says HTTPS by `X-Forwarded-Proto`.
 
