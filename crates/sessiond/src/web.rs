@@ -216,11 +216,18 @@ fn header_name(name: &str) -> Result<HeaderName, String> {
     Ok(h)
 }
 
-/// One app's web front, built from its [`WebConfig`].
+/// One app's web front, built from its [`WebConfig`] and its policy as they were when
+/// it was built (it is built again on every reload, after the policies).
 #[derive(Debug)]
 pub struct Front {
     /// Forward-auth's header names.
     pub headers: ForwardHeaders,
+    /// The session cookie's name (the policy's `cookie_name`).
+    pub cookie: String,
+    /// The same with the `__Host-` prefix, as it travels over HTTPS.
+    pub host_cookie: String,
+    /// How the app's tokens are prefixed (to tell its cookies from another app's).
+    pub prefix: sessiond_core::TokenPrefix,
     /// Origins allowed to call the heartbeat from their pages.
     pub allowed_origins: HashSet<String>,
     /// The heartbeat script and endpoint under `/v1/apps/<app>` (sessiond-axum's layer
@@ -277,6 +284,7 @@ impl Fronts {
 
     fn build(&self, app: &str, web: &WebConfig) -> Option<Front> {
         // An app waiting for a restart (newly licensed) has no policy yet.
+        let policy = self.manager.policy(app).ok()?;
         let layer = sessiond_axum::SessionLayer::new(self.manager.clone(), app).ok()?;
         let layer = layer
             .with_trusted_proxies(self.trusted_proxies.iter().copied())
@@ -297,6 +305,9 @@ impl Fronts {
             .layer(layer);
         Some(Front {
             headers: web.headers.clone(),
+            cookie: policy.cookie_name.clone(),
+            host_cookie: format!("__Host-{}", policy.cookie_name),
+            prefix: policy.prefix.clone(),
             allowed_origins: web.allowed_origins.iter().cloned().collect(),
             heartbeat,
         })

@@ -68,13 +68,17 @@ pub async fn forward_auth(
     Query(q): Query<ForwardQuery>,
     OverHttps(https): OverHttps,
     peer: Option<axum::Extension<PeerAddr>>,
-    headers: HeaderMap,
+    // The request itself, for its headers: a `HeaderMap` extractor would copy them, on
+    // a route that runs before every request of the app.
+    req: axum::extract::Request,
 ) -> Response {
+    let headers = req.headers();
     // A path that does not decode names no app.
     let app = app.map_or_else(|_| String::new(), |Path(a)| a);
-    let policy = match st.manager.policy(&app) {
-        Ok(p) if !app.starts_with(sessiond_core::INTERNAL_APP_MARK) => p,
-        _ => return ApiError::from(Error::UnknownApp(app)).into_response(),
+    // Every app of the configuration has a front (internal apps have none); its
+    // cookie name and token prefix are the policy's.
+    let Some(front) = st.fronts.get(&app) else {
+        return ApiError::from(Error::UnknownApp(app)).into_response();
     };
     let login = match q.login.as_deref().map(local_path) {
         None => None,
@@ -91,30 +95,16 @@ pub async fn forward_auth(
     // Where a refusal sends the browser: the sign-in page, for a page navigation.
     let site = peer
         .filter(|p| st.trusted_proxies.contains(&p.0 .0.ip().to_canonical()))
-        .and_then(|_| forwarded_host(&headers))
+        .and_then(|_| forwarded_host(headers))
         .map(|host| format!("{}://{host}", if https { "https" } else { "http" }));
-    let sign_in = login.filter(|_| navigation(&headers)).map(|path| {
-        format!(
-            "{}{}",
-            site.unwrap_or_default(),
-            sign_in_url(path, &headers)
-        )
-    });
-    // Every served app has a front; one missing (a reload that failed half way) must
-    // not answer under other header names than the proxy copies: fail closed.
-    let Some(front) = st.fronts.get(&app) else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "this app's web settings are not loaded; reload the configuration",
-        )
-        .into_response();
-    };
+    let sign_in = login
+        .filter(|_| navigation(headers))
+        .map(|path| format!("{}{}", site.unwrap_or_default(), sign_in_url(path, headers)));
     let names = &front.headers;
     // Over HTTPS only the `__Host-` cookie counts (no sibling subdomain can set it), as
     // sessiond-axum reads it: the proxy says HTTPS by `X-Forwarded-Proto`.
 
-    let Some(credential) = credential(&headers, &policy.cookie_name, https) else {
+    let Some(credential) = credential(headers, &front, https) else {
         return refused(
             None,
             sign_in.as_deref(),
@@ -145,7 +135,7 @@ pub async fn forward_auth(
         // Unknown: cleared only when the token carries this app's prefix, since another
         // app on the same host may use the same cookie name for its live sessions.
         Err(Error::InvalidToken) => refused(
-            Some(&credential).filter(|_| ours(&policy, &app, token)),
+            Some(&credential).filter(|_| ours(&front.prefix, &app, token)),
             sign_in.as_deref(),
             "the session cookie or token matches no session",
         ),
@@ -167,7 +157,7 @@ pub async fn forward_auth(
 /// The session's credential: a bearer token first, else the app's cookie: over HTTPS
 /// only its `__Host-` form, over plain HTTP that form before the plain one. Internal
 /// tokens (a console sign-in) are none.
-fn credential(headers: &HeaderMap, cookie_name: &str, https: bool) -> Option<Credential> {
+fn credential(headers: &HeaderMap, front: &crate::web::Front, https: bool) -> Option<Credential> {
     if let Some(bearer) = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -183,12 +173,15 @@ fn credential(headers: &HeaderMap, cookie_name: &str, https: bool) -> Option<Cre
         return (!token.is_internal()).then_some(Credential::Bearer(token));
     }
     let lines = || headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes());
-    let names = [format!("__Host-{cookie_name}"), cookie_name.to_string()];
+    let names = [front.host_cookie.as_str(), front.cookie.as_str()];
     for name in names.into_iter().take(if https { 1 } else { 2 }) {
-        match sessiond_core::find_cookie(lines(), &name) {
+        match sessiond_core::find_cookie(lines(), name) {
             CookieFound::One(v) => {
                 let token = Token::from_client(&v);
-                return (!token.is_internal()).then_some(Credential::Cookie { name, token });
+                return (!token.is_internal()).then_some(Credential::Cookie {
+                    name: name.to_string(),
+                    token,
+                });
             }
             CookieFound::Many => return None,
             CookieFound::None => {}
@@ -199,9 +192,9 @@ fn credential(headers: &HeaderMap, cookie_name: &str, https: bool) -> Option<Cre
 
 /// Whether `token` was made for `app`: its prefix is the app's own (an app whose tokens
 /// carry the client's address cannot tell).
-fn ours(policy: &sessiond_core::Policy, app: &str, token: &Token) -> bool {
+fn ours(how: &sessiond_core::TokenPrefix, app: &str, token: &Token) -> bool {
     let prefix = token.expose().split_once(':').map(|(p, _)| p);
-    match &policy.prefix {
+    match how {
         sessiond_core::TokenPrefix::AppName => prefix == Some(app),
         sessiond_core::TokenPrefix::Fixed(p) => prefix == Some(p.as_str()),
         sessiond_core::TokenPrefix::ClientIp => false,
