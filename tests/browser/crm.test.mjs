@@ -13,43 +13,23 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, required, shot, sleep, waitClosed as closedAfter } from './common.mjs';
 
 const CRM = required('CRM_URL');
 const CRM_IDLE = required('CRM_IDLE_URL');
-const ARTIFACTS = process.env.ARTIFACTS_DIR || 'artifacts';
 const HEARTBEAT_TIMEOUT_MS = (2 + 1) * 1000;
 const IDLE_TIMEOUT_MS = 6 * 1000;
-
-function required(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set: run tests/browser/run.sh`);
-  return v.replace(/\/$/, '');
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 let browser;
 
 before(async () => {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  browser = await launch();
 });
 
 after(async () => {
   await browser?.close();
 });
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
-}
 
 async function login(page, base, userId, password) {
   await page.goto(`${base}/authenticate.shtml`);
@@ -65,14 +45,8 @@ async function sessionStatus(base, id) {
 }
 
 /** Polls until the session is closed; answers its status and how long that took. */
-async function waitClosed(base, id, limitMs) {
-  const start = Date.now();
-  for (;;) {
-    const s = await sessionStatus(base, id);
-    if (s.status === 'closed') return { s, waitedMs: Date.now() - start };
-    if (Date.now() - start > limitMs) assert.fail(`session ${id} still open after ${limitMs} ms`);
-    await sleep(200);
-  }
+function waitClosed(base, id, limitMs) {
+  return closedAfter(() => sessionStatus(base, id), id, limitMs);
 }
 
 test('a sales person logs in and sees their top 3 customers', async () => {

@@ -15,35 +15,21 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import { createServer, request } from 'node:http';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, required, shot as save, sleep, waitClosed as closedAfter } from './common.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set: run tests/browser/run.sh`);
-  return v.replace(/\/$/, '');
-};
+const env = required;
 const MAIN = { url: env('PROXY_URL'), sessiond: env('PROXY_SESSIOND'), key: env('PROXY_KEY') };
 const IDLE = { url: env('PROXY_IDLE_URL'), sessiond: env('PROXY_IDLE_SESSIOND'), key: env('PROXY_IDLE_KEY') };
 const ALLOWED_PORT = Number(env('ALLOWED_PORT'));
-const ARTIFACTS = process.env.ARTIFACTS_DIR || 'artifacts';
 const HEARTBEAT_TIMEOUT_MS = (2 + 1) * 1000;
 const IDLE_TIMEOUT_MS = 6 * 1000;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 let browser;
 const servers = [];
 
 before(async () => {
-  mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  browser = await launch();
 });
 
 after(async () => {
@@ -62,8 +48,8 @@ async function serve(html, port = 0) {
   return `http://127.0.0.1:${server.address().port}`;
 }
 
-async function shot(page, name) {
-  await page.screenshot({ path: join(ARTIFACTS, `proxy-${name}.png`), fullPage: true });
+function shot(page, name) {
+  return save(page, `proxy-${name}`);
 }
 
 /** Signs in through nginx; answers the session's public id. */
@@ -85,14 +71,8 @@ async function session(site, id) {
   return r.json();
 }
 
-async function waitClosed(site, id, limitMs) {
-  const start = Date.now();
-  for (;;) {
-    const s = await session(site, id);
-    if (s.status === 'closed') return { s, waitedMs: Date.now() - start };
-    if (Date.now() - start > limitMs) assert.fail(`session ${id} still open after ${limitMs} ms`);
-    await sleep(100);
-  }
+function waitClosed(site, id, limitMs) {
+  return closedAfter(() => session(site, id), id, limitMs, 100);
 }
 
 test('signed in through nginx, an open page keeps its session; closing it ends it heartbeat_lost', async () => {

@@ -140,9 +140,8 @@ fn redirect<B>(login: &str, req: &Request<B>) -> Response<Body> {
         .extensions()
         .get::<axum::extract::OriginalUri>()
         .map_or(req.uri(), |o| &o.0);
-    let next = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let sep = if login.contains('?') { '&' } else { '?' };
-    let location = format!("{login}{sep}next={}", encode_component(&next));
+    let next = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = sign_in_location(login, next);
     (
         StatusCode::SEE_OTHER,
         [
@@ -173,6 +172,22 @@ fn forbidden<B>(privilege: &str, req: &Request<B>) -> Response<Body> {
         axum::Json(json!({"error": "forbidden", "message": message})),
     )
         .into_response()
+}
+
+/// The sign-in page `login` with `next=` the page asked for (percent-encoded), as the
+/// guard sends a guest there; the sessiond server's forward-auth sends a browser the
+/// same way for apps behind a proxy.
+///
+/// ```
+/// assert_eq!(
+///     sessiond_axum::sign_in_location("/login", "/orders?page=2"),
+///     "/login?next=/orders%3Fpage%3D2"
+/// );
+/// assert_eq!(sessiond_axum::sign_in_location("/signin?app=crm", "/"), "/signin?app=crm&next=/");
+/// ```
+pub fn sign_in_location(login: &str, next: &str) -> String {
+    let sep = if login.contains('?') { '&' } else { '?' };
+    format!("{login}{sep}next={}", encode_component(next))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters and `/`.

@@ -77,7 +77,7 @@ mod stats;
 pub use config::DEFAULT_HEARTBEAT_PATH;
 pub use error::SessionError;
 pub use grant::Grant;
-pub use guard::{require_privilege, RequirePrivilege, RequirePrivilegeLayer};
+pub use guard::{require_privilege, sign_in_location, RequirePrivilege, RequirePrivilegeLayer};
 pub use layer::SessionLayer;
 pub use login::{PasswordCheck, Throttled};
 pub use redirect::LocalRedirect;

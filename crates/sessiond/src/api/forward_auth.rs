@@ -256,24 +256,8 @@ fn sign_in_url(login: &str, headers: &HeaderMap) -> String {
         .and_then(local_path);
     match next {
         None => login.to_string(),
-        Some(next) => {
-            let sep = if login.contains('?') { '&' } else { '?' };
-            format!("{login}{sep}next={}", query_escape(next))
-        }
+        Some(next) => sessiond_axum::sign_in_location(login, next),
     }
-}
-
-/// `s` escaped for a query value: everything but unreserved characters as `%XX`.
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// 200 with the headers the upstream app reads, under the app's names.
