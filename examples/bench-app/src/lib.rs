@@ -28,15 +28,17 @@ pub enum StoreKind {
     Memory,
     /// A Redis server (see `--redis-url`), as web apps sharing sessions across nodes use.
     Redis,
+    /// A PostgreSQL server (see `--postgres-url`), the other shared store.
+    Postgres,
 }
 
 /// Opens the store and a Manager with the benchmark app configured. `fsync` false is a
 /// diagnostic only (writes then survive a process crash but not a power loss).
 pub fn manager(kind: StoreKind, data_dir: &Path, fsync: bool) -> Result<Arc<Manager>, StoreError> {
     let store: Arc<dyn Store> = match kind {
-        StoreKind::Redis => {
+        StoreKind::Redis | StoreKind::Postgres => {
             return Err(StoreError::Unavailable(
-                "open the Redis store with manager_on_redis".into(),
+                "open the shared stores with manager_on_redis or manager_on_postgres".into(),
             ))
         }
         StoreKind::File => {
@@ -61,6 +63,18 @@ pub async fn manager_on_redis(url: &str) -> Result<Arc<Manager>, StoreError> {
     };
     manager_on(Arc::new(
         sessiond_redis::RedisStore::connect(url, options).await?,
+    ))
+}
+
+/// A Manager with the benchmark app over a PostgreSQL store at `url`, in a schema of
+/// this run's own (so runs never collide).
+pub async fn manager_on_postgres(url: &str) -> Result<Arc<Manager>, StoreError> {
+    let options = sessiond_postgres::PostgresOptions {
+        schema: format!("bench_app_{}", std::process::id()),
+        ..Default::default()
+    };
+    manager_on(Arc::new(
+        sessiond_postgres::PostgresStore::connect(url, options).await?,
     ))
 }
 

@@ -35,6 +35,13 @@ struct Flags {
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
+    /// PostgreSQL server for `--store postgres` (a schema of the run's own is made).
+    #[arg(
+        long,
+        env = "BENCH_APP_POSTGRES_URL",
+        default_value = "postgres://root@127.0.0.1/test"
+    )]
+    postgres_url: String,
     /// Diagnostics only: do not sync the file store's journal (writes then survive
     /// a process crash but not a power loss). Never use it for published figures.
     #[arg(long)]
@@ -56,6 +63,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(flags: Flags) -> Result<(), Box<dyn std::error::Error>> {
     let manager = match flags.store {
         StoreKind::Redis => bench_app::manager_on_redis(&flags.redis_url).await?,
+        StoreKind::Postgres => bench_app::manager_on_postgres(&flags.postgres_url).await?,
         kind => bench_app::manager(kind, &flags.data_dir, !flags.no_fsync)?,
     };
     let app = bench_app::app(manager.clone())?;

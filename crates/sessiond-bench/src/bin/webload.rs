@@ -11,6 +11,12 @@
 //! - `read`: `GET /read` with a cookie (one session per connection): resolve + read
 //! - `counter`: `GET /counter` with a cookie: an atomic, durable increment per request
 //! - `counter-new`: `GET /counter` without a cookie: a new session per request
+//! - `counter-hot`: `GET /counter` with one cookie shared by every connection: the
+//!   parallel requests of one page on one session
+//!
+//! After each `counter` and `counter-hot` run every session's counter is read back
+//! (`GET /read`) and must equal the increments answered 200 (plus at most the ones
+//! that failed, whose outcome is unknown): a lost update stops the run.
 //!
 //! With `--rounds N` every scenario runs N times, interleaved, and medians are reported
 //! (a ratio is the median of each round's ratio to that round's `/bare`), which steadies
@@ -23,6 +29,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::header::{COOKIE, HOST, SET_COOKIE};
 use hyper::Request;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use sessiond_bench::load::{connect, drive, Outcome, Rounds};
 
 struct Args {
@@ -44,6 +53,7 @@ fn parse_args() -> Args {
             "bare".into(),
             "read".into(),
             "counter".into(),
+            "counter-hot".into(),
             "counter-new".into(),
         ],
         server_pid: None,
@@ -62,14 +72,17 @@ fn parse_args() -> Args {
             "-h" | "--help" => {
                 println!(
                     "webload [--server http://127.0.0.1:8045] [--seconds 5] [--connections 32] \
-                     [--rounds 1] [--scenarios bare,read,counter,counter-new] [--server-pid PID]\n\n\
+                     [--rounds 1] [--scenarios bare,read,counter,counter-hot,counter-new] [--server-pid PID]\n\n\
                      Scenarios run interleaved, round after round; figures are medians, ratios \
                      are medians of each round's ratio to that round's bare. With --server-pid, \
                      the server's CPU time per request is reported too.\n\n\
                      bare: GET /bare (no session work, the baseline)\n\
                      read: GET /read with a cookie (one session per connection)\n\
                      counter: GET /counter with a cookie (atomic durable increment)\n\
-                     counter-new: GET /counter without a cookie (a new session per request)"
+                     counter-new: GET /counter without a cookie (a new session per request)\n\
+                     counter-hot: GET /counter with one cookie shared by every connection\n\n\
+                     After counter and counter-hot, each session's counter is read back and \
+                     must equal the increments acknowledged: a lost update stops the run."
                 );
                 std::process::exit(0);
             }
@@ -86,6 +99,17 @@ type Conn = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
 /// Sends `GET path`; answers the status and the cookie pair set, if any.
 async fn get(conn: &mut Conn, host: &str, path: &str, cookie: &str) -> (u16, Option<String>) {
+    let (status, set, _) = get_body(conn, host, path, cookie).await;
+    (status, set)
+}
+
+/// [`get`], with the body.
+async fn get_body(
+    conn: &mut Conn,
+    host: &str,
+    path: &str,
+    cookie: &str,
+) -> (u16, Option<String>, Bytes) {
     let mut b = Request::get(path).header(HOST, host);
     if !cookie.is_empty() {
         b = b.header(COOKIE, cookie);
@@ -102,44 +126,101 @@ async fn get(conn: &mut Conn, host: &str, path: &str, cookie: &str) -> (u16, Opt
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(String::from);
-    resp.into_body().collect().await.expect("body");
-    (status, set)
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, set, body)
+}
+
+/// What one session's increments came to, as the loader saw them.
+#[derive(Default)]
+struct Tally {
+    /// Answered 200 (the first, which made the session, included).
+    acked: AtomicU64,
+    /// Answered otherwise: applied or not, nobody knows.
+    failed: AtomicU64,
+}
+
+/// Reads each session's counter back and checks it against its tally; panics on a lost
+/// (or invented) increment, else prints the totals.
+async fn check_counters(host: &str, scenario: &str, sessions: &[(String, Arc<Tally>)]) {
+    let mut conn: Conn = connect(host).await;
+    let (mut acked, mut counted) = (0, 0);
+    for (cookie, tally) in sessions {
+        let (status, _, body) = get_body(&mut conn, host, "/read", cookie).await;
+        assert_eq!(status, 200, "reading a counter back");
+        let n: u64 = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .expect("/read answers a number");
+        let (a, f) = (
+            tally.acked.load(Ordering::Relaxed),
+            tally.failed.load(Ordering::Relaxed),
+        );
+        assert!(
+            a <= n && n <= a + f,
+            "{scenario}: a session's counter is {n}, but {a} increments were acknowledged \
+             (and {f} failed): updates were lost"
+        );
+        acked += a;
+        counted += n;
+    }
+    eprintln!(
+        "{scenario}: {} session(s), {acked} increments acknowledged, counters sum to {counted}: none lost",
+        sessions.len()
+    );
 }
 
 async fn run(args: &Args, host: &str, scenario: &str) -> Outcome {
-    let (path, with_cookie) = match scenario {
-        "bare" => ("/bare", false),
-        "read" => ("/read", true),
-        "counter" => ("/counter", true),
-        "counter-new" => ("/counter", false),
+    let (path, with_cookie, shared) = match scenario {
+        "bare" => ("/bare", false, false),
+        "read" => ("/read", true, false),
+        "counter" => ("/counter", true, false),
+        "counter-new" => ("/counter", false, false),
+        "counter-hot" => ("/counter", true, true),
         other => panic!("unknown scenario {other} (see --help)"),
     };
     let mut workers = Vec::new();
+    let mut sessions: Vec<(String, Arc<Tally>)> = Vec::new();
     for _ in 0..args.connections {
         let mut conn: Conn = connect(host).await;
-        let cookie = if with_cookie {
-            let (status, set) = get(&mut conn, host, "/counter", "").await;
-            assert_eq!(status, 200, "creating a session");
-            set.expect("the first /counter sets the session cookie")
-        } else {
-            String::new()
+        let (cookie, tally) = match sessions.last() {
+            Some(s) if shared => s.clone(),
+            _ if with_cookie => {
+                let (status, set) = get(&mut conn, host, "/counter", "").await;
+                assert_eq!(status, 200, "creating a session");
+                let cookie = set.expect("the first /counter sets the session cookie");
+                let tally = Arc::new(Tally::default());
+                tally.acked.store(1, Ordering::Relaxed);
+                sessions.push((cookie.clone(), tally.clone()));
+                (cookie, tally)
+            }
+            _ => (String::new(), Arc::new(Tally::default())),
         };
-        workers.push((conn, cookie));
+        workers.push((conn, cookie, tally));
     }
-    let host = host.to_string();
-    drive(
+    let counting = with_cookie && path == "/counter";
+    let h = host.to_string();
+    let outcome = drive(
         workers,
         args.seconds,
         args.server_pid,
-        move |(mut conn, cookie): (Conn, String)| {
-            let host = host.clone();
+        move |(mut conn, cookie, tally): (Conn, String, Arc<Tally>)| {
+            let host = h.clone();
             async move {
                 let (status, _) = get(&mut conn, &host, path, &cookie).await;
-                ((conn, cookie), status == 200)
+                let counter = match status {
+                    200 => &tally.acked,
+                    _ => &tally.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                ((conn, cookie, tally), status == 200)
             }
         },
     )
-    .await
+    .await;
+    if counting {
+        check_counters(host, scenario, &sessions).await;
+    }
+    outcome
 }
 
 fn label(scenario: &str) -> &'static str {
@@ -148,6 +229,7 @@ fn label(scenario: &str) -> &'static str {
         "read" => "`/read` with a cookie",
         "counter" => "`/counter` with a cookie",
         "counter-new" => "`/counter` without a cookie (new session)",
+        "counter-hot" => "`/counter`, one cookie on every connection",
         _ => "?",
     }
 }
