@@ -42,31 +42,9 @@ pub async fn script(
     serve(st, app, https, req).await
 }
 
-/// One beat of a page, with the app's session cookie (a JSON body, `{}`). Never counts
-/// as activity.
-#[utoipa::path(post, path = "/v1/apps/{app}/heartbeat", tag = "session",
-    params(("app" = String, Path, description = "App name")),
-    request_body(content = Object, description = "`{}`: the body is not read, but must be sent as JSON", content_type = "application/json"),
-    responses(
-        (status = 200, description = "`{\"status\":\"open\",\"active\",\"interval_s\",\"grace_s\"}`, or `{\"status\":\"none\"}` without a session", body = Object),
-        (status = 400, description = "An address the session is not bound to (`ip_mismatch`)", body = crate::views::ErrorBody),
-        (status = 403, description = "Sent from another site's page (`cross_site_request`)", body = crate::views::ErrorBody),
-        (status = 404, description = "No such app", body = crate::views::ErrorBody),
-        (status = 410, description = "`{\"status\":\"closed\",\"reason\"}`: the session has ended", body = Object),
-        (status = 413, description = "A body over 1 KiB", body = crate::views::ErrorBody),
-        (status = 415, description = "Not sent as `application/json`", body = crate::views::ErrorBody),
-        (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
-pub async fn endpoint(
-    st: State<SharedState>,
-    app: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    https: OverHttps,
-    req: Request,
-) -> Response {
-    serve(st, app, https, req).await
-}
-
-/// A page's heartbeat settings (the body of `PUT /v1/apps/{app}/heartbeat`).
-/// (sessiond-axum's layer reads it; this type describes it.)
+/// A page's heartbeat settings (the body of `PUT /v1/apps/{app}/heartbeat`; a `POST`
+/// may send it too, and it is not read there). sessiond-axum's layer reads it; this
+/// type describes it.
 #[derive(Debug, utoipa::ToSchema)]
 pub struct PageHeartbeat {
     /// Whether this page keeps the heartbeat on.
@@ -75,15 +53,16 @@ pub struct PageHeartbeat {
     pub interval_s: Option<u32>,
 }
 
-/// This page's heartbeat settings, with the app's session cookie: written only when they
-/// differ from the session's (otherwise a beat), at most once a second per session in
-/// bursts of five.
-#[utoipa::path(put, path = "/v1/apps/{app}/heartbeat", tag = "session",
+/// With the app's session cookie: `POST` is one beat of a page (never activity; the
+/// JSON body is not read), `PUT` this page's settings (written only when they differ
+/// from the session's, else a beat; at most once a second per session, in bursts of
+/// five).
+#[utoipa::path(method(post, put), path = "/v1/apps/{app}/heartbeat", tag = "session",
     params(("app" = String, Path, description = "App name")),
     request_body = PageHeartbeat,
     responses(
         (status = 200, description = "`{\"status\":\"open\",\"active\",\"interval_s\",\"grace_s\"}`, or `{\"status\":\"none\"}` without a session", body = Object),
-        (status = 400, description = "Bad settings, or an address the session is not bound to (`ip_mismatch`)", body = crate::views::ErrorBody),
+        (status = 400, description = "Bad settings (`PUT`), or an address the session is not bound to (`ip_mismatch`)", body = crate::views::ErrorBody),
         (status = 403, description = "Sent from another site's page (`cross_site_request`)", body = crate::views::ErrorBody),
         (status = 404, description = "No such app", body = crate::views::ErrorBody),
         (status = 410, description = "`{\"status\":\"closed\",\"reason\"}`: the session has ended", body = Object),
@@ -91,7 +70,7 @@ pub struct PageHeartbeat {
         (status = 415, description = "Not sent as `application/json`", body = crate::views::ErrorBody),
         (status = 429, description = "Settings changed more than once a second (`Retry-After`)", body = crate::views::ErrorBody),
         (status = 503, description = "Store unavailable", body = crate::views::ErrorBody)))]
-pub async fn settings(
+pub async fn endpoint(
     st: State<SharedState>,
     app: Result<Path<String>, axum::extract::rejection::PathRejection>,
     https: OverHttps,

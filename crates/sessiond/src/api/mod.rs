@@ -187,7 +187,7 @@ pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route(
             "/v1/apps/{app}/heartbeat",
             post(heartbeat::endpoint)
-                .put(heartbeat::settings)
+                .put(heartbeat::endpoint)
                 .options(heartbeat::endpoint),
         )
         .merge(operator_routes())

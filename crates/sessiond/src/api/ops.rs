@@ -72,7 +72,7 @@ impl Modify for BearerAuth {
         crate::api::session::patch_data, crate::api::session::logout, crate::api::events::session_events,
         crate::api::session::my_other_sessions, crate::api::session::close_my_other,
         crate::api::session::close_my_others, crate::api::forward_auth::forward_auth,
-        crate::api::heartbeat::script, crate::api::heartbeat::endpoint, crate::api::heartbeat::settings,
+        crate::api::heartbeat::script, crate::api::heartbeat::endpoint,
         crate::api::apps::open, crate::api::apps::list_sessions, crate::api::apps::get_session,
         crate::api::apps::kill, crate::api::apps::set_privileges, crate::api::apps::close_all,
         crate::api::apps::get_app, crate::api::apps::list_apps, crate::api::events::app_events,
