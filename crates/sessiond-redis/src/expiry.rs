@@ -86,14 +86,10 @@ impl RedisStore {
                 .arg(passed_over)
                 .invoke_async(&mut self.conn())
                 .await?;
-            let missing: Vec<(String, SessionId)> = ghosts::ids(&due_missing)?
+            let missing: Vec<(String, String)> = due_missing
                 .into_iter()
-                .map(|id| (keys.due(), id))
-                .chain(
-                    ghosts::ids(&purge_missing)?
-                        .into_iter()
-                        .map(|id| (keys.purge(), id)),
-                )
+                .map(|m| (keys.due(), m))
+                .chain(purge_missing.into_iter().map(|m| (keys.purge(), m)))
                 .collect();
             if ghosts::sort_out(&mut self.conn(), keys, &missing).await? == Missing::Moving {
                 // The app's slot is moving: its due work waits for the next sweep.

@@ -8,10 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use sessiond_core::SessionId;
-
 use crate::conn::Conn;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::keys::AppKeys;
 use crate::scripts::DROP_GHOSTS;
 
@@ -24,20 +22,24 @@ pub(crate) enum Missing {
     Moving,
 }
 
-/// Sorts out `missing` (index key and id, as a gather script reported them).
+/// Sorts out `missing` (index key and member, as a gather script reported them). The
+/// member is used as it is, never parsed: the record key is the one the script built
+/// from it (`record prefix + member`), and the entry removed is that member, so an
+/// entry in any spelling, or one that is no id at all, is judged like any other.
 pub(crate) async fn sort_out(
     conn: &mut Conn,
     keys: &AppKeys,
-    missing: &[(String, SessionId)],
+    missing: &[(String, String)],
 ) -> Result<Missing> {
     if missing.is_empty() {
         return Ok(Missing::Gone);
     }
+    let prefix = keys.record_prefix();
     let exists = missing
         .iter()
-        .map(|(_, id)| {
+        .map(|(_, member)| {
             let mut c = redis::cmd("EXISTS");
-            c.arg(keys.record(*id));
+            c.arg(format!("{prefix}{member}"));
             c
         })
         .collect();
@@ -45,18 +47,18 @@ pub(crate) async fn sort_out(
     if found.iter().any(|n| *n > 0) {
         return Ok(Missing::Moving);
     }
-    let mut by_index: BTreeMap<&str, Vec<SessionId>> = BTreeMap::new();
-    for (index, id) in missing {
-        by_index.entry(index).or_default().push(*id);
+    let mut by_index: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (index, member) in missing {
+        by_index.entry(index).or_default().push(member);
     }
-    for (index, ids) in by_index {
+    for (index, members) in by_index {
         let mut inv = DROP_GHOSTS.prepare_invoke();
         inv.key(keys.rev()).key(index);
-        for id in &ids {
-            inv.key(keys.record(*id));
+        for member in &members {
+            inv.key(format!("{prefix}{member}"));
         }
-        for id in &ids {
-            inv.arg(id.to_string());
+        for member in &members {
+            inv.arg(*member);
         }
         let dropped: u64 = inv.invoke_async(conn).await?;
         if dropped > 0 {
@@ -64,14 +66,4 @@ pub(crate) async fn sort_out(
         }
     }
     Ok(Missing::Gone)
-}
-
-/// Parses a flat list of ids.
-pub(crate) fn ids(flat: &[String]) -> Result<Vec<SessionId>> {
-    flat.iter()
-        .map(|s| {
-            s.parse()
-                .map_err(|_| Error::Corrupt(format!("an index holds {s:?}, not a session id")))
-        })
-        .collect()
 }

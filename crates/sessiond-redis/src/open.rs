@@ -102,7 +102,7 @@ pub(crate) async fn gather(
                 "d" => keys.due(),
                 _ => keys.seated(),
             };
-            named.push((index, ghosts::ids(std::slice::from_ref(id))?[0]));
+            named.push((index, id.clone()));
         }
         match ghosts::sort_out(conn, keys, &named).await? {
             Missing::Gone => break (rev, seats_used, user, take, due, idlest),

@@ -276,3 +276,83 @@ async fn eviction_passes_over_a_bad_record() {
     assert_eq!(ids(&new.displaced), vec![idle.id]);
     assert_eq!(m.seats("shop").await.unwrap().used, 2);
 }
+
+/// Index entries that name no record by the key a script builds from them (another
+/// spelling of a live session's id, text that is no id at all) are dropped, as any
+/// entry of a record gone: admission and expiry go on, and neither loops nor fails.
+#[tokio::test]
+async fn index_entries_in_another_spelling_or_no_id_are_dropped() {
+    let Some(test_store) = fresh_store().await else {
+        return;
+    };
+    let store = test_store.0.clone();
+    let prefix = store.prefix().to_string();
+    let client = redis::Client::open(server_url()).unwrap();
+    let mut raw = raw_connection(&client).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let m = Manager::with_clock(Arc::new(store.clone()), clock.clone());
+    m.set_policy(
+        "shop",
+        Policy {
+            idle_timeout_s: 60,
+            max_per_user: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let live = m
+        .open("shop", request(Some("ann"), false))
+        .await
+        .unwrap()
+        .session;
+    let upper = live.id.to_string().to_uppercase();
+    for (index, member) in [
+        ("u:ann", upper.as_str()),
+        ("u:ann", "not-an-id"),
+        ("due", upper.as_str()),
+        ("due", "not-an-id"),
+    ] {
+        let () = redis::cmd("ZADD")
+            .arg(format!("{prefix}:{{shop}}:{index}"))
+            .arg(0)
+            .arg(member)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    // Admission reads ann's index: the junk is no session of hers and goes.
+    let second = tokio::time::timeout(
+        Duration::from_secs(5),
+        m.open("shop", request(Some("ann"), false)),
+    )
+    .await
+    .expect("admission does not loop")
+    .expect("ann's second session is admitted");
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{prefix}:{{shop}}:u:ann"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let mut want = vec![live.id.to_string(), second.session.id.to_string()];
+    want.sort();
+    let mut got = members.clone();
+    got.sort();
+    assert_eq!(got, want, "only the real entries are left");
+    // Expiry meets the junk in `due` first: it drops it and closes what is due.
+    clock.advance(Duration::from_secs(120));
+    let out = tokio::time::timeout(Duration::from_secs(5), m.expire_due(10))
+        .await
+        .expect("expiry does not loop")
+        .expect("expiry");
+    assert_eq!(out.closed.len(), 2, "both sessions idled out");
+    let junk: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{prefix}:{{shop}}:due"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(junk.is_empty(), "the junk left the due index: {junk:?}");
+}
