@@ -657,10 +657,9 @@ mod tests {
         Shared::new(PathBuf::new(), false, crate::os::Io::Native, u64::MAX, 0)
     }
 
-    /// After a healed failure, on an idle store, the dropped frames never become
-    /// durable: a snapshot (or a backup) taken then must not wait for them.
-    #[test]
-    fn a_snapshot_after_a_healed_failure_does_not_wait_for_dropped_frames() {
+    /// Three frames appended, the first durable, then a failure healed as a reload
+    /// heals it: frames 2 and 3 were never durable.
+    fn healed_after_losing_2_and_3() -> Shared {
         let s = shared();
         for _ in 0..3 {
             let _ = s.append(|b| b.push(1));
@@ -670,6 +669,14 @@ mod tests {
         lock(&s.lost).push((2, 3));
         s.lost_upto.store(3, Ordering::Release);
         s.failed.store(false, Ordering::Release);
+        s
+    }
+
+    /// After a healed failure, on an idle store, the dropped frames never become
+    /// durable: a snapshot (or a backup) taken then must not wait for them.
+    #[test]
+    fn a_snapshot_after_a_healed_failure_does_not_wait_for_dropped_frames() {
+        let s = healed_after_losing_2_and_3();
         let failures = s.failures.load(Ordering::Acquire);
         let (tx, rx) = std::sync::mpsc::channel();
         let s = Arc::new(s);
@@ -704,16 +711,7 @@ mod tests {
 
     #[test]
     fn a_waiter_whose_frames_were_dropped_fails_even_once_later_frames_are_durable() {
-        let s = shared();
-        for _ in 0..3 {
-            let _ = s.append(|b| b.push(1));
-        }
-        s.publish(1);
-        s.fail("disk full".into());
-        // What a reload does: frames 2 and 3 were never durable.
-        lock(&s.lost).push((2, 3));
-        s.lost_upto.store(3, Ordering::Release);
-        s.failed.store(false, Ordering::Release);
+        let s = healed_after_losing_2_and_3();
         s.publish(4);
         assert!(
             matches!(s.settled(1), Some(Ok(()))),

@@ -31,6 +31,34 @@ fn nested_too_deep(json: &str, depth: usize) -> String {
     v.to_string().replace("\"@DEEP@\"", &deep)
 }
 
+/// A fresh store, a raw connection to its server, a manual clock and a manager of
+/// app `shop` under `policy`.
+struct Scene {
+    _store: crate::TestStore,
+    prefix: String,
+    raw: redis::aio::MultiplexedConnection,
+    clock: Arc<ManualClock>,
+    m: Manager,
+}
+
+async fn scene(policy: Policy) -> Option<Scene> {
+    let test_store = fresh_store().await?;
+    let store = test_store.0.clone();
+    let prefix = store.prefix().to_string();
+    let client = redis::Client::open(server_url()).unwrap();
+    let raw = raw_connection(&client).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let m = Manager::with_clock(Arc::new(store), clock.clone());
+    m.set_policy("shop", policy).unwrap();
+    Some(Scene {
+        _store: test_store,
+        prefix,
+        raw,
+        clock,
+        m,
+    })
+}
+
 fn request(user: Option<&str>, admin: bool) -> OpenRequest {
     OpenRequest {
         user: user.map(String::from),
@@ -44,26 +72,24 @@ fn ids(sessions: &[Session]) -> Vec<SessionId> {
 }
 
 async fn a_bad_record_harms_only_itself(damage: Damage) {
-    let Some(test_store) = fresh_store().await else {
+    let Some(Scene {
+        _store: held,
+        prefix,
+        mut raw,
+        clock,
+        m,
+    }) = scene(Policy {
+        idle_timeout_s: 60,
+        seats: Some(2),
+        max_per_user: Some(1),
+        reserved_privileges: vec!["admin".into()],
+        ..Default::default()
+    })
+    .await
+    else {
         return;
     };
-    let store = test_store.0.clone();
-    let prefix = store.prefix().to_string();
-    let client = redis::Client::open(server_url()).unwrap();
-    let mut raw = raw_connection(&client).await;
-    let clock = Arc::new(ManualClock::new(T0));
-    let m = Manager::with_clock(Arc::new(store.clone()), clock.clone());
-    m.set_policy(
-        "shop",
-        Policy {
-            idle_timeout_s: 60,
-            seats: Some(2),
-            max_per_user: Some(1),
-            reserved_privileges: vec!["admin".into()],
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store = held.0.clone();
 
     // bob's session (a seat, due at T0+60) is the one that will go bad; an admin
     // session (no seat) is due just after it; ann (a seat) and another admin are not
@@ -194,24 +220,21 @@ async fn a_garbage_record_harms_only_itself() {
 /// with a batch of one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_goes_past_bad_records() {
-    let Some(test_store) = fresh_store().await else {
+    let Some(Scene {
+        _store,
+        prefix,
+        mut raw,
+        clock,
+        m,
+    }) = scene(Policy {
+        idle_timeout_s: 60,
+        retention_s: 60,
+        ..Default::default()
+    })
+    .await
+    else {
         return;
     };
-    let store = test_store.0.clone();
-    let prefix = store.prefix().to_string();
-    let client = redis::Client::open(server_url()).unwrap();
-    let mut raw = raw_connection(&client).await;
-    let clock = Arc::new(ManualClock::new(T0));
-    let m = Manager::with_clock(Arc::new(store.clone()), clock.clone());
-    m.set_policy(
-        "shop",
-        Policy {
-            idle_timeout_s: 60,
-            retention_s: 60,
-            ..Default::default()
-        },
-    )
-    .unwrap();
     let closed = m.open("shop", request(None, false)).await.unwrap().session;
     m.close(Lookup::Id(closed.id), CloseReason::Logout, Actor::User)
         .await
@@ -240,24 +263,21 @@ async fn expiry_goes_past_bad_records() {
 /// the idlest readable one is evicted and the seats stay exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_passes_over_a_bad_record() {
-    let Some(test_store) = fresh_store().await else {
+    let Some(Scene {
+        _store,
+        prefix,
+        mut raw,
+        clock,
+        m,
+    }) = scene(Policy {
+        seats: Some(2),
+        on_full: sessiond_core::OnFull::EvictIdlest,
+        ..Default::default()
+    })
+    .await
+    else {
         return;
     };
-    let store = test_store.0.clone();
-    let prefix = store.prefix().to_string();
-    let client = redis::Client::open(server_url()).unwrap();
-    let mut raw = raw_connection(&client).await;
-    let clock = Arc::new(ManualClock::new(T0));
-    let m = Manager::with_clock(Arc::new(store.clone()), clock.clone());
-    m.set_policy(
-        "shop",
-        Policy {
-            seats: Some(2),
-            on_full: sessiond_core::OnFull::EvictIdlest,
-            ..Default::default()
-        },
-    )
-    .unwrap();
     let bad = m.open("shop", request(None, false)).await.unwrap().session;
     clock.advance(Duration::from_secs(1));
     let idle = m.open("shop", request(None, false)).await.unwrap().session;
@@ -282,24 +302,21 @@ async fn eviction_passes_over_a_bad_record() {
 /// entry of a record gone: admission and expiry go on, and neither loops nor fails.
 #[tokio::test]
 async fn index_entries_in_another_spelling_or_no_id_are_dropped() {
-    let Some(test_store) = fresh_store().await else {
+    let Some(Scene {
+        _store,
+        prefix,
+        mut raw,
+        clock,
+        m,
+    }) = scene(Policy {
+        idle_timeout_s: 60,
+        max_per_user: Some(2),
+        ..Default::default()
+    })
+    .await
+    else {
         return;
     };
-    let store = test_store.0.clone();
-    let prefix = store.prefix().to_string();
-    let client = redis::Client::open(server_url()).unwrap();
-    let mut raw = raw_connection(&client).await;
-    let clock = Arc::new(ManualClock::new(T0));
-    let m = Manager::with_clock(Arc::new(store.clone()), clock.clone());
-    m.set_policy(
-        "shop",
-        Policy {
-            idle_timeout_s: 60,
-            max_per_user: Some(2),
-            ..Default::default()
-        },
-    )
-    .unwrap();
     let live = m
         .open("shop", request(Some("ann"), false))
         .await
