@@ -6,6 +6,15 @@
 //! one node (a page firing parallel XHRs) would mostly lose that race to each other and
 //! retry: queueing them here makes them succeed first time, and the cached copy spares
 //! each one a re-read. An entry lives only while someone holds or waits for it.
+//!
+//! The lock is held until the store has put a write in its order, not until the write
+//! is durable: a store that makes a change visible before it is durable (the file
+//! store) lets the holder go with [`SessionLock::release_ordered`], so the next write of
+//! the session is made while the first one's batch is being synced, and the writes of
+//! one page share one sync. Such a write leaves no copy to build on, only the mark that
+//! the session moved: the next holder reads the store's current state, whose rule
+//! (a change that depended on a failed one fails with it) keeps it right, where a
+//! remembered copy of a change the disk then refused could outlive its undoing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +22,31 @@ use std::sync::{Arc, Mutex};
 use sessiond_core::{Session as Record, SessionId};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-type Slot = Arc<AsyncMutex<Option<Record>>>;
+type Slot = Arc<AsyncMutex<Held>>;
+
+/// What the holders of a session's lock know of it.
+// As `Option<Record>` would be: boxing the copy would cost an allocation per write.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Default)]
+pub(crate) enum Held {
+    /// Nothing yet: the holder's own copy is the base.
+    #[default]
+    Unknown,
+    /// The session as last written, durably, under this lock.
+    Known(Record),
+    /// A write under this lock was released before it was durable: the base must be
+    /// read from the store again.
+    Moved,
+}
+
+/// The base a holder computes its write from.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Base {
+    /// This copy.
+    Copy(Record),
+    /// Whatever the store holds now: read it.
+    ReadAgain,
+}
 
 /// Per-session write locks of one layer.
 #[derive(Debug, Default)]
@@ -47,28 +80,40 @@ impl SessionLocks {
 pub(crate) struct SessionLock<'a> {
     locks: &'a SessionLocks,
     id: SessionId,
-    guard: Option<OwnedMutexGuard<Option<Record>>>,
+    guard: Option<OwnedMutexGuard<Held>>,
 }
 
 impl SessionLock<'_> {
-    /// The newer of `mine` and the copy last written under this lock.
-    pub fn newest(&self, mine: Record) -> Record {
-        match self.guard.as_deref().and_then(|c| c.as_ref()) {
-            Some(c) if c.version > mine.version && c.id == mine.id => c.clone(),
-            _ => mine,
+    /// What to build a write on: the newer of `mine` and the copy last written under
+    /// this lock, or the store's state when a write under it moved the session on.
+    pub fn newest(&self, mine: Record) -> Base {
+        match self.guard.as_deref() {
+            Some(Held::Known(c)) if c.version > mine.version && c.id == mine.id => {
+                Base::Copy(c.clone())
+            }
+            Some(Held::Moved) => Base::ReadAgain,
+            _ => Base::Copy(mine),
         }
     }
 
-    /// Records the session as just written.
+    /// Records the session as just written, durably.
     pub fn remember(&mut self, s: &Record) {
         if let Some(g) = self.guard.as_deref_mut() {
-            *g = Some(s.clone());
+            *g = Held::Known(s.clone());
         }
     }
-}
 
-impl Drop for SessionLock<'_> {
-    fn drop(&mut self) {
+    /// Lets the next writer in once this holder's write is in the store's order, before
+    /// it is durable; the next holder reads the session again. Nothing under this lock
+    /// after that is remembered.
+    pub fn release_ordered(&mut self) {
+        if let Some(g) = self.guard.as_deref_mut() {
+            *g = Held::Moved;
+        }
+        self.release();
+    }
+
+    fn release(&mut self) {
         let Some(guard) = self.guard.take() else {
             return;
         };
@@ -79,6 +124,12 @@ impl Drop for SessionLock<'_> {
         if Arc::strong_count(&slot) == 2 {
             map.remove(&self.id);
         }
+    }
+}
+
+impl Drop for SessionLock<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -26,6 +26,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::config::Config;
 use crate::error::{Failure, SessionError};
 use crate::grant::Grant;
+use crate::locks::Base;
 use crate::patch;
 
 /// Attempts of a conditional update before giving up with [`SessionError::Contention`].
@@ -365,8 +366,19 @@ impl Session {
         self.load(&mut st).await?;
         let cfg = &self.inner.config;
         if let Some(rec) = st.record.clone() {
-            let mut lock = cfg.locks.lock(rec.id).await;
-            let mut cur = lock.newest(rec);
+            let id = rec.id;
+            let mut lock = cfg.locks.lock(id).await;
+            let base = match lock.newest(rec) {
+                Base::Copy(r) => Some(r),
+                Base::ReadAgain => match cfg.manager.get(id).await {
+                    Ok(s) if s.is_open() => Some(s),
+                    Ok(_) | Err(Error::NotFound(_)) => None,
+                    Err(e) => return Err(self.fail(&mut st, e)),
+                },
+            };
+            let Some(mut cur) = base else {
+                return self.write_anew(&mut st, &mut plan).await;
+            };
             for attempt in 0..MAX_ATTEMPTS {
                 let data = cur.data.to_map();
                 let p = plan(&data)?;
@@ -375,15 +387,26 @@ impl Session {
                     return Ok(p.out);
                 }
                 let expect = p.exact.then_some(cur.version);
-                let res = cfg
+                let res = match cfg
                     .manager
-                    .update_data(
+                    .update_data_ordered(
                         Lookup::Id(cur.id),
                         Value::Object(p.patch),
                         expect,
                         self.inner.ip,
                     )
-                    .await;
+                    .await
+                {
+                    Ok(applied) => {
+                        // In the store's order: the session's next write may go ahead
+                        // while this one becomes durable.
+                        if !applied.is_done() {
+                            lock.release_ordered();
+                        }
+                        applied.finish().await
+                    }
+                    Err(e) => Err(e),
+                };
                 match res {
                     Ok(s) => {
                         lock.remember(&s);
@@ -407,8 +430,18 @@ impl Session {
                     return Err(SessionError::Contention);
                 }
             }
-            st.record = None;
         }
+        self.write_anew(&mut st, &mut plan).await
+    }
+
+    /// The write of a request with no open session: a new session holding the change,
+    /// unless the change stores nothing.
+    async fn write_anew<R>(
+        &self,
+        st: &mut State,
+        plan: &mut impl FnMut(&Map<String, Value>) -> Result<Plan<R>, SessionError>,
+    ) -> Result<R, SessionError> {
+        st.record = None;
         let p = plan(&Map::new())?;
         let mut data = Map::new();
         patch::apply(&mut data, &p.patch);
@@ -416,7 +449,7 @@ impl Session {
         if data.is_empty() {
             return Ok(p.out);
         }
-        self.create(&mut st, data, None).await?;
+        self.create(st, data, None).await?;
         Ok(p.out)
     }
 
@@ -440,7 +473,9 @@ impl Session {
             return None;
         }
         let mut lock = cfg.locks.lock(hint.id).await;
-        let cur = lock.newest(hint);
+        let Base::Copy(cur) = lock.newest(hint) else {
+            return None;
+        };
         let p = plan(&cur.data.to_map()).ok()?;
         if p.patch.is_empty() {
             return None;

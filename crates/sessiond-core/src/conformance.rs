@@ -75,7 +75,8 @@ macro_rules! conformance_tests {
             race_take_over_has_one_winner, race_logins_for_the_last_seats,
             race_logins_for_the_last_user_slots, race_logins_replacing_the_oldest,
             fewer_seats_close_nobody, race_patches_of_distinct_keys,
-            race_conditional_increments, expiry_on_many_nodes_closes_each_once,
+            race_conditional_increments, ordered_changes_chain_before_they_are_acknowledged,
+            expiry_on_many_nodes_closes_each_once,
             a_refused_open_changes_nothing, import_copies_sessions_verbatim,
             events_cross_nodes, agrees_with_the_model);
     };
@@ -1624,6 +1625,42 @@ pub async fn race_conditional_increments(store: Arc<dyn Store>) {
     }
     let s = m.resolve(&o.token, PEEK).await.unwrap();
     assert_eq!(s.data.get("n"), Some(json!(1000)));
+}
+
+/// A change the store has put in its order ([`Store::modify_ordered`]) is what the
+/// session's next change builds on before the first is acknowledged: two conditional
+/// patches made back to back, neither awaited, both land in order. A stale one is
+/// refused at once, waiting for nothing, and changes nothing.
+pub async fn ordered_changes_chain_before_they_are_acknowledged(store: Arc<dyn Store>) {
+    let (m, _) = setup(store, Policy::default());
+    let o = m.open("app", OpenRequest::default()).await.unwrap();
+    let l = Lookup::Token(o.token.hash());
+    let v = o.session.version;
+    let first = m
+        .update_data_ordered(l, json!({ "n": 1 }), Some(v), None)
+        .await
+        .unwrap();
+    let second = m
+        .update_data_ordered(l, json!({ "n": 2, "m": 1 }), Some(v + 1), None)
+        .await
+        .expect("the second change builds on the first, not yet acknowledged");
+    let a = first.finish().await.unwrap();
+    let b = second.finish().await.unwrap();
+    assert_eq!((a.version, b.version), (v + 1, v + 2));
+    assert_eq!(a.data.get("n"), Some(json!(1)));
+    assert_eq!(b.data.get("n"), Some(json!(2)));
+
+    let stale = m
+        .update_data_ordered(l, json!({ "n": 3 }), Some(v + 1), None)
+        .await
+        .unwrap();
+    assert!(stale.is_done(), "a refusal waits for nothing");
+    assert!(
+        matches!(stale.finish().await, Err(Error::VersionMismatch { .. })),
+        "a change built on an old version is refused"
+    );
+    let s = m.resolve(&o.token, PEEK).await.unwrap();
+    assert_eq!((s.version, s.data.get("n")), (v + 2, Some(json!(2))));
 }
 
 /// Several nodes sweeping the same store close each due session exactly once.

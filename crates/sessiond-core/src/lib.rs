@@ -54,7 +54,8 @@ pub use internal::{InternalApp, INTERNAL_APP_MARK};
 pub use json::{JsonError, JsonObject};
 pub use limits::Limits;
 pub use manager::{
-    valid_app_name, ClosedById, HeartbeatRequest, Manager, OpenRequest, Opened, Resolve, Seats,
+    valid_app_name, Applied, ClosedById, HeartbeatRequest, Manager, OpenRequest, Opened, Resolve,
+    Seats,
 };
 pub use memory::MemoryStore;
 pub use policy::{HeartbeatPolicy, OnFull, OnUserLimit, Policy, TokenPrefix};
@@ -62,5 +63,5 @@ pub use session::{
     Actor, Change, ChangeError, Client, CloseReason, Closure, Conditions, Heartbeat, OperatorName,
     Privileges, Session, Step,
 };
-pub use store::{Lookup, Store, StoreError};
+pub use store::{Lookup, Ordered, Store, StoreError};
 pub use time::{BadDate, Clock, Date, ManualClock, Rfc3339, SystemClock, Timestamp};

@@ -24,8 +24,8 @@ use crate::session::{
     Actor, Change, Client, CloseReason, Conditions, Heartbeat, Privileges, Session, Step,
 };
 use crate::store::{
-    AppCounts, CloseOutcome, Expired, ListQuery, Lookup, ModifyOutcome, OpenOutcome, StatusFilter,
-    Store, StoreError,
+    AppCounts, CloseOutcome, Expired, ListQuery, Lookup, ModifyOutcome, OpenOutcome, Ordered,
+    StatusFilter, Store, StoreError,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -491,21 +491,39 @@ impl Manager {
             .collect())
     }
 
-    /// Runs `change` on a session and maps the outcome; `missing` is the error when
-    /// there is no such session.
-    async fn modify(
+    /// Runs `change` on a session and maps the outcome.
+    async fn modify(&self, lookup: Lookup, change: &Change, cond: Conditions) -> Result<Session> {
+        self.modify_ordered(lookup, change, cond)
+            .await?
+            .finish()
+            .await
+    }
+
+    /// Runs `change` on a session up to the point where the store has put it in its
+    /// order ([`Store::modify_ordered`]); [`Applied::finish`] waits for it to be durable
+    /// and maps the outcome.
+    async fn modify_ordered(
         &self,
         lookup: Lookup,
         change: &Change,
         mut cond: Conditions,
-    ) -> Result<Session> {
+    ) -> Result<Applied<'_>> {
         let now = self.clock.now();
         cond.heartbeat_floor = self.heartbeat_floor(now);
-        let outcome = self
+        let ordered = self
             .store
-            .modify(lookup, change, &cond, now)
+            .modify_ordered(lookup, change, &cond, now)
             .await
             .map_err(|e| self.noted(e))?;
+        Ok(Applied {
+            manager: self,
+            lookup,
+            ordered,
+        })
+    }
+
+    /// The answer to a modify's outcome, its events published.
+    fn modified(&self, lookup: Lookup, outcome: ModifyOutcome) -> Result<Session> {
         match outcome {
             ModifyOutcome::Done {
                 session,
@@ -641,6 +659,25 @@ impl Manager {
         expect_version: Option<u64>,
         ip: Option<IpAddr>,
     ) -> Result<Session> {
+        self.update_data_ordered(lookup, patch, expect_version, ip)
+            .await?
+            .finish()
+            .await
+    }
+
+    /// [`Manager::update_data`] up to the point where the store has put the change in
+    /// its order: every later change of the session sees it (and fails with it if it is
+    /// not kept), but it is acknowledged only by [`Applied::finish`]. A caller that
+    /// queues the writes of one session lets the next one in here, so the writes of a
+    /// page's parallel requests share the store's durability wait (group commit)
+    /// instead of waiting it out one after another.
+    pub async fn update_data_ordered(
+        &self,
+        lookup: Lookup,
+        patch: Value,
+        expect_version: Option<u64>,
+        ip: Option<IpAddr>,
+    ) -> Result<Applied<'_>> {
         if !patch.is_object() {
             return Err(Error::BadInput("the patch must be a JSON object".into()));
         }
@@ -654,7 +691,7 @@ impl Manager {
             app: None,
             ..Default::default()
         };
-        self.modify(lookup, &change, cond).await
+        self.modify_ordered(lookup, &change, cond).await
     }
 
     /// Replaces a session's privileges (and optionally info and user). The session keeps
@@ -1232,5 +1269,30 @@ impl Manager {
                 }
             }
         }
+    }
+}
+
+/// A change of [`Manager::update_data_ordered`] that the store has put in its order:
+/// [`Applied::finish`] gives the answer once it is durable.
+#[must_use = "a change is acknowledged only by `Applied::finish`"]
+#[derive(Debug)]
+pub struct Applied<'a> {
+    manager: &'a Manager,
+    lookup: Lookup,
+    ordered: Ordered<ModifyOutcome>,
+}
+
+impl Applied<'_> {
+    /// Whether [`Applied::finish`] answers without waiting (the store's writes are
+    /// durable when made, or this one was refused or needed no durability).
+    pub fn is_done(&self) -> bool {
+        self.ordered.is_done()
+    }
+
+    /// Waits until the change is durable and answers as [`Manager::update_data`] does.
+    pub async fn finish(self) -> Result<Session> {
+        let manager = self.manager;
+        let outcome = self.ordered.durable().await.map_err(|e| manager.noted(e))?;
+        manager.modified(self.lookup, outcome)
     }
 }

@@ -21,6 +21,9 @@
 //! no one can use it. [`Store::get`] and [`Store::modify`] of that session answer
 //! [`StoreError::Corrupt`]; [`Store::close`] removes it ([`CloseOutcome::Discarded`]).
 
+use std::future::Future;
+use std::pin::Pin;
+
 use async_trait::async_trait;
 
 use crate::admission::{Admission, Refusal};
@@ -224,6 +227,74 @@ pub fn newer_layout(what: &str, found: u64, known: u64) -> String {
     )
 }
 
+/// The outcome of a change a store has made in its own order, visible to the operations
+/// that follow it, but perhaps not yet durable: what [`Store::modify_ordered`] answers.
+///
+/// The outcome is reachable only through [`Ordered::durable`], so nothing can answer a
+/// request with a change that a failing disk may still undo. What it allows is to stop
+/// waiting in line: a caller that serializes the writes of one session (sessiond-axum's
+/// per-session lock) lets the next write in as soon as this one is ordered, and the
+/// store's order does the rest (a later write that depended on this one fails with it).
+#[must_use = "a change is acknowledged only once `Ordered::durable` answers"]
+pub struct Ordered<T> {
+    value: T,
+    wait: Option<Pin<Box<dyn Future<Output = StoreResult<()>> + Send>>>,
+}
+
+impl<T> Ordered<T> {
+    /// An outcome that is final already (durable, a refusal, or a change that needed no
+    /// durability).
+    pub fn done(value: T) -> Self {
+        Ordered { value, wait: None }
+    }
+
+    /// An outcome that stands once `wait` answers `Ok`; an error from `wait` means the
+    /// change was not kept.
+    pub fn pending(value: T, wait: impl Future<Output = StoreResult<()>> + Send + 'static) -> Self {
+        Ordered {
+            value,
+            wait: Some(Box::pin(wait)),
+        }
+    }
+
+    /// Whether [`Ordered::durable`] answers without waiting.
+    pub fn is_done(&self) -> bool {
+        self.wait.is_none()
+    }
+
+    /// Waits until the change is durable, then gives its outcome.
+    pub async fn durable(self) -> StoreResult<T> {
+        if let Some(wait) = self.wait {
+            wait.await?;
+        }
+        Ok(self.value)
+    }
+
+    /// Runs `f` once the wait is over, whatever its result (a decorator's timing).
+    pub fn on_settled(self, f: impl FnOnce() + Send + 'static) -> Self {
+        match self.wait {
+            None => {
+                f();
+                Ordered::done(self.value)
+            }
+            Some(wait) => Ordered::pending(self.value, async move {
+                let out = wait.await;
+                f();
+                out
+            }),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Ordered<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ordered")
+            .field("value", &self.value)
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
 /// Where sessions live. Every method is atomic on its own.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -252,6 +323,24 @@ pub trait Store: Send + Sync + 'static {
         cond: &Conditions,
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome>;
+
+    /// [`Store::modify`] in two stages: the returned value says the change is made in the
+    /// store's order (every later operation sees it and, if it fails, fails with it); its
+    /// [`Ordered::durable`] waits until it is durable. A store whose writes are durable
+    /// when they are made answers [`Ordered::done`], which is the default; the file store
+    /// answers as soon as the change is in memory and its frames appended. A decorator
+    /// should forward it (or writes through it wait in line, never a correctness loss).
+    async fn modify_ordered(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<Ordered<ModifyOutcome>> {
+        self.modify(lookup, change, cond, now)
+            .await
+            .map(Ordered::done)
+    }
 
     /// Closes an open session. A session whose record cannot be read is removed with
     /// its index entries and answered [`CloseOutcome::Discarded`], so an administrator

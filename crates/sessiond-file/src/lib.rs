@@ -46,9 +46,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_core::admission::Admission;
-use sessiond_core::memory::Journaled;
+use sessiond_core::memory::{Appended, Journaled};
 use sessiond_core::store::{
-    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
+    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, Ordered, StoreResult,
 };
 use sessiond_core::{
     Actor, Change, CloseReason, Conditions, Lookup, MemoryStore, Session, SessionId, Store,
@@ -415,16 +415,34 @@ impl Store for FileStore {
         cond: &Conditions,
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome> {
+        self.modify_ordered(lookup, change, cond, now)
+            .await?
+            .durable()
+            .await
+    }
+
+    /// Answers once the change is in memory and its frames appended: visible to every
+    /// later operation, which fails with it if its batch cannot be written (the
+    /// journal's rule, `journal.rs`); [`Ordered::durable`] waits for the batch. A touch
+    /// is journaled but not waited for (see the module doc).
+    async fn modify_ordered(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<Ordered<ModifyOutcome>> {
         if !change.needs_durability() && self.writer.shared.check().is_err() {
-            return Ok(self.read_only(lookup, change, cond, now));
+            return Ok(Ordered::done(self.read_only(lookup, change, cond, now)));
         }
         let done = self.apply(|m| m.modify_journaled(lookup, change, cond, now))?;
-        if change.needs_durability() {
-            self.durable(done).await
-        } else {
-            // A touch is journaled but not waited for (see the module doc).
-            Ok(done.value)
+        if !change.needs_durability() || done.appended == Appended::default() {
+            return Ok(Ordered::done(done.value));
         }
+        let shared = self.writer.shared.clone();
+        Ok(Ordered::pending(done.value, async move {
+            shared.durable(done.appended).await
+        }))
     }
 
     async fn close(

@@ -7,8 +7,7 @@
 //! phantom session or seat); the store takes writes again by itself once space is
 //! freed; and a store closed while the disk is full closes at once.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,50 +15,13 @@ use serde_json::json;
 use sessiond_core::store::{ListQuery, StatusFilter};
 use sessiond_core::{Error, JsonObject, Manager, OpenRequest, Policy, Resolve, StoreError};
 use sessiond_file::FileStore;
+use sessiond_testkit::Tmpfs;
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(name: &str, size: &str) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!("sessiond-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            sessiond_core::skip::skip(
-                "disk-full test",
-                "mounting a tmpfs needs root (run as root)",
-            );
-            return None;
-        }
-        Some(Tmpfs(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Fills the file system with a file until it refuses another byte.
-fn fill(path: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let block = vec![7u8; 64 << 10];
-    while f.write_all(&block).is_ok() {}
-    while f.write_all(&[7]).is_ok() {}
-    let _ = f.sync_all();
+/// A tmpfs of `size` for this test, or a skip (which fails under `CI=true`).
+fn tmpfs(name: &str, size: &str) -> Option<Tmpfs> {
+    Tmpfs::mount(name, size)
+        .map_err(|why| sessiond_core::skip::skip("disk-full test", &why))
+        .ok()
 }
 
 fn open_manager(dir: &Path) -> Manager {
@@ -87,7 +49,7 @@ fn open_sessions(m: &Manager, rt: &tokio::runtime::Runtime) -> usize {
 
 #[test]
 fn a_full_disk_loses_no_acknowledged_write_leaves_no_phantom_and_heals_by_itself() {
-    let Some(fs) = Tmpfs::mount("diskfull", "4m") else {
+    let Some(fs) = tmpfs("diskfull", "4m") else {
         return;
     };
     let dir = fs.path().join("store");
@@ -110,7 +72,7 @@ fn a_full_disk_loses_no_acknowledged_write_leaves_no_phantom_and_heals_by_itself
         ))
     };
     let mut acknowledged = vec![open(&m).unwrap().token];
-    fill(&filler);
+    Tmpfs::fill(&filler);
 
     // Writes go on into the journal's preallocated room, then the disk refuses one.
     let refused = loop {
@@ -168,7 +130,7 @@ fn a_full_disk_loses_no_acknowledged_write_leaves_no_phantom_and_heals_by_itself
 
 #[test]
 fn a_store_closed_while_the_disk_is_full_closes_at_once() {
-    let Some(fs) = Tmpfs::mount("diskfull-close", "2m") else {
+    let Some(fs) = tmpfs("diskfull-close", "2m") else {
         return;
     };
     let dir = fs.path().join("store");
@@ -188,7 +150,7 @@ fn a_store_closed_while_the_disk_is_full_closes_at_once() {
         ))
     };
     let kept = open(&m).unwrap().token;
-    fill(&fs.path().join("filler"));
+    Tmpfs::fill(&fs.path().join("filler"));
     for _ in 0..200 {
         if open(&m).is_err() {
             break;

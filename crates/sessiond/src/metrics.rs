@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sessiond_core::admission::Admission;
 use sessiond_core::store::{
-    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
+    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, Ordered, StoreResult,
 };
 use sessiond_core::{
     Actor, Change, CloseReason, Conditions, EventKind, Lookup, Manager, Session, SessionId, Store,
@@ -377,6 +377,26 @@ impl Store for MeteredStore {
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome> {
         timed!(self, "modify", self.inner.modify(lookup, change, cond, now))
+    }
+    /// Timed from the call until the change is durable, as `modify` is.
+    async fn modify_ordered(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<Ordered<ModifyOutcome>> {
+        let start = Instant::now();
+        match self.inner.modify_ordered(lookup, change, cond, now).await {
+            Ok(ordered) => {
+                let metrics = self.metrics.clone();
+                Ok(ordered.on_settled(move || metrics.store_op("modify", start.elapsed())))
+            }
+            Err(e) => {
+                self.metrics.store_op("modify", start.elapsed());
+                Err(e)
+            }
+        }
     }
     async fn close(
         &self,

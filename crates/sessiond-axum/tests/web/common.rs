@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use sessiond_axum::{require_privilege, Grant, Session, SessionError, SessionLayer};
 use sessiond_core::admission::Admission;
 use sessiond_core::store::{
-    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
+    AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, Ordered, StoreResult,
 };
 use sessiond_core::{
     Actor, Change, CloseReason, Conditions, Lookup, Manager, MemoryStore, Policy,
@@ -98,6 +98,10 @@ pub struct TestStore {
     /// reply was lost on the way back does.
     pub lose_next_reply: AtomicBool,
     hints: std::sync::Mutex<std::collections::HashMap<sessiond_core::TokenHash, Record>>,
+    /// While set, a change that needs durability is made at once (visible to what
+    /// follows, as the file store makes it) but acknowledged only when the semaphore
+    /// gives it a permit, as a store whose sync is slow.
+    durability: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl TestStore {
@@ -107,6 +111,14 @@ impl TestStore {
             hinting: true,
             ..Default::default()
         }
+    }
+
+    /// Holds back the acknowledgement of every durable change from now on: each waits
+    /// for a permit of the semaphore answered.
+    pub fn hold_durability(&self) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *self.durability.lock().unwrap() = Some(gate.clone());
+        gate
     }
 
     fn check(&self) -> StoreResult<()> {
@@ -179,6 +191,25 @@ impl Store for TestStore {
             }
         }
         Ok(out)
+    }
+    async fn modify_ordered(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> StoreResult<Ordered<ModifyOutcome>> {
+        let out = self.modify(lookup, change, cond, now).await?;
+        let gate = self.durability.lock().unwrap().clone();
+        match gate {
+            Some(gate) if change.needs_durability() => Ok(Ordered::pending(out, async move {
+                gate.acquire()
+                    .await
+                    .map(|p| p.forget())
+                    .map_err(|_| StoreError::Unavailable("the gate closed".into()))
+            })),
+            _ => Ok(Ordered::done(out)),
+        }
     }
     async fn close(
         &self,

@@ -116,6 +116,51 @@ async fn two_nodes_sharing_a_store_lose_no_increment() {
     assert_eq!(r.body, "1000");
 }
 
+/// A write waiting for the store to make it durable no longer holds its session's
+/// lock: with acknowledgements held back, the session's second write is made while the
+/// first still waits (the two share the store's next sync), and each is answered, in
+/// order, once the store catches up. Holding the lock across the wait would leave the
+/// second request queued behind the first, its write never made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_for_durability_lets_its_sessions_next_write_in() {
+    let store = Arc::new(TestStore::default());
+    let app = routes(SessionLayer::new(test_manager(store.clone()), APP).unwrap());
+    let pair = new_session(&app).await;
+    let before = store.writes.load(Ordering::SeqCst);
+    let gate = store.hold_durability();
+    let incr = || {
+        let (app, pair) = (app.clone(), pair.clone());
+        tokio::spawn(async move { call(Method::POST, "/incr").cookie(&pair).send(&app).await })
+    };
+    let wait_for_writes = |n: u64| {
+        let store = store.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while store.writes.load(Ordering::SeqCst) < before + n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "write {n} of the session was never made"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let first = incr();
+    wait_for_writes(1).await;
+    let second = incr();
+    wait_for_writes(2).await;
+    assert!(
+        !first.is_finished(),
+        "nothing is answered before it is durable"
+    );
+    gate.add_permits(2);
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "1"));
+    assert_eq!((b.status, b.body.as_str()), (StatusCode::OK, "2"));
+    let r = call(Method::GET, "/get/n").cookie(&pair).send(&app).await;
+    assert_eq!(r.body, "2");
+}
+
 /// With a store that keeps write hints (Redis does), a write that comes first in its
 /// request is made from the hint, conditional on its version: no resolve read.
 #[tokio::test]

@@ -7,6 +7,7 @@ mod addresses;
 mod common;
 mod concurrency;
 mod cookies;
+mod disk;
 mod faults;
 mod heartbeat;
 mod modules;
