@@ -1,72 +1,509 @@
-//! [`SessionLocks`]: one async lock per session with writes in flight in this process,
-//! and the newest copy of that session written under it.
+//! [`SessionLocks`]: the writes of one session in this process, in line and combined.
 //!
 //! Read-modify-write of session storage is a version-conditional update with retry, which
-//! is correct on its own across any number of nodes. But requests of one session hitting
-//! one node (a page firing parallel XHRs) would mostly lose that race to each other and
-//! retry: queueing them here makes them succeed first time, and the cached copy spares
-//! each one a re-read. An entry lives only while someone holds or waits for it.
+//! is correct on its own across any number of nodes. But the parallel requests of one
+//! page on one node would mostly lose that race to each other and retry, and even in
+//! line each would wait out the store's round trip or sync of the one before it. So the
+//! writes of a session in this process meet here:
 //!
-//! The lock is held until the store has put a write in its order, not until the write
-//! is durable: a store that makes a change visible before it is durable (the file
-//! store) lets the holder go with [`SessionLock::release_ordered`], so the next write of
-//! the session is made while the first one's batch is being synced, and the writes of
-//! one page share one sync. Such a write leaves no copy to build on, only the mark that
-//! the session moved: the next holder reads the store's current state, whose rule
-//! (a change that depended on a failed one fails with it) keeps it right, where a
-//! remembered copy of a change the disk then refused could outlive its undoing.
+//! - one write at a time is sent to the store (the session's *send lock*);
+//! - a write that comes while another is being sent does not wait for its turn alone: it
+//!   joins the session's *open batch*, planned on the data the write in flight will leave
+//!   (each request runs its own plan, in order, on the data the plans before it left),
+//!   and the batch goes to the store as one conditional write of the difference, sent by
+//!   a task of its own once the write before it is answered. Thirty-two parallel
+//!   increments of one session cost a few store writes, not thirty-two in a row, and no
+//!   update is lost: each plan saw every change before it;
+//! - a batch is sent only if what it was planned on is what the store then holds: the
+//!   write before it succeeded, conditionally, so the store holds exactly the data that
+//!   write was planned to leave (a version the store reports is never taken for data it
+//!   did not confirm). Otherwise nothing is written and its members plan again, on the
+//!   store's state (read again after a version conflict).
+//!
+//! An entry lives only while someone holds, waits for or sends a write of its session.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use sessiond_core::{Session as Record, SessionId};
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use serde_json::{Map, Value};
+use sessiond_core::{Error, Lookup, Manager, Session as Record, SessionId, StoreError};
+use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
 
-type Slot = Arc<AsyncMutex<Held>>;
+use crate::patch;
 
-/// What the holders of a session's lock know of it.
+/// Session storage, as plans see it.
+pub(crate) type Data = Map<String, Value>;
+
+/// Per-session write lines of one layer.
+#[derive(Debug, Default)]
+pub(crate) struct SessionLocks {
+    map: Arc<SessionLocksInner>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    send: Arc<AsyncMutex<()>>,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    base: Base,
+    /// The write being sent, when its result is what the open batch builds on.
+    tip: Option<Tip>,
+    open: Option<Open>,
+}
+
+/// What this process knows of the session as stored.
 // As `Option<Record>` would be: boxing the copy would cost an allocation per write.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default)]
-pub(crate) enum Held {
-    /// Nothing yet: the holder's own copy is the base.
+enum Base {
+    /// Nothing yet: a writer's own copy of the session is the base.
     #[default]
     Unknown,
-    /// The session as last written, durably, under this lock.
+    /// As the store last confirmed it (read, or written under the send lock).
     Known(Record),
-    /// A write under this lock was released before it was durable: the base must be
-    /// read from the store again.
-    Moved,
+    /// The store refused a write as stale: read it again before planning.
+    Stale,
 }
 
-/// The base a holder computes its write from.
+/// A write in flight and the data it will leave if it succeeds.
+#[derive(Debug, Clone)]
+struct Tip {
+    batch: Arc<Batch>,
+    data: Arc<Data>,
+}
+
+/// Writes gathered while another is in flight.
+#[derive(Debug)]
+struct Open {
+    batch: Arc<Batch>,
+    /// What the plans were made on.
+    start: Start,
+    /// The data as the plans left it.
+    data: Data,
+    /// The patches, in order, with whether each was computed from the data it saw.
+    members: Vec<(Data, bool)>,
+    ip: Option<IpAddr>,
+}
+
+/// The state a batch was planned on.
+#[derive(Debug)]
+enum Start {
+    /// The confirmed base at this version.
+    Base(u64),
+    /// The result of this write, planned to leave this data.
+    After(Arc<Batch>, Arc<Data>),
+}
+
+/// One store write, and how it ended, for everyone waiting on it.
+#[derive(Debug)]
+struct Batch {
+    outcome: watch::Sender<Option<Progress>>,
+}
+
+/// Where a write stands.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Base {
-    /// This copy.
-    Copy(Record),
-    /// Whatever the store holds now: read it.
-    ReadAgain,
+#[derive(Debug, Clone)]
+enum Progress {
+    /// The store has put it in its order and it is becoming durable (the file store):
+    /// what builds on it may be sent now.
+    Ordered,
+    /// It ended.
+    Done(Outcome),
 }
 
-/// Per-session write locks of one layer.
-#[derive(Debug, Default)]
-pub(crate) struct SessionLocks {
-    map: Mutex<HashMap<SessionId, Slot>>,
+impl Batch {
+    fn new() -> Arc<Batch> {
+        Arc::new(Batch {
+            outcome: watch::channel(None).0,
+        })
+    }
+
+    fn publish(&self, o: Outcome) {
+        self.outcome.send_replace(Some(Progress::Done(o)));
+    }
 }
+
+/// How a write ended.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    /// Written; `planned` when conditional on the state it was planned on (so the store
+    /// holds exactly the planned data).
+    Written { record: Record, planned: bool },
+    /// Nothing was written: plan again (the state moved on, or the write it built on
+    /// failed).
+    Replan,
+    /// Nothing was written, for a reason each member must learn by writing alone (a
+    /// refusal, the store unavailable, a closed session).
+    Alone,
+    /// The store did not confirm the write, which may have been applied: fail closed.
+    Unknown(Arc<str>),
+}
+
+/// What joining the session's writes gave.
+pub(crate) enum Joined<R> {
+    /// The plan changes nothing: its answer, and the session as known.
+    Nothing(R, Record),
+    /// The store's state must be read first ([`SessionLocks::offer`]), then join again,
+    /// handing back the place in line this writer held, if any.
+    ReadFirst(Option<SessionLock>),
+    /// This writer sends its own write (the session had no write in flight).
+    Direct(R, Direct),
+    /// The write goes with a batch: wait for it ([`Member::outcome`]).
+    Member(R, Member),
+}
+
+/// A write this request sends itself, holding the send lock.
+pub(crate) struct Direct {
+    entry: Entry,
+    send: Option<OwnedMutexGuard<()>>,
+    batch: Arc<Batch>,
+    /// The session it was planned on.
+    pub base: Record,
+    /// The patch to send, and whether it is conditional on `base`'s version.
+    patch: Data,
+    pub exact: bool,
+    published: bool,
+}
+
+impl Direct {
+    /// Sends the write (to the session found by `lookup`, at version `expect`) and
+    /// tells the writes built on it how it ended ([`send_write`]).
+    pub async fn send(
+        mut self,
+        manager: &Manager,
+        lookup: Lookup,
+        expect: Option<u64>,
+        ip: Option<IpAddr>,
+    ) -> Result<Record, Error> {
+        let send = self.send.take();
+        let patch = std::mem::take(&mut self.patch);
+        let result = send_write(
+            &self.entry,
+            &self.batch,
+            send,
+            manager,
+            lookup,
+            patch,
+            expect,
+            ip,
+        )
+        .await;
+        self.published = true;
+        result
+    }
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        // Dropped unfinished (the request was cancelled mid-write): what builds on it
+        // plans again, on a fresh read.
+        if !self.published {
+            let o = Outcome::Unknown("cancelled".into());
+            self.entry.settle(&self.batch, &o);
+            self.batch.publish(o);
+        }
+    }
+}
+
+/// A write sent with others.
+pub(crate) struct Member {
+    _entry: Entry,
+    rx: watch::Receiver<Option<Progress>>,
+}
+
+impl Member {
+    /// Waits until the batch is answered.
+    pub async fn outcome(mut self) -> Outcome {
+        match self
+            .rx
+            .wait_for(|p| matches!(p, Some(Progress::Done(_))))
+            .await
+        {
+            Ok(p) => match &*p {
+                Some(Progress::Done(o)) => o.clone(),
+                _ => Outcome::Replan,
+            },
+            // The sender is a task nobody cancels; a runtime shutting down drops it.
+            Err(_) => Outcome::Unknown("the write was dropped".into()),
+        }
+    }
+}
+
+/// A reference to a slot that forgets the entry when the last one goes.
+#[derive(Debug)]
+struct Entry {
+    locks: Arc<SessionLocksInner>,
+    id: SessionId,
+    slot: Arc<Slot>,
+}
+
+/// The map, shared with the batch tasks.
+type SessionLocksInner = Mutex<HashMap<SessionId, Arc<Slot>>>;
+
+impl Entry {
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.slot.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a write under the send lock: the base it leaves, and no tip if it was one.
+    fn settle(&self, batch: &Arc<Batch>, o: &Outcome) {
+        let mut st = self.state();
+        match o {
+            // A write let go once ordered may end after the ones built on it.
+            Outcome::Written { record, .. } => match &st.base {
+                Base::Known(k) if k.version > record.version => {}
+                _ => st.base = Base::Known(record.clone()),
+            },
+            Outcome::Replan | Outcome::Alone | Outcome::Unknown(_) => st.base = Base::Stale,
+        }
+        if st
+            .tip
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(&t.batch, batch))
+        {
+            st.tip = None;
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: the map's and this entry's. Anyone else holds a third.
+        if Arc::strong_count(&self.slot) == 2 {
+            map.remove(&self.id);
+        }
+    }
+}
+
+/// The outcome other writes learn from a write's result.
+fn outcome_of(result: &Result<Record, Error>, exact: bool) -> Outcome {
+    match result {
+        Ok(record) => Outcome::Written {
+            record: record.clone(),
+            planned: exact,
+        },
+        Err(Error::VersionMismatch { .. }) => Outcome::Replan,
+        Err(e) if e.may_have_applied() => Outcome::Unknown(e.to_string().into()),
+        Err(_) => Outcome::Alone,
+    }
+}
+
+/// A writer's plan: its answer, the patch it wants (empty: nothing to write), and
+/// whether the patch was computed from the data it was given.
+pub(crate) type Planned<R> = (R, Data, bool);
 
 impl SessionLocks {
-    /// Waits for the lock of session `id`.
-    pub async fn lock(&self, id: SessionId) -> SessionLock<'_> {
+    fn entry(&self, id: SessionId) -> Entry {
         let slot = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(id).or_default().clone()
         };
-        let guard = slot.lock_owned().await;
-        SessionLock {
-            locks: self,
+        Entry {
+            locks: self.map.clone(),
             id,
-            guard: Some(guard),
+            slot,
         }
+    }
+
+    /// Runs `plan` on the newest data of session `mine.id` this process knows (the data
+    /// the writes in flight will leave) and puts its patch in line: sent by this writer
+    /// ([`Joined::Direct`]) when nothing is in flight, else with the session's open
+    /// batch ([`Joined::Member`]). `alone` waits for the send lock and never joins a
+    /// batch (to learn a refusal of one's own); `line` is a place in line this writer
+    /// holds already (from [`Joined::ReadFirst`]).
+    pub async fn join<R, E>(
+        &self,
+        manager: &Arc<Manager>,
+        mine: &Record,
+        ip: Option<IpAddr>,
+        mut alone: bool,
+        mut line: Option<SessionLock>,
+        plan: impl FnOnce(&Data) -> Result<Planned<R>, E>,
+    ) -> Result<Joined<R>, E> {
+        let mut entry = self.entry(mine.id);
+        let mut plan = Some(plan);
+        loop {
+            let held = match line.take() {
+                Some(l) => Some(l._send),
+                None if alone => Some(entry.slot.send.clone().lock_owned().await),
+                None => entry.slot.send.clone().try_lock_owned().ok(),
+            };
+            match self.place(entry, held, alone, manager, mine, ip, &mut plan)? {
+                Ok(joined) => return Ok(joined),
+                // The open batch is another address's: wait for the line.
+                Err(back) => {
+                    entry = back;
+                    alone = true;
+                }
+            }
+        }
+    }
+
+    /// A write this writer sends itself, planned on `mine` (or the newer base this
+    /// process knows), only when no other write of the session is in flight or waiting
+    /// here; `None` otherwise, or when the plan fails or changes nothing.
+    pub fn try_direct<R, E>(
+        &self,
+        manager: &Arc<Manager>,
+        mine: &Record,
+        ip: Option<IpAddr>,
+        plan: impl FnOnce(&Data) -> Result<Planned<R>, E>,
+    ) -> Option<(R, Direct)> {
+        let entry = self.entry(mine.id);
+        let send = entry.slot.send.clone().try_lock_owned().ok()?;
+        if entry.state().open.is_some() {
+            return None;
+        }
+        match self.place(entry, Some(send), true, manager, mine, ip, &mut Some(plan)) {
+            Ok(Ok(Joined::Direct(out, direct))) => Some((out, direct)),
+            _ => None,
+        }
+    }
+
+    /// [`SessionLocks::join`] once the send lock is held (`held`) or known busy; `Err`
+    /// gives the entry back when this writer must wait for the lock instead.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn place<R, E>(
+        &self,
+        entry: Entry,
+        held: Option<OwnedMutexGuard<()>>,
+        alone: bool,
+        manager: &Arc<Manager>,
+        mine: &Record,
+        ip: Option<IpAddr>,
+        plan: &mut Option<impl FnOnce(&Data) -> Result<Planned<R>, E>>,
+    ) -> Result<Result<Joined<R>, Entry>, E> {
+        let mut st = entry.state();
+        // An open batch waits for the write in flight: join it, whoever holds the lock
+        // (unless waiting for the lock to write alone).
+        let held = match held {
+            // A write let go once ordered is still becoming durable: build on it, in a
+            // batch (whose sender checks the store holds what it planned).
+            Some(h) if !alone && (st.open.is_some() || st.tip.is_some()) => {
+                drop(h);
+                None
+            }
+            other => other,
+        };
+        if held.is_none() {
+            if let Some(open) = st.open.as_mut() {
+                if open.ip != ip {
+                    drop(st);
+                    return Ok(Err(entry));
+                }
+                let Some(plan) = plan.take() else {
+                    unreachable!("a plan runs once: `place` answers after running it")
+                };
+                let (out, p, exact) = plan(&open.data)?;
+                if p.is_empty() {
+                    let s = newest(&st.base, mine);
+                    drop(st);
+                    return Ok(Ok(Joined::Nothing(out, s)));
+                }
+                patch::apply(&mut open.data, &p);
+                open.members.push((p, exact));
+                let rx = open.batch.outcome.subscribe();
+                drop(st);
+                return Ok(Ok(Joined::Member(out, Member { _entry: entry, rx })));
+            }
+        }
+        // Planned on the write in flight, or on the base.
+        let (start, data) = match (&held, &st.tip) {
+            (None, Some(tip)) => (
+                Start::After(tip.batch.clone(), tip.data.clone()),
+                (*tip.data).clone(),
+            ),
+            _ => {
+                match &st.base {
+                    Base::Stale => {
+                        drop(st);
+                        let line = held.map(|send| SessionLock {
+                            entry: self.entry(mine.id),
+                            _send: send,
+                        });
+                        return Ok(Ok(Joined::ReadFirst(line)));
+                    }
+                    Base::Known(b) if b.version >= mine.version => {}
+                    _ => st.base = Base::Known(mine.clone()),
+                }
+                let Base::Known(b) = &st.base else {
+                    unreachable!("set just above")
+                };
+                (Start::Base(b.version), b.data.to_map())
+            }
+        };
+        let Some(plan) = plan.take() else {
+            unreachable!("a plan runs once: `place` answers after running it")
+        };
+        let (out, p, exact) = plan(&data)?;
+        if p.is_empty() {
+            let s = newest(&st.base, mine);
+            drop(st);
+            return Ok(Ok(Joined::Nothing(out, s)));
+        }
+        let mut after = data;
+        patch::apply(&mut after, &p);
+        let batch = Batch::new();
+        match (held, start, &st.base) {
+            (Some(send), Start::Base(_), Base::Known(base)) => {
+                let base = base.clone();
+                st.tip = Some(Tip {
+                    batch: batch.clone(),
+                    data: Arc::new(after),
+                });
+                drop(st);
+                Ok(Ok(Joined::Direct(
+                    out,
+                    Direct {
+                        entry,
+                        send: Some(send),
+                        batch,
+                        base,
+                        patch: p,
+                        exact,
+                        published: false,
+                    },
+                )))
+            }
+            (_, start, _) => {
+                let rx = batch.outcome.subscribe();
+                st.open = Some(Open {
+                    batch: batch.clone(),
+                    start,
+                    data: after,
+                    members: vec![(p, exact)],
+                    ip,
+                });
+                drop(st);
+                let sender = self.entry(mine.id);
+                tokio::spawn(send_batch(sender, batch, manager.clone()));
+                Ok(Ok(Joined::Member(out, Member { _entry: entry, rx })))
+            }
+        }
+    }
+
+    /// Gives the store's state of a session, read after [`Joined::ReadFirst`].
+    pub fn offer(&self, s: &Record) {
+        let entry = self.entry(s.id);
+        let mut st = entry.state();
+        match &st.base {
+            Base::Known(b) if b.version >= s.version => {}
+            _ => st.base = Base::Known(s.clone()),
+        }
+    }
+
+    /// Waits until no write of session `id` is in flight and holds its send lock, for a
+    /// change that is not a storage write (privileges, heartbeat).
+    pub async fn lock(&self, id: SessionId) -> SessionLock {
+        let entry = self.entry(id);
+        let send = entry.slot.send.clone().lock_owned().await;
+        SessionLock { entry, _send: send }
     }
 
     #[cfg(test)]
@@ -75,62 +512,148 @@ impl SessionLocks {
     }
 }
 
-/// A held session lock; dropping it releases the lock and forgets the entry when no one
-/// else wants it.
-pub(crate) struct SessionLock<'a> {
-    locks: &'a SessionLocks,
-    id: SessionId,
-    guard: Option<OwnedMutexGuard<Held>>,
+/// The newer of the known base and a writer's own copy.
+fn newest(base: &Base, mine: &Record) -> Record {
+    match base {
+        Base::Known(b) if b.version > mine.version && b.id == mine.id => b.clone(),
+        _ => mine.clone(),
+    }
 }
 
-impl SessionLock<'_> {
-    /// What to build a write on: the newer of `mine` and the copy last written under
-    /// this lock, or the store's state when a write under it moved the session on.
-    pub fn newest(&self, mine: Record) -> Base {
-        match self.guard.as_deref() {
-            Some(Held::Known(c)) if c.version > mine.version && c.id == mine.id => {
-                Base::Copy(c.clone())
+/// Sends a batch once the write before it is let go, if what it was planned on is what
+/// the store holds; tells its members how it ended.
+async fn send_batch(entry: Entry, batch: Arc<Batch>, manager: Arc<Manager>) {
+    let send = entry.slot.send.clone().lock_owned().await;
+    let taken = {
+        let mut st = entry.state();
+        match st.open.take() {
+            Some(open) if Arc::ptr_eq(&open.batch, &batch) => {
+                st.tip = Some(Tip {
+                    batch: batch.clone(),
+                    data: Arc::new(open.data.clone()),
+                });
+                let known = match &st.base {
+                    Base::Known(k) => Some(k.clone()),
+                    _ => None,
+                };
+                Some((open, known))
             }
-            Some(Held::Moved) => Base::ReadAgain,
-            _ => Base::Copy(mine),
+            other => {
+                st.open = other;
+                None
+            }
         }
-    }
-
-    /// Records the session as just written, durably.
-    pub fn remember(&mut self, s: &Record) {
-        if let Some(g) = self.guard.as_deref_mut() {
-            *g = Held::Known(s.clone());
+    };
+    let Some((mut open, known)) = taken else {
+        batch.publish(Outcome::Replan);
+        return;
+    };
+    let base = match (&open.start, known) {
+        (Start::Base(v), Some(k)) if k.version == *v => Some(k),
+        (Start::After(prev, planned), known) => {
+            let before = prev.outcome.borrow().clone();
+            match before {
+                Some(Progress::Done(Outcome::Written {
+                    record,
+                    planned: true,
+                })) if known.is_some_and(|k| k.version == record.version) => Some(record),
+                // Ordered, not yet durable: build on it if the store holds what it
+                // planned (a read of the store's memory).
+                Some(Progress::Ordered) => match manager.get(entry.id).await {
+                    Ok(s) if s.is_open() && s.data.to_map() == **planned => Some(s),
+                    _ => None,
+                },
+                _ => None,
+            }
         }
-    }
-
-    /// Lets the next writer in once this holder's write is in the store's order, before
-    /// it is durable; the next holder reads the session again. Nothing under this lock
-    /// after that is remembered.
-    pub fn release_ordered(&mut self) {
-        if let Some(g) = self.guard.as_deref_mut() {
-            *g = Held::Moved;
-        }
-        self.release();
-    }
-
-    fn release(&mut self) {
-        let Some(guard) = self.guard.take() else {
-            return;
+        _ => None,
+    };
+    let Some(base) = base else {
+        let o = Outcome::Replan;
+        entry.settle(&batch, &o);
+        batch.publish(o);
+        return;
+    };
+    let (patch, exact) = if open.members.len() == 1 {
+        open.members.pop().unwrap_or_default()
+    } else {
+        (patch::diff_maps(&base.data.to_map(), &open.data), true)
+    };
+    if patch.is_empty() {
+        let o = Outcome::Written {
+            record: base,
+            planned: true,
         };
-        let slot = OwnedMutexGuard::mutex(&guard).clone();
-        drop(guard);
-        let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
-        // Two references: the map's and `slot`. Anyone waiting holds a third.
-        if Arc::strong_count(&slot) == 2 {
-            map.remove(&self.id);
+        entry.settle(&batch, &o);
+        batch.publish(o);
+        return;
+    }
+    let _ = send_write(
+        &entry,
+        &batch,
+        Some(send),
+        &manager,
+        Lookup::Id(base.id),
+        patch,
+        exact.then_some(base.version),
+        open.ip,
+    )
+    .await;
+}
+
+/// Sends one write, holding the session's send lock (`send`): the lock goes as soon as
+/// the store has put the write in its order (the file store: in memory, before its
+/// sync), so the session's next write is made while this one becomes durable, and
+/// builds on it (a write the store cannot keep takes those after it down with it). The
+/// answer waits for durability; every write built on this one learns how it ended.
+#[allow(clippy::too_many_arguments)]
+async fn send_write(
+    entry: &Entry,
+    batch: &Arc<Batch>,
+    mut send: Option<OwnedMutexGuard<()>>,
+    manager: &Manager,
+    lookup: Lookup,
+    patch: Data,
+    expect: Option<u64>,
+    ip: Option<IpAddr>,
+) -> Result<Record, Error> {
+    let result = match manager
+        .update_data_ordered(lookup, Value::Object(patch), expect, ip)
+        .await
+    {
+        Ok(applied) => {
+            if !applied.is_done() {
+                batch.outcome.send_replace(Some(Progress::Ordered));
+                send.take();
+            }
+            applied.finish().await
         }
+        Err(e) => Err(e),
+    };
+    let o = outcome_of(&result, expect.is_some());
+    entry.settle(batch, &o);
+    batch.publish(o);
+    result
+}
+
+/// The send lock of a session, held by a change that is not a storage write.
+pub(crate) struct SessionLock {
+    entry: Entry,
+    _send: OwnedMutexGuard<()>,
+}
+
+impl SessionLock {
+    /// Records the session as just written.
+    pub fn remember(&mut self, s: &Record) {
+        self.entry.state().base = Base::Known(s.clone());
     }
 }
 
-impl Drop for SessionLock<'_> {
-    fn drop(&mut self) {
-        self.release();
-    }
+/// What a batch member answers when the store's outcome is unknown.
+pub(crate) fn unknown(why: &str) -> Error {
+    Error::Store(StoreError::OutcomeUnknown(format!(
+        "a combined write of this session was not confirmed: {why}"
+    )))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::config::Config;
 use crate::error::{Failure, SessionError};
 use crate::grant::Grant;
-use crate::locks::Base;
+use crate::locks::{self, unknown, Joined};
 use crate::patch;
 
 /// Attempts of a conditional update before giving up with [`SessionError::Contention`].
@@ -365,70 +365,85 @@ impl Session {
         }
         self.load(&mut st).await?;
         let cfg = &self.inner.config;
-        if let Some(rec) = st.record.clone() {
-            let id = rec.id;
-            let mut lock = cfg.locks.lock(id).await;
-            let base = match lock.newest(rec) {
-                Base::Copy(r) => Some(r),
-                Base::ReadAgain => match cfg.manager.get(id).await {
-                    Ok(s) if s.is_open() => Some(s),
-                    Ok(_) | Err(Error::NotFound(_)) => None,
-                    Err(e) => return Err(self.fail(&mut st, e)),
-                },
-            };
-            let Some(mut cur) = base else {
-                return self.write_anew(&mut st, &mut plan).await;
-            };
-            for attempt in 0..MAX_ATTEMPTS {
-                let data = cur.data.to_map();
-                let p = plan(&data)?;
-                if p.patch.is_empty() {
-                    st.record = Some(cur);
-                    return Ok(p.out);
-                }
-                let expect = p.exact.then_some(cur.version);
-                let res = match cfg
-                    .manager
-                    .update_data_ordered(
-                        Lookup::Id(cur.id),
-                        Value::Object(p.patch),
-                        expect,
-                        self.inner.ip,
-                    )
-                    .await
-                {
-                    Ok(applied) => {
-                        // In the store's order: the session's next write may go ahead
-                        // while this one becomes durable.
-                        if !applied.is_done() {
-                            lock.release_ordered();
-                        }
-                        applied.finish().await
-                    }
-                    Err(e) => Err(e),
-                };
-                match res {
-                    Ok(s) => {
-                        lock.remember(&s);
+        if let Some(mut cur) = st.record.clone() {
+            let ip = self.inner.ip;
+            let mut alone = false;
+            let mut line = None;
+            // Counts the writes the store refused as stale, or that must be planned again.
+            let mut attempt = 0;
+            loop {
+                let joined = cfg
+                    .locks
+                    .join(&cfg.manager, &cur, ip, alone, line.take(), |data| {
+                        plan(data).map(|p| (p.out, p.patch, p.exact))
+                    })
+                    .await?;
+                match joined {
+                    Joined::Nothing(out, s) => {
                         st.record = Some(s);
-                        return Ok(p.out);
+                        return Ok(out);
                     }
-                    Err(Error::VersionMismatch { .. }) => match cfg.manager.get(cur.id).await {
+                    // Read while keeping this write's place in line.
+                    Joined::ReadFirst(held) => match cfg.manager.get(cur.id).await {
                         Ok(s) if s.is_open() => {
+                            cfg.locks.offer(&s);
                             cur = s;
-                            backoff(attempt).await;
+                            line = held;
+                            continue;
                         }
                         Ok(_) | Err(Error::NotFound(_)) => break,
                         Err(e) => return Err(self.fail(&mut st, e)),
                     },
-                    // Closed while this request ran: what is stored now goes to a fresh
-                    // guest, as for a closed cookie.
-                    Err(Error::SessionClosed(_) | Error::NotFound(_)) => break,
-                    Err(e) => return Err(self.fail(&mut st, e)),
+                    Joined::Direct(out, direct) => {
+                        let lookup = Lookup::Id(direct.base.id);
+                        let expect = direct.exact.then_some(direct.base.version);
+                        let res = direct.send(&cfg.manager, lookup, expect, ip).await;
+                        match res {
+                            Ok(s) => {
+                                st.record = Some(s);
+                                return Ok(out);
+                            }
+                            // Stale: read again and retry.
+                            Err(Error::VersionMismatch { .. }) => {}
+                            // Closed while this request ran: what is stored now goes to a
+                            // fresh guest, as for a closed cookie.
+                            Err(Error::SessionClosed(_) | Error::NotFound(_)) => break,
+                            Err(e) => return Err(self.fail(&mut st, e)),
+                        }
+                    }
+                    Joined::Member(out, member) => match member.outcome().await {
+                        locks::Outcome::Written { record, .. } => {
+                            st.record = Some(record);
+                            return Ok(out);
+                        }
+                        // Its batch lost a race (another node wrote): after two, this
+                        // write goes alone, in line, as a lone writer retries.
+                        locks::Outcome::Replan => alone = attempt >= 1,
+                        // Refused or failed without writing: this write learns why alone.
+                        locks::Outcome::Alone => {
+                            alone = true;
+                            continue;
+                        }
+                        locks::Outcome::Unknown(why) => {
+                            return Err(self.fail(&mut st, unknown(&why)))
+                        }
+                    },
                 }
-                if attempt + 1 == MAX_ATTEMPTS {
+                // A write refused as stale, or a batch to plan again: read the session
+                // again (what this line knew of it may be gone with its last writer).
+                attempt += 1;
+                if attempt == MAX_ATTEMPTS {
                     return Err(SessionError::Contention);
                 }
+                match cfg.manager.get(cur.id).await {
+                    Ok(s) if s.is_open() => {
+                        cfg.locks.offer(&s);
+                        cur = s;
+                    }
+                    Ok(_) | Err(Error::NotFound(_)) => break,
+                    Err(e) => return Err(self.fail(&mut st, e)),
+                }
+                backoff(attempt - 1).await;
             }
         }
         self.write_anew(&mut st, &mut plan).await
@@ -472,29 +487,24 @@ impl Session {
         if *hint.app != *cfg.app || !hint.is_open() {
             return None;
         }
-        let mut lock = cfg.locks.lock(hint.id).await;
-        let Base::Copy(cur) = lock.newest(hint) else {
-            return None;
-        };
-        let p = plan(&cur.data.to_map()).ok()?;
-        if p.patch.is_empty() {
-            return None;
-        }
-        let res = cfg
-            .manager
-            .update_data(
-                Lookup::Token(token.hash()),
-                Value::Object(p.patch),
-                Some(cur.version),
-                self.inner.ip,
-            )
+        // Only when no other write of the session is under way here: those go in line.
+        let (out, direct) = cfg
+            .locks
+            .try_direct(&cfg.manager, &hint, self.inner.ip, |d| {
+                plan(d).map(|p| (p.out, p.patch, p.exact))
+            })?;
+        // By token, so a token revoked since the hint was kept writes nothing; at the
+        // version planned on, always.
+        let expect = Some(direct.base.version);
+        let lookup = Lookup::Token(token.hash());
+        let res = direct
+            .send(&cfg.manager, lookup, expect, self.inner.ip)
             .await;
         match res {
             Ok(s) => {
-                lock.remember(&s);
                 st.record = Some(s);
                 st.loaded = true;
-                Some(Ok(p.out))
+                Some(Ok(out))
             }
             // Refusals the store decided without writing: the usual path decides again.
             Err(e) if !e.may_have_applied() => None,

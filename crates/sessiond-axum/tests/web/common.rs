@@ -102,6 +102,9 @@ pub struct TestStore {
     /// follows, as the file store makes it) but acknowledged only when the semaphore
     /// gives it a permit, as a store whose sync is slow.
     durability: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// While set, a storage write waits for a permit before it is made, as a write
+    /// waits out a round trip to a networked store.
+    slow_writes: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl TestStore {
@@ -118,6 +121,14 @@ impl TestStore {
     pub fn hold_durability(&self) -> Arc<tokio::sync::Semaphore> {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         *self.durability.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+
+    /// Holds back every storage write from now on: each waits for a permit of the
+    /// semaphore answered before it is made.
+    pub fn hold_writes(&self) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *self.slow_writes.lock().unwrap() = Some(gate.clone());
         gate
     }
 
@@ -179,6 +190,10 @@ impl Store for TestStore {
             _ => &self.writes,
         };
         counter.fetch_add(1, Ordering::SeqCst);
+        let slow = self.slow_writes.lock().unwrap().clone();
+        if let (Some(gate), Change::PatchData { .. }) = (slow, change) {
+            gate.acquire().await.unwrap().forget();
+        }
         let out = self.inner.modify(lookup, change, cond, now).await?;
         if let ModifyOutcome::Done { session, .. } = &out {
             self.keep(session);
