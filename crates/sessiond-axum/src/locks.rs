@@ -11,7 +11,7 @@
 //!   joins the session's *open batch*, planned on the data the write in flight will leave
 //!   (each request runs its own plan, in order, on the data the plans before it left),
 //!   and the batch goes to the store as one conditional write of the difference, sent by
-//!   a task of its own once the write before it is answered. Thirty-two parallel
+//!   a task of its own once the write before it is let go. Thirty-two parallel
 //!   increments of one session cost a few store writes, not thirty-two in a row, and no
 //!   update is lost: each plan saw every change before it;
 //! - a batch is sent only if what it was planned on is what the store then holds: the
@@ -19,6 +19,12 @@
 //!   write was planned to leave (a version the store reports is never taken for data it
 //!   did not confirm). Otherwise nothing is written and its members plan again, on the
 //!   store's state (read again after a version conflict).
+//!
+//! - a write is let go as soon as the store has put it in its order
+//!   ([`sessiond_core::Store::modify_ordered`]: the file store, before its sync), so the
+//!   next one is sent while it becomes durable; a request is answered only once its own
+//!   write, and every write its plan saw, is durable (a plan that changes nothing waits
+//!   for the writes it saw as well).
 //!
 //! An entry lives only while someone holds, waits for or sends a write of its session.
 
@@ -104,6 +110,29 @@ struct Batch {
     outcome: watch::Sender<Option<Progress>>,
 }
 
+/// How `batch` ended, once it has (`None` if its sender went without a word).
+async fn wait_done(batch: &Batch) -> Option<Outcome> {
+    wait_for_end(batch.outcome.subscribe()).await
+}
+
+/// The end a write's progress reaches.
+async fn wait_for_end(mut rx: watch::Receiver<Option<Progress>>) -> Option<Outcome> {
+    let p = rx
+        .wait_for(|p| matches!(p, Some(Progress::Done(_))))
+        .await
+        .ok()?;
+    match &*p {
+        Some(Progress::Done(o)) => Some(o.clone()),
+        _ => None,
+    }
+}
+
+impl Outcome {
+    fn is_written(&self) -> bool {
+        matches!(self, Outcome::Written { .. })
+    }
+}
+
 /// Where a write stands.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
@@ -164,8 +193,10 @@ pub(crate) struct Direct {
     batch: Arc<Batch>,
     /// The session it was planned on.
     pub base: Record,
-    /// The patch to send, and whether it is conditional on `base`'s version.
+    /// The patch to send.
     patch: Data,
+    /// Whether the plan read the data it changes: the write must then be conditional
+    /// on `base`'s version.
     pub exact: bool,
     published: bool,
 }
@@ -217,20 +248,13 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    /// Waits until the batch is answered.
-    pub async fn outcome(mut self) -> Outcome {
-        match self
-            .rx
-            .wait_for(|p| matches!(p, Some(Progress::Done(_))))
+    /// Waits until the write it waits on has ended (durably, on the file store).
+    pub async fn outcome(self) -> Outcome {
+        // The sender is a task nobody cancels, or a Direct whose drop publishes; a
+        // runtime shutting down drops it.
+        wait_for_end(self.rx)
             .await
-        {
-            Ok(p) => match &*p {
-                Some(Progress::Done(o)) => o.clone(),
-                _ => Outcome::Replan,
-            },
-            // The sender is a task nobody cancels; a runtime shutting down drops it.
-            Err(_) => Outcome::Unknown("the write was dropped".into()),
-        }
+            .unwrap_or_else(|| Outcome::Unknown("the write was dropped".into()))
     }
 }
 
@@ -278,7 +302,16 @@ impl Drop for Entry {
         if Arc::strong_count(&self.slot) == 2 {
             map.remove(&self.id);
         }
+        // This entry's reference goes while the map is locked, so two entries dropped
+        // at once cannot both count three and leave the slot behind.
+        drop(std::mem::replace(&mut self.slot, detached()));
     }
+}
+
+/// A slot of no session, standing in for a dropped entry's (no allocation).
+fn detached() -> Arc<Slot> {
+    static DETACHED: std::sync::OnceLock<Arc<Slot>> = std::sync::OnceLock::new();
+    DETACHED.get_or_init(Arc::default).clone()
 }
 
 /// The outcome other writes learn from a write's result.
@@ -346,8 +379,9 @@ impl SessionLocks {
     }
 
     /// A write this writer sends itself, planned on `mine` (or the newer base this
-    /// process knows), only when no other write of the session is in flight or waiting
-    /// here; `None` otherwise, or when the plan fails or changes nothing.
+    /// process knows), only when no other write of the session is being sent, waiting or
+    /// becoming durable here; `None` otherwise, or when the plan fails or changes
+    /// nothing.
     pub fn try_direct<R, E>(
         &self,
         manager: &Arc<Manager>,
@@ -357,8 +391,11 @@ impl SessionLocks {
     ) -> Option<(R, Direct)> {
         let entry = self.entry(mine.id);
         let send = entry.slot.send.clone().try_lock_owned().ok()?;
-        if entry.state().open.is_some() {
-            return None;
+        {
+            let st = entry.state();
+            if st.open.is_some() || st.tip.is_some() {
+                return None;
+            }
         }
         match self.place(entry, Some(send), true, manager, mine, ip, &mut Some(plan)) {
             Ok(Ok(Joined::Direct(out, direct))) => Some((out, direct)),
@@ -401,13 +438,12 @@ impl SessionLocks {
                     unreachable!("a plan runs once: `place` answers after running it")
                 };
                 let (out, p, exact) = plan(&open.data)?;
-                if p.is_empty() {
-                    let s = newest(&st.base, mine);
-                    drop(st);
-                    return Ok(Ok(Joined::Nothing(out, s)));
+                // Even a plan that changes nothing saw the batch's data: it stands only
+                // once the batch is written.
+                if !p.is_empty() {
+                    patch::apply(&mut open.data, &p);
+                    open.members.push((p, exact));
                 }
-                patch::apply(&mut open.data, &p);
-                open.members.push((p, exact));
                 let rx = open.batch.outcome.subscribe();
                 drop(st);
                 return Ok(Ok(Joined::Member(out, Member { _entry: entry, rx })));
@@ -443,6 +479,12 @@ impl SessionLocks {
         };
         let (out, p, exact) = plan(&data)?;
         if p.is_empty() {
+            // Planned on the write in flight: it stands once that write is durable.
+            if let Start::After(prev, _) = &start {
+                let rx = prev.outcome.subscribe();
+                drop(st);
+                return Ok(Ok(Joined::Member(out, Member { _entry: entry, rx })));
+            }
             let s = newest(&st.base, mine);
             drop(st);
             return Ok(Ok(Joined::Nothing(out, s)));
@@ -498,8 +540,9 @@ impl SessionLocks {
         }
     }
 
-    /// Waits until no write of session `id` is in flight and holds its send lock, for a
-    /// change that is not a storage write (privileges, heartbeat).
+    /// Waits for session `id`'s send lock (no write of it being sent here; one let go
+    /// once ordered may still be becoming durable, and this change is ordered after
+    /// it), for a change that is not a storage write (privileges, heartbeat).
     pub async fn lock(&self, id: SessionId) -> SessionLock {
         let entry = self.entry(id);
         let send = entry.slot.send.clone().lock_owned().await;
@@ -553,10 +596,14 @@ async fn send_batch(entry: Entry, batch: Arc<Batch>, manager: Arc<Manager>) {
         (Start::After(prev, planned), known) => {
             let before = prev.outcome.borrow().clone();
             match before {
-                Some(Progress::Done(Outcome::Written {
-                    record,
-                    planned: true,
-                })) if known.is_some_and(|k| k.version == record.version) => Some(record),
+                // Written: conditionally on what it was planned on, or (a blind write)
+                // leaving exactly the planned data.
+                Some(Progress::Done(Outcome::Written { record, planned: p }))
+                    if known.is_some_and(|k| k.version == record.version)
+                        && (p || record.data.to_map() == **planned) =>
+                {
+                    Some(record)
+                }
                 // Ordered, not yet durable: build on it if the store holds what it
                 // planned (a read of the store's memory).
                 Some(Progress::Ordered) => match manager.get(entry.id).await {
@@ -580,9 +627,19 @@ async fn send_batch(entry: Entry, batch: Arc<Batch>, manager: Arc<Manager>) {
         (patch::diff_maps(&base.data.to_map(), &open.data), true)
     };
     if patch.is_empty() {
-        let o = Outcome::Written {
-            record: base,
-            planned: true,
+        // Nothing to write: the batch stands or falls with the write it was planned on,
+        // which may still be becoming durable.
+        let stands = match &open.start {
+            Start::After(prev, _) => wait_done(prev).await.is_some_and(|o| o.is_written()),
+            Start::Base(_) => true,
+        };
+        let o = if stands {
+            Outcome::Written {
+                record: base,
+                planned: true,
+            }
+        } else {
+            Outcome::Replan
         };
         entry.settle(&batch, &o);
         batch.publish(o);
@@ -667,6 +724,29 @@ mod tests {
         {
             let _a = locks.lock(id).await;
             assert_eq!(locks.len(), 1);
+        }
+        assert_eq!(locks.len(), 0);
+    }
+
+    /// Entries dropped on two threads at once are forgotten all the same: many rounds of
+    /// writers finishing together leave no entry behind (a leaked entry would keep its
+    /// session's data for good).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_dropped_at_once_are_all_forgotten() {
+        let locks = Arc::new(SessionLocks::default());
+        for _ in 0..300 {
+            let id = SessionId::new();
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let locks = locks.clone();
+                    tokio::spawn(async move {
+                        drop(locks.lock(id).await);
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
         }
         assert_eq!(locks.len(), 0);
     }

@@ -371,7 +371,13 @@ impl Session {
             let mut line = None;
             // Counts the writes the store refused as stale, or that must be planned again.
             let mut attempt = 0;
+            // Every turn, reads and lone retries included, so nothing loops for ever.
+            let mut turns = 0;
             loop {
+                turns += 1;
+                if turns > 4 * MAX_ATTEMPTS {
+                    return Err(SessionError::Contention);
+                }
                 let joined = cfg
                     .locks
                     .join(&cfg.manager, &cur, ip, alone, line.take(), |data| {

@@ -224,6 +224,56 @@ async fn writes_that_come_while_one_is_in_flight_go_as_one_batch() {
     assert_eq!(r.body, "6");
 }
 
+/// A request whose change a write in flight has made already (the same object stored
+/// twice: the second computes an empty patch) has nothing to send, but it is answered
+/// only once that write is stored: it saw the data that write will leave, which the
+/// store may yet refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_already_in_flight_is_answered_once_stored() {
+    let store = Arc::new(TestStore::default());
+    let app = routes(SessionLayer::new(test_manager(store.clone()), APP).unwrap());
+    let pair = new_session(&app).await;
+    let before = store.writes.load(Ordering::SeqCst);
+    let gate = store.hold_writes();
+    let set = || {
+        let (app, pair) = (app.clone(), pair.clone());
+        tokio::spawn(async move {
+            call(Method::POST, "/json/a")
+                .cookie(&pair)
+                .json(r#"{"x":2}"#)
+                .send(&app)
+                .await
+        })
+    };
+    let first = set();
+    reach(
+        &store.writes,
+        before + 1,
+        "the first write never reached the store",
+    )
+    .await;
+    let reads = store.reads.load(Ordering::SeqCst);
+    let second = set();
+    reach(
+        &store.reads,
+        reads + 1,
+        "the second request never resolved its cookie",
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !second.is_finished(),
+        "answered before the write it saw was stored"
+    );
+    gate.add_permits(1);
+    for r in [first.await.unwrap(), second.await.unwrap()] {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    assert_eq!(store.writes.load(Ordering::SeqCst) - before, 1, "one write");
+    let r = call(Method::GET, "/get/a").cookie(&pair).send(&app).await;
+    assert_eq!(r.json(), serde_json::json!({ "x": 2 }));
+}
+
 /// With a store that keeps write hints (Redis does), a write that comes first in its
 /// request is made from the hint, conditional on its version: no resolve read.
 #[tokio::test]
