@@ -30,8 +30,8 @@ use crate::locks::{self, unknown, Joined};
 use crate::patch;
 
 /// Attempts of a conditional update before giving up with [`SessionError::Contention`].
-/// Only writers on other nodes (or the heartbeat endpoint) can make one fail: requests of
-/// this process queue on a per-session lock first.
+/// Only writers on other nodes (or the heartbeat endpoint) can make one fail: the writes
+/// of one session in this process go through its write line (`locks.rs`) first.
 const MAX_ATTEMPTS: u32 = 64;
 
 /// The web session of the current request: an axum extractor (needs a
