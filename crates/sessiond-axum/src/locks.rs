@@ -570,16 +570,18 @@ async fn send_batch(entry: Entry, batch: Arc<Batch>, manager: Arc<Manager>) {
     let taken = {
         let mut st = entry.state();
         match st.open.take() {
-            Some(open) if Arc::ptr_eq(&open.batch, &batch) => {
+            Some(mut open) if Arc::ptr_eq(&open.batch, &batch) => {
+                // The planned data moves to the tip (no copy); the diff reads it there.
+                let data = Arc::new(std::mem::take(&mut open.data));
                 st.tip = Some(Tip {
                     batch: batch.clone(),
-                    data: Arc::new(open.data.clone()),
+                    data: data.clone(),
                 });
                 let known = match &st.base {
                     Base::Known(k) => Some(k.clone()),
                     _ => None,
                 };
-                Some((open, known))
+                Some((open, data, known))
             }
             other => {
                 st.open = other;
@@ -587,7 +589,7 @@ async fn send_batch(entry: Entry, batch: Arc<Batch>, manager: Arc<Manager>) {
             }
         }
     };
-    let Some((mut open, known)) = taken else {
+    let Some((mut open, data, known)) = taken else {
         batch.publish(Outcome::Replan);
         return;
     };
@@ -624,7 +626,7 @@ async fn send_batch(entry: Entry, batch: Arc<Batch>, manager: Arc<Manager>) {
     let (patch, exact) = if open.members.len() == 1 {
         open.members.pop().unwrap_or_default()
     } else {
-        (patch::diff_maps(&base.data.to_map(), &open.data), true)
+        (patch::diff_maps(&base.data.to_map(), &data), true)
     };
     if patch.is_empty() {
         // Nothing to write: the batch stands or falls with the write it was planned on,

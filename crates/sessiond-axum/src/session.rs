@@ -390,15 +390,13 @@ impl Session {
                         return Ok(out);
                     }
                     // Read while keeping this write's place in line.
-                    Joined::ReadFirst(held) => match cfg.manager.get(cur.id).await {
-                        Ok(s) if s.is_open() => {
-                            cfg.locks.offer(&s);
+                    Joined::ReadFirst(held) => match self.read_again(&mut st, cur.id).await? {
+                        Some(s) => {
                             cur = s;
                             line = held;
                             continue;
                         }
-                        Ok(_) | Err(Error::NotFound(_)) => break,
-                        Err(e) => return Err(self.fail(&mut st, e)),
+                        None => break,
                     },
                     Joined::Direct(out, direct) => {
                         let lookup = Lookup::Id(direct.base.id);
@@ -441,18 +439,32 @@ impl Session {
                 if attempt == MAX_ATTEMPTS {
                     return Err(SessionError::Contention);
                 }
-                match cfg.manager.get(cur.id).await {
-                    Ok(s) if s.is_open() => {
-                        cfg.locks.offer(&s);
-                        cur = s;
-                    }
-                    Ok(_) | Err(Error::NotFound(_)) => break,
-                    Err(e) => return Err(self.fail(&mut st, e)),
+                match self.read_again(&mut st, cur.id).await? {
+                    Some(s) => cur = s,
+                    None => break,
                 }
                 backoff(attempt - 1).await;
             }
         }
         self.write_anew(&mut st, &mut plan).await
+    }
+
+    /// The session as the store holds it now, given to the write line too; `None` when
+    /// it is closed or gone (what is stored then goes to a fresh guest).
+    async fn read_again(
+        &self,
+        st: &mut State,
+        id: SessionId,
+    ) -> Result<Option<Record>, SessionError> {
+        let cfg = &self.inner.config;
+        match cfg.manager.get(id).await {
+            Ok(s) if s.is_open() => {
+                cfg.locks.offer(&s);
+                Ok(Some(s))
+            }
+            Ok(_) | Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(self.fail(st, e)),
+        }
     }
 
     /// The write of a request with no open session: a new session holding the change,

@@ -135,6 +135,33 @@ async fn reach(counter: &std::sync::atomic::AtomicU64, n: u64, what: &str) {
     }
 }
 
+/// Once the first write after `before` is held in the store, starts the requests
+/// `more` makes and waits until each has resolved its cookie (a read), after which it
+/// joins its session's write line with no store call between.
+async fn behind_a_held_write(
+    store: &TestStore,
+    before: u64,
+    more: impl FnOnce() -> Vec<tokio::task::JoinHandle<Reply>>,
+) -> Vec<tokio::task::JoinHandle<Reply>> {
+    reach(
+        &store.writes,
+        before + 1,
+        "the first write never reached the store",
+    )
+    .await;
+    let reads = store.reads.load(Ordering::SeqCst);
+    let tasks = more();
+    let n = tasks.len() as u64;
+    reach(
+        &store.reads,
+        reads + n,
+        "the requests never resolved their cookie",
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tasks
+}
+
 /// The sorted answers of increments, each checked 200.
 async fn answers(tasks: Vec<tokio::task::JoinHandle<Reply>>) -> Vec<u64> {
     let mut seen = Vec::new();
@@ -192,23 +219,9 @@ async fn writes_that_come_while_one_is_in_flight_go_as_one_batch() {
     let pair = new_session(&app).await;
     let before = store.writes.load(Ordering::SeqCst);
     let gate = store.hold_writes();
-    let mut tasks = spawn_increments(&app, &pair, 1);
-    reach(
-        &store.writes,
-        before + 1,
-        "the first write never reached the store",
-    )
-    .await;
-    let reads = store.reads.load(Ordering::SeqCst);
-    tasks.extend(spawn_increments(&app, &pair, 5));
-    // Each resolves its cookie (a read), then joins the batch with no store call between.
-    reach(
-        &store.reads,
-        reads + 5,
-        "the requests never resolved their cookie",
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let first = spawn_increments(&app, &pair, 1);
+    let rest = behind_a_held_write(&store, before, || spawn_increments(&app, &pair, 5)).await;
+    let tasks: Vec<_> = first.into_iter().chain(rest).collect();
     gate.add_permits(2);
     assert_eq!(
         answers(tasks).await,
@@ -222,6 +235,41 @@ async fn writes_that_come_while_one_is_in_flight_go_as_one_batch() {
     );
     let r = call(Method::GET, "/get/n").cookie(&pair).send(&app).await;
     assert_eq!(r.body, "6");
+}
+
+/// Writes that need not read the data (storing a plain value) batch as well: a batch
+/// built on such a write is sent when the store holds exactly what it planned, rather
+/// than planned again. One held write, then three: two store writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blind_writes_batch_too() {
+    let store = Arc::new(TestStore::default());
+    let app = routes(SessionLayer::new(test_manager(store.clone()), APP).unwrap());
+    let pair = new_session(&app).await;
+    let before = store.writes.load(Ordering::SeqCst);
+    let gate = store.hold_writes();
+    let set = |v: &'static str| {
+        let (app, pair) = (app.clone(), pair.clone());
+        tokio::spawn(async move {
+            call(Method::POST, &format!("/set/k/{v}"))
+                .cookie(&pair)
+                .send(&app)
+                .await
+        })
+    };
+    let first = set("0");
+    let rest = behind_a_held_write(&store, before, || vec![set("1"), set("2"), set("3")]).await;
+    gate.add_permits(10);
+    for t in std::iter::once(first).chain(rest) {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    assert_eq!(
+        store.writes.load(Ordering::SeqCst) - before,
+        2,
+        "the first write, then one batch of three"
+    );
+    let r = call(Method::GET, "/get/k").cookie(&pair).send(&app).await;
+    assert_ne!(r.json(), serde_json::json!("0"), "the batch was written");
 }
 
 /// A request whose change a write in flight has made already (the same object stored
@@ -246,21 +294,9 @@ async fn a_change_already_in_flight_is_answered_once_stored() {
         })
     };
     let first = set();
-    reach(
-        &store.writes,
-        before + 1,
-        "the first write never reached the store",
-    )
-    .await;
-    let reads = store.reads.load(Ordering::SeqCst);
-    let second = set();
-    reach(
-        &store.reads,
-        reads + 1,
-        "the second request never resolved its cookie",
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let second = behind_a_held_write(&store, before, || vec![set()])
+        .await
+        .remove(0);
     assert!(
         !second.is_finished(),
         "answered before the write it saw was stored"
