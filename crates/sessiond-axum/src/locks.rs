@@ -349,13 +349,19 @@ impl SessionLocks {
     /// ([`Joined::Direct`]) when nothing is in flight, else with the session's open
     /// batch ([`Joined::Member`]). `alone` waits for the send lock and never joins a
     /// batch (to learn a refusal of one's own); `line` is a place in line this writer
-    /// holds already (from [`Joined::ReadFirst`]).
+    /// holds already (from [`Joined::ReadFirst`]). `reread`: a write planned on `mine`
+    /// was refused, so `mine` is older than the store; the plan runs only on a state
+    /// this line confirmed newer than it, else the store is read first
+    /// ([`Joined::ReadFirst`], holding the line when this writer holds it, so that
+    /// nothing of this process writes between that read and this write).
+    #[allow(clippy::too_many_arguments)]
     pub async fn join<R, E>(
         &self,
         manager: &Arc<Manager>,
         mine: &Record,
         ip: Option<IpAddr>,
         mut alone: bool,
+        reread: bool,
         mut line: Option<SessionLock>,
         plan: impl FnOnce(&Data) -> Result<Planned<R>, E>,
     ) -> Result<Joined<R>, E> {
@@ -367,7 +373,8 @@ impl SessionLocks {
                 None if alone => Some(entry.slot.send.clone().lock_owned().await),
                 None => entry.slot.send.clone().try_lock_owned().ok(),
             };
-            match self.place(entry, held, alone, manager, mine, ip, &mut plan)? {
+            let copy = Mine { mine, reread };
+            match self.place(entry, held, alone, manager, copy, ip, &mut plan)? {
                 Ok(joined) => return Ok(joined),
                 // The open batch is another address's: wait for the line.
                 Err(back) => {
@@ -397,7 +404,11 @@ impl SessionLocks {
                 return None;
             }
         }
-        match self.place(entry, Some(send), true, manager, mine, ip, &mut Some(plan)) {
+        let copy = Mine {
+            mine,
+            reread: false,
+        };
+        match self.place(entry, Some(send), true, manager, copy, ip, &mut Some(plan)) {
             Ok(Ok(Joined::Direct(out, direct))) => Some((out, direct)),
             _ => None,
         }
@@ -412,10 +423,11 @@ impl SessionLocks {
         held: Option<OwnedMutexGuard<()>>,
         alone: bool,
         manager: &Arc<Manager>,
-        mine: &Record,
+        copy: Mine<'_>,
         ip: Option<IpAddr>,
         plan: &mut Option<impl FnOnce(&Data) -> Result<Planned<R>, E>>,
     ) -> Result<Result<Joined<R>, Entry>, E> {
+        let mine = copy.mine;
         let mut st = entry.state();
         // An open batch waits for the write in flight: join it, whoever holds the lock
         // (unless waiting for the lock to write alone).
@@ -456,17 +468,26 @@ impl SessionLocks {
                 (*tip.data).clone(),
             ),
             _ => {
-                match &st.base {
-                    Base::Stale => {
-                        drop(st);
-                        let line = held.map(|send| SessionLock {
-                            entry: self.entry(mine.id),
-                            _send: send,
-                        });
-                        return Ok(Ok(Joined::ReadFirst(line)));
+                let read_first = match &st.base {
+                    Base::Stale => true,
+                    // Confirmed by this line after the writer's copy was taken.
+                    Base::Known(b) if b.version > mine.version => false,
+                    // The copy was refused as old: neither it nor a base that is not
+                    // newer (a slot made anew while the writer waited) will do.
+                    _ if copy.reread => true,
+                    Base::Known(b) if b.version == mine.version => false,
+                    _ => {
+                        st.base = Base::Known(mine.clone());
+                        false
                     }
-                    Base::Known(b) if b.version >= mine.version => {}
-                    _ => st.base = Base::Known(mine.clone()),
+                };
+                if read_first {
+                    drop(st);
+                    let line = held.map(|send| SessionLock {
+                        entry: self.entry(mine.id),
+                        _send: send,
+                    });
+                    return Ok(Ok(Joined::ReadFirst(line)));
                 }
                 let Base::Known(b) = &st.base else {
                     unreachable!("set just above")
@@ -553,6 +574,13 @@ impl SessionLocks {
     fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
+
+/// A writer's copy of the session, and whether a write planned on it was refused.
+#[derive(Clone, Copy)]
+struct Mine<'a> {
+    mine: &'a Record,
+    reread: bool,
 }
 
 /// The newer of the known base and a writer's own copy.
@@ -751,6 +779,73 @@ mod tests {
             }
         }
         assert_eq!(locks.len(), 0);
+    }
+
+    /// A writer whose write was refused as old does not plan on its old copy again
+    /// when the line's state of the session went with its last writer meanwhile (a
+    /// slot made anew knows nothing): it reads the store first, holding the line, so
+    /// nothing of this process can write between that read and its write. Planning on
+    /// the old copy again is what left one lone writer refused 62 times in a row.
+    #[tokio::test]
+    async fn a_refused_writer_reads_again_in_line() {
+        let manager = Arc::new(Manager::new(Arc::new(sessiond_core::MemoryStore::new())));
+        manager
+            .set_policy("app", sessiond_core::Policy::default())
+            .unwrap();
+        let opened = manager
+            .open("app", sessiond_core::OpenRequest::default())
+            .await
+            .unwrap();
+        let old = opened.session;
+        let newer = manager
+            .update_data(Lookup::Id(old.id), serde_json::json!({"n": 1}), None, None)
+            .await
+            .unwrap();
+        let locks = SessionLocks::default();
+        let plan = |d: &Data| -> Result<Planned<()>, ()> {
+            let n = d.get("n").and_then(Value::as_u64).unwrap_or(0);
+            let mut p = Data::new();
+            p.insert("n".into(), (n + 1).into());
+            Ok(((), p, true))
+        };
+
+        // After a refusal: the store is read first, in line.
+        let joined = locks
+            .join(&manager, &old, None, true, true, None, plan)
+            .await
+            .unwrap();
+        let Joined::ReadFirst(Some(line)) = joined else {
+            panic!("a refused writer planned on its old copy");
+        };
+        let read = manager.get(old.id).await.unwrap();
+        assert_eq!(read.version, newer.version);
+        locks.offer(&read);
+        let joined = locks
+            .join(&manager, &read, None, true, false, Some(line), plan)
+            .await
+            .unwrap();
+        let Joined::Direct((), direct) = joined else {
+            panic!("the line held after the read must be this writer's");
+        };
+        assert_eq!(direct.base.version, newer.version);
+        let lookup = Lookup::Id(direct.base.id);
+        let written = direct
+            .send(&manager, lookup, Some(newer.version), None)
+            .await
+            .unwrap();
+        assert_eq!(written.data.to_map().get("n"), Some(&Value::from(2)));
+        drop(locks);
+
+        // A first attempt still plans on the copy it has (one store round trip saved).
+        let locks = SessionLocks::default();
+        let joined = locks
+            .join(&manager, &read, None, true, false, None, plan)
+            .await
+            .unwrap();
+        let Joined::Direct((), direct) = joined else {
+            panic!("a first attempt on a fresh line writes directly");
+        };
+        assert_eq!(direct.base.version, read.version);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

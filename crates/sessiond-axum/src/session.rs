@@ -368,6 +368,8 @@ impl Session {
         if let Some(mut cur) = st.record.clone() {
             let ip = self.inner.ip;
             let mut alone = false;
+            // A write planned on `cur` was refused: read again before planning.
+            let mut reread = false;
             let mut line = None;
             // Counts the writes the store refused as stale, or that must be planned again.
             let mut attempt = 0;
@@ -380,7 +382,7 @@ impl Session {
                 }
                 let joined = cfg
                     .locks
-                    .join(&cfg.manager, &cur, ip, alone, line.take(), |data| {
+                    .join(&cfg.manager, &cur, ip, alone, reread, line.take(), |data| {
                         plan(data).map(|p| (p.out, p.patch, p.exact))
                     })
                     .await?;
@@ -393,6 +395,7 @@ impl Session {
                     Joined::ReadFirst(held) => match self.read_again(&mut st, cur.id).await? {
                         Some(s) => {
                             cur = s;
+                            reread = false;
                             line = held;
                             continue;
                         }
@@ -433,16 +436,16 @@ impl Session {
                         }
                     },
                 }
-                // A write refused as stale, or a batch to plan again: read the session
-                // again (what this line knew of it may be gone with its last writer).
+                // A write refused as stale, or a batch to plan again: plan next on a
+                // state the line confirmed newer than `cur`, or on the store read again,
+                // in line when this write goes alone (a read made before the wait would
+                // be old by the time of the write: the line's state of the session may
+                // have gone with its last writer meanwhile).
                 attempt += 1;
                 if attempt == MAX_ATTEMPTS {
                     return Err(SessionError::Contention);
                 }
-                match self.read_again(&mut st, cur.id).await? {
-                    Some(s) => cur = s,
-                    None => break,
-                }
+                reread = true;
                 backoff(attempt - 1).await;
             }
         }
