@@ -121,10 +121,40 @@ pub fn create_journal(dir: &Path, n: u64) -> std::io::Result<File> {
     Ok(f)
 }
 
-/// What recovery found.
+/// Where recovery puts the sessions it reads, in file order: a later state of a
+/// session replaces an earlier one.
+pub trait Replay {
+    /// A session's state as a frame gives it.
+    fn put(&mut self, s: Session);
+    /// A session removed, or left out (its record unreadable or damaged).
+    fn remove(&mut self, id: SessionId);
+}
+
+/// Straight into the store: nothing else holds the sessions while they are read, so
+/// memory after a restart is about what the store itself needs.
+impl Replay for &MemoryStore {
+    fn put(&mut self, s: Session) {
+        self.load(std::iter::once(s));
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        self.unload(id);
+    }
+}
+
+/// Into a map, for a reload that must not touch the store until it has read every file.
+impl Replay for HashMap<SessionId, Session> {
+    fn put(&mut self, s: Session) {
+        self.insert(s.id, s);
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        HashMap::remove(self, &id);
+    }
+}
+
+/// What recovery found besides the sessions.
 pub struct Recovered {
-    /// The sessions, in their last state.
-    pub sessions: Vec<Session>,
     /// The journal to keep appending to, its number and the length of its frames (the
     /// file is cut back to that length).
     pub journal: (File, u64, u64),
@@ -211,76 +241,65 @@ fn keep_damaged(dir: &Path, file: &str, d: &frame::Damaged) -> std::io::Result<P
     Ok(copy)
 }
 
-/// Reads the directory back into sessions and opens the journal to append to. Refuses
-/// (naming `sessiond repair`) when a file is damaged with valid records after the
-/// damage; see [`recover_with`].
-pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
-    recover_with(dir, false)
-}
-
-/// [`recover`]; with `repair`, damaged bytes are copied to the quarantine folder and
-/// every valid record around them kept, instead of refusing (they are listed in
-/// [`Recovered::set_aside`]).
-pub fn recover_with(dir: &Path, repair: bool) -> std::io::Result<Recovered> {
-    recover_keeping(dir, repair, 0)
-}
-
-/// [`recover_with`], where the last journal is known to hold at least `keep` bytes of
-/// acknowledged frames (a reload after a failed write): damage below that is never
-/// taken for a torn tail.
-pub fn recover_keeping(dir: &Path, repair: bool, keep: u64) -> std::io::Result<Recovered> {
+/// Reads the directory back into sessions, given to `into` as they are read, and opens
+/// the journal to append to. Refuses (naming `sessiond repair`) when a file is damaged
+/// with valid records after the damage, unless `repair`: then damaged bytes are copied
+/// to the quarantine folder and every valid record around them kept (they are listed in
+/// [`Recovered::set_aside`]). `keep`: the last journal is known to hold at least that
+/// many bytes of acknowledged frames (a reload after a failed write), so damage below
+/// that is never taken for a torn tail.
+///
+/// One file's bytes are in memory at a time, and each record goes to `into` as it is
+/// decoded: a restart never holds the decoded sessions beside the store's own copy.
+pub fn recover(
+    dir: &Path,
+    repair: bool,
+    keep: u64,
+    into: &mut impl Replay,
+) -> std::io::Result<Recovered> {
     let snapshots = numbered(dir, "snapshot-", ".dat")?;
     let base = snapshots.last().copied().unwrap_or(0);
-    let mut state: HashMap<SessionId, Session> = HashMap::new();
     let mut quarantined = Vec::new();
     let mut set_aside = Vec::new();
-    let mut apply =
-        |state: &mut HashMap<SessionId, Session>, file: &str, r: Record| -> std::io::Result<()> {
-            match r {
-                Record::Put(s) => {
-                    state.insert(s.id, *s);
+    let mut apply = |file: &str, r: Record| -> std::io::Result<()> {
+        match r {
+            Record::Put(s) => into.put(*s),
+            Record::Remove(id) => into.remove(id),
+            Record::Unreadable(u) => {
+                if let Some(id) = u.id {
+                    into.remove(id);
                 }
-                Record::Remove(id) => {
-                    state.remove(&id);
-                }
-                Record::Unreadable(u) => {
-                    if let Some(id) = u.id {
-                        state.remove(&id);
-                    }
-                    quarantined.push(quarantine(dir, file, u)?);
-                }
-                Record::Commit => {}
-                Record::Damaged(d) => {
-                    let to = d.offset + d.bytes.len() as u64;
-                    if !repair {
-                        return Err(std::io::Error::other(format!(
-                            "{file} is damaged at bytes {}..{to} and valid records follow; \
-                             nothing was dropped. With the server stopped, run `sessiond \
-                             repair` (same --config or --data-dir) to set the damaged bytes \
-                             aside in quarantine/ and keep every other record",
-                            d.offset
-                        )));
-                    }
-                    for id in &d.ids {
-                        state.remove(id);
-                    }
-                    set_aside.push(keep_damaged(dir, file, &d)?);
-                }
+                quarantined.push(quarantine(dir, file, u)?);
             }
-            Ok(())
-        };
+            Record::Commit => {}
+            Record::Damaged(d) => {
+                let to = d.offset + d.bytes.len() as u64;
+                if !repair {
+                    return Err(std::io::Error::other(format!(
+                        "{file} is damaged at bytes {}..{to} and valid records follow; \
+                         nothing was dropped. With the server stopped, run `sessiond \
+                         repair` (same --config or --data-dir) to set the damaged bytes \
+                         aside in quarantine/ and keep every other record",
+                        d.offset
+                    )));
+                }
+                for id in &d.ids {
+                    into.remove(*id);
+                }
+                set_aside.push(keep_damaged(dir, file, &d)?);
+            }
+        }
+        Ok(())
+    };
     if snapshots.last().is_some() {
-        let bytes = fs::read(snapshot_path(dir, base))?;
+        let path = snapshot_path(dir, base);
         // A snapshot is written whole and synced before it is named: any bad byte in
         // it is damage.
-        let d = frame::decode_all(&bytes, true);
         let name = format!("snapshot-{base}.dat");
-        let mut records = d.records;
-        if d.torn {
-            records.push(Record::Damaged(frame::Damaged::tail(&bytes, d.valid_len)));
-        }
-        for r in records {
-            apply(&mut state, &name, r)?;
+        let end = frame::decode_file(&path, true, |r| apply(&name, r))?;
+        if end.torn {
+            let tail = frame::Damaged::tail(&path, end.valid_len)?;
+            apply(&name, Record::Damaged(tail))?;
         }
     }
     let journals: Vec<u64> = numbered(dir, "journal-", ".log")?
@@ -289,53 +308,51 @@ pub fn recover_keeping(dir: &Path, repair: bool, keep: u64) -> std::io::Result<R
         .collect();
     let mut replayed = 0;
     let mut torn_tail = false;
-    let contents = journals
-        .iter()
-        .map(|n| fs::read(journal_path(dir, *n)))
-        .collect::<std::io::Result<Vec<_>>>()?;
     // The journal a crash can have cut short: the newest one that holds a frame (a
     // rotation that failed, or a crash right after one, leaves a newer one empty).
-    let last_written = contents
-        .iter()
-        .rposition(|bytes| frame::starts_with_frame(bytes))
-        .unwrap_or(contents.len().saturating_sub(1));
-    for (i, (n, bytes)) in journals.iter().zip(contents).enumerate() {
+    let mut last_written = journals.len().saturating_sub(1);
+    for (i, n) in journals.iter().enumerate().rev() {
+        if frame::file_starts_with_frame(&journal_path(dir, *n))? {
+            last_written = i;
+            break;
+        }
+    }
+    for (i, n) in journals.iter().enumerate() {
         let path = journal_path(dir, *n);
-        let d = frame::decode_all(&bytes, false);
         let last = i >= last_written;
-        if i + 1 == journals.len() && d.valid_len < keep {
+        let name = format!("journal-{n}.log");
+        // Records go to the sessions as they are read; a refusal below drops them all
+        // (the caller keeps nothing of a recovery that failed).
+        let end = frame::decode_file(&path, false, |r| {
+            if matches!(r, Record::Put(_) | Record::Remove(_)) {
+                replayed += 1;
+            }
+            apply(&name, r)
+        })?;
+        let valid_len = end.valid_len;
+        if i + 1 == journals.len() && valid_len < keep {
             return Err(std::io::Error::other(format!(
-                "journal-{n}.log cannot be read past byte {} although {keep} bytes of it were \
-                 acknowledged; the store stays down. With the server stopped, run `sessiond \
-                 repair` to keep every valid record",
-                d.valid_len
+                "journal-{n}.log cannot be read past byte {valid_len} although {keep} bytes \
+                 of it were acknowledged; the store stays down. With the server stopped, \
+                 run `sessiond repair` to keep every valid record"
             )));
         }
-        let name = format!("journal-{n}.log");
-        let mut records = d.records;
-        if d.torn {
-            let rest = &bytes[d.valid_len as usize..];
-            let padding = rest.iter().all(|b| *b == 0);
+        if end.torn {
+            let padding = end.padding;
             if !last && !padding {
                 // Only the last journal can end in a write cut short.
-                records.push(Record::Damaged(frame::Damaged::tail(&bytes, d.valid_len)));
+                let tail = frame::Damaged::tail(&path, valid_len)?;
+                apply(&name, Record::Damaged(tail))?;
             }
             if last {
                 // Preallocated zeros, or a write cut by a crash (never acknowledged):
                 // either way the file ends at its last valid frame, so that nothing but
                 // fresh zeros ever follows the frames the writer adds.
                 let f = OpenOptions::new().write(true).open(&path)?;
-                f.set_len(d.valid_len)?;
+                f.set_len(valid_len)?;
                 f.sync_all()?;
                 torn_tail |= !padding;
             }
-        }
-        replayed += records
-            .iter()
-            .filter(|r| matches!(r, Record::Put(_) | Record::Remove(_)))
-            .count();
-        for r in records {
-            apply(&mut state, &name, r)?;
         }
     }
     let current = journals.last().copied().unwrap_or(base);
@@ -344,7 +361,6 @@ pub fn recover_keeping(dir: &Path, repair: bool, keep: u64) -> std::io::Result<R
     // Files older than the snapshot in use are no longer needed.
     remove_before(dir, base);
     Ok(Recovered {
-        sessions: state.into_values().collect(),
         journal: (file, current, size),
         replayed,
         torn_tail,
@@ -522,7 +538,7 @@ mod tests {
     fn preallocated_zeros_end_a_journal_without_counting_as_damage() {
         let d = dir("zeros");
         let frames = journal_with(&d, &[0; 4096]);
-        let r = recover(&d).unwrap();
+        let r = recover(&d, false, 0, &mut HashMap::new()).unwrap();
         assert_eq!(r.replayed, 1);
         assert!(!r.torn_tail);
         assert_eq!(r.journal.2, frames, "writing goes on after the last frame");
@@ -536,7 +552,7 @@ mod tests {
         let mut tail = vec![200, 0, 0, 0, 1, 2, 3, 4, b'P'];
         tail.extend_from_slice(&[0; 4096]);
         let frames = journal_with(&d, &tail);
-        let r = recover(&d).unwrap();
+        let r = recover(&d, false, 0, &mut HashMap::new()).unwrap();
         assert_eq!(r.replayed, 1);
         assert!(r.torn_tail);
         assert_eq!(fs::metadata(journal_path(&d, 0)).unwrap().len(), frames);
@@ -558,7 +574,7 @@ mod tests {
         bytes.extend_from_slice(&[0; 512]);
         fs::write(journal_path(&d, 0), &bytes).unwrap();
 
-        let r = recover(&d).unwrap();
+        let r = recover(&d, false, 0, &mut HashMap::new()).unwrap();
         assert_eq!(
             r.replayed, 1,
             "the frame after the unreadable one is replayed"
@@ -578,12 +594,15 @@ mod tests {
         let d = dir("older");
         journal_with(&d, &[0; 512]);
         fs::write(journal_path(&d, 1), b"").unwrap();
-        assert_eq!(recover(&d).unwrap().replayed, 1);
+        assert_eq!(
+            recover(&d, false, 0, &mut HashMap::new()).unwrap().replayed,
+            1
+        );
         // A newer journal that holds no frame (a rotation cut short by a crash): the
         // older one is still the one a crash could have torn.
         journal_with(&d, &[9; 16]);
         fs::write(journal_path(&d, 1), [0; 64]).unwrap();
-        let r = recover(&d).unwrap();
+        let r = recover(&d, false, 0, &mut HashMap::new()).unwrap();
         assert!(r.torn_tail);
         assert_eq!(r.journal.1, 1, "writing goes on in the newest journal");
         // Once the newer journal holds a frame, the older one's bad tail is damage.
@@ -591,7 +610,7 @@ mod tests {
         let mut frame = Vec::new();
         frame::encode_remove(&mut frame, SessionId::from_u128(8));
         fs::write(journal_path(&d, 1), &frame).unwrap();
-        let Err(refused) = recover(&d) else {
+        let Err(refused) = recover(&d, false, 0, &mut HashMap::new()) else {
             panic!("damage before the last journal is refused")
         };
         assert!(refused.to_string().contains("sessiond repair"), "{refused}");

@@ -55,9 +55,11 @@ impl Damaged {
         }
     }
 
-    /// A tail of a file that no valid frame follows, where none may be torn.
-    pub fn tail(bytes: &[u8], from: u64) -> Damaged {
-        Damaged::new(bytes, from as usize, bytes.len())
+    /// The tail of the file at `path` from byte `from`, which no valid frame follows,
+    /// where none may be torn.
+    pub fn tail(path: &std::path::Path, from: u64) -> std::io::Result<Damaged> {
+        let bytes = std::fs::read(path)?;
+        Ok(Damaged::new(&bytes, from as usize, bytes.len()))
     }
 }
 
@@ -120,7 +122,8 @@ pub fn encode_commit(buf: &mut Vec<u8>) {
     seal(buf, start);
 }
 
-/// What reading a file found.
+/// What reading a file found, as a list ([`decode_all`]).
+#[cfg(test)]
 #[derive(Debug)]
 pub struct Decoded {
     /// The valid frames, in order.
@@ -159,9 +162,25 @@ fn plausible(bytes: &[u8], pos: usize) -> bool {
     }
 }
 
-/// Whether `bytes` starts with a whole, checksummed frame.
-pub fn starts_with_frame(bytes: &[u8]) -> bool {
-    frame_at(bytes, 0).is_some()
+/// Whether the file at `path` starts with a whole, checksummed frame (only its first
+/// frame is read).
+pub fn file_starts_with_frame(path: &std::path::Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut first = vec![0u8; HEADER];
+    if len < HEADER as u64 {
+        return Ok(false);
+    }
+    f.read_exact(&mut first)?;
+    let payload = u64::from(u32::from_le_bytes(first[..4].try_into().expect("4 bytes")));
+    if payload > len - HEADER as u64 {
+        return Ok(false);
+    }
+    // At most the file's length: a header's claim allocates nothing beyond the file.
+    first.resize(HEADER + payload as usize, 0);
+    f.read_exact(&mut first[HEADER..])?;
+    Ok(frame_at(&first, 0).is_some())
 }
 
 /// Decodes a frame's payload, found at `offset`.
@@ -188,18 +207,136 @@ fn decode(payload: &[u8], offset: u64) -> Record {
     }
 }
 
-/// Decodes every frame of `bytes` from `pos` on, stopping at the first bad one.
-/// Returns the records and where they end.
-fn run(bytes: &[u8], mut pos: usize) -> (Vec<Record>, usize) {
-    let mut records = Vec::new();
+/// Decodes every frame of `bytes` from `pos` on, stopping at the first bad one, giving
+/// each record to `each` as it is read. Returns where they end.
+/// `base` is where `bytes` starts in its file (records say where they were found).
+fn run<E>(
+    bytes: &[u8],
+    mut pos: usize,
+    base: u64,
+    each: &mut impl FnMut(Record) -> Result<(), E>,
+) -> Result<usize, E> {
     while let Some(payload) = frame_at(bytes, pos) {
-        records.push(decode(payload, pos as u64));
+        each(decode(payload, base + pos as u64))?;
         pos += HEADER + payload.len();
     }
-    (records, pos)
+    Ok(pos)
 }
 
-/// Decodes every valid frame of `bytes`.
+/// How a file read by [`decode_file`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    /// Bytes of valid frames from the start; anything after is a torn tail.
+    pub valid_len: u64,
+    /// Whether the file has bytes after the last valid frame.
+    pub torn: bool,
+    /// Whether those bytes are all zeros (a journal's preallocated room).
+    pub padding: bool,
+}
+
+/// The piece of a file read at a time by [`decode_file`].
+const PIECE: usize = 1 << 20;
+
+/// [`decode_from`] on the file at `path`, read a piece at a time: a file of valid
+/// frames ending in zeros (every journal) is never held whole in memory, so a restart
+/// needs about the memory of the sessions it loads, not of the files it reads. Where a
+/// bad frame is followed by anything but zeros (a torn write, damage), the file is read
+/// whole and judged as [`decode_from`] does.
+pub fn decode_file<E: From<std::io::Error>>(
+    path: &std::path::Path,
+    complete: bool,
+    each: impl FnMut(Record) -> Result<(), E>,
+) -> Result<Ending, E> {
+    decode_file_by(path, complete, PIECE, each)
+}
+
+/// [`decode_file`], reading `piece` bytes at a time.
+fn decode_file_by<E: From<std::io::Error>>(
+    path: &std::path::Path,
+    complete: bool,
+    piece: usize,
+    mut each: impl FnMut(Record) -> Result<(), E>,
+) -> Result<Ending, E> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut buf = Vec::with_capacity(piece);
+    // Where `buf` starts in the file.
+    let mut base = 0u64;
+    let bad = loop {
+        let pos = run(&buf, 0, base, &mut each)?;
+        buf.drain(..pos);
+        base += pos as u64;
+        // The frame at `base` is bad, or not whole in `buf`: read on if the file holds
+        // what it needs (its header, then the length it claims).
+        let read = base + buf.len() as u64;
+        let need = match buf.get(..4) {
+            Some(h) => HEADER as u64 + u64::from(u32::from_le_bytes(h.try_into().expect("4"))),
+            None => HEADER as u64,
+        };
+        if need <= buf.len() as u64 || base + need > len || read == len {
+            break base;
+        }
+        let more = (need - buf.len() as u64).max(piece as u64).min(len - read);
+        let at = buf.len();
+        buf.resize(at + more as usize, 0);
+        f.read_exact(&mut buf[at..])?;
+    };
+    if bad == len {
+        return Ok(Ending {
+            valid_len: len,
+            torn: false,
+            padding: true,
+        });
+    }
+    // Zeros to the end: the preallocated room, read a piece at a time.
+    let mut zeros = buf.iter().all(|b| *b == 0);
+    let mut read = base + buf.len() as u64;
+    while zeros && read < len {
+        let n = (len - read).min(piece as u64) as usize;
+        buf.resize(n, 0);
+        f.read_exact(&mut buf[..n])?;
+        zeros = buf.iter().all(|b| *b == 0);
+        read += n as u64;
+    }
+    if zeros {
+        return Ok(Ending {
+            valid_len: bad,
+            torn: true,
+            padding: true,
+        });
+    }
+    drop(buf);
+    let bytes = std::fs::read(path)?;
+    let (valid_len, torn) = decode_from(&bytes, bad as usize, complete, each)?;
+    let padding = bytes[valid_len as usize..].iter().all(|b| *b == 0);
+    Ok(Ending {
+        valid_len,
+        torn,
+        padding,
+    })
+}
+
+/// Decodes every valid frame of `bytes` into a list ([`decode_from`]).
+#[cfg(test)]
+pub fn decode_all(bytes: &[u8], complete: bool) -> Decoded {
+    let mut records = Vec::new();
+    let (valid_len, torn) = decode_from(bytes, 0, complete, |r| {
+        records.push(r);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    Decoded {
+        records,
+        valid_len,
+        torn,
+    }
+}
+
+/// Decodes every valid frame of `bytes` from `pos` on (where a frame starts or a bad one
+/// is found), giving each record to `each` in file order as it is read. Returns the
+/// bytes of valid frames from the start (anything after is a torn tail) and whether the
+/// file had bytes after the last valid frame.
 ///
 /// Where a frame is torn or fails its checksum, the rest is searched for the next
 /// valid frame. If what follows proves the bad bytes' batch complete (a batch marker
@@ -207,8 +344,13 @@ fn run(bytes: &[u8], mut pos: usize) -> (Vec<Record>, usize) {
 /// synced before it was named), the bad bytes are damage: a [`Record::Damaged`] in
 /// their place, and reading goes on. Otherwise they are the torn tail of the
 /// last batch, which was never acknowledged: reading stops there.
-pub fn decode_all(bytes: &[u8], complete: bool) -> Decoded {
-    let (mut records, mut pos) = run(bytes, 0);
+fn decode_from<E>(
+    bytes: &[u8],
+    pos: usize,
+    complete: bool,
+    mut each: impl FnMut(Record) -> Result<(), E>,
+) -> Result<(u64, bool), E> {
+    let mut pos = run(bytes, pos, 0, &mut each)?;
     while pos < bytes.len() {
         // Zeros are the journal's preallocated room, never a frame: skip them quickly.
         let next = (pos + 1..bytes.len()).find(|q| {
@@ -218,7 +360,13 @@ pub fn decode_all(bytes: &[u8], complete: bool) -> Decoded {
                 && frame_at(bytes, *q).is_some()
         });
         let Some(next) = next else { break };
-        let (after, end) = run(bytes, next);
+        // Damage is rare: what follows it is held until it proves the damage is not a
+        // torn tail.
+        let mut after = Vec::new();
+        let end = run(bytes, next, 0, &mut |r| {
+            after.push(r);
+            Ok::<(), E>(())
+        })?;
         let proven = complete
             || after
                 .iter()
@@ -227,15 +375,13 @@ pub fn decode_all(bytes: &[u8], complete: bool) -> Decoded {
         if !proven {
             break;
         }
-        records.push(Record::Damaged(Damaged::new(bytes, pos, next)));
-        records.extend(after);
+        each(Record::Damaged(Damaged::new(bytes, pos, next)))?;
+        for r in after {
+            each(r)?;
+        }
         pos = end;
     }
-    Decoded {
-        records,
-        valid_len: pos as u64,
-        torn: pos != bytes.len(),
-    }
+    Ok((pos as u64, pos != bytes.len()))
 }
 
 #[cfg(test)]
@@ -381,5 +527,104 @@ mod tests {
         assert!(matches!(&d.records[1], Record::Unreadable(u)
             if u.offset == bad_len && u.id.is_none() && u.error.contains("unknown record type")));
         assert!(matches!(d.records[2], Record::Remove(id) if id == s.id));
+    }
+
+    /// One piece of a generated file.
+    #[derive(Debug, Clone)]
+    enum Piece {
+        Put(u16),
+        Remove,
+        Commit,
+        Garbage(Vec<u8>),
+        Zeros(u16),
+        /// A put frame cut after this many bytes (a torn write).
+        Cut(u16),
+        /// A put frame with one byte changed (damage).
+        Flipped(u16),
+        /// A whole, checksummed frame that cannot be decoded.
+        Undecodable,
+    }
+
+    fn piece() -> impl proptest::strategy::Strategy<Value = Piece> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0u16..400).prop_map(Piece::Put),
+            2 => Just(Piece::Remove),
+            3 => Just(Piece::Commit),
+            1 => proptest::collection::vec(any::<u8>(), 1..40).prop_map(Piece::Garbage),
+            2 => (1u16..3000).prop_map(Piece::Zeros),
+            1 => (1u16..200).prop_map(Piece::Cut),
+            1 => (0u16..200).prop_map(Piece::Flipped),
+            1 => Just(Piece::Undecodable),
+        ]
+    }
+
+    fn put_frame(n: u16) -> Vec<u8> {
+        let mut s = bare();
+        s.data = JsonObject::from_value(&serde_json::json!({"pad": "x".repeat(n.into())})).unwrap();
+        let mut out = Vec::new();
+        encode_put(&mut out, &s);
+        out
+    }
+
+    fn build(pieces: &[Piece]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in pieces {
+            match p {
+                Piece::Put(n) => out.extend(put_frame(*n)),
+                Piece::Remove => encode_remove(&mut out, SessionId::from_u128(7)),
+                Piece::Commit => encode_commit(&mut out),
+                Piece::Garbage(g) => out.extend(g),
+                Piece::Zeros(n) => out.extend(std::iter::repeat_n(0, (*n).into())),
+                Piece::Cut(k) => {
+                    let f = put_frame(*k);
+                    out.extend(&f[..(*k as usize).min(f.len() - 1)]);
+                }
+                Piece::Undecodable => out.extend(sealed(b"Xjunk")),
+                Piece::Flipped(at) => {
+                    let mut f = put_frame(20);
+                    let i = *at as usize % f.len();
+                    f[i] ^= 0x5a;
+                    out.extend(f);
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// A file read a piece at a time gives the records, in order, and the ending
+        /// that reading it whole gives, whatever it holds (frames, a torn write, damage,
+        /// garbage, the zeros of preallocated room) and wherever the pieces cut it.
+        #[test]
+        fn a_file_read_in_pieces_reads_as_a_whole(
+            pieces in proptest::collection::vec(piece(), 0..24),
+            complete in proptest::bool::ANY,
+        ) {
+            let bytes = build(&pieces);
+            let whole = decode_all(&bytes, complete);
+            let path = std::env::temp_dir().join(format!(
+                "sessiond-frames-{}-{:?}.log",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::write(&path, &bytes).unwrap();
+            for by in [HEADER + 1, 64, 1000, PIECE] {
+                let mut records = Vec::new();
+                let end = decode_file_by(&path, complete, by, |r| {
+                    records.push(r);
+                    Ok::<(), std::io::Error>(())
+                })
+                .unwrap();
+                proptest::prop_assert_eq!(format!("{records:?}"), format!("{:?}", whole.records));
+                proptest::prop_assert_eq!(end.valid_len, whole.valid_len);
+                proptest::prop_assert_eq!(end.torn, whole.torn);
+                let padding = bytes[whole.valid_len as usize..].iter().all(|b| *b == 0);
+                proptest::prop_assert_eq!(end.padding, padding);
+            }
+            std::fs::remove_file(&path).unwrap();
+        }
     }
 }

@@ -35,6 +35,7 @@
 //! background thread writes a snapshot of the store; once the snapshot is durable, the
 //! older files are deleted (see [`crate::files`] for why a fuzzy snapshot is correct).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -526,12 +527,13 @@ fn reload(
         journal.cut(*len)?;
         keep = *len;
     }
-    let rec = files::recover_keeping(&shared.dir, false, keep)?;
+    let mut sessions = HashMap::new();
+    let rec = files::recover(&shared.dir, false, keep, &mut sessions)?;
     *cut = None;
     if let Some(store) = shared.store.get() {
         let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
         shared.reloads.fetch_add(1, Ordering::AcqRel);
-        store.replace_all(rec.sessions);
+        store.replace_all(sessions.into_values());
         shared.reloads.fetch_add(1, Ordering::AcqRel);
     }
     let (file, epoch, size) = rec.journal;

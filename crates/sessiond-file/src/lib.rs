@@ -199,20 +199,24 @@ impl FileStore {
         let dir = dir.as_ref().to_path_buf();
         let lock = lock_dir(&dir)?;
         files::check_format(&dir)?;
-        let rec = files::recover(&dir)
+        // Sessions go straight into the store as the files are read; the journal hook
+        // comes with the writer, after them (nothing read is written back).
+        let mem = MemoryStore::new();
+        let rec = files::recover(&dir, false, 0, &mut &mem)
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
         let (file, epoch, size) = rec.journal;
         tracing::info!(
             dir = %dir.display(),
-            sessions = rec.sessions.len(),
+            sessions = mem.len(),
             replayed = rec.replayed,
             torn_tail = rec.torn_tail,
             quarantined = rec.quarantined.len(),
             "file store opened"
         );
         let writer = Writer::start(dir.clone(), file, epoch, size, &options)?;
-        let mem = MemoryStore::with_journal(Arc::new(Hook(writer.shared.clone())));
-        mem.load(rec.sessions);
+        let Ok(mem) = mem.journaled(Arc::new(Hook(writer.shared.clone()))) else {
+            unreachable!("the store is not shared before it is journaled")
+        };
         let _ = writer.shared.store.set(mem.clone());
         Ok(FileStore {
             mem,
@@ -239,12 +243,11 @@ impl FileStore {
         }
         let _lock = lock_dir(dir)?;
         files::check_format(dir)?;
-        let rec = files::recover_with(dir, true)
+        let mem = MemoryStore::new();
+        let rec = files::recover(dir, true, 0, &mut &mem)
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
         let next = rec.journal.1 + 1;
-        let sessions = rec.sessions.len();
-        let mem = MemoryStore::new();
-        mem.load(rec.sessions);
+        let sessions = mem.len();
         files::create_journal(dir, next)?;
         files::write_snapshot(dir, next, &mem, || Ok(()))?;
         tracing::info!(

@@ -74,6 +74,8 @@ fn parse_args() -> Args {
                      resolve: GET /v1/session (resolve + touch) with one session per connection\n\
                      heartbeat: POST /v1/session/heartbeat\n\
                      open: POST /v1/apps/APP/sessions (a new session per request)\n\
+                     open-cart: the same, each session with its own user and a small \
+                     cart in its storage (as a shop's signed-in visitors)\n\
                      forward-auth: GET /v1/apps/APP/forward-auth with the session cookie \
                      (SESSION=<token>), one session per connection, as a reverse proxy \
                      asks before every request\n\
@@ -209,6 +211,22 @@ async fn run(args: &Args, target: &Target, scenario: &str) -> Outcome {
                         &admin,
                         Some("{}"),
                     ),
+                    "open-cart" => {
+                        static USERS: std::sync::atomic::AtomicU64 =
+                            std::sync::atomic::AtomicU64::new(0);
+                        let n = USERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let body = format!(
+                            r#"{{"user":"user-{n}@example.com","data":{{"cart":[{{"sku":"A-{}","qty":2}},{{"sku":"B-7","qty":1}}],"currency":"EUR"}}}}"#,
+                            n % 1000
+                        );
+                        request(
+                            "POST",
+                            &host,
+                            &format!("/v1/apps/{app}/sessions"),
+                            &admin,
+                            Some(&body),
+                        )
+                    }
                     "forward-auth" | "proxy-checked" => Request::builder()
                         .method("GET")
                         .uri(if scenario == "forward-auth" {

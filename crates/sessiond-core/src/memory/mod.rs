@@ -168,6 +168,21 @@ impl MemoryStore {
         Self::build(Some(journal))
     }
 
+    /// This store, loaded and not shared yet, reporting every change to `journal` from
+    /// now on (a durable store fills it from its files before its journal can be
+    /// written). Gives the store back unchanged if a clone of it exists.
+    pub fn journaled(self, journal: Arc<dyn Journal>) -> Result<Self, Self> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.journal = Some(journal);
+                Ok(MemoryStore {
+                    inner: Arc::new(inner),
+                })
+            }
+            Err(inner) => Err(MemoryStore { inner }),
+        }
+    }
+
     fn build(journal: Option<Arc<dyn Journal>>) -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
@@ -183,6 +198,18 @@ impl MemoryStore {
     /// twice keeps its last state.
     pub fn load(&self, sessions: impl IntoIterator<Item = Session>) {
         self.put_all(sessions, None);
+    }
+
+    /// Forgets session `id`, if held, without reporting it to the journal: a restart
+    /// replaying a removal (or leaving out a record it cannot read).
+    pub fn unload(&self, id: SessionId) {
+        let Some(app) = read(self.shard(id)).sessions.app_of(&id) else {
+            return;
+        };
+        let idx = self.app_index(&app);
+        let mut idx = lock(&idx);
+        let mut shard = write(self.shard(id));
+        self.forget(&mut idx, &mut shard, id);
     }
 
     /// Forgets every session and loads `sessions` instead, without reporting them to the
