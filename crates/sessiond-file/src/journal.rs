@@ -449,12 +449,13 @@ fn write_loop(shared: &Arc<Shared>, file: File, mut epoch: u64, size: u64) {
 
 /// After a failed write: cuts the journal back to its last durable frame, reloads the
 /// memory store from the disk (dropping every change that was not durable), then probes
-/// the disk until it takes a write and lets operations in again. Returns the journal to
-/// go on with and its number, or `None` if the store is shutting down first.
+/// the disk until it takes a write, makes durable the versions the reload continued
+/// above undone changes, and lets operations in again. Returns the journal to go on
+/// with and its number, or `None` if the store is shutting down first.
 fn heal(shared: &Shared, journal: JournalFile, durable_len: u64) -> Option<(JournalFile, u64)> {
     let mut pause = Duration::from_millis(100);
     let mut journal = Some((journal, durable_len));
-    let mut healed: Option<(JournalFile, u64)> = None;
+    let mut healed: Option<(JournalFile, u64, Vec<u8>)> = None;
     loop {
         if healed.is_none() && !shared.compacting.load(Ordering::Acquire) {
             match reload(shared, &mut journal) {
@@ -464,15 +465,27 @@ fn heal(shared: &Shared, journal: JournalFile, durable_len: u64) -> Option<(Jour
                 }
             }
         }
-        if let Some((j, _)) = &mut healed {
+        if let Some((j, _, continued)) = &mut healed {
             // Room for a whole step of growth, not just one frame: a disk that takes
             // one more frame and refuses the next would fail and reload per request.
-            match j.reserve(crate::journal_file::GROW) {
+            // Then the continued versions, before any operation can build on them (a
+            // write that fails after a partial write leaves a torn tail, or the same
+            // full states written twice: both harmless).
+            let room = crate::journal_file::GROW + continued.len() as u64;
+            let written = j.reserve(room).and_then(|()| {
+                if !continued.is_empty() {
+                    j.write(continued)?;
+                    j.sync()?;
+                    continued.clear();
+                }
+                Ok(())
+            });
+            match written {
                 Ok(()) => {
                     let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
                     shared.failed.store(false, Ordering::Release);
                     tracing::info!("the journal takes writes again; operations are accepted");
-                    return healed;
+                    return healed.map(|(j, epoch, _)| (j, epoch));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "the journal still refuses writes")
@@ -501,11 +514,14 @@ fn heal(shared: &Shared, journal: JournalFile, durable_len: u64) -> Option<(Jour
 
 /// Goes back to what the disk holds: with no operation running, drops every frame not
 /// yet durable (their operations fail), cuts the failed journal back to its durable
-/// frames (once), and reloads the memory store from the store's files.
+/// frames (once), and reloads the memory store from the store's files. Returns the
+/// journal, its number, and the frames (a batch) of the sessions whose version the
+/// reload continued above undone changes ([`MemoryStore::replace_all`]), to be written
+/// before operations come back.
 fn reload(
     shared: &Shared,
     cut: &mut Option<(JournalFile, u64)>,
-) -> std::io::Result<(JournalFile, u64)> {
+) -> std::io::Result<(JournalFile, u64, Vec<u8>)> {
     {
         // Waits for the operations in flight (they passed the check before the failure
         // was set), then drops every frame not yet durable: their operations fail.
@@ -530,21 +546,32 @@ fn reload(
     let mut sessions = HashMap::new();
     let rec = files::recover(&shared.dir, false, keep, &mut sessions)?;
     *cut = None;
+    let mut frames = Vec::new();
+    let mut continued_count = 0;
     if let Some(store) = shared.store.get() {
         let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
         shared.reloads.fetch_add(1, Ordering::AcqRel);
-        store.replace_all(sessions.into_values());
+        let continued = store.replace_all(sessions.into_values());
         shared.reloads.fetch_add(1, Ordering::AcqRel);
+        continued_count = continued.len();
+        for s in &continued {
+            frame::encode_put(&mut frames, s);
+        }
+        if !frames.is_empty() {
+            frame::encode_commit(&mut frames);
+        }
     }
     let (file, epoch, size) = rec.journal;
     let path = files::journal_path(&shared.dir, epoch);
     tracing::info!(
         epoch,
+        continued = continued_count,
         "the store was reloaded from its files after a failed write"
     );
     Ok((
         JournalFile::open(file, &path, size, shared.sync, shared.io),
         epoch,
+        frames,
     ))
 }
 

@@ -215,7 +215,25 @@ impl MemoryStore {
     /// Forgets every session and loads `sessions` instead, without reporting them to the
     /// journal: a durable store going back to what its disk holds. The caller makes sure
     /// no operation runs meanwhile.
-    pub fn replace_all(&self, sessions: impl IntoIterator<Item = Session>) {
+    ///
+    /// Versions never go back: a session this store held at a version above its loaded
+    /// state (changes that were seen, then undone) continues one above that version, so
+    /// a version once seen never names other data (a client's `If-Match` on an undone
+    /// state is refused). Returns those sessions, for the caller to make durable.
+    #[must_use = "sessions whose version continued above undone changes must be made durable"]
+    pub fn replace_all(&self, sessions: impl IntoIterator<Item = Session>) -> Vec<Session> {
+        let mut continued = Vec::new();
+        let sessions: Vec<Session> = sessions
+            .into_iter()
+            .map(|mut s| {
+                let seen = read(self.shard(s.id)).sessions.version_of(&s.id);
+                if let Some(v) = seen.filter(|v| *v > s.version) {
+                    s.version = v + 1;
+                    continued.push(s.clone());
+                }
+                s
+            })
+            .collect();
         write(&self.inner.apps).clear();
         for shard in self.inner.shards.iter() {
             *write(shard) = Shard::default();
@@ -224,6 +242,7 @@ impl MemoryStore {
             write(tokens).clear();
         }
         self.load(sessions);
+        continued
     }
 
     /// Removes session `id` and its index entries, with its app index and shard locked

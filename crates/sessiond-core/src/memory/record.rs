@@ -136,6 +136,11 @@ impl Records {
         self.0.get(id).map(|r| r.session())
     }
 
+    /// The version of session `id`, without building the session.
+    pub fn version_of(&self, id: &SessionId) -> Option<u64> {
+        self.0.get(id).map(|r| r.version)
+    }
+
     /// The app of session `id`, without building the session.
     pub fn app_of(&self, id: &SessionId) -> Option<Arc<str>> {
         self.0.get(id).map(|r| r.app.clone())
