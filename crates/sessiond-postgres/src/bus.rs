@@ -145,7 +145,12 @@ impl EventBus for PostgresEventBus {
             subs.list.push(tx);
             if !subs.listening {
                 subs.listening = true;
-                tokio::spawn(listen(self.inner.clone()));
+                let inner = &self.inner;
+                tokio::spawn(listen(
+                    inner.clone(),
+                    inner.db.clone(),
+                    inner.config.clone(),
+                ));
             }
         }
         let timeout = self.inner.db.op_timeout;
@@ -164,19 +169,51 @@ impl EventBus for PostgresEventBus {
     }
 }
 
-/// The listener task: listens until no subscriber is left, reconnecting on loss.
-async fn listen(inner: Arc<Inner>) {
+/// What a connection in `LISTEN` serves: the event bus's subscribers, or the read
+/// cache's invalidations ([`crate::cache`]).
+pub(crate) trait Listens: Send + Sync + 'static {
+    /// The channel to listen on.
+    fn channel(&self) -> &str;
+    /// A notification's payload.
+    fn message(&self, payload: &str);
+    /// The connection is now listening (`true`), or was lost (`false`: notifications
+    /// sent meanwhile are lost).
+    fn ready(&self, up: bool);
+    /// Whether to go on listening (checked every second).
+    fn wanted(&self) -> bool;
+}
+
+impl Listens for Inner {
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn message(&self, payload: &str) {
+        self.fan_out(payload);
+    }
+
+    fn ready(&self, up: bool) {
+        self.ready.send_replace(up);
+    }
+
+    fn wanted(&self) -> bool {
+        !self.stop_if_unsubscribed()
+    }
+}
+
+/// The listener task: listens while `to` wants it, reconnecting on loss.
+pub(crate) async fn listen(to: Arc<dyn Listens>, db: Arc<Db>, config: tokio_postgres::Config) {
     let mut pause = FIRST_PAUSE;
     loop {
-        match listen_once(&inner, &mut pause).await {
+        match listen_once(&to, &db, &config, &mut pause).await {
             Ok(()) => return,
             Err(e) => {
-                inner.ready.send_replace(false);
-                tracing::warn!(error = %e, channel = %inner.channel,
-                    "event listener connection lost; reconnecting");
+                to.ready(false);
+                tracing::warn!(error = %e, channel = %to.channel(),
+                    "listener connection lost; reconnecting");
             }
         }
-        if inner.stop_if_unsubscribed() {
+        if !to.wanted() {
             return;
         }
         tokio::time::sleep(pause).await;
@@ -193,33 +230,37 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// One listening connection, from connect to loss (an error) or to the last
-/// subscriber leaving (`Ok`).
-async fn listen_once(inner: &Arc<Inner>, pause: &mut Duration) -> PgResult<()> {
-    let timeout = inner.db.op_timeout;
+/// One listening connection, from connect to loss (an error) or to `to` no longer
+/// wanting it (`Ok`).
+async fn listen_once(
+    to: &Arc<dyn Listens>,
+    db: &Db,
+    config: &tokio_postgres::Config,
+    pause: &mut Duration,
+) -> PgResult<()> {
+    let timeout = db.op_timeout;
     let bounded = |what| move |_| PostgresError::Timeout { what, timeout };
-    let (client, mut connection) =
-        tokio::time::timeout(timeout, inner.config.connect(inner.db.tls.clone()))
-            .await
-            .map_err(bounded("connect"))??;
-    let fan = inner.clone();
+    let (client, mut connection) = tokio::time::timeout(timeout, config.connect(db.tls.clone()))
+        .await
+        .map_err(bounded("connect"))??;
+    let fan = to.clone();
     let mut reader = AbortOnDrop(tokio::spawn(async move {
         while let Some(msg) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             match msg {
-                Ok(AsyncMessage::Notification(n)) => fan.fan_out(n.payload()),
+                Ok(AsyncMessage::Notification(n)) => fan.message(n.payload()),
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "event listener connection failed");
+                    tracing::warn!(error = %e, "listener connection failed");
                     return;
                 }
             }
         }
     }));
-    let listen = format!("LISTEN {}", quoted(&inner.channel));
+    let listen = format!("LISTEN {}", quoted(to.channel()));
     tokio::time::timeout(timeout, client.batch_execute(&listen))
         .await
         .map_err(bounded("LISTEN"))??;
-    inner.ready.send_replace(true);
+    to.ready(true);
     *pause = FIRST_PAUSE;
 
     let mut tick = tokio::time::interval(TICK);
@@ -231,7 +272,7 @@ async fn listen_once(inner: &Arc<Inner>, pause: &mut Duration) -> PgResult<()> {
                 return Err(PostgresError::ConnectionLost);
             }
             _ = tick.tick() => {
-                if inner.stop_if_unsubscribed() {
+                if !to.wanted() {
                     return Ok(());
                 }
                 ticks += 1;

@@ -146,6 +146,24 @@
 //! Events (`NOTIFY`) are not durable: a node that is disconnected when one is sent
 //! never receives it, and learns the state at its next read.
 //!
+//! # Reads from memory
+//!
+//! With [`PostgresOptions::read_cache`] set (off by default), a node answers a read of
+//! a session by token (a resolve, or a touch that has nothing to write yet) from the
+//! copy it last read, when that copy is younger than the set age (1 s is a good
+//! value), the node's `LISTEN` connection on `<schema>_changes` is up, and the change
+//! would write nothing; anything else goes to the store as before. Every change a node
+//! makes is announced on that channel after it commits (outside the transaction: a
+//! `NOTIFY` inside it would serialise every commit of the database behind one lock
+//! held through the WAL flush), and the other nodes forget their copies when the
+//! notice arrives: a kill, logout, rotation or storage write on one node is seen on the
+//! others a few milliseconds later (docs/BENCHMARKS.md has the measured delays), and
+//! never later than the set age even if notices are lost. When the listening
+//! connection is lost, a node empties its copies at once and reads from the store
+//! until it listens again. Every node sharing a store must have it on: a node without
+//! it announces nothing. [`PostgresStore::read_cache_hits`] counts the reads answered
+//! from memory. The module `cache.rs` has the details.
+//!
 //! # Connecting
 //!
 //! TLS (rustls, ring provider) follows the URL's `sslmode`: `require`, `verify-ca` and
@@ -162,6 +180,7 @@
 
 mod admit;
 mod bus;
+mod cache;
 mod db;
 mod error;
 mod ops;

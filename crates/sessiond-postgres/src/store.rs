@@ -13,11 +13,12 @@ use sessiond_core::store::{
     AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
 };
 use sessiond_core::{
-    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Store, StoreError,
+    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Step, Store, StoreError,
     Timestamp,
 };
 
-use crate::bus::PostgresEventBus;
+use crate::bus::{self, PostgresEventBus};
+use crate::cache::{CacheListener, Notifier, ReadCache};
 use crate::db::{retrying, Db};
 use crate::error::{PgResult, PostgresError};
 use crate::schema::{self, Sql};
@@ -54,6 +55,11 @@ pub struct PostgresOptions {
     /// Commit touch writes without waiting for the WAL flush (default true); see the
     /// crate docs on durability.
     pub async_touches: bool,
+    /// Answer reads of a session by token from this node's memory, for at most this
+    /// long after the copy was read, while the other nodes' change notices arrive
+    /// (default off). Every node sharing the store must have it on: a node without it
+    /// does not announce its changes. See "Reads from memory" in the crate docs.
+    pub read_cache: Option<Duration>,
 }
 
 impl Default for PostgresOptions {
@@ -63,6 +69,7 @@ impl Default for PostgresOptions {
             pool_size: 16,
             op_timeout: Duration::from_secs(2),
             async_touches: true,
+            read_cache: None,
         }
     }
 }
@@ -76,6 +83,23 @@ pub struct PostgresStore {
     schema: Arc<str>,
     async_touches: bool,
     unreadable: Arc<Unreadable>,
+    cache: Option<Cached>,
+}
+
+/// The read cache and where this node announces its changes.
+#[derive(Clone)]
+struct Cached {
+    cache: Arc<ReadCache>,
+    notifier: Notifier,
+}
+
+impl Cached {
+    /// Sessions `ids` changed here: this node's copies go now, the others' when the
+    /// notice arrives.
+    fn changed<'a>(&self, ids: impl IntoIterator<Item = &'a SessionId> + Clone) {
+        self.cache.forget(ids.clone());
+        self.notifier.changed(ids);
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -159,6 +183,30 @@ impl PostgresStore {
             }
         }
 
+        let cache = options.read_cache.map(|max_age| {
+            let channel = format!("{}_changes", options.schema);
+            let cache = Arc::new(ReadCache::new(max_age));
+            let listener = CacheListener {
+                cache: Arc::downgrade(&cache),
+                channel: channel.clone(),
+            };
+            let mut config = config.clone();
+            config.application_name("sessiond read cache");
+            tokio::spawn(bus::listen(Arc::new(listener), db.clone(), config));
+            Cached {
+                cache,
+                notifier: Notifier::start(db.clone(), channel),
+            }
+        });
+        if let Some(c) = &cache {
+            // Connected means reading from memory where it can, as soon as the
+            // listener is up; until then (or if it cannot be) every read goes to the
+            // store, as without the cache.
+            let deadline = tokio::time::Instant::now() + op_timeout;
+            while !c.cache.is_live() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         let channel = format!("{}_events", options.schema);
         Ok(PostgresStore {
             bus: Arc::new(PostgresEventBus::new(db.clone(), config, channel)),
@@ -166,6 +214,7 @@ impl PostgresStore {
             schema: Arc::from(options.schema),
             async_touches: options.async_touches,
             unreadable: Arc::default(),
+            cache,
         })
     }
 
@@ -182,6 +231,12 @@ impl PostgresStore {
     /// process). See "Unreadable rows" in the crate docs.
     pub fn unreadable_records(&self) -> u64 {
         self.unreadable.count()
+    }
+
+    /// Reads of a session answered from this node's memory since the store was made
+    /// (0 without [`PostgresOptions::read_cache`]), for the metrics.
+    pub fn read_cache_hits(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.cache.hits())
     }
 
     /// The event bus (also what [`Store::event_bus`] returns).
@@ -248,10 +303,14 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> StoreResult<OpenOutcome> {
         let (sql, bad) = (&self.db.sql, &*self.unreadable);
-        run!(self, "open", |c| admit::open(
+        let out = run!(self, "open", |c| admit::open(
             &mut c, sql, bad, &session, admission, now
         )
-        .await)
+        .await);
+        if let (Some(c), Ok(OpenOutcome::Opened { displaced, .. })) = (&self.cache, &out) {
+            c.changed(displaced.iter().map(|s| &s.id));
+        }
+        out
     }
 
     async fn get(&self, lookup: Lookup) -> StoreResult<Option<Session>> {
@@ -267,10 +326,43 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome> {
         let (sql, bad, touches) = (&self.db.sql, &*self.unreadable, self.async_touches);
-        run!(self, "modify", |c| ops::modify(
+        if let (Some(c), Lookup::Token(token), Change::Read | Change::Touch) =
+            (&self.cache, lookup, change)
+        {
+            // From memory only when that writes nothing: anything else goes to the store.
+            if let Some(mut s) = c.cache.get(token) {
+                if let Ok(Step::Unchanged) = s.step(change, cond, now) {
+                    c.cache.hit();
+                    return Ok(ModifyOutcome::Done {
+                        session: s,
+                        step: Step::Unchanged,
+                        displaced: Vec::new(),
+                    });
+                }
+            }
+        }
+        let seen = self.cache.as_ref().map(|c| c.cache.generation());
+        let out = run!(self, "modify", |c| ops::modify(
             &mut c, sql, bad, lookup, change, cond, now, touches
         )
-        .await)
+        .await);
+        if let (
+            Some(c),
+            Some(seen),
+            Ok(ModifyOutcome::Done {
+                session,
+                step,
+                displaced,
+            }),
+        ) = (&self.cache, seen, &out)
+        {
+            if *step == Step::Unchanged {
+                c.cache.keep(seen, session);
+            } else {
+                c.changed(std::iter::once(&session.id).chain(displaced.iter().map(|s| &s.id)));
+            }
+        }
+        out
     }
 
     async fn close(
@@ -281,10 +373,16 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> StoreResult<CloseOutcome> {
         let (sql, bad) = (&self.db.sql, &*self.unreadable);
-        run!(self, "close", |c| ops::close(
+        let out = run!(self, "close", |c| ops::close(
             &mut c, sql, bad, id, reason, by, now
         )
-        .await)
+        .await);
+        if let (Some(c), Ok(CloseOutcome::Closed(_) | CloseOutcome::Discarded)) =
+            (&self.cache, &out)
+        {
+            c.changed([&id]);
+        }
+        out
     }
 
     async fn close_all(
@@ -297,10 +395,14 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> StoreResult<Vec<Session>> {
         let (sql, bad) = (&self.db.sql, &*self.unreadable);
-        run!(self, "close_all", |c| ops::close_all(
+        let out = run!(self, "close_all", |c| ops::close_all(
             &mut c, sql, bad, app, except, user, reason, by, now
         )
-        .await)
+        .await);
+        if let (Some(c), Ok(closed)) = (&self.cache, &out) {
+            c.changed(closed.iter().map(|s| &s.id));
+        }
+        out
     }
 
     async fn list(&self, query: &ListQuery) -> StoreResult<Vec<Session>> {
@@ -316,15 +418,25 @@ impl Store for PostgresStore {
     async fn expire_due(&self, now: Timestamp, limit: usize) -> StoreResult<Expired> {
         // Leave room in the deadline for the batch under way when the budget runs out.
         let (sql, bad, budget) = (&self.db.sql, &*self.unreadable, self.db.op_timeout / 2);
-        run!(self, "expire_due", |c| ops::expire_due(
+        let out = run!(self, "expire_due", |c| ops::expire_due(
             &mut c, sql, bad, now, limit, budget
         )
-        .await)
+        .await);
+        // Purged sessions were closed before (and announced then).
+        if let (Some(c), Ok(expired)) = (&self.cache, &out) {
+            c.changed(expired.closed.iter().map(|s| &s.id));
+        }
+        out
     }
 
     async fn import(&self, session: Session) -> StoreResult<()> {
         let sql = &self.db.sql;
-        run!(self, "import", |c| ops::import(&mut c, sql, &session).await)
+        let out = run!(self, "import", |c| ops::import(&mut c, sql, &session).await);
+        if let Some(c) = &self.cache {
+            // Even a failed import may have been applied (an unknown outcome).
+            c.changed([&session.id]);
+        }
+        out
     }
 
     async fn ping(&self) -> StoreResult<()> {

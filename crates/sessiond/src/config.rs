@@ -112,12 +112,16 @@ pub enum StoreUrl {
     Memory,
     /// PostgreSQL (`postgres://user@host:port/db`), shared by many nodes. A
     /// `namespace=NAME` query parameter picks the schema (default `sessiond`);
-    /// `sslmode` and `sslrootcert` go on to the store (TLS, docs/OPERATIONS.md).
+    /// `read_cache_ms=N` answers session reads from memory, copies kept at most N ms
+    /// (every node sharing the store must set it; docs/OPERATIONS.md); `sslmode` and
+    /// `sslrootcert` go on to the store (TLS, docs/OPERATIONS.md).
     Postgres {
-        /// The connection URL, without the namespace parameter.
+        /// The connection URL, without the namespace and read cache parameters.
         url: String,
         /// The schema.
         namespace: Option<String>,
+        /// How long a node may answer reads from its copy of a session (none: off).
+        read_cache_ms: Option<u64>,
     },
     /// Redis (`redis://host:port/db`, or `rediss://` for TLS), shared by many nodes; a
     /// Redis Cluster as `redis+cluster://host:port,host:port` (or `rediss+cluster://`),
@@ -137,10 +141,15 @@ impl fmt::Debug for StoreUrl {
         match self {
             StoreUrl::File(dir) => f.debug_tuple("File").field(dir).finish(),
             StoreUrl::Memory => f.write_str("Memory"),
-            StoreUrl::Postgres { url, namespace } => f
+            StoreUrl::Postgres {
+                url,
+                namespace,
+                read_cache_ms,
+            } => f
                 .debug_struct("Postgres")
                 .field("url", &redact_password(url))
                 .field("namespace", namespace)
+                .field("read_cache_ms", read_cache_ms)
                 .finish(),
             StoreUrl::Redis { url, namespace } => f
                 .debug_struct("Redis")
@@ -363,30 +372,37 @@ fn redact_query_password(url: &str) -> String {
 /// Splits a `namespace=NAME` query parameter off a URL (a `#fragment` stays at the end,
 /// for the store to judge).
 fn split_namespace(url: &str) -> (String, Option<String>) {
+    split_param(url, "namespace")
+}
+
+/// Splits the query parameter `name` (`name=VALUE`) off a URL, as [`split_namespace`].
+fn split_param(url: &str, name: &str) -> (String, Option<String>) {
     if let Some((rest, fragment)) = url.split_once('#') {
-        let (rest, namespace) = split_namespace(rest);
-        return (format!("{rest}#{fragment}"), namespace);
+        let (rest, value) = split_param(rest, name);
+        return (format!("{rest}#{fragment}"), value);
     }
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_string(), None);
     };
-    let mut namespace = None;
+    let mut value = None;
     let rest: Vec<&str> = query
         .split('&')
-        .filter(|kv| match kv.strip_prefix("namespace=") {
-            Some(ns) => {
-                namespace = Some(ns.to_string());
-                false
-            }
-            None => !kv.is_empty(),
-        })
+        .filter(
+            |kv| match kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')) {
+                Some(v) => {
+                    value = Some(v.to_string());
+                    false
+                }
+                None => !kv.is_empty(),
+            },
+        )
         .collect();
     let url = if rest.is_empty() {
         base.to_string()
     } else {
         format!("{base}?{}", rest.join("&"))
     };
-    (url, namespace)
+    (url, value)
 }
 
 impl std::str::FromStr for StoreUrl {
@@ -399,7 +415,25 @@ impl std::str::FromStr for StoreUrl {
                 Some(p) if !p.is_empty() => Ok(StoreUrl::File(Some(PathBuf::from(p)))),
                 _ if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
                     let (url, namespace) = split_namespace(s);
-                    Ok(StoreUrl::Postgres { url, namespace })
+                    let (url, cache) = split_param(&url, "read_cache_ms");
+                    let read_cache_ms = match cache {
+                        None => None,
+                        Some(ms) => match ms.parse::<u64>() {
+                            Ok(ms @ 1..=60_000) => Some(ms),
+                            _ => {
+                                return Err(format!(
+                                    "read_cache_ms={ms:?}: give the longest a node may answer \
+                                     reads from its copy, in milliseconds, 1 to 60000 (1000 is \
+                                     a good value)"
+                                ))
+                            }
+                        },
+                    };
+                    Ok(StoreUrl::Postgres {
+                        url,
+                        namespace,
+                        read_cache_ms,
+                    })
                 }
                 _ if ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"]
                     .iter()
@@ -1484,9 +1518,23 @@ mod tests {
                 .parse::<StoreUrl>(),
             Ok(StoreUrl::Postgres {
                 url: "postgres://postgres@127.0.0.1/test?sslmode=disable".into(),
-                namespace: Some("node_a".into())
+                namespace: Some("node_a".into()),
+                read_cache_ms: None,
             })
         );
+        assert_eq!(
+            "postgres://u@db/app?read_cache_ms=1000&namespace=crm".parse::<StoreUrl>(),
+            Ok(StoreUrl::Postgres {
+                url: "postgres://u@db/app".into(),
+                namespace: Some("crm".into()),
+                read_cache_ms: Some(1000),
+            })
+        );
+        for bad in ["0", "-1", "1s", "600000", ""] {
+            let url = format!("postgres://u@db/app?read_cache_ms={bad}");
+            let e = url.parse::<StoreUrl>().unwrap_err();
+            assert!(e.contains("read_cache_ms"), "{e}");
+        }
         assert_eq!(
             "redis://127.0.0.1:6379".parse::<StoreUrl>(),
             Ok(StoreUrl::Redis {
@@ -1526,7 +1574,8 @@ mod tests {
                 .parse::<StoreUrl>(),
             Ok(StoreUrl::Postgres {
                 url: "postgres://u@db/app?sslmode=verify-full&sslrootcert=/ca.pem".into(),
-                namespace: Some("crm".into())
+                namespace: Some("crm".into()),
+                read_cache_ms: None,
             })
         );
     }

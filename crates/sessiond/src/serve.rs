@@ -72,11 +72,16 @@ pub async fn open_store_counted(config: &Config) -> Result<OpenedStore, ServeErr
                 Some(store),
             )
         }
-        StoreUrl::Postgres { url, namespace } => {
+        StoreUrl::Postgres {
+            url,
+            namespace,
+            read_cache_ms,
+        } => {
             let mut options = sessiond_postgres::PostgresOptions::default();
             if let Some(ns) = namespace {
                 options.schema = ns.clone();
             }
+            options.read_cache = read_cache_ms.map(std::time::Duration::from_millis);
             let store = sessiond_postgres::PostgresStore::connect(url, options).await?;
             let counted = store.clone();
             (

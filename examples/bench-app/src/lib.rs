@@ -67,10 +67,15 @@ pub async fn manager_on_redis(url: &str) -> Result<Arc<Manager>, StoreError> {
 }
 
 /// A Manager with the benchmark app over a PostgreSQL store at `url`, in a schema of
-/// this run's own (so runs never collide).
-pub async fn manager_on_postgres(url: &str) -> Result<Arc<Manager>, StoreError> {
+/// this run's own (so runs never collide), reading from memory when `read_cache` says
+/// for how long.
+pub async fn manager_on_postgres(
+    url: &str,
+    read_cache: Option<std::time::Duration>,
+) -> Result<Arc<Manager>, StoreError> {
     let options = sessiond_postgres::PostgresOptions {
         schema: format!("bench_app_{}", std::process::id()),
+        read_cache,
         ..Default::default()
     };
     manager_on(Arc::new(

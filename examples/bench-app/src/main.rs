@@ -42,6 +42,10 @@ struct Flags {
         default_value = "postgres://root@127.0.0.1/test"
     )]
     postgres_url: String,
+    /// With `--store postgres`: answer session reads from memory, copies kept at most
+    /// this many milliseconds (0: off), kept current by the other nodes' notices.
+    #[arg(long, env = "BENCH_APP_READ_CACHE_MS", default_value_t = 0)]
+    read_cache_ms: u64,
     /// Diagnostics only: do not sync the file store's journal (writes then survive
     /// a process crash but not a power loss). Never use it for published figures.
     #[arg(long)]
@@ -63,7 +67,11 @@ async fn main() -> std::process::ExitCode {
 async fn run(flags: Flags) -> Result<(), Box<dyn std::error::Error>> {
     let manager = match flags.store {
         StoreKind::Redis => bench_app::manager_on_redis(&flags.redis_url).await?,
-        StoreKind::Postgres => bench_app::manager_on_postgres(&flags.postgres_url).await?,
+        StoreKind::Postgres => {
+            let cache =
+                (flags.read_cache_ms > 0).then(|| Duration::from_millis(flags.read_cache_ms));
+            bench_app::manager_on_postgres(&flags.postgres_url, cache).await?
+        }
         kind => bench_app::manager(kind, &flags.data_dir, !flags.no_fsync)?,
     };
     let app = bench_app::app(manager.clone())?;
