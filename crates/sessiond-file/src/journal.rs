@@ -472,6 +472,7 @@ fn heal(shared: &Shared, journal: JournalFile, durable_len: u64) -> Option<(Jour
             // write that fails after a partial write leaves a torn tail, or the same
             // full states written twice: both harmless).
             let room = crate::journal_file::GROW + continued.len() as u64;
+            let start = j.len;
             let written = j.reserve(room).and_then(|()| {
                 if !continued.is_empty() {
                     j.write(continued)?;
@@ -480,6 +481,11 @@ fn heal(shared: &Shared, journal: JournalFile, durable_len: u64) -> Option<(Jour
                 }
                 Ok(())
             });
+            if written.is_err() {
+                // The next try writes over the same bytes: a copy whose sync failed
+                // must not stay between valid frames (it could read back as zeros).
+                j.len = start;
+            }
             match written {
                 Ok(()) => {
                     let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());

@@ -45,8 +45,23 @@ use crate::rows;
 /// Most sessions a node keeps; past it the cache starts over (a bound on memory).
 const MAX_ENTRIES: usize = 100_000;
 
+/// Most bytes of storage and info a node keeps, all copies together; past it the cache
+/// starts over. A copy is useful for its maximum age only, so this holds the sessions
+/// read within it on a busy node, and bounds what crafted big sessions can take.
+const MAX_BYTES: usize = 64 << 20;
+
+/// Sessions with more storage and info than this are not kept (read from the store).
+const MAX_SESSION_BYTES: usize = 16 << 10;
+
 /// Ids announced in one `pg_notify` (each 36 characters and a separator).
 const IDS_PER_NOTICE: usize = MAX_PAYLOAD / 37;
+
+/// Ids waiting to be announced; past it one notice tells every node to forget
+/// everything (the announcing cannot keep up, or the store is unreachable).
+const MAX_WAITING: usize = 1 << 16;
+
+/// The notice that tells every node to forget every copy (not an id).
+const FORGET_ALL: &str = "*";
 
 /// Sessions read by this node, by token hash (see the module docs).
 pub(crate) struct ReadCache {
@@ -65,6 +80,21 @@ pub(crate) struct ReadCache {
 struct Entries {
     by_token: HashMap<TokenHash, (Session, Instant)>,
     token_of: HashMap<SessionId, TokenHash>,
+    /// Storage and info bytes of the copies kept.
+    bytes: usize,
+}
+
+/// What a read from the store saw of the cache when it began ([`ReadCache::begin`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Seen {
+    generation: u64,
+    /// The copy's age counts from here: the store answered after it.
+    at: Instant,
+}
+
+/// The storage and info bytes of a copy, what the byte budget counts.
+fn weight(s: &Session) -> usize {
+    s.data.as_str().len() + s.info.as_str().len()
 }
 
 impl ReadCache {
@@ -93,30 +123,40 @@ impl ReadCache {
     }
 
     /// Call before reading from the store: what [`ReadCache::keep`] checks.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    pub(crate) fn begin(&self) -> Seen {
+        Seen {
+            generation: self.generation.load(Ordering::Acquire),
+            at: Instant::now(),
+        }
     }
 
-    /// Keeps `s`, read from the store after [`ReadCache::generation`] gave `seen`,
-    /// unless a notice or an emptying came since (the read may have raced a change).
-    pub(crate) fn keep(&self, seen: u64, s: &Session) {
-        if !self.live.load(Ordering::Acquire) || !s.is_open() {
+    /// Keeps `s`, read from the store after [`ReadCache::begin`] gave `seen`, unless a
+    /// notice or an emptying came since (the read may have raced a change).
+    pub(crate) fn keep(&self, seen: Seen, s: &Session) {
+        let w = weight(s);
+        if !self.live.load(Ordering::Acquire) || !s.is_open() || w > MAX_SESSION_BYTES {
             return;
         }
         let mut entries = self.entries();
         // Checked under the lock every notice takes: none can slip in between.
-        if self.generation.load(Ordering::Acquire) != seen {
+        if self.generation.load(Ordering::Acquire) != seen.generation {
             return;
         }
-        if entries.by_token.len() >= MAX_ENTRIES {
+        if entries.by_token.len() >= MAX_ENTRIES || entries.bytes + w > MAX_BYTES {
             *entries = Entries::default();
         }
         if let Some(old) = entries.token_of.insert(s.id, s.token_hash) {
-            entries.by_token.remove(&old);
+            if let Some((gone, _)) = entries.by_token.remove(&old) {
+                entries.bytes -= weight(&gone);
+            }
         }
-        entries
-            .by_token
-            .insert(s.token_hash, (s.clone(), Instant::now()));
+        entries.bytes += w;
+        if let Some((gone, _)) = entries.by_token.insert(s.token_hash, (s.clone(), seen.at)) {
+            // Another session under the same token hash (never, short of a collision).
+            entries.token_of.remove(&gone.id);
+            entries.token_of.insert(s.id, s.token_hash);
+            entries.bytes -= weight(&gone);
+        }
     }
 
     /// Forgets the sessions `ids` (changed here or on another node).
@@ -125,9 +165,28 @@ impl ReadCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         for id in ids {
             if let Some(token) = entries.token_of.remove(id) {
-                entries.by_token.remove(&token);
+                if let Some((gone, _)) = entries.by_token.remove(&token) {
+                    entries.bytes -= weight(&gone);
+                }
             }
         }
+    }
+
+    /// Forgets the session of token hash `token` (the store refused or did not find
+    /// what this node's copy said).
+    pub(crate) fn forget_token(&self, token: TokenHash) {
+        let mut entries = self.entries();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some((gone, _)) = entries.by_token.remove(&token) {
+            entries.token_of.remove(&gone.id);
+            entries.bytes -= weight(&gone);
+        }
+    }
+
+    /// Forgets every copy, and goes on keeping new ones if it did.
+    pub(crate) fn forget_all(&self) {
+        let live = self.live.load(Ordering::Acquire);
+        self.empty(live);
     }
 
     /// Forgets everything; `live` says whether entries may be kept from now on.
@@ -180,8 +239,9 @@ impl Listens for CacheListener {
             .filter_map(|id| id.parse().ok())
             .collect();
         if ids.is_empty() {
-            // Not a notice this version sends: forget everything rather than guess.
-            cache.empty(true);
+            // FORGET_ALL, or a notice this version does not know: forget everything
+            // rather than guess.
+            cache.forget_all();
         } else {
             cache.forget(&ids);
         }
@@ -206,22 +266,44 @@ impl Listens for CacheListener {
 /// few notices as fit, on a pooled connection, outside any writer's transaction.
 #[derive(Clone)]
 pub(crate) struct Notifier {
-    tx: mpsc::UnboundedSender<SessionId>,
+    tx: mpsc::Sender<Notice>,
+    /// Set when a notice could not wait: the next one tells every node to forget all.
+    overflowed: Arc<AtomicBool>,
+}
+
+/// What the announcing task is given.
+enum Notice {
+    Changed(SessionId),
+    /// Sessions changed that no list of ids can name (an unknown outcome, say).
+    Everything,
 }
 
 impl Notifier {
     /// Starts the task (it ends once every clone of the notifier is gone).
     pub(crate) fn start(db: Arc<Db>, channel: String) -> Notifier {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(announce(db, channel, rx));
-        Notifier { tx }
+        let (tx, rx) = mpsc::channel(MAX_WAITING);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(announce(db, channel, rx, overflowed.clone()));
+        Notifier { tx, overflowed }
     }
 
     /// Announces that `ids` changed.
     pub(crate) fn changed<'a>(&self, ids: impl IntoIterator<Item = &'a SessionId>) {
         for id in ids {
-            // The task ends only with the last sender: this cannot fail while `self` is.
-            let _ = self.tx.send(*id);
+            self.send(Notice::Changed(*id));
+        }
+    }
+
+    /// Announces that sessions changed that no list of ids can name: every node
+    /// forgets every copy.
+    pub(crate) fn everything(&self) {
+        self.send(Notice::Everything);
+    }
+
+    fn send(&self, n: Notice) {
+        if self.tx.try_send(n).is_err() {
+            // Full: the flag turns the next notice into FORGET_ALL.
+            self.overflowed.store(true, Ordering::Release);
         }
     }
 }
@@ -229,15 +311,29 @@ impl Notifier {
 /// Sends what comes in on `rx`, batched: whatever queued while a notice was sent goes
 /// in the next one. A notice that fails is logged and dropped (the other nodes' copies
 /// then age out within their maximum age).
-async fn announce(db: Arc<Db>, channel: String, mut rx: mpsc::UnboundedReceiver<SessionId>) {
-    let mut ids = Vec::new();
-    while rx.recv_many(&mut ids, IDS_PER_NOTICE).await > 0 {
-        let payload = ids
-            .iter()
-            .map(|id| id.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        ids.clear();
+async fn announce(
+    db: Arc<Db>,
+    channel: String,
+    mut rx: mpsc::Receiver<Notice>,
+    overflowed: Arc<AtomicBool>,
+) {
+    let mut notices = Vec::new();
+    while rx.recv_many(&mut notices, IDS_PER_NOTICE).await > 0 {
+        let all = overflowed.swap(false, Ordering::AcqRel)
+            || notices.iter().any(|n| matches!(n, Notice::Everything));
+        let payload = if all {
+            FORGET_ALL.to_string()
+        } else {
+            notices
+                .iter()
+                .filter_map(|n| match n {
+                    Notice::Changed(id) => Some(id.to_string()),
+                    Notice::Everything => None,
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        notices.clear();
         let sent = db
             .bounded("NOTIFY", async {
                 let conn = db.conn().await?;
@@ -291,10 +387,10 @@ mod tests {
     fn nothing_is_kept_or_answered_while_not_listening() {
         let cache = ReadCache::new(Duration::from_secs(1));
         let s = session();
-        cache.keep(cache.generation(), &s);
+        cache.keep(cache.begin(), &s);
         assert_eq!(cache.len(), 0);
         cache.empty(true);
-        cache.keep(cache.generation(), &s);
+        cache.keep(cache.begin(), &s);
         assert_eq!(cache.get(s.token_hash).map(|c| c.id), Some(s.id));
         // The connection is lost: everything goes at once.
         cache.empty(false);
@@ -307,7 +403,7 @@ mod tests {
         let cache = ReadCache::new(Duration::from_secs(1));
         cache.empty(true);
         let s = session();
-        let seen = cache.generation();
+        let seen = cache.begin();
         // A notice (of any session) arrives while the read is under way.
         cache.forget(&[SessionId::new()]);
         cache.keep(seen, &s);
@@ -319,20 +415,60 @@ mod tests {
         let cache = ReadCache::new(Duration::from_secs(1));
         cache.empty(true);
         let s = session();
-        cache.keep(cache.generation(), &s);
+        cache.keep(cache.begin(), &s);
         cache.forget(&[s.id]);
         assert!(cache.get(s.token_hash).is_none());
         assert_eq!(cache.len(), 0);
     }
 
+    /// A copy's age counts from when its read began, not from when it was kept: a
+    /// slow read does not stretch the bound.
     #[test]
-    fn copies_age_out() {
-        let cache = ReadCache::new(Duration::from_millis(20));
+    fn copies_age_out_from_the_start_of_their_read() {
+        let cache = ReadCache::new(Duration::from_millis(40));
         cache.empty(true);
         let s = session();
-        cache.keep(cache.generation(), &s);
+        cache.keep(cache.begin(), &s);
         assert!(cache.get(s.token_hash).is_some());
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(50));
         assert!(cache.get(s.token_hash).is_none());
+        let slow = cache.begin();
+        std::thread::sleep(Duration::from_millis(50));
+        cache.keep(slow, &s);
+        assert!(cache.get(s.token_hash).is_none());
+    }
+
+    /// Big sessions are not kept, and the copies together stay under the byte budget.
+    #[test]
+    fn memory_stays_bounded() {
+        use sessiond_core::JsonObject;
+        let cache = ReadCache::new(Duration::from_secs(60));
+        cache.empty(true);
+        let mut big = session();
+        let x = "y".repeat(MAX_SESSION_BYTES);
+        big.data = JsonObject::from_value(&serde_json::json!({ "x": x })).unwrap();
+        cache.keep(cache.begin(), &big);
+        assert_eq!(cache.len(), 0);
+        let pad = "y".repeat(MAX_SESSION_BYTES - 100);
+        for _ in 0..(2 * MAX_BYTES / MAX_SESSION_BYTES) {
+            let mut s = session();
+            s.data = JsonObject::from_value(&serde_json::json!({ "x": pad })).unwrap();
+            cache.keep(cache.begin(), &s);
+            assert!(cache.entries().bytes <= MAX_BYTES);
+        }
+        assert!(cache.len() > 0);
+    }
+
+    /// Forgetting by token (the store contradicted the copy) leaves nothing of it.
+    #[test]
+    fn a_copy_the_store_contradicted_is_forgotten() {
+        let cache = ReadCache::new(Duration::from_secs(1));
+        cache.empty(true);
+        let s = session();
+        cache.keep(cache.begin(), &s);
+        cache.forget_token(s.token_hash);
+        assert!(cache.get(s.token_hash).is_none());
+        assert_eq!(cache.entries().bytes, 0);
+        assert!(cache.entries().token_of.is_empty());
     }
 }

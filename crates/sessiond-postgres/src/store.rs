@@ -100,6 +100,15 @@ impl Cached {
         self.cache.forget(ids.clone());
         self.notifier.changed(ids);
     }
+
+    /// An operation failed: if it may have been applied (its commit's answer was
+    /// lost), which sessions changed is unknown, so every node forgets every copy.
+    fn failed<T>(&self, out: &StoreResult<T>) {
+        if let Err(StoreError::OutcomeUnknown(_)) = out {
+            self.cache.forget_all();
+            self.notifier.everything();
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -307,8 +316,11 @@ impl Store for PostgresStore {
             &mut c, sql, bad, &session, admission, now
         )
         .await);
-        if let (Some(c), Ok(OpenOutcome::Opened { displaced, .. })) = (&self.cache, &out) {
-            c.changed(displaced.iter().map(|s| &s.id));
+        if let Some(c) = &self.cache {
+            if let Ok(OpenOutcome::Opened { displaced, .. }) = &out {
+                c.changed(displaced.iter().map(|s| &s.id));
+            }
+            c.failed(&out);
         }
         out
     }
@@ -341,25 +353,29 @@ impl Store for PostgresStore {
                 }
             }
         }
-        let seen = self.cache.as_ref().map(|c| c.cache.generation());
+        let seen = self.cache.as_ref().map(|c| c.cache.begin());
         let out = run!(self, "modify", |c| ops::modify(
             &mut c, sql, bad, lookup, change, cond, now, touches
         )
         .await);
-        if let (
-            Some(c),
-            Some(seen),
-            Ok(ModifyOutcome::Done {
-                session,
-                step,
-                displaced,
-            }),
-        ) = (&self.cache, seen, &out)
-        {
-            if *step == Step::Unchanged {
-                c.cache.keep(seen, session);
-            } else {
-                c.changed(std::iter::once(&session.id).chain(displaced.iter().map(|s| &s.id)));
+        if let (Some(c), Some(seen)) = (&self.cache, seen) {
+            match &out {
+                Ok(ModifyOutcome::Done {
+                    session,
+                    step: Step::Unchanged,
+                    ..
+                }) => c.cache.keep(seen, session),
+                Ok(ModifyOutcome::Done {
+                    session, displaced, ..
+                }) => {
+                    c.changed(std::iter::once(&session.id).chain(displaced.iter().map(|s| &s.id)))
+                }
+                // The store contradicted what a copy here may say.
+                Ok(ModifyOutcome::Refused(_) | ModifyOutcome::NotFound) => match lookup {
+                    Lookup::Token(token) => c.cache.forget_token(token),
+                    Lookup::Id(id) => c.cache.forget([&id]),
+                },
+                Err(_) => c.failed(&out),
             }
         }
         out
@@ -377,10 +393,13 @@ impl Store for PostgresStore {
             &mut c, sql, bad, id, reason, by, now
         )
         .await);
-        if let (Some(c), Ok(CloseOutcome::Closed(_) | CloseOutcome::Discarded)) =
-            (&self.cache, &out)
-        {
-            c.changed([&id]);
+        if let Some(c) = &self.cache {
+            match &out {
+                // Already closed: maybe by this very close, whose answer was lost.
+                Ok(CloseOutcome::NotFound) => c.cache.forget([&id]),
+                Ok(_) | Err(StoreError::OutcomeUnknown(_)) => c.changed([&id]),
+                Err(_) => {}
+            }
         }
         out
     }
@@ -399,8 +418,11 @@ impl Store for PostgresStore {
             &mut c, sql, bad, app, except, user, reason, by, now
         )
         .await);
-        if let (Some(c), Ok(closed)) = (&self.cache, &out) {
-            c.changed(closed.iter().map(|s| &s.id));
+        if let Some(c) = &self.cache {
+            if let Ok(closed) = &out {
+                c.changed(closed.iter().map(|s| &s.id));
+            }
+            c.failed(&out);
         }
         out
     }
@@ -423,8 +445,16 @@ impl Store for PostgresStore {
         )
         .await);
         // Purged sessions were closed before (and announced then).
-        if let (Some(c), Ok(expired)) = (&self.cache, &out) {
-            c.changed(expired.closed.iter().map(|s| &s.id));
+        if let Some(c) = &self.cache {
+            match &out {
+                Ok(expired) => c.changed(expired.closed.iter().map(|s| &s.id)),
+                // The sweep commits in batches: some may have closed sessions before
+                // it failed, and which is not known here.
+                Err(_) => {
+                    c.cache.forget_all();
+                    c.notifier.everything();
+                }
+            }
         }
         out
     }
