@@ -2,6 +2,8 @@
 //!
 //! - [`Unreadable`]: counting and reporting the records a store cannot decode (see
 //!   "Unreadable records" in [`crate::store`]), never logging their content;
+//! - [`ReadCache`]: a node's copies of the sessions it read, for answering reads from
+//!   memory while the store's channel of changes proves them current;
 //! - [`Writes`], [`track`] and [`commit`]: whether a failed operation may have changed
 //!   anything, the line between [`StoreError::Unavailable`] (nothing was changed, a
 //!   retry is safe) and [`StoreError::OutcomeUnknown`] (a write was sent and its answer
@@ -17,6 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::id::SessionId;
 use crate::store::StoreError;
+
+mod read_cache;
+pub use read_cache::{ReadCache, Seen};
 
 /// Records warned about at most once each (later meetings log at `debug`); past this
 /// many the set starts over, so memory stays bounded and a long-lived bad record is

@@ -18,12 +18,13 @@ use sessiond_core::{
 };
 
 use crate::bus::{self, PostgresEventBus};
-use crate::cache::{CacheListener, Notifier, ReadCache};
+use crate::cache::{CacheListener, Notifier};
 use crate::db::{retrying, Db};
 use crate::error::{PgResult, PostgresError};
 use crate::schema::{self, Sql};
 use crate::unreadable::Unreadable;
 use crate::{admit, ops, tls};
+use sessiond_core::backend::ReadCache;
 
 /// How long migrations at connect may take (they may wait for another node's).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
