@@ -21,7 +21,7 @@ use crate::id::SessionId;
 use crate::store::StoreError;
 
 mod read_cache;
-pub use read_cache::{ReadCache, Seen};
+pub use read_cache::{Effect, ReadCache, Seen};
 
 /// Records warned about at most once each (later meetings log at `debug`); past this
 /// many the set starts over, so memory stays bounded and a long-lived bad record is

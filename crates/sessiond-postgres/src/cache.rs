@@ -122,7 +122,7 @@ impl Notifier {
     }
 
     /// Announces that `ids` changed.
-    pub(crate) fn changed<'a>(&self, ids: impl IntoIterator<Item = &'a SessionId>) {
+    pub(crate) fn changed(&self, ids: &[SessionId]) {
         for id in ids {
             self.send(Notice::Changed(*id));
         }

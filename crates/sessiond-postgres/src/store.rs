@@ -13,7 +13,7 @@ use sessiond_core::store::{
     AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, StoreResult,
 };
 use sessiond_core::{
-    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Step, Store, StoreError,
+    Actor, Change, CloseReason, Conditions, Lookup, Session, SessionId, Store, StoreError,
     Timestamp,
 };
 
@@ -24,7 +24,7 @@ use crate::error::{PgResult, PostgresError};
 use crate::schema::{self, Sql};
 use crate::unreadable::Unreadable;
 use crate::{admit, ops, tls};
-use sessiond_core::backend::ReadCache;
+use sessiond_core::backend::{Effect, ReadCache, Seen};
 
 /// How long migrations at connect may take (they may wait for another node's).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -95,19 +95,14 @@ struct Cached {
 }
 
 impl Cached {
-    /// Sessions `ids` changed here: this node's copies go now, the others' when the
-    /// notice arrives.
-    fn changed<'a>(&self, ids: impl IntoIterator<Item = &'a SessionId> + Clone) {
-        self.cache.forget(ids.clone());
-        self.notifier.changed(ids);
-    }
-
-    /// An operation failed: if it may have been applied (its commit's answer was
-    /// lost), which sessions changed is unknown, so every node forgets every copy.
-    fn failed<T>(&self, out: &StoreResult<T>) {
-        if let Err(StoreError::OutcomeUnknown(_)) = out {
-            self.cache.forget_all();
-            self.notifier.everything();
+    /// What an operation did: this node's copies follow now, the other nodes' when the
+    /// notice arrives (sessions that changed, or every copy when which is unknown).
+    fn after(&self, seen: Option<Seen>, effect: &Effect<'_>) {
+        self.cache.after(seen, effect);
+        match effect {
+            Effect::Changed(ids) => self.notifier.changed(ids),
+            Effect::Unknown => self.notifier.everything(),
+            Effect::Read(_) | Effect::Contradicted(_) | Effect::Nothing => {}
         }
     }
 }
@@ -318,10 +313,7 @@ impl Store for PostgresStore {
         )
         .await);
         if let Some(c) = &self.cache {
-            if let Ok(OpenOutcome::Opened { displaced, .. }) = &out {
-                c.changed(displaced.iter().map(|s| &s.id));
-            }
-            c.failed(&out);
+            c.after(None, &Effect::of_open(&out));
         }
         out
     }
@@ -339,45 +331,20 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> StoreResult<ModifyOutcome> {
         let (sql, bad, touches) = (&self.db.sql, &*self.unreadable, self.async_touches);
-        if let (Some(c), Lookup::Token(token), Change::Read | Change::Touch) =
-            (&self.cache, lookup, change)
+        if let Some(answer) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.cache.answer(lookup, change, cond, now))
         {
-            // From memory only when that writes nothing: anything else goes to the store.
-            if let Some(mut s) = c.cache.get(token) {
-                if let Ok(Step::Unchanged) = s.step(change, cond, now) {
-                    c.cache.hit();
-                    return Ok(ModifyOutcome::Done {
-                        session: s,
-                        step: Step::Unchanged,
-                        displaced: Vec::new(),
-                    });
-                }
-            }
+            return Ok(answer);
         }
         let seen = self.cache.as_ref().map(|c| c.cache.begin());
         let out = run!(self, "modify", |c| ops::modify(
             &mut c, sql, bad, lookup, change, cond, now, touches
         )
         .await);
-        if let (Some(c), Some(seen)) = (&self.cache, seen) {
-            match &out {
-                Ok(ModifyOutcome::Done {
-                    session,
-                    step: Step::Unchanged,
-                    ..
-                }) => c.cache.keep(seen, session),
-                Ok(ModifyOutcome::Done {
-                    session, displaced, ..
-                }) => {
-                    c.changed(std::iter::once(&session.id).chain(displaced.iter().map(|s| &s.id)))
-                }
-                // The store contradicted what a copy here may say.
-                Ok(ModifyOutcome::Refused(_) | ModifyOutcome::NotFound) => match lookup {
-                    Lookup::Token(token) => c.cache.forget_token(token),
-                    Lookup::Id(id) => c.cache.forget([&id]),
-                },
-                Err(_) => c.failed(&out),
-            }
+        if let Some(c) = &self.cache {
+            c.after(seen, &Effect::of_modify(lookup, &out));
         }
         out
     }
@@ -395,12 +362,7 @@ impl Store for PostgresStore {
         )
         .await);
         if let Some(c) = &self.cache {
-            match &out {
-                // Already closed: maybe by this very close, whose answer was lost.
-                Ok(CloseOutcome::NotFound) => c.cache.forget([&id]),
-                Ok(_) | Err(StoreError::OutcomeUnknown(_)) => c.changed([&id]),
-                Err(_) => {}
-            }
+            c.after(None, &Effect::of_close(id, &out));
         }
         out
     }
@@ -420,10 +382,7 @@ impl Store for PostgresStore {
         )
         .await);
         if let Some(c) = &self.cache {
-            if let Ok(closed) = &out {
-                c.changed(closed.iter().map(|s| &s.id));
-            }
-            c.failed(&out);
+            c.after(None, &Effect::of_close_all(&out));
         }
         out
     }
@@ -445,17 +404,8 @@ impl Store for PostgresStore {
             &mut c, sql, bad, now, limit, budget
         )
         .await);
-        // Purged sessions were closed before (and announced then).
         if let Some(c) = &self.cache {
-            match &out {
-                Ok(expired) => c.changed(expired.closed.iter().map(|s| &s.id)),
-                // The sweep commits in batches: some may have closed sessions before
-                // it failed, and which is not known here.
-                Err(_) => {
-                    c.cache.forget_all();
-                    c.notifier.everything();
-                }
-            }
+            c.after(None, &Effect::of_expiry(&out));
         }
         out
     }
@@ -465,7 +415,7 @@ impl Store for PostgresStore {
         let out = run!(self, "import", |c| ops::import(&mut c, sql, &session).await);
         if let Some(c) = &self.cache {
             // Even a failed import may have been applied (an unknown outcome).
-            c.changed([&session.id]);
+            c.after(None, &Effect::Changed(vec![session.id]));
         }
         out
     }

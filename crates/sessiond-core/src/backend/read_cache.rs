@@ -27,7 +27,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::id::{SessionId, TokenHash};
-use crate::session::Session;
+use crate::session::{Change, Conditions, Session, Step};
+use crate::store::{CloseOutcome, Expired, Lookup, ModifyOutcome, OpenOutcome, StoreError};
+use crate::time::Timestamp;
 
 /// Most sessions a node keeps; past it the cache starts over (a bound on memory).
 const MAX_ENTRIES: usize = 100_000;
@@ -200,6 +202,141 @@ impl ReadCache {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries().by_token.len()
+    }
+}
+
+/// What an operation's result means for the copies ([`ReadCache::after`]), and for
+/// the other nodes when the store announces changes itself.
+#[derive(Debug)]
+pub enum Effect<'a> {
+    /// A read that changed nothing: its copy may be kept.
+    Read(&'a Session),
+    /// These sessions changed.
+    Changed(Vec<SessionId>),
+    /// The store contradicted what a copy of this session may say (a refusal, not
+    /// found): this node's copy goes.
+    Contradicted(Lookup),
+    /// Sessions changed that no list of ids can name (a write whose answer was lost,
+    /// a sweep cut short): every copy goes.
+    Unknown,
+    /// Nothing changed.
+    Nothing,
+}
+
+/// A failure is [`Effect::Unknown`] when the write may have been applied.
+fn of_failure(e: &StoreError) -> Effect<'static> {
+    match e {
+        StoreError::OutcomeUnknown(_) => Effect::Unknown,
+        _ => Effect::Nothing,
+    }
+}
+
+impl<'a> Effect<'a> {
+    /// Of [`crate::Store::modify`] on the session `lookup` names.
+    pub fn of_modify(lookup: Lookup, out: &'a Result<ModifyOutcome, StoreError>) -> Effect<'a> {
+        match out {
+            Ok(ModifyOutcome::Done {
+                session,
+                step: Step::Unchanged,
+                ..
+            }) => Effect::Read(session),
+            Ok(ModifyOutcome::Done {
+                session, displaced, ..
+            }) => Effect::Changed(
+                std::iter::once(session.id)
+                    .chain(displaced.iter().map(|s| s.id))
+                    .collect(),
+            ),
+            Ok(ModifyOutcome::Refused(_) | ModifyOutcome::NotFound) => Effect::Contradicted(lookup),
+            Err(e) => of_failure(e),
+        }
+    }
+
+    /// Of [`crate::Store::open`]: the sessions it displaced changed.
+    pub fn of_open(out: &Result<OpenOutcome, StoreError>) -> Effect<'a> {
+        match out {
+            Ok(OpenOutcome::Opened { displaced, .. }) => {
+                Effect::Changed(displaced.iter().map(|s| s.id).collect())
+            }
+            Ok(OpenOutcome::Refused(_)) => Effect::Nothing,
+            Err(e) => of_failure(e),
+        }
+    }
+
+    /// Of [`crate::Store::close`] of `id` (already closed counts as a change: maybe by
+    /// this very close, whose answer was lost).
+    pub fn of_close(id: SessionId, out: &Result<CloseOutcome, StoreError>) -> Effect<'a> {
+        match out {
+            Ok(CloseOutcome::NotFound) => Effect::Contradicted(Lookup::Id(id)),
+            Ok(_) | Err(StoreError::OutcomeUnknown(_)) => Effect::Changed(vec![id]),
+            Err(_) => Effect::Nothing,
+        }
+    }
+
+    /// Of [`crate::Store::close_all`].
+    pub fn of_close_all(out: &Result<Vec<Session>, StoreError>) -> Effect<'a> {
+        match out {
+            Ok(closed) => Effect::Changed(closed.iter().map(|s| s.id).collect()),
+            Err(e) => of_failure(e),
+        }
+    }
+
+    /// Of [`crate::Store::expire_due`]: a sweep that failed may have closed sessions
+    /// in the batches before its failure. (Purged sessions were closed, and reported,
+    /// before.)
+    pub fn of_expiry(out: &Result<Expired, StoreError>) -> Effect<'a> {
+        match out {
+            Ok(expired) => Effect::Changed(expired.closed.iter().map(|s| s.id).collect()),
+            Err(_) => Effect::Unknown,
+        }
+    }
+}
+
+impl ReadCache {
+    /// The answer to [`crate::Store::modify`] from this node's copy, when there is one
+    /// and the change writes nothing on it (a read, or a touch not yet due, of a
+    /// session found by token); `None` sends the operation to the store. The step runs
+    /// on the copy as the store would run it: another app, a closed or expired
+    /// session, a wrong address or version all go to the store.
+    pub fn answer(
+        &self,
+        lookup: Lookup,
+        change: &Change,
+        cond: &Conditions,
+        now: Timestamp,
+    ) -> Option<ModifyOutcome> {
+        let (Lookup::Token(token), Change::Read | Change::Touch) = (lookup, change) else {
+            return None;
+        };
+        let mut s = self.get(token)?;
+        match s.step(change, cond, now) {
+            Ok(Step::Unchanged) => {
+                self.hit();
+                Some(ModifyOutcome::Done {
+                    session: s,
+                    step: Step::Unchanged,
+                    displaced: Vec::new(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies what an operation did to this node's copies; `seen` is what
+    /// [`ReadCache::begin`] gave before it (a read's copy is kept only then).
+    pub fn after(&self, seen: Option<Seen>, effect: &Effect<'_>) {
+        match effect {
+            Effect::Read(s) => {
+                if let Some(seen) = seen {
+                    self.keep(seen, s);
+                }
+            }
+            Effect::Changed(ids) => self.forget(ids),
+            Effect::Contradicted(Lookup::Token(token)) => self.forget_token(*token),
+            Effect::Contradicted(Lookup::Id(id)) => self.forget([id]),
+            Effect::Unknown => self.forget_all(),
+            Effect::Nothing => {}
+        }
     }
 }
 
