@@ -129,9 +129,11 @@ async fn changes_on_one_node_are_seen_on_the_others() {
             }
         }
     }
+    // Each node's second read of each session is from memory, unless a change report
+    // (the open's own, say) raced its first read, which is then not kept.
     let hits: u64 = stores[1..].iter().map(|s| s.read_cache_hits()).sum();
     assert!(
-        hits >= 120,
+        hits >= 60,
         "nodes 2 and 3 answered from memory ({hits} reads)"
     );
     delays.sort();
@@ -166,10 +168,15 @@ async fn a_cut_listening_connection_sends_reads_to_the_store() {
     let schema = stores[0].schema().to_string();
     let opened = nodes[0].open("app", OpenRequest::default()).await.unwrap();
     let (id, token) = (opened.session.id, opened.token);
-    for _ in 0..3 {
+    // Read until a read is answered from memory (a copy whose read raced a change
+    // report, such as the open's own, is not kept).
+    for tries in 0.. {
         nodes[1].resolve(&token, Resolve::default()).await.unwrap();
+        if stores[1].read_cache_hits() > 0 {
+            break;
+        }
+        assert!(tries < 100, "node 2 never answered from memory");
     }
-    assert!(stores[1].read_cache_hits() >= 2);
 
     // Removed behind sessiond's back: no node announces it.
     let raw = common::raw_client(&common::url()).await;

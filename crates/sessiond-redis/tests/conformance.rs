@@ -46,6 +46,23 @@ async fn fresh_store() -> Option<TestStore> {
     }
 }
 
+/// [`fresh_store`] with the read cache on (copies kept at most 1 s).
+async fn fresh_cached_store() -> Option<TestStore> {
+    let url = server_url();
+    let mut options = RedisOptions::default().with_prefix(random_prefix());
+    options.read_cache = Some(Duration::from_secs(1));
+    match RedisStore::connect(&url, options).await {
+        Ok(store) => {
+            assert!(store.read_cache_live(), "tracking is on once connected");
+            Some(TestStore(store, Own::Nothing))
+        }
+        Err(e) => {
+            sessiond_core::skip::skip("Redis store suite", &format!("no Redis at {url} ({e})"));
+            None
+        }
+    }
+}
+
 /// A TLS-only Redis server of the test's own, with a certificate for `127.0.0.1` from a
 /// fresh test CA; `None` (said loudly) when this machine cannot run one.
 fn tls_server(test: &str) -> Option<TlsRedis> {
@@ -98,6 +115,11 @@ async fn fresh_cluster_store() -> Option<TestStore> {
 sessiond_core::conformance_tests!(fresh_store());
 
 /// The whole suite again, over TLS.
+/// Every answer a node gives from its memory must be one the server would have given.
+mod with_read_cache {
+    sessiond_core::conformance_tests!(super::fresh_cached_store());
+}
+
 mod over_tls {
     sessiond_core::conformance_tests!(super::fresh_tls_store());
 }

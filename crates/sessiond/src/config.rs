@@ -126,13 +126,16 @@ pub enum StoreUrl {
     /// Redis (`redis://host:port/db`, or `rediss://` for TLS), shared by many nodes; a
     /// Redis Cluster as `redis+cluster://host:port,host:port` (or `rediss+cluster://`),
     /// naming some of its primaries. A `namespace=NAME` query parameter picks the key
-    /// prefix (default `sessiond`); `ca_cert` goes on to the store (TLS,
-    /// docs/OPERATIONS.md).
+    /// prefix (default `sessiond`); `read_cache_ms=N` answers session reads from
+    /// memory (not on a cluster; docs/OPERATIONS.md); `ca_cert` goes on to the store
+    /// (TLS, docs/OPERATIONS.md).
     Redis {
-        /// The connection URL, without the namespace parameter.
+        /// The connection URL, without the namespace and read cache parameters.
         url: String,
         /// The key prefix.
         namespace: Option<String>,
+        /// How long a node may answer reads from its copy of a session (none: off).
+        read_cache_ms: Option<u64>,
     },
 }
 
@@ -151,10 +154,15 @@ impl fmt::Debug for StoreUrl {
                 .field("namespace", namespace)
                 .field("read_cache_ms", read_cache_ms)
                 .finish(),
-            StoreUrl::Redis { url, namespace } => f
+            StoreUrl::Redis {
+                url,
+                namespace,
+                read_cache_ms,
+            } => f
                 .debug_struct("Redis")
                 .field("url", &redact_password(url))
                 .field("namespace", namespace)
+                .field("read_cache_ms", read_cache_ms)
                 .finish(),
         }
     }
@@ -405,6 +413,24 @@ fn split_param(url: &str, name: &str) -> (String, Option<String>) {
     (url, value)
 }
 
+/// Splits a `read_cache_ms=N` query parameter off a URL: 1 to 60000 milliseconds.
+fn split_read_cache(url: &str) -> Result<(String, Option<u64>), String> {
+    let (url, cache) = split_param(url, "read_cache_ms");
+    let ms = match cache {
+        None => None,
+        Some(ms) => match ms.parse::<u64>() {
+            Ok(ms @ 1..=60_000) => Some(ms),
+            _ => {
+                return Err(format!(
+                    "read_cache_ms={ms:?}: give the longest a node may answer reads from its \
+                     copy, in milliseconds, 1 to 60000 (1000 is a good value)"
+                ))
+            }
+        },
+    };
+    Ok((url, ms))
+}
+
 impl std::str::FromStr for StoreUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -415,20 +441,7 @@ impl std::str::FromStr for StoreUrl {
                 Some(p) if !p.is_empty() => Ok(StoreUrl::File(Some(PathBuf::from(p)))),
                 _ if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
                     let (url, namespace) = split_namespace(s);
-                    let (url, cache) = split_param(&url, "read_cache_ms");
-                    let read_cache_ms = match cache {
-                        None => None,
-                        Some(ms) => match ms.parse::<u64>() {
-                            Ok(ms @ 1..=60_000) => Some(ms),
-                            _ => {
-                                return Err(format!(
-                                    "read_cache_ms={ms:?}: give the longest a node may answer \
-                                     reads from its copy, in milliseconds, 1 to 60000 (1000 is \
-                                     a good value)"
-                                ))
-                            }
-                        },
-                    };
+                    let (url, read_cache_ms) = split_read_cache(&url)?;
                     Ok(StoreUrl::Postgres {
                         url,
                         namespace,
@@ -440,7 +453,12 @@ impl std::str::FromStr for StoreUrl {
                     .any(|scheme| s.starts_with(scheme)) =>
                 {
                     let (url, namespace) = split_namespace(s);
-                    Ok(StoreUrl::Redis { url, namespace })
+                    let (url, read_cache_ms) = split_read_cache(&url)?;
+                    Ok(StoreUrl::Redis {
+                        url,
+                        namespace,
+                        read_cache_ms,
+                    })
                 }
                 _ => Err(format!(
                     "unknown store {:?}: use file: (the default), file:///path, memory:, postgres://..., redis://..., rediss://... or redis+cluster://host:port,host:port",
@@ -1530,6 +1548,14 @@ mod tests {
                 read_cache_ms: Some(1000),
             })
         );
+        assert_eq!(
+            "redis://cache:6379/0?read_cache_ms=500".parse::<StoreUrl>(),
+            Ok(StoreUrl::Redis {
+                url: "redis://cache:6379/0".into(),
+                namespace: None,
+                read_cache_ms: Some(500),
+            })
+        );
         for bad in ["0", "-1", "1s", "600000", ""] {
             let url = format!("postgres://u@db/app?read_cache_ms={bad}");
             let e = url.parse::<StoreUrl>().unwrap_err();
@@ -1539,14 +1565,16 @@ mod tests {
             "redis://127.0.0.1:6379".parse::<StoreUrl>(),
             Ok(StoreUrl::Redis {
                 url: "redis://127.0.0.1:6379".into(),
-                namespace: None
+                namespace: None,
+                read_cache_ms: None,
             })
         );
         assert_eq!(
             "redis+cluster://10.0.0.1:7000,10.0.0.2:7000?namespace=shop".parse::<StoreUrl>(),
             Ok(StoreUrl::Redis {
                 url: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000".into(),
-                namespace: Some("shop".into())
+                namespace: Some("shop".into()),
+                read_cache_ms: None,
             })
         );
         assert!("mysql://x".parse::<StoreUrl>().is_err());
@@ -1558,7 +1586,8 @@ mod tests {
             "rediss://:pw@cache:6380/1?namespace=shop&ca_cert=/etc/ca.pem".parse::<StoreUrl>(),
             Ok(StoreUrl::Redis {
                 url: "rediss://:pw@cache:6380/1?ca_cert=/etc/ca.pem".into(),
-                namespace: Some("shop".into())
+                namespace: Some("shop".into()),
+                read_cache_ms: None,
             })
         );
         // A fragment is no part of the namespace: the store refuses #insecure.
@@ -1566,7 +1595,8 @@ mod tests {
             "rediss://cache/?namespace=shop#insecure".parse::<StoreUrl>(),
             Ok(StoreUrl::Redis {
                 url: "rediss://cache/#insecure".into(),
-                namespace: Some("shop".into())
+                namespace: Some("shop".into()),
+                read_cache_ms: None,
             })
         );
         assert_eq!(

@@ -211,7 +211,9 @@ struct ServeArgs {
     /// postgres://user@host/db[?namespace=schema], redis://host:port[?namespace=prefix]
     /// (many nodes share those two), or memory: (lost on exit). Over TLS:
     /// rediss://host:port[?ca_cert=/path/ca.pem], and for PostgreSQL
-    /// ?sslmode=verify-full[&sslrootcert=/path/ca.pem] (docs/OPERATIONS.md).
+    /// ?sslmode=verify-full[&sslrootcert=/path/ca.pem] (docs/OPERATIONS.md). On those
+    /// two, &read_cache_ms=1000 answers session reads from memory (docs/OPERATIONS.md,
+    /// "Reads from memory").
     #[arg(long, env = "SESSIOND_STORE")]
     store: Option<String>,
     /// Log filter, e.g. info or sessiond=debug.

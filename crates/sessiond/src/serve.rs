@@ -90,11 +90,16 @@ pub async fn open_store_counted(config: &Config) -> Result<OpenedStore, ServeErr
                 None,
             )
         }
-        StoreUrl::Redis { url, namespace } => {
+        StoreUrl::Redis {
+            url,
+            namespace,
+            read_cache_ms,
+        } => {
             let mut options = sessiond_redis::RedisOptions::default();
             if let Some(ns) = namespace {
                 options.prefix = ns.clone();
             }
+            options.read_cache = read_cache_ms.map(std::time::Duration::from_millis);
             let store = sessiond_redis::RedisStore::connect(url, options).await?;
             let counted = store.clone();
             (

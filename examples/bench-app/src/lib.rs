@@ -54,11 +54,15 @@ pub fn manager(kind: StoreKind, data_dir: &Path, fsync: bool) -> Result<Arc<Mana
 }
 
 /// A Manager with the benchmark app over a Redis store at `url` (a fresh key prefix per
-/// run, so runs never collide).
-pub async fn manager_on_redis(url: &str) -> Result<Arc<Manager>, StoreError> {
+/// run, so runs never collide), reading from memory when `read_cache` says for how long.
+pub async fn manager_on_redis(
+    url: &str,
+    read_cache: Option<std::time::Duration>,
+) -> Result<Arc<Manager>, StoreError> {
     let prefix = format!("bench-app-{}", std::process::id());
     let options = sessiond_redis::RedisOptions {
         prefix,
+        read_cache,
         ..Default::default()
     };
     manager_on(Arc::new(

@@ -42,8 +42,8 @@ struct Flags {
         default_value = "postgres://root@127.0.0.1/test"
     )]
     postgres_url: String,
-    /// With `--store postgres`: answer session reads from memory, copies kept at most
-    /// this many milliseconds (0: off), kept current by the other nodes' notices.
+    /// With `--store postgres` or `redis`: answer session reads from memory, copies kept
+    /// at most this many milliseconds (0: off), kept current by change reports.
     #[arg(long, env = "BENCH_APP_READ_CACHE_MS", default_value_t = 0)]
     read_cache_ms: u64,
     /// Diagnostics only: do not sync the file store's journal (writes then survive
@@ -65,13 +65,10 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(flags: Flags) -> Result<(), Box<dyn std::error::Error>> {
+    let cache = (flags.read_cache_ms > 0).then(|| Duration::from_millis(flags.read_cache_ms));
     let manager = match flags.store {
-        StoreKind::Redis => bench_app::manager_on_redis(&flags.redis_url).await?,
-        StoreKind::Postgres => {
-            let cache =
-                (flags.read_cache_ms > 0).then(|| Duration::from_millis(flags.read_cache_ms));
-            bench_app::manager_on_postgres(&flags.postgres_url, cache).await?
-        }
+        StoreKind::Redis => bench_app::manager_on_redis(&flags.redis_url, cache).await?,
+        StoreKind::Postgres => bench_app::manager_on_postgres(&flags.postgres_url, cache).await?,
         kind => bench_app::manager(kind, &flags.data_dir, !flags.no_fsync)?,
     };
     let app = bench_app::app(manager.clone())?;

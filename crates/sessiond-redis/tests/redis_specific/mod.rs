@@ -18,6 +18,7 @@ use super::{fresh_store, server_url};
 mod cluster;
 mod frozen;
 mod nodes;
+mod read_cache;
 mod tls;
 mod unreadable;
 
