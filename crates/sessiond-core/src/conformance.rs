@@ -28,6 +28,7 @@ use crate::store::{ListQuery, Lookup, StatusFilter, Store};
 use crate::time::{ManualClock, Timestamp};
 use crate::{Error, SessionId, Token};
 
+pub mod across_nodes;
 pub mod arbitrary;
 pub mod model;
 

@@ -24,6 +24,29 @@ fn tmpfs(name: &str, size: &str) -> Option<Tmpfs> {
         .ok()
 }
 
+/// A 4 MiB tmpfs of the test's own: the store's directory and the file that fills it
+/// on it, and a runtime.
+struct Disk {
+    _fs: Tmpfs,
+    dir: std::path::PathBuf,
+    filler: std::path::PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+fn disk(name: &str) -> Option<Disk> {
+    let fs = tmpfs(name, "4m")?;
+    Some(Disk {
+        dir: fs.path().join("store"),
+        filler: fs.path().join("filler"),
+        rt: tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+        _fs: fs,
+    })
+}
+
 fn open_manager(dir: &Path) -> Manager {
     let m = Manager::new(Arc::new(FileStore::open(dir).expect("open the store")));
     m.set_policy(
@@ -49,16 +72,15 @@ fn open_sessions(m: &Manager, rt: &tokio::runtime::Runtime) -> usize {
 
 #[test]
 fn a_full_disk_loses_no_acknowledged_write_leaves_no_phantom_and_heals_by_itself() {
-    let Some(fs) = tmpfs("diskfull", "4m") else {
+    let Some(Disk {
+        _fs,
+        dir,
+        filler,
+        rt,
+    }) = disk("diskfull")
+    else {
         return;
     };
-    let dir = fs.path().join("store");
-    let filler = fs.path().join("filler");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let m = open_manager(&dir);
     // 24 KiB of storage a session: the journal must keep growing.
     let data = JsonObject::from_value(&json!({ "pad": "x".repeat(24 << 10) })).unwrap();
@@ -177,16 +199,15 @@ fn a_version_seen_before_a_refused_write_never_names_other_data() {
 
     use sessiond_core::{Lookup, Session};
 
-    let Some(fs) = tmpfs("diskfull-versions", "4m") else {
+    let Some(Disk {
+        _fs,
+        dir,
+        filler,
+        rt,
+    }) = disk("diskfull-versions")
+    else {
         return;
     };
-    let dir = fs.path().join("store");
-    let filler = fs.path().join("filler");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let m = open_manager(&dir);
     let id = rt
         .block_on(m.open("app", OpenRequest::default()))

@@ -30,7 +30,8 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 /// The tracking connection's name, for `CLIENT LIST` (then `CLIENT KILL ID`): this,
-/// then `:` and the store's prefix (blanks replaced by `_`).
+/// then `:` and the store's prefix (any character Redis refuses in a name, outside
+/// `!` to `~`, replaced by `_`).
 pub const CLIENT_NAME: &str = "sessiond-read-cache";
 
 /// Starts the task that keeps `cache` current (it ends once the cache is gone).
@@ -141,7 +142,7 @@ async fn track_once(
         .await?;
     let name: String = format!("{CLIENT_NAME}:{prefix}")
         .chars()
-        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .map(|c| if ('!'..='~').contains(&c) { c } else { '_' })
         .collect();
     redis::cmd("CLIENT")
         .arg("SETNAME")

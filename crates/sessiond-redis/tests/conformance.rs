@@ -1,5 +1,6 @@
 //! The store conformance suite on Redis, each test under its own random key prefix
-//! (deleted when the test's store is dropped), then the whole suite again over TLS
+//! (deleted when the test's store is dropped), then the whole suite again with the read
+//! cache on (`with_read_cache`), over TLS
 //! (`over_tls`: each test on a TLS-only `redis-server` of its own, started with a
 //! certificate from a test CA and trusted through `ca_cert`), plus Redis-specific
 //! checks: behaviour with no server, the key layout, what a resolve costs, and the
@@ -114,12 +115,13 @@ async fn fresh_cluster_store() -> Option<TestStore> {
 
 sessiond_core::conformance_tests!(fresh_store());
 
-/// The whole suite again, over TLS.
-/// Every answer a node gives from its memory must be one the server would have given.
+/// The whole suite again with the read cache on: every answer a node gives from its
+/// memory must be one the server would have given.
 mod with_read_cache {
     sessiond_core::conformance_tests!(super::fresh_cached_store());
 }
 
+/// The whole suite again, over TLS.
 mod over_tls {
     sessiond_core::conformance_tests!(super::fresh_tls_store());
 }

@@ -12,14 +12,16 @@
 //!   lost, a node writing without announcing, a half-open channel not yet noticed);
 //! - the channel is up: when it is lost the cache empties at once and keeps nothing
 //!   until it is up again (messages sent meanwhile are lost);
-//! - no change was reported between the start of that read and the keeping of its copy
-//!   (a generation counter, checked under the lock every report takes: a read that
-//!   raced a change is not kept).
+//! - no change of that session (and no emptying) was reported between the start of
+//!   that read and the keeping of its copy: reports are numbered, the cache remembers
+//!   the number of each session's last one, and checks it under the lock every report
+//!   takes, so a read that raced a change of its session is not kept, while reports of
+//!   other sessions (a busy store's many writes) do not stop it.
 //!
 //! The store answers from a copy only when the change asked for writes nothing
 //! ([`crate::Step::Unchanged`]); anything else goes to the store. Memory is bounded:
-//! at most 100 000 copies and 64 MiB of storage and info, sessions over 16 KiB never
-//! kept.
+//! at most 100 000 copies and 64 MiB in all, none over 16 KiB (counting the
+//! variable parts of a session and a fixed share for the rest).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,7 +41,10 @@ const MAX_ENTRIES: usize = 100_000;
 /// read within it on a busy node, and bounds what crafted big sessions can take.
 const MAX_BYTES: usize = 64 << 20;
 
-/// Sessions with more storage and info than this are not kept (read from the store).
+/// Sessions whose reports a cache remembers, for telling which reads raced them.
+const MAX_FORGOTTEN: usize = 1 << 16;
+
+/// Sessions weighing more than this ([`weight`]) are not kept (read from the store).
 const MAX_SESSION_BYTES: usize = 16 << 10;
 
 /// Sessions read by this node, by token hash (see the module docs).
@@ -47,8 +52,8 @@ pub struct ReadCache {
     max_age: Duration,
     /// Whether the listening connection is up (entries are kept and used only then).
     live: AtomicBool,
-    /// Bumped by every notice and every emptying: a read that saw another value before
-    /// it started is not kept.
+    /// Counts the reports of changes and the emptyings: each gets the next value, and a
+    /// read remembers the value as it begins ([`Seen`]).
     generation: AtomicU64,
     /// Reads answered from memory, for the metrics.
     hits: AtomicU64,
@@ -59,8 +64,34 @@ pub struct ReadCache {
 struct Entries {
     by_token: HashMap<TokenHash, (Session, Instant)>,
     token_of: HashMap<SessionId, TokenHash>,
-    /// Storage and info bytes of the copies kept.
+    /// What the copies weigh ([`weight`]), all together.
     bytes: usize,
+    /// The generation at which each session was last reported changed (recent ones):
+    /// a read of it that began before is not kept. Reports of other sessions do not
+    /// stop it.
+    forgotten: HashMap<SessionId, u64>,
+    /// No read that began before this generation is kept (the last emptying, or the
+    /// last time `forgotten` grew too long and was cleared).
+    floor: u64,
+}
+
+impl Entries {
+    /// Forgets every copy (what was forgotten stays known).
+    fn clear_copies(&mut self) {
+        self.by_token.clear();
+        self.token_of.clear();
+        self.bytes = 0;
+    }
+
+    /// Records that `id` changed at generation `g`.
+    fn changed(&mut self, id: SessionId, g: u64) {
+        if self.forgotten.len() >= MAX_FORGOTTEN {
+            // Too many to tell apart: no read begun before now is kept.
+            self.forgotten.clear();
+            self.floor = g;
+        }
+        self.forgotten.insert(id, g);
+    }
 }
 
 /// What a read from the store saw of the cache when it began ([`ReadCache::begin`]).
@@ -71,9 +102,17 @@ pub struct Seen {
     at: Instant,
 }
 
-/// The storage and info bytes of a copy, what the byte budget counts.
+/// What a copy weighs for the memory bounds: its variable parts (storage, info, user,
+/// privileges, client label and user agent) and a fixed share for the rest.
 fn weight(s: &Session) -> usize {
-    s.data.as_str().len() + s.info.as_str().len()
+    const FIXED: usize = 256;
+    FIXED
+        + s.data.as_str().len()
+        + s.info.as_str().len()
+        + s.user.as_deref().map_or(0, str::len)
+        + s.privileges.iter().map(str::len).sum::<usize>()
+        + s.client.label.as_deref().map_or(0, str::len)
+        + s.client.user_agent.as_deref().map_or(0, str::len)
 }
 
 impl ReadCache {
@@ -118,12 +157,17 @@ impl ReadCache {
             return;
         }
         let mut entries = self.entries();
-        // Checked under the lock every notice takes: none can slip in between.
-        if self.generation.load(Ordering::Acquire) != seen.generation {
+        // Checked under the lock every report takes: none can slip in between.
+        let raced = seen.generation < entries.floor
+            || entries
+                .forgotten
+                .get(&s.id)
+                .is_some_and(|g| *g > seen.generation);
+        if raced {
             return;
         }
         if entries.by_token.len() >= MAX_ENTRIES || entries.bytes + w > MAX_BYTES {
-            *entries = Entries::default();
+            entries.clear_copies();
         }
         if let Some(old) = entries.token_of.insert(s.id, s.token_hash) {
             if let Some((gone, _)) = entries.by_token.remove(&old) {
@@ -142,8 +186,9 @@ impl ReadCache {
     /// Forgets the sessions `ids` (changed here or on another node).
     pub fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a SessionId>) {
         let mut entries = self.entries();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         for id in ids {
+            entries.changed(*id, g);
             if let Some(token) = entries.token_of.remove(id) {
                 if let Some((gone, _)) = entries.by_token.remove(&token) {
                     entries.bytes -= weight(&gone);
@@ -156,17 +201,26 @@ impl ReadCache {
     /// what this node's copy said).
     pub fn forget_token(&self, token: TokenHash) {
         let mut entries = self.entries();
-        self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some((gone, _)) = entries.by_token.remove(&token) {
+            let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            entries.changed(gone.id, g);
             entries.token_of.remove(&gone.id);
             entries.bytes -= weight(&gone);
         }
     }
 
-    /// Forgets every copy, and goes on keeping new ones if it did.
+    /// Forgets every copy; no read begun before is kept. Whether copies are kept from
+    /// now on is the channel's business ([`ReadCache::listening`]), not changed here.
     pub fn forget_all(&self) {
-        let live = self.live.load(Ordering::Acquire);
-        self.empty(live);
+        let mut entries = self.entries();
+        self.empty_locked(&mut entries);
+    }
+
+    fn empty_locked(&self, entries: &mut Entries) {
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        entries.clear_copies();
+        entries.forgotten.clear();
+        entries.floor = g;
     }
 
     /// The channel that keeps copies current is up (`true`: copies may be kept from now
@@ -179,8 +233,7 @@ impl ReadCache {
     /// Forgets everything; `live` says whether entries may be kept from now on.
     fn empty(&self, live: bool) {
         let mut entries = self.entries();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        *entries = Entries::default();
+        self.empty_locked(&mut entries);
         self.live.store(live, Ordering::Release);
     }
 
@@ -391,15 +444,54 @@ mod tests {
     }
 
     #[test]
-    fn a_read_that_raced_a_notice_is_not_kept() {
+    fn a_read_that_raced_a_report_of_its_session_is_not_kept() {
         let cache = ReadCache::new(Duration::from_secs(1));
         cache.listening(true);
         let s = session();
         let seen = cache.begin();
-        // A notice (of any session) arrives while the read is under way.
-        cache.forget(&[SessionId::new()]);
+        // The session is reported changed while the read is under way.
+        cache.forget(&[s.id]);
         cache.keep(seen, &s);
         assert!(cache.get(s.token_hash).is_none());
+        // So is every session, when every copy is forgotten.
+        let seen = cache.begin();
+        cache.forget_all();
+        cache.keep(seen, &s);
+        assert!(cache.get(s.token_hash).is_none());
+    }
+
+    /// Reports of other sessions do not stop a read from being kept (under write load
+    /// the cache would never fill), even when there are too many to remember each.
+    #[test]
+    fn reports_of_other_sessions_do_not_stop_a_read() {
+        let cache = ReadCache::new(Duration::from_secs(1));
+        cache.listening(true);
+        let s = session();
+        let seen = cache.begin();
+        cache.forget(&[SessionId::new(), SessionId::new()]);
+        cache.keep(seen, &s);
+        assert!(cache.get(s.token_hash).is_some());
+        // Past what it can remember, it refuses the reads begun before: safe, not lost.
+        let seen = cache.begin();
+        let others: Vec<SessionId> = (0..=MAX_FORGOTTEN).map(|_| SessionId::new()).collect();
+        cache.forget(&others);
+        let t = session();
+        cache.keep(seen, &t);
+        assert!(cache.get(t.token_hash).is_none());
+        cache.keep(cache.begin(), &t);
+        assert!(cache.get(t.token_hash).is_some());
+    }
+
+    /// Forgetting every copy (an unknown outcome) neither turns the cache on while its
+    /// channel is down nor off while it is up: that is the channel's to say.
+    #[test]
+    fn forgetting_all_leaves_the_channel_state_alone() {
+        let cache = ReadCache::new(Duration::from_secs(1));
+        cache.forget_all();
+        assert!(!cache.is_live());
+        cache.listening(true);
+        cache.forget_all();
+        assert!(cache.is_live());
     }
 
     #[test]
@@ -441,7 +533,7 @@ mod tests {
         big.data = JsonObject::from_value(&serde_json::json!({ "x": x })).unwrap();
         cache.keep(cache.begin(), &big);
         assert_eq!(cache.len(), 0);
-        let pad = "y".repeat(MAX_SESSION_BYTES - 100);
+        let pad = "y".repeat(MAX_SESSION_BYTES - 1000);
         for _ in 0..(2 * MAX_BYTES / MAX_SESSION_BYTES) {
             let mut s = session();
             s.data = JsonObject::from_value(&serde_json::json!({ "x": pad })).unwrap();
