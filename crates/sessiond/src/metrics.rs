@@ -96,7 +96,8 @@ impl<T: Default> Family<T> {
     }
 }
 
-/// Where the counts of session records the store could not read come from. The
+/// Where the counts of session records the store could not read come from (and, for a
+/// store with a read cache, the count of reads it answered from memory). The
 /// server holds its store as `Arc<dyn Store>` behind [`MeteredStore`]; these counts
 /// live on the concrete store, so a handle to them is taken when the store is opened
 /// (`serve::open_store_counted`) rather than added to the `Store` trait, where
@@ -105,6 +106,8 @@ impl<T: Default> Family<T> {
 pub struct UnreadableRecords {
     met: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     quarantined: u64,
+    /// The reads the store answered from memory (its read cache), when it has one.
+    read_cache_hits: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 impl UnreadableRecords {
@@ -114,7 +117,15 @@ impl UnreadableRecords {
         UnreadableRecords {
             met: Some(Arc::new(count)),
             quarantined: 0,
+            read_cache_hits: None,
         }
+    }
+
+    /// With the count of reads the store answered from memory, read from `count`
+    /// (Redis, PostgreSQL with `read_cache_ms`); it lives on the concrete store too.
+    pub fn with_read_cache_hits(mut self, count: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.read_cache_hits = Some(Arc::new(count));
+        self
     }
 
     /// Records set aside when the store started (the file store's quarantine).
@@ -122,6 +133,7 @@ impl UnreadableRecords {
         UnreadableRecords {
             met: None,
             quarantined: n,
+            read_cache_hits: None,
         }
     }
 
@@ -309,6 +321,16 @@ impl Metrics {
             unreadable.met(),
             unreadable.quarantined
         );
+        if let Some(hits) = &unreadable.read_cache_hits {
+            let _ = writeln!(
+                out,
+                "# HELP sessiond_store_read_cache_hits_total Session reads answered from this \
+                 node's memory (read_cache_ms on a Redis or PostgreSQL store).\n\
+                 # TYPE sessiond_store_read_cache_hits_total counter\n\
+                 sessiond_store_read_cache_hits_total {}",
+                hits()
+            );
+        }
         let hists: [(&str, &str, &Family<Histogram>); 2] = [
             (
                 "sessiond_http_request_duration_seconds",
@@ -482,5 +504,18 @@ mod tests {
         n.fetch_add(1, Ordering::Relaxed);
         let text = met.render(&m).await;
         assert_eq!(series(&text, "met"), Some(4), "read when rendered: {text}");
+        assert!(
+            !text.contains("read_cache_hits"),
+            "no cache, no series: {text}"
+        );
+
+        let cached = Metrics::default();
+        cached.watch_unreadable(UnreadableRecords::met_by(|| 0).with_read_cache_hits(|| 42));
+        let text = cached.render(&m).await;
+        assert!(
+            text.lines()
+                .any(|l| l == "sessiond_store_read_cache_hits_total 42"),
+            "{text}"
+        );
     }
 }

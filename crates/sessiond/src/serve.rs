@@ -84,11 +84,12 @@ pub async fn open_store_counted(config: &Config) -> Result<OpenedStore, ServeErr
             options.read_cache = read_cache_ms.map(std::time::Duration::from_millis);
             let store = sessiond_postgres::PostgresStore::connect(url, options).await?;
             let counted = store.clone();
-            (
-                Arc::new(store),
-                UnreadableRecords::met_by(move || counted.unreadable_records()),
-                None,
-            )
+            let mut counts = UnreadableRecords::met_by(move || counted.unreadable_records());
+            if read_cache_ms.is_some() {
+                let hits = store.clone();
+                counts = counts.with_read_cache_hits(move || hits.read_cache_hits());
+            }
+            (Arc::new(store), counts, None)
         }
         StoreUrl::Redis {
             url,
@@ -102,11 +103,12 @@ pub async fn open_store_counted(config: &Config) -> Result<OpenedStore, ServeErr
             options.read_cache = read_cache_ms.map(std::time::Duration::from_millis);
             let store = sessiond_redis::RedisStore::connect(url, options).await?;
             let counted = store.clone();
-            (
-                Arc::new(store),
-                UnreadableRecords::met_by(move || counted.unreadable_records()),
-                None,
-            )
+            let mut counts = UnreadableRecords::met_by(move || counted.unreadable_records());
+            if read_cache_ms.is_some() {
+                let hits = store.clone();
+                counts = counts.with_read_cache_hits(move || hits.read_cache_hits());
+            }
+            (Arc::new(store), counts, None)
         }
     })
 }
