@@ -258,6 +258,8 @@ function listen(app) {
   // The browser reconnects with Last-Event-ID; when the server cannot replay what was
   // missed (another node, a restart) it says resync: read the lists again.
   src.addEventListener("resync", () => { feed("Reconnected: the lists were read again."); scheduleReload(); });
+  // Open (first time, or again after a drop): what happened before it is in the lists.
+  src.addEventListener("open", () => scheduleReload());
   state.source = src;
 }
 
@@ -275,8 +277,10 @@ async function showApp(name) {
   document.getElementById("app").hidden = false;
   document.getElementById("app-title").textContent = `Sessions of ${name}`;
   selectTab("open");
-  await loadSessions();
+  // Listen first, and read the list again once the stream is open: a session opened
+  // between the first read and the subscription would otherwise never show.
   listen(name);
+  await loadSessions();
 }
 
 async function route() {
