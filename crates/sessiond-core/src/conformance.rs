@@ -30,6 +30,7 @@ use crate::{Error, SessionId, Token};
 
 pub mod across_nodes;
 pub mod arbitrary;
+pub mod hooks;
 pub mod model;
 
 pub use model::agrees_with_the_model;

@@ -33,6 +33,7 @@ pub mod conformance;
 mod cookie;
 mod error;
 pub mod events;
+pub mod hooks;
 mod id;
 mod internal;
 mod json;

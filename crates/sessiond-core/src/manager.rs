@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Refusal};
 use crate::error::{quoted, Error, Result};
 use crate::events::{Event, EventKind};
 use crate::id::{SessionId, Token};
@@ -271,6 +271,22 @@ impl Manager {
         self.events.subscribe()
     }
 
+    /// Keeps the `seats_full` deliveries a refused open owes the app's hooks. A refusal
+    /// changes nothing to keep them with, so a store that fails here only costs those
+    /// deliveries (logged), never the answer.
+    async fn owe_refusal(&self, app: &str, user: Option<&str>, r: &Refusal, now: Timestamp) {
+        let Some(outbox) = self.store.outbox() else {
+            return;
+        };
+        let owed = outbox.routes().seats_full(app, user, r, now);
+        if owed.is_empty() {
+            return;
+        }
+        if let Err(e) = outbox.push(owed).await {
+            tracing::warn!(app, error = %e, "a seats_full webhook event could not be kept");
+        }
+    }
+
     fn publish(&self, kind: EventKind, s: &Session) {
         // No subscriber is not an error.
         let e = Event::of(kind, s, self.clock.now());
@@ -446,6 +462,7 @@ impl Manager {
             version: 1,
         };
         let admission = Admission::from_policy(policy, req.take_over);
+        let user = session.user.clone();
         let outcome = self
             .store
             .open(session, &admission, now)
@@ -464,6 +481,7 @@ impl Manager {
                 })
             }
             OpenOutcome::Refused(r) => {
+                self.owe_refusal(app, user.as_deref(), &r, now).await;
                 let mut err = Error::from(r);
                 if let Error::SeatsExhausted { holders, .. } = &mut err {
                     *holders = self.seat_holders(app).await?;

@@ -411,4 +411,10 @@ pub trait Store: Send + Sync + 'static {
     /// default: a decorator that forgot to forward it would silently cut nodes off
     /// from each other's events.
     fn event_bus(&self) -> Option<std::sync::Arc<dyn crate::events::EventBus>>;
+
+    /// The store's webhook outbox ([`crate::hooks`]), for stores that keep one: each
+    /// write of a session of an app with hooks keeps its deliveries in the same atomic
+    /// step. Required, with no default: a decorator that forgot to forward it would
+    /// silently turn an app's hooks off.
+    fn outbox(&self) -> Option<&dyn crate::hooks::Outbox>;
 }

@@ -31,6 +31,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use sessiond_core::hooks::{Delivery, HookId};
 use sessiond_core::{MemoryStore, Session, SessionId};
 
 use crate::frame::{self, Record, Unreadable};
@@ -121,13 +122,17 @@ pub fn create_journal(dir: &Path, n: u64) -> std::io::Result<File> {
     Ok(f)
 }
 
-/// Where recovery puts the sessions it reads, in file order: a later state of a
-/// session replaces an earlier one.
+/// Where recovery puts the sessions and webhook deliveries it reads, in file order: a
+/// later state replaces an earlier one.
 pub trait Replay {
     /// A session's state as a frame gives it.
     fn put(&mut self, s: Session);
     /// A session removed, or left out (its record unreadable or damaged).
     fn remove(&mut self, id: SessionId);
+    /// A delivery's state as a frame gives it.
+    fn hook(&mut self, d: Delivery);
+    /// A delivery done.
+    fn unhook(&mut self, id: HookId);
 }
 
 /// Straight into the store: nothing else holds the sessions while they are read, so
@@ -140,16 +145,41 @@ impl Replay for &MemoryStore {
     fn remove(&mut self, id: SessionId) {
         self.unload(id);
     }
+
+    fn hook(&mut self, d: Delivery) {
+        self.load_hook(d);
+    }
+
+    fn unhook(&mut self, id: HookId) {
+        self.unload_hook(id);
+    }
 }
 
-/// Into a map, for a reload that must not touch the store until it has read every file.
-impl Replay for HashMap<SessionId, Session> {
+/// What a reload reads, kept apart until every file is read.
+#[derive(Default)]
+pub struct Read {
+    /// The sessions.
+    pub sessions: HashMap<SessionId, Session>,
+    /// The webhook deliveries.
+    pub hooks: HashMap<HookId, Delivery>,
+}
+
+/// Into maps, for a reload that must not touch the store until it has read every file.
+impl Replay for Read {
     fn put(&mut self, s: Session) {
-        self.insert(s.id, s);
+        self.sessions.insert(s.id, s);
     }
 
     fn remove(&mut self, id: SessionId) {
-        HashMap::remove(self, &id);
+        self.sessions.remove(&id);
+    }
+
+    fn hook(&mut self, d: Delivery) {
+        self.hooks.insert(d.id, d);
+    }
+
+    fn unhook(&mut self, id: HookId) {
+        self.hooks.remove(&id);
     }
 }
 
@@ -265,6 +295,12 @@ pub fn recover(
         match r {
             Record::Put(s) => into.put(*s),
             Record::Remove(id) => into.remove(id),
+            Record::PutHooked(s, ds) => {
+                into.put(*s);
+                ds.into_iter().for_each(|d| into.hook(d));
+            }
+            Record::Hook(d) => into.hook(*d),
+            Record::Unhook(id) => into.unhook(id),
             Record::Unreadable(u) => {
                 if let Some(id) = u.id {
                     into.remove(id);
@@ -324,7 +360,14 @@ pub fn recover(
         // Records go to the sessions as they are read; a refusal below drops them all
         // (the caller keeps nothing of a recovery that failed).
         let end = frame::decode_file(&path, false, |r| {
-            if matches!(r, Record::Put(_) | Record::Remove(_)) {
+            if matches!(
+                r,
+                Record::Put(_)
+                    | Record::PutHooked(..)
+                    | Record::Remove(_)
+                    | Record::Hook(_)
+                    | Record::Unhook(_)
+            ) {
                 replayed += 1;
             }
             apply(&name, r)
@@ -424,6 +467,9 @@ pub fn write_sessions(path: &Path, store: &MemoryStore) -> std::io::Result<usize
         }
     });
     result?;
+    // Then the webhook deliveries still owed (their sessions' frames come first, as in
+    // the journal).
+    store.for_each_hook(|d| frame::encode_hook(&mut buf, d));
     out.write_all(&buf)?;
     let f = out.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
@@ -538,7 +584,7 @@ mod tests {
     fn preallocated_zeros_end_a_journal_without_counting_as_damage() {
         let d = dir("zeros");
         let frames = journal_with(&d, &[0; 4096]);
-        let r = recover(&d, false, 0, &mut HashMap::new()).unwrap();
+        let r = recover(&d, false, 0, &mut Read::default()).unwrap();
         assert_eq!(r.replayed, 1);
         assert!(!r.torn_tail);
         assert_eq!(r.journal.2, frames, "writing goes on after the last frame");
@@ -552,7 +598,7 @@ mod tests {
         let mut tail = vec![200, 0, 0, 0, 1, 2, 3, 4, b'P'];
         tail.extend_from_slice(&[0; 4096]);
         let frames = journal_with(&d, &tail);
-        let r = recover(&d, false, 0, &mut HashMap::new()).unwrap();
+        let r = recover(&d, false, 0, &mut Read::default()).unwrap();
         assert_eq!(r.replayed, 1);
         assert!(r.torn_tail);
         assert_eq!(fs::metadata(journal_path(&d, 0)).unwrap().len(), frames);
@@ -574,7 +620,7 @@ mod tests {
         bytes.extend_from_slice(&[0; 512]);
         fs::write(journal_path(&d, 0), &bytes).unwrap();
 
-        let r = recover(&d, false, 0, &mut HashMap::new()).unwrap();
+        let r = recover(&d, false, 0, &mut Read::default()).unwrap();
         assert_eq!(
             r.replayed, 1,
             "the frame after the unreadable one is replayed"
@@ -595,14 +641,16 @@ mod tests {
         journal_with(&d, &[0; 512]);
         fs::write(journal_path(&d, 1), b"").unwrap();
         assert_eq!(
-            recover(&d, false, 0, &mut HashMap::new()).unwrap().replayed,
+            recover(&d, false, 0, &mut Read::default())
+                .unwrap()
+                .replayed,
             1
         );
         // A newer journal that holds no frame (a rotation cut short by a crash): the
         // older one is still the one a crash could have torn.
         journal_with(&d, &[9; 16]);
         fs::write(journal_path(&d, 1), [0; 64]).unwrap();
-        let r = recover(&d, false, 0, &mut HashMap::new()).unwrap();
+        let r = recover(&d, false, 0, &mut Read::default()).unwrap();
         assert!(r.torn_tail);
         assert_eq!(r.journal.1, 1, "writing goes on in the newest journal");
         // Once the newer journal holds a frame, the older one's bad tail is damage.
@@ -610,7 +658,7 @@ mod tests {
         let mut frame = Vec::new();
         frame::encode_remove(&mut frame, SessionId::from_u128(8));
         fs::write(journal_path(&d, 1), &frame).unwrap();
-        let Err(refused) = recover(&d, false, 0, &mut HashMap::new()) else {
+        let Err(refused) = recover(&d, false, 0, &mut Read::default()) else {
             panic!("damage before the last journal is refused")
         };
         assert!(refused.to_string().contains("sessiond repair"), "{refused}");

@@ -2,13 +2,17 @@
 //!
 //! A file is a sequence of frames: `[len: u32 LE][crc32: u32 LE][payload: len bytes]`.
 //! The payload is a tag byte then its body: `P` + a session as JSON (the session's new
-//! state) or `R` + 16 bytes of session id (removed). A frame whose length runs past the
+//! state), `R` + 16 bytes of session id (removed), `E` + `{"session":…,"deliveries":[…]}`
+//! (a session's new state and the webhook deliveries its change owes, in one frame so
+//! that a torn write keeps both or neither), `H` + a webhook delivery as JSON (its new
+//! state) or `h` + 16 bytes of delivery id (done). A frame whose length runs past the
 //! end of the file or whose checksum does not match marks a torn write: reading stops
 //! there. A frame that is whole and checksummed but cannot be decoded (written by a
 //! version with other rules, or damaged before it was sealed) is no torn write: it is
 //! returned as [`Record::Unreadable`] and reading goes on after it, so one bad record
 //! never hides the ones that follow.
 
+use sessiond_core::hooks::{Delivery, HookId};
 use sessiond_core::{Session, SessionId};
 
 /// One decoded frame.
@@ -16,8 +20,14 @@ use sessiond_core::{Session, SessionId};
 pub enum Record {
     /// A session's new state.
     Put(Box<Session>),
+    /// A session's new state and the webhook deliveries its change owes.
+    PutHooked(Box<Session>, Vec<Delivery>),
     /// A session removed.
     Remove(SessionId),
+    /// A webhook delivery's new state.
+    Hook(Box<Delivery>),
+    /// A webhook delivery done.
+    Unhook(HookId),
     /// A whole, checksummed frame whose payload cannot be decoded.
     Unreadable(Unreadable),
     /// The end of a batch (see [`encode_commit`]).
@@ -43,10 +53,16 @@ pub struct Damaged {
 impl Damaged {
     fn new(bytes: &[u8], from: usize, to: usize) -> Damaged {
         let range = &bytes[from..to];
-        let tag = b"P{\"id\":\"";
-        let ids = (0..range.len().saturating_sub(tag.len()))
-            .filter(|i| range[*i..].starts_with(tag))
-            .filter_map(|i| leading_id(&range[i + 1..]))
+        let ids = [&b"P"[..], HOOKED]
+            .into_iter()
+            .flat_map(|tag| {
+                (0..range.len().saturating_sub(tag.len()))
+                    .filter(move |i| {
+                        range[*i..].starts_with(tag)
+                            && range[i + tag.len()..].starts_with(b"{\"id\":\"")
+                    })
+                    .filter_map(move |i| leading_id(&range[i + tag.len()..]))
+            })
             .collect();
         Damaged {
             offset: from as u64,
@@ -85,6 +101,28 @@ fn leading_id(body: &[u8]) -> Option<SessionId> {
 
 const HEADER: usize = 8;
 
+/// How an `E` frame's payload starts, up to the session's JSON.
+const HOOKED: &[u8] = b"E{\"session\":";
+
+/// Appends a frame holding `session`'s state and the deliveries its change owes.
+pub fn encode_put_hooked(buf: &mut Vec<u8>, session: &Session, deliveries: &[Delivery]) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    buf.extend_from_slice(HOOKED);
+    session.write_json(buf);
+    buf.extend_from_slice(b",\"deliveries\":");
+    serde_json::to_writer(&mut *buf, deliveries).expect("plain data serialises");
+    buf.push(b'}');
+    seal(buf, start);
+}
+
+/// The body of an `E` frame.
+#[derive(serde::Deserialize)]
+struct Hooked {
+    session: Box<Session>,
+    deliveries: Vec<Delivery>,
+}
+
 /// Appends a frame holding `session`'s state to `buf`.
 pub fn encode_put(buf: &mut Vec<u8>, session: &Session) {
     let start = buf.len();
@@ -99,6 +137,24 @@ pub fn encode_remove(buf: &mut Vec<u8>, id: SessionId) {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER]);
     buf.push(b'R');
+    buf.extend_from_slice(&id.as_u128().to_be_bytes());
+    seal(buf, start);
+}
+
+/// Appends a frame holding a webhook delivery's state to `buf`.
+pub fn encode_hook(buf: &mut Vec<u8>, d: &Delivery) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    buf.push(b'H');
+    serde_json::to_writer(&mut *buf, d).expect("plain data serialises");
+    seal(buf, start);
+}
+
+/// Appends a frame recording that delivery `id` is done.
+pub fn encode_unhook(buf: &mut Vec<u8>, id: HookId) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    buf.push(b'h');
     buf.extend_from_slice(&id.as_u128().to_be_bytes());
     seal(buf, start);
 }
@@ -203,6 +259,21 @@ fn decode(payload: &[u8], offset: u64) -> Record {
             Record::Remove(SessionId::from_u128(id))
         }
         b'C' if payload.len() == 1 => Record::Commit,
+        b'E' => match serde_json::from_slice::<Hooked>(&payload[1..]) {
+            Ok(h) => Record::PutHooked(h.session, h.deliveries),
+            Err(e) => unreadable(
+                payload.strip_prefix(HOOKED).and_then(leading_id),
+                e.to_string(),
+            ),
+        },
+        b'H' => match serde_json::from_slice::<Delivery>(&payload[1..]) {
+            Ok(d) => Record::Hook(Box::new(d)),
+            Err(e) => unreadable(None, e.to_string()),
+        },
+        b'h' if payload.len() == 17 => {
+            let id = u128::from_be_bytes(payload[1..17].try_into().expect("16 bytes"));
+            Record::Unhook(HookId::from_u128(id))
+        }
         tag => unreadable(None, format!("unknown record type {tag}")),
     }
 }

@@ -35,7 +35,6 @@
 //! background thread writes a snapshot of the store; once the snapshot is durable, the
 //! older files are deleted (see [`crate::files`] for why a fuzzy snapshot is correct).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +43,7 @@ use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use sessiond_core::hooks::{Delivery, HookId};
 use sessiond_core::memory::{Appended, Journal};
 use sessiond_core::{MemoryStore, Session, SessionId, StoreError};
 
@@ -326,6 +326,20 @@ impl Journal for Hook {
     fn remove(&self, id: SessionId) -> u64 {
         self.0.append(|buf| frame::encode_remove(buf, id))
     }
+
+    fn put_hooked(&self, session: &Session, deliveries: &[Delivery]) -> u64 {
+        // One frame: a torn write keeps both or neither.
+        self.0
+            .append(|buf| frame::encode_put_hooked(buf, session, deliveries))
+    }
+
+    fn hook(&self, d: &Delivery) -> u64 {
+        self.0.append(|buf| frame::encode_hook(buf, d))
+    }
+
+    fn unhook(&self, id: HookId) -> u64 {
+        self.0.append(|buf| frame::encode_unhook(buf, id))
+    }
 }
 
 /// The writer thread's handle; stopping it drains what is pending first.
@@ -549,8 +563,9 @@ fn reload(
         journal.cut(*len)?;
         keep = *len;
     }
-    let mut sessions = HashMap::new();
-    let rec = files::recover(&shared.dir, false, keep, &mut sessions)?;
+    let mut read = files::Read::default();
+    let rec = files::recover(&shared.dir, false, keep, &mut read)?;
+    let files::Read { sessions, hooks } = read;
     *cut = None;
     let mut frames = Vec::new();
     let mut continued_count = 0;
@@ -558,6 +573,7 @@ fn reload(
         let _gate = shared.gate.write().unwrap_or_else(|e| e.into_inner());
         shared.reloads.fetch_add(1, Ordering::AcqRel);
         let continued = store.replace_all(sessions.into_values());
+        store.replace_hooks(hooks.into_values());
         shared.reloads.fetch_add(1, Ordering::AcqRel);
         continued_count = continued.len();
         for s in &continued {

@@ -46,6 +46,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sessiond_core::admission::Admission;
+use sessiond_core::hooks::{
+    Delivery, DeliveryQuery, HookId, HookRoutes, Outbox, OutboxCounts, Settle,
+};
 use sessiond_core::memory::{Appended, Journaled};
 use sessiond_core::store::{
     AppCounts, CloseOutcome, Expired, ListQuery, ModifyOutcome, OpenOutcome, Ordered, StoreResult,
@@ -397,6 +400,10 @@ impl Store for FileStore {
         None
     }
 
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        Some(self)
+    }
+
     async fn open(
         &self,
         session: Session,
@@ -506,5 +513,65 @@ impl Store for FileStore {
 
     async fn ping(&self) -> StoreResult<()> {
         self.writer.shared.check()
+    }
+}
+
+/// The webhook outbox is the memory store's, journaled: a delivery is written in the
+/// same batch as the change it reports ([`MemoryStore`]'s `put_hooked`), and a claim
+/// hands out only deliveries whose batch is durable, so no hook hears of a change the
+/// disk then refused.
+#[async_trait]
+impl Outbox for FileStore {
+    fn routes(&self) -> &HookRoutes {
+        self.mem.hook_routes()
+    }
+
+    async fn push(&self, deliveries: Vec<Delivery>) -> StoreResult<()> {
+        let done = self.apply(|m| m.hooks_push_journaled(deliveries))?;
+        self.durable(done).await
+    }
+
+    async fn claim(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        let shared = &self.writer.shared;
+        let claimed = {
+            let _gate = shared.admit()?;
+            self.mem.hooks_claim_now(now, until, limit)
+        };
+        if claimed.is_empty() {
+            return Ok(claimed);
+        }
+        // Every delivery claimed was appended before it could be seen, so before this
+        // position: once it is durable, so are they. If that write fails, the changes
+        // may be undone (the reload puts back what the disk holds) and none is sent.
+        shared.wait_durable(shared.last_seq()).await?;
+        Ok(claimed)
+    }
+
+    async fn settle(
+        &self,
+        id: HookId,
+        claimed_until: Timestamp,
+        outcome: Settle,
+    ) -> StoreResult<()> {
+        let done = self.apply(|m| m.hooks_settle_journaled(id, claimed_until, &outcome))?;
+        self.durable(done).await
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> StoreResult<Vec<Delivery>> {
+        Ok(self.writer.shared.read(|| self.mem.hooks_list_now(query)))
+    }
+
+    async fn resend(&self, id: HookId, now: Timestamp) -> StoreResult<bool> {
+        let done = self.apply(|m| m.hooks_resend_journaled(id, now))?;
+        self.durable(done).await
+    }
+
+    async fn tally(&self) -> StoreResult<OutboxCounts> {
+        Ok(self.writer.shared.read(|| self.mem.hooks_counts_now()))
     }
 }

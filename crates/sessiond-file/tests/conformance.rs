@@ -21,6 +21,9 @@ fn fresh_dir() -> std::path::PathBuf {
 }
 
 sessiond_core::conformance_tests!(async { FileStore::open(fresh_dir()).expect("open file store") });
+sessiond_core::hooks_conformance_tests!(async {
+    FileStore::open(fresh_dir()).expect("open file store")
+});
 
 /// The suite again with the journal written by the standard library's portable calls
 /// (`FileOptions::portable_io`: what platforms without their own calls use).

@@ -34,13 +34,24 @@ use std::time::{Duration, Instant};
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use sessiond_core::conformance::arbitrary::{self, Case, Op, PRIVILEGES, USERS};
 use sessiond_core::conformance::T0;
+use sessiond_core::hooks::{Delivery, HookKinds, Route};
 use sessiond_core::{
     Actor, Client, CloseReason, HeartbeatRequest, JsonObject, Lookup, Manager, ManualClock,
     OpenRequest, Privileges, Resolve, Session, SessionId, Store, Token, TokenHash,
 };
 use sessiond_file::{FileOptions, FileStore};
 
-type State = BTreeMap<SessionId, Session>;
+/// Each session with the webhook deliveries owed for it (app `a` has a hook): a
+/// session in the state an operation left it in must come with exactly the
+/// deliveries that operation left, whatever byte a crash cut. Deliveries of no
+/// session (`seats_full`) are under the nil id.
+type State = BTreeMap<SessionId, Held>;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Held {
+    session: Option<Session>,
+    owed: Vec<Delivery>,
+}
 
 /// The journal's frame end and the store's sessions after an acknowledged operation.
 struct Mark {
@@ -96,8 +107,30 @@ fn cut_points(frames: &[(usize, usize)], every_byte_up_to: usize) -> Vec<usize> 
 fn state(store: &FileStore) -> State {
     let mut s = State::new();
     store.memory().for_each(|x| {
-        s.insert(x.id, x.clone());
+        s.insert(
+            x.id,
+            Held {
+                session: Some(x.clone()),
+                owed: Vec::new(),
+            },
+        );
     });
+    store.memory().for_each_hook(|d| {
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        let of = body["session"]
+            .as_str()
+            .map_or(SessionId::from_u128(0), |id| id.parse().unwrap());
+        s.entry(of)
+            .or_insert(Held {
+                session: None,
+                owed: Vec::new(),
+            })
+            .owed
+            .push(d.clone());
+    });
+    for held in s.values_mut() {
+        held.owed.sort_by_key(|d| d.id);
+    }
     s
 }
 
@@ -231,7 +264,13 @@ fn recover_and_check(
         let s = extra_session();
         rt.block_on(store.import(s.clone())).unwrap();
         drop(store);
-        second.insert(s.id, s);
+        second.insert(
+            s.id,
+            Held {
+                session: Some(s),
+                owed: Vec::new(),
+            },
+        );
         let store = FileStore::open(dir).unwrap();
         if state(&store) != second {
             return Err(fail(format!(
@@ -263,6 +302,13 @@ impl Runner {
         for (app, p) in APPS.iter().zip(&case.policies) {
             m.set_policy(app, p.clone()).unwrap();
         }
+        store.memory().hook_routes().set([(
+            "a".to_string(),
+            vec![Route {
+                hook: "h".into(),
+                kinds: HookKinds::ALL,
+            }],
+        )]);
         Runner {
             m,
             store,

@@ -431,4 +431,8 @@ impl Store for PostgresStore {
     fn event_bus(&self) -> Option<Arc<dyn EventBus>> {
         Some(self.bus.clone())
     }
+
+    fn outbox(&self) -> Option<&dyn sessiond_core::hooks::Outbox> {
+        None
+    }
 }

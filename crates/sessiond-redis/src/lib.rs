@@ -691,4 +691,8 @@ impl Store for RedisStore {
     fn event_bus(&self) -> Option<Arc<dyn sessiond_core::events::EventBus>> {
         Some(self.inner.bus.clone())
     }
+
+    fn outbox(&self) -> Option<&dyn sessiond_core::hooks::Outbox> {
+        None
+    }
 }

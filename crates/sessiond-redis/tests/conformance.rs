@@ -229,6 +229,10 @@ impl Store for TestStore {
     fn event_bus(&self) -> Option<Arc<dyn sessiond_core::events::EventBus>> {
         self.0.event_bus()
     }
+
+    fn outbox(&self) -> Option<&dyn sessiond_core::hooks::Outbox> {
+        self.0.outbox()
+    }
 }
 
 mod redis_specific;

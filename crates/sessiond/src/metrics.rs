@@ -466,6 +466,10 @@ impl Store for MeteredStore {
         self.inner.event_bus()
     }
 
+    fn outbox(&self) -> Option<&dyn sessiond_core::hooks::Outbox> {
+        self.inner.outbox()
+    }
+
     fn write_hint(&self, lookup: Lookup) -> Option<Session> {
         self.inner.write_hint(lookup)
     }

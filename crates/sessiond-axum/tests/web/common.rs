@@ -158,6 +158,10 @@ impl Store for TestStore {
     fn event_bus(&self) -> Option<std::sync::Arc<dyn sessiond_core::events::EventBus>> {
         self.inner.event_bus()
     }
+
+    fn outbox(&self) -> Option<&dyn sessiond_core::hooks::Outbox> {
+        self.inner.outbox()
+    }
     fn write_hint(&self, lookup: Lookup) -> Option<Record> {
         match lookup {
             Lookup::Token(h) => self.hints.lock().unwrap().get(&h).cloned(),

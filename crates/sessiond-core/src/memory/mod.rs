@@ -28,6 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use async_trait::async_trait;
 
 use crate::admission::{plan, Admission, Close, Gathered, Plan, Seen, Wants};
+use crate::hooks::{
+    resent, Deliveries, Delivery, DeliveryQuery, HookId, HookRoutes, Outbox, OutboxCounts, Settle,
+};
 use crate::id::{SessionId, TokenHash};
 use crate::session::{Actor, Change, ChangeError, CloseReason, Conditions, Session, Step};
 use crate::store::{
@@ -47,6 +50,13 @@ pub trait Journal: Send + Sync + 'static {
     fn put(&self, session: &Session) -> u64;
     /// The session `id` is gone (purged after retention). Returns the record's position.
     fn remove(&self, id: SessionId) -> u64;
+    /// `session` now has this state, and its change owes these webhook deliveries: both
+    /// kept as one (a crash keeps both or neither). Returns the last record's position.
+    fn put_hooked(&self, session: &Session, deliveries: &[Delivery]) -> u64;
+    /// A delivery's new state (kept, retried, dead, resent). Returns its position.
+    fn hook(&self, delivery: &Delivery) -> u64;
+    /// A delivery is done. Returns the record's position.
+    fn unhook(&self, id: HookId) -> u64;
 }
 
 /// The journal position the records of one operation reached (0: it journaled
@@ -127,6 +137,9 @@ struct Inner {
     tokens: Box<[RwLock<HashMap<TokenHash, SessionId, BuildIdHasher>>]>,
     apps: RwLock<HashMap<Arc<str>, Arc<Mutex<AppIndex>>>>,
     journal: Option<Arc<dyn Journal>>,
+    routes: HookRoutes,
+    /// Taken with a record shard held, never the other way round.
+    outbox: Mutex<Deliveries>,
 }
 
 /// Sessions in memory. Cheap to clone (clones share the sessions).
@@ -190,6 +203,8 @@ impl MemoryStore {
                 tokens: (0..SHARDS).map(|_| RwLock::default()).collect(),
                 apps: RwLock::default(),
                 journal,
+                routes: HookRoutes::default(),
+                outbox: Mutex::default(),
             }),
         }
     }
@@ -243,6 +258,124 @@ impl MemoryStore {
         }
         self.load(sessions);
         continued
+    }
+
+    /// The routes this store derives webhook deliveries with.
+    pub fn hook_routes(&self) -> &HookRoutes {
+        &self.inner.routes
+    }
+
+    /// Loads a webhook delivery (a restart) without reporting it to the journal.
+    pub fn load_hook(&self, d: Delivery) {
+        lock(&self.inner.outbox).put(d);
+    }
+
+    /// Forgets a webhook delivery without reporting it to the journal (a restart reads
+    /// it as done).
+    pub fn unload_hook(&self, id: HookId) {
+        lock(&self.inner.outbox).remove(id);
+    }
+
+    /// Replaces every webhook delivery without reporting it to the journal: a durable
+    /// store going back to what its disk holds (with [`Self::replace_all`]).
+    pub fn replace_hooks(&self, deliveries: impl IntoIterator<Item = Delivery>) {
+        let mut fresh = Deliveries::default();
+        for d in deliveries {
+            fresh.put(d);
+        }
+        *lock(&self.inner.outbox) = fresh;
+    }
+
+    /// Calls `f` with every webhook delivery (a snapshot), a copy taken at once.
+    pub fn for_each_hook(&self, mut f: impl FnMut(&Delivery)) {
+        let copy: Vec<Delivery> = lock(&self.inner.outbox).iter().cloned().collect();
+        copy.iter().for_each(&mut f);
+    }
+
+    /// [`Outbox::push`], with what it appended to the journal.
+    pub fn hooks_push_journaled(&self, deliveries: Vec<Delivery>) -> Journaled<()> {
+        let mut rec = Appended::default();
+        let mut out = lock(&self.inner.outbox);
+        for d in deliveries {
+            if let Some(j) = &self.inner.journal {
+                rec.add(j.hook(&d));
+            }
+            out.put(d);
+        }
+        Journaled {
+            value: (),
+            appended: rec,
+        }
+    }
+
+    /// [`Outbox::claim`]. A claim is not journaled: after a restart a delivery is due
+    /// again as it was before the claim, which only sends it once more (the same
+    /// event id).
+    pub fn hooks_claim_now(&self, now: Timestamp, until: Timestamp, limit: usize) -> Vec<Delivery> {
+        lock(&self.inner.outbox).claim(now, until, limit)
+    }
+
+    /// [`Outbox::settle`], with what it appended to the journal.
+    pub fn hooks_settle_journaled(
+        &self,
+        id: HookId,
+        claimed_until: Timestamp,
+        outcome: &Settle,
+    ) -> Journaled<()> {
+        let mut rec = Appended::default();
+        let mut out = lock(&self.inner.outbox);
+        if let Some(d) = out.get(id) {
+            match d.settled(claimed_until, outcome) {
+                None => {
+                    out.remove(id);
+                    if let Some(j) = &self.inner.journal {
+                        rec.add(j.unhook(id));
+                    }
+                }
+                Some(next) if next != *d => {
+                    if let Some(j) = &self.inner.journal {
+                        rec.add(j.hook(&next));
+                    }
+                    out.put(next);
+                }
+                Some(_) => {}
+            }
+        }
+        Journaled {
+            value: (),
+            appended: rec,
+        }
+    }
+
+    /// [`Outbox::resend`], with what it appended to the journal.
+    pub fn hooks_resend_journaled(&self, id: HookId, now: Timestamp) -> Journaled<bool> {
+        let mut rec = Appended::default();
+        let mut out = lock(&self.inner.outbox);
+        let found = match out.get(id) {
+            None => false,
+            Some(d) => {
+                let d = resent(d, now);
+                if let Some(j) = &self.inner.journal {
+                    rec.add(j.hook(&d));
+                }
+                out.put(d);
+                true
+            }
+        };
+        Journaled {
+            value: found,
+            appended: rec,
+        }
+    }
+
+    /// [`Outbox::deliveries`], synchronous.
+    pub fn hooks_list_now(&self, q: &DeliveryQuery) -> Vec<Delivery> {
+        lock(&self.inner.outbox).list(q)
+    }
+
+    /// [`Outbox::tally`], synchronous.
+    pub fn hooks_counts_now(&self) -> OutboxCounts {
+        lock(&self.inner.outbox).counts()
     }
 
     /// Removes session `id` and its index entries, with its app index and shard locked
@@ -358,9 +491,42 @@ impl MemoryStore {
         }
     }
 
+    /// Journals a change of a session from `before` (none: new) to `after`, with the
+    /// webhook deliveries it owes ([`HookRoutes::derive`]) in the same record batch, and
+    /// keeps those. Called with the record's shard write lock held.
+    fn write_through(
+        &self,
+        before: Option<&Session>,
+        after: &Session,
+        now: Timestamp,
+        rec: &mut Appended,
+    ) {
+        let owed = self.inner.routes.derive(before, after, now);
+        if let Some(j) = &self.inner.journal {
+            rec.add(if owed.is_empty() {
+                j.put(after)
+            } else {
+                j.put_hooked(after, &owed)
+            });
+        }
+        if !owed.is_empty() {
+            let mut out = lock(&self.inner.outbox);
+            for d in owed {
+                out.put(d);
+            }
+        }
+    }
+
     /// Stores the new state of a session held in `shard`, keeping the deadline and token
     /// indexes right. Called with the shard write lock held.
-    fn replace(&self, shard: &mut Shard, before: &Session, after: Session, rec: &mut Appended) {
+    fn replace(
+        &self,
+        shard: &mut Shard,
+        before: &Session,
+        after: Session,
+        now: Timestamp,
+        rec: &mut Appended,
+    ) {
         let (old_d, new_d) = (before.deadline(), after.deadline());
         if old_d != new_d {
             shard.deadlines.remove(&(old_d, before.id));
@@ -370,7 +536,7 @@ impl MemoryStore {
             write(self.token_shard(before.token_hash)).remove(&before.token_hash);
             write(self.token_shard(after.token_hash)).insert(after.token_hash, after.id);
         }
-        self.journal_put(&after, rec);
+        self.write_through(Some(before), &after, now, rec);
         shard.sessions.insert(after);
     }
 
@@ -394,7 +560,7 @@ impl MemoryStore {
         let mut after = before.clone();
         after.close(reason, by, now);
         idx.update(&before, &after);
-        self.replace(&mut shard, &before, after.clone(), rec);
+        self.replace(&mut shard, &before, after.clone(), now, rec);
         CloseOutcome::Closed(after)
     }
 
@@ -426,7 +592,7 @@ impl MemoryStore {
                 displaced: Vec::new(),
             },
             Ok(step) => {
-                self.replace(&mut shard, &before, after.clone(), rec);
+                self.replace(&mut shard, &before, after.clone(), now, rec);
                 ModifyOutcome::Done {
                     session: after,
                     step,
@@ -510,7 +676,7 @@ impl MemoryStore {
                 }
                 Ok(step) => {
                     idx.update(&before, &after);
-                    self.replace(&mut shard, &before, after.clone(), rec);
+                    self.replace(&mut shard, &before, after.clone(), now, rec);
                     ModifyOutcome::Done {
                         session: after,
                         step,
@@ -736,7 +902,7 @@ impl MemoryStore {
         let mut shard = write(self.shard(session.id));
         shard.deadlines.insert((session.deadline(), session.id));
         write(self.token_shard(session.token_hash)).insert(session.token_hash, session.id);
-        self.journal_put(&session, &mut rec);
+        self.write_through(None, &session, now, &mut rec);
         shard.sessions.insert(session.clone());
         Journaled {
             value: OpenOutcome::Opened { session, displaced },
@@ -909,7 +1075,7 @@ impl MemoryStore {
                 let mut after = before.clone();
                 after.close(reason, Actor::Expiry, now);
                 idx.update(&before, &after);
-                self.replace(&mut shard, &before, after.clone(), &mut rec);
+                self.replace(&mut shard, &before, after.clone(), now, &mut rec);
                 out.closed.push(after);
             } else if s.is_past_retention(now) && out.purged < limit {
                 self.forget(&mut idx, &mut shard, id);
@@ -934,6 +1100,10 @@ impl Store for MemoryStore {
 
     fn event_bus(&self) -> Option<Arc<dyn crate::events::EventBus>> {
         None
+    }
+
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        Some(self)
     }
 
     async fn open(
@@ -1001,11 +1171,55 @@ impl Store for MemoryStore {
     }
 }
 
+#[async_trait]
+impl Outbox for MemoryStore {
+    fn routes(&self) -> &HookRoutes {
+        &self.inner.routes
+    }
+
+    async fn push(&self, deliveries: Vec<Delivery>) -> StoreResult<()> {
+        let _no_journal = self.hooks_push_journaled(deliveries);
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        Ok(self.hooks_claim_now(now, until, limit))
+    }
+
+    async fn settle(
+        &self,
+        id: HookId,
+        claimed_until: Timestamp,
+        outcome: Settle,
+    ) -> StoreResult<()> {
+        let _no_journal = self.hooks_settle_journaled(id, claimed_until, &outcome);
+        Ok(())
+    }
+
+    async fn deliveries(&self, query: &DeliveryQuery) -> StoreResult<Vec<Delivery>> {
+        Ok(self.hooks_list_now(query))
+    }
+
+    async fn resend(&self, id: HookId, now: Timestamp) -> StoreResult<bool> {
+        Ok(self.hooks_resend_journaled(id, now).value)
+    }
+
+    async fn tally(&self) -> StoreResult<OutboxCounts> {
+        Ok(self.hooks_counts_now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     crate::conformance_tests!(async { MemoryStore::new() });
+    crate::hooks_conformance_tests!(async { MemoryStore::new() });
 
     /// Paging through the store with every filter, order and page size gives exactly
     /// the sessions a brute-force filter of all of them gives, in order.

@@ -238,4 +238,8 @@ impl Store for TestStore {
     fn event_bus(&self) -> Option<Arc<dyn EventBus>> {
         self.store.event_bus()
     }
+
+    fn outbox(&self) -> Option<&dyn sessiond_core::hooks::Outbox> {
+        self.store.outbox()
+    }
 }

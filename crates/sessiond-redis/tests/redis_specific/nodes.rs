@@ -76,6 +76,10 @@ impl Store for Nodes {
     fn event_bus(&self) -> Option<std::sync::Arc<dyn sessiond_core::events::EventBus>> {
         self.node().event_bus()
     }
+
+    fn outbox(&self) -> Option<&dyn sessiond_core::hooks::Outbox> {
+        self.node().outbox()
+    }
     async fn open(&self, s: Session, adm: &Admission, now: Timestamp) -> StoreResult<OpenOutcome> {
         self.node().open(s, adm, now).await
     }
