@@ -488,6 +488,8 @@ pub struct AppConfig {
     /// How the app is served behind a reverse proxy (`[apps.<name>.web]`):
     /// forward-auth's header names, the browser heartbeat's origins and timing.
     pub web: crate::web::WebConfig,
+    /// Its webhooks (`[apps.<name>.hooks.<hook>]`).
+    pub hooks: Vec<crate::webhooks::HookConfig>,
 }
 
 /// The whole configuration.
@@ -572,6 +574,7 @@ impl Default for Config {
                 license: None,
                 policy: Policy::default(),
                 web: crate::web::WebConfig::default(),
+                hooks: Vec::new(),
             },
         );
         Config {
@@ -657,7 +660,7 @@ struct LimitsConfig {
 /// One or more secrets of a credential setting: a string, or a list whose first is the
 /// current one and the others are retiring (accepted until removed). Each is held to
 /// [`check_secret`].
-fn secrets(what: &str, v: Option<toml::Value>) -> Result<Vec<Secret>, ConfigError> {
+pub(crate) fn secrets(what: &str, v: Option<toml::Value>) -> Result<Vec<Secret>, ConfigError> {
     let list = match v {
         None => return Ok(Vec::new()),
         Some(toml::Value::String(s)) => vec![toml::Value::String(s)],
@@ -1006,6 +1009,10 @@ impl Config {
                     )))
                 }
             };
+            let hooks = match table.remove("hooks") {
+                None => Vec::new(),
+                Some(v) => crate::webhooks::parse(&name, v).map_err(ConfigError)?,
+            };
             let (mut web, heartbeat_set) = match table.remove("web") {
                 None => (crate::web::WebConfig::default(), false),
                 Some(v) => {
@@ -1024,12 +1031,12 @@ impl Config {
                     };
                     let e = e.into_inner();
                     let mut m = without_values(e.message());
-                    // `key`, `client_key`, `license` and `web` were taken out above;
+                    // `key`, `client_key`, `license`, `web` and `hooks` were taken out above;
                     // serde's list of the keys it expected lacks them.
                     if m.starts_with("unknown field") {
                         m = m.replacen(
                             "expected one of ",
-                            "expected one of `key`, `client_key`, `license`, `web`, ",
+                            "expected one of `key`, `client_key`, `license`, `web`, `hooks`, ",
                             1,
                         );
                     }
@@ -1075,6 +1082,7 @@ impl Config {
                     license,
                     policy,
                     web,
+                    hooks,
                 },
             );
         }
@@ -1394,7 +1402,7 @@ mod tests {
         let e = Config::from_toml("[apps.x]\nkey2 = \"k\"\n").unwrap_err();
         assert!(e.0.contains("unknown field `key2`"), "{e}");
         assert!(
-            e.0.contains("`key`, `client_key`, `license`, `web`, `idle_timeout_s`"),
+            e.0.contains("`key`, `client_key`, `license`, `web`, `hooks`, `idle_timeout_s`"),
             "{e}"
         );
     }

@@ -32,6 +32,7 @@ pub mod state;
 pub mod tls;
 pub mod views;
 pub mod web;
+pub mod webhooks;
 
 pub use config::{Config, Secret, StoreUrl};
 pub use serve::{admin_token, manager, open_store, run, run_on, Listeners, ServeError};

@@ -8,6 +8,8 @@
 //!   retention, token prefix, cookie name, `bind_ip`: an open session keeps those it
 //!   was opened with). Fewer seats close nobody (docs/CONCEPTS.md). A licensed app
 //!   keeps its license's seats.
+//! - **webhooks**: `[apps.<name>.hooks.<hook>]` tables, whole (a delivery already kept
+//!   for a hook that is gone becomes a dead letter when its turn comes).
 //! - **credentials**: the admin token (unless it came from the environment), operators,
 //!   app keys and client keys, swapped whole (docs/OPERATIONS.md, rotation).
 //!
@@ -73,6 +75,8 @@ pub struct Reloader {
     credentials: Arc<CredentialTable>,
     /// The apps' web fronts, rebuilt from the new `[apps.<name>.web]` tables.
     fronts: Arc<crate::web::Fronts>,
+    /// The webhooks, from the new `[apps.<name>.hooks.<hook>]` tables.
+    webhooks: Arc<crate::webhooks::Webhooks>,
     /// The configuration as the file and the environment said at start or at the last
     /// reload (flags excluded), to tell what changed.
     read: Mutex<Config>,
@@ -145,6 +149,7 @@ impl Reloader {
         manager: Arc<Manager>,
         credentials: Arc<CredentialTable>,
         fronts: Arc<crate::web::Fronts>,
+        webhooks: Arc<crate::webhooks::Webhooks>,
         running: Config,
     ) -> Self {
         let read = running
@@ -159,6 +164,7 @@ impl Reloader {
             manager,
             credentials,
             fronts,
+            webhooks,
             read: Mutex::new(read),
             running,
             busy: tokio::sync::Mutex::new(()),
@@ -224,6 +230,7 @@ impl Reloader {
                 "apps.{name} (licensed: served after a restart, with its license checked)"
             ));
         }
+        self.webhooks.check(&fresh)?;
         // Apply: policies, then the credentials that reach the new apps.
         for (name, app) in fresh.apps.iter().filter(|(n, _)| !unwatched.contains(n)) {
             match licenses
@@ -238,6 +245,7 @@ impl Reloader {
         let (admin, operators, app_keys, client_keys) = table.counts();
         self.credentials.swap(table);
         self.fronts.rebuild(&fresh);
+        self.webhooks.apply(&fresh)?;
         out.credentials = CredentialCounts {
             admin,
             operators,

@@ -328,6 +328,8 @@ pub async fn run_on(
     }
     let licenses = crate::license::Licenses::new(license_terms, &config, &manager);
     let fronts = Arc::new(crate::web::Fronts::new(manager.clone(), &config));
+    let webhooks =
+        crate::webhooks::Webhooks::new(manager.clone(), &config).map_err(ServeError::Config)?;
     let state = Arc::new(State {
         manager: manager.clone(),
         credentials: credentials.clone(),
@@ -343,9 +345,11 @@ pub async fn run_on(
             manager.clone(),
             credentials.clone(),
             fronts.clone(),
+            webhooks.clone(),
             config.clone(),
         )),
         fronts,
+        webhooks: webhooks.clone(),
         backups: file_store.map(|store| crate::api::backup::Backups {
             store,
             dir: config.data_dir.join("backups"),
@@ -386,6 +390,7 @@ pub async fn run_on(
     );
     let follower = tokio::spawn(metrics.follow(manager.clone()));
     let relay = manager.start_relay();
+    let sender = tokio::spawn(webhooks.clone().run(state.shutdown.clone()));
 
     let acceptor = match &tls {
         Some(c) => Some(tokio_rustls::TlsAcceptor::from(
@@ -492,6 +497,15 @@ pub async fn run_on(
         .is_err()
     {
         tracing::warn!("some connections did not finish within 10 s");
+    }
+    // The webhook sender ends its round (its tries are time-limited); what it could
+    // not settle is sent again later, by this node after a restart or by another.
+    let unsent = sender.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), sender)
+        .await
+        .is_err()
+    {
+        unsent.abort();
     }
     expiry.abort();
     follower.abort();

@@ -43,6 +43,8 @@ pub struct State {
     pub reloader: Arc<crate::reload::Reloader>,
     /// Each app's web front: forward-auth's headers, the browser heartbeat.
     pub fronts: Arc<crate::web::Fronts>,
+    /// The webhooks and their sender.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 /// The state as handlers receive it.

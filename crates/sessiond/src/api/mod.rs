@@ -13,6 +13,7 @@ pub mod backup;
 pub mod events;
 pub mod forward_auth;
 pub mod heartbeat;
+pub mod hooks;
 pub mod ops;
 pub mod reload;
 pub mod scope;
@@ -151,6 +152,17 @@ fn operator_routes() -> Router<SharedState> {
         .route(M::PUT, "/v1/sessions/{id}/privileges", apps::set_privileges)
         .route(M::POST, "/v1/backups", backup::backup)
         .route(M::POST, "/v1/reload", reload::reload)
+        .route(M::GET, "/v1/apps/{app}/hooks", hooks::list_hooks)
+        .route(
+            M::GET,
+            "/v1/apps/{app}/hooks/deliveries",
+            hooks::list_deliveries,
+        )
+        .route(
+            M::POST,
+            "/v1/apps/{app}/hooks/deliveries/{id}/resend",
+            hooks::resend,
+        )
         .into_router()
 }
 

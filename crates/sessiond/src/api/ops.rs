@@ -40,7 +40,8 @@ pub async fn readyz(State(st): State<SharedState>) -> Response {
 /// Prometheus metrics (text exposition format 0.0.4).
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(st): State<SharedState>) -> Response {
-    let text = st.metrics.render(&st.manager).await;
+    let mut text = st.metrics.render(&st.manager).await;
+    text.push_str(&st.webhooks.stats.render());
     (
         [(
             header::CONTENT_TYPE,
@@ -77,6 +78,7 @@ impl Modify for BearerAuth {
         crate::api::apps::kill, crate::api::apps::set_privileges, crate::api::apps::close_all,
         crate::api::apps::get_app, crate::api::apps::list_apps, crate::api::events::app_events,
         crate::api::backup::backup, crate::api::reload::reload,
+        crate::api::hooks::list_hooks, crate::api::hooks::list_deliveries, crate::api::hooks::resend,
         healthz, readyz, metrics, openapi,
     ),
     modifiers(&BearerAuth),

@@ -29,3 +29,4 @@ mod session;
 mod store_tls;
 mod tls;
 mod unreadable;
+mod webhooks;

@@ -180,6 +180,14 @@ fn table() -> Vec<Row> {
             "/v1/reload",
             [401, 401, 401, 401, 401, 403, 403, 403, 403, 409, 403, 409],
         ),
+        row(M::GET, "/v1/apps/{app}/hooks", app),
+        row(M::GET, "/v1/apps/{app}/hooks/deliveries", app),
+        row(
+            M::POST,
+            "/v1/apps/{app}/hooks/deliveries/{id}/resend",
+            // No such delivery: told only to those who may resend one.
+            [401, 401, 401, 401, 401, 403, 403, 403, 403, 404, 404, 404],
+        ),
         row(M::GET, "/healthz", public),
         row(M::GET, "/readyz", public),
         row(M::GET, "/metrics", public),
