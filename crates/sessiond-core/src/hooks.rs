@@ -237,6 +237,28 @@ impl HookRoutes {
         payload.deliveries(&routes, now)
     }
 
+    /// [`Self::derive`] for sessions each just closed from open (a store that holds
+    /// only the closed states of a close-all, an expiry sweep or an admission's
+    /// displacements).
+    pub fn closes<'a>(
+        &self,
+        closed: impl IntoIterator<Item = &'a Session>,
+        now: Timestamp,
+    ) -> Vec<Delivery> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        closed
+            .into_iter()
+            .filter(|s| self.of(&s.app).is_some())
+            .flat_map(|s| {
+                let mut open = s.clone();
+                open.closed = None;
+                self.derive(Some(&open), s, now)
+            })
+            .collect()
+    }
+
     /// The deliveries an open of `user` in `app` refused at `now` owes: `seats_full`
     /// when every seat or every one of the user's slots was taken (`limit` says which).
     pub fn seats_full(

@@ -86,6 +86,7 @@ pub(crate) async fn expire_rows(
         }
     }
     rows::update_many(c, sql, &closed).await?;
+    crate::outbox::keep(c, sql, &sql.routes.closes(&closed, now)).await?;
     Ok(closed)
 }
 
@@ -199,8 +200,20 @@ pub(crate) async fn open(
     now: Timestamp,
 ) -> PgResult<OpenOutcome> {
     let wants = adm.wants(None, session);
-    if !wants.anything() {
+    let owed = sql.routes.derive(None, session, now);
+    if !wants.anything() && owed.is_empty() {
         rows::insert(&*c, sql, session).await?;
+        return Ok(OpenOutcome::Opened {
+            session: session.clone(),
+            displaced: Vec::new(),
+        });
+    }
+    if !wants.anything() {
+        // The open and what it owes the app's hooks, as one.
+        let tx = c.transaction().await?;
+        rows::insert(&tx, sql, session).await?;
+        crate::outbox::keep(&tx, sql, &owed).await?;
+        crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
         return Ok(OpenOutcome::Opened {
             session: session.clone(),
             displaced: Vec::new(),
@@ -221,6 +234,9 @@ pub(crate) async fn open(
     };
     let displaced = close_planned(&tx, sql, bad, closes, now).await?;
     rows::insert(&tx, sql, session).await?;
+    let mut owed = sql.routes.closes(&displaced, now);
+    owed.extend(sql.routes.derive(None, session, now));
+    crate::outbox::keep(&tx, sql, &owed).await?;
     crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
     Ok(OpenOutcome::Opened {
         session: session.clone(),

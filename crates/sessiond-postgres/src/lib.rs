@@ -184,6 +184,7 @@ mod cache;
 mod db;
 mod error;
 mod ops;
+mod outbox;
 mod outcome;
 mod rows;
 mod schema;

@@ -155,8 +155,10 @@ pub(crate) async fn modify(
             _ => break (tx, s),
         }
     };
+    let hooked = sql.routes.of(&s.app).is_some();
     let before = match change {
         Change::SetPrivileges { .. } => Some(s.clone()),
+        _ if hooked => Some(s.clone()),
         _ => None,
     };
     match s.step(change, cond, now) {
@@ -183,6 +185,11 @@ pub(crate) async fn modify(
                     }
                 }
             }
+            let mut owed = sql.routes.closes(&displaced, now);
+            if let Some(before) = before.as_ref().filter(|_| hooked) {
+                owed.extend(sql.routes.derive(Some(before), &s, now));
+            }
+            crate::outbox::keep(&tx, sql, &owed).await?;
             if async_touches && matches!(change, Change::Touch) && step == Step::Changed {
                 // Losing a touch in a server crash only makes the session look idler.
                 let (set, write) = tokio::join!(
@@ -234,6 +241,7 @@ pub(crate) async fn close(
         return Ok(CloseOutcome::AlreadyClosed(s));
     }
     rows::update(&tx, sql, &s).await?;
+    crate::outbox::keep(&tx, sql, &sql.routes.closes([&s], now)).await?;
     crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
     Ok(CloseOutcome::Closed(s))
 }
@@ -261,6 +269,7 @@ pub(crate) async fn close_all(
         user.is_none_or(|u| s.user.as_deref() == Some(u)) && s.close(reason, by, now)
     });
     rows::update_many(&tx, sql, &closed).await?;
+    crate::outbox::keep(&tx, sql, &sql.routes.closes(&closed, now)).await?;
     crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
     Ok(closed)
 }

@@ -28,9 +28,10 @@ pub(crate) fn check_schema(name: &str) -> PgResult<()> {
 
 /// The migrations, in order; each runs once per schema, in its own transaction.
 /// `{s}` is the quoted schema name. Never edit a released migration: add one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE {s}.apps (
     app text PRIMARY KEY
 );
@@ -51,7 +52,22 @@ CREATE INDEX sessions_app_open_idx ON {s}.sessions (app, open);
 CREATE INDEX sessions_app_user_idx ON {s}.sessions (app, user_name);
 CREATE INDEX sessions_deadline_idx ON {s}.sessions (open, deadline);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE {s}.deliveries (
+    id uuid PRIMARY KEY,
+    app text NOT NULL,
+    dead boolean NOT NULL,
+    due bigint NOT NULL,
+    body json NOT NULL
+);
+CREATE INDEX deliveries_due_idx ON {s}.deliveries (dead, due);
+CREATE INDEX deliveries_app_idx ON {s}.deliveries (app, id);
+"#,
+    ),
+];
 
 /// Applies the migrations that `schema` lacks. Safe to run from many nodes at once: a
 /// transaction-scoped advisory lock keyed by the schema name serialises them, and the
@@ -140,6 +156,16 @@ pub(crate) struct Sql {
     pub counts: String,
     pub due_open: String,
     pub purge: String,
+    pub hook_insert: String,
+    pub hook_claim: String,
+    pub hook_lock: String,
+    pub hook_put: String,
+    pub hook_delete: String,
+    pub hook_list: String,
+    pub hook_tally: String,
+    /// The webhook routes every write derives its deliveries with (set by the server;
+    /// kept here because every operation is given the statements).
+    pub routes: sessiond_core::hooks::HookRoutes,
 }
 
 impl Sql {
@@ -147,6 +173,7 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         let s = quoted(schema);
         let t = format!("{s}.sessions");
+        let d = format!("{s}.deliveries");
         // Rows that become sessions: the body, and the id to name one that does not
         // decode.
         let body = "SELECT body::text, id";
@@ -220,6 +247,30 @@ impl Sql {
                 "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE NOT open \
                  AND deadline < $1 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED)"
             ),
+            hook_insert: format!(
+                "INSERT INTO {d} (id, app, dead, due, body) SELECT u.id, u.app, u.dead, u.due, \
+                 u.body::json FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::int8[], \
+                 $5::text[]) AS u(id, app, dead, due, body)"
+            ),
+            hook_claim: format!(
+                "UPDATE {d} SET due = $2, \
+                 body = jsonb_set(body::jsonb, '{{due}}', to_jsonb($2::int8))::json \
+                 WHERE id IN (SELECT id FROM {d} WHERE NOT dead AND due <= $1 \
+                 ORDER BY due, id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING body::text"
+            ),
+            hook_lock: format!("SELECT body::text FROM {d} WHERE id = $1 FOR UPDATE"),
+            hook_put: format!(
+                "UPDATE {d} SET dead = $2, due = $3, body = $4::text::json WHERE id = $1"
+            ),
+            hook_delete: format!("DELETE FROM {d} WHERE id = $1"),
+            hook_list: format!(
+                "SELECT body::text FROM {d} WHERE ($1::text IS NULL OR app = $1) \
+                 AND ($2::bool IS NULL OR dead = $2) ORDER BY id LIMIT $3"
+            ),
+            hook_tally: format!(
+                "SELECT count(*) FILTER (WHERE NOT dead), count(*) FILTER (WHERE dead) FROM {d}"
+            ),
+            routes: Default::default(),
             schema: s,
         }
     }

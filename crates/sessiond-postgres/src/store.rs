@@ -433,6 +433,77 @@ impl Store for PostgresStore {
     }
 
     fn outbox(&self) -> Option<&dyn sessiond_core::hooks::Outbox> {
-        None
+        Some(self)
+    }
+}
+
+/// The webhook outbox: the `deliveries` table (`outbox.rs`), written in the
+/// transaction of each change.
+#[async_trait]
+impl sessiond_core::hooks::Outbox for PostgresStore {
+    fn routes(&self) -> &sessiond_core::hooks::HookRoutes {
+        &self.db.sql.routes
+    }
+
+    async fn push(&self, deliveries: Vec<sessiond_core::hooks::Delivery>) -> StoreResult<()> {
+        let sql = &self.db.sql;
+        run!(self, "hooks_push", |c| crate::outbox::keep(
+            &*c,
+            sql,
+            &deliveries
+        )
+        .await)
+    }
+
+    async fn claim(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<sessiond_core::hooks::Delivery>> {
+        let sql = &self.db.sql;
+        run!(self, "hooks_claim", |c| crate::outbox::claim(
+            &c, sql, now, until, limit
+        )
+        .await)
+    }
+
+    async fn settle(
+        &self,
+        id: sessiond_core::hooks::HookId,
+        claimed_until: Timestamp,
+        outcome: sessiond_core::hooks::Settle,
+    ) -> StoreResult<()> {
+        let sql = &self.db.sql;
+        run!(self, "hooks_settle", |c| crate::outbox::settle(
+            &mut c,
+            sql,
+            id,
+            claimed_until,
+            &outcome
+        )
+        .await)
+    }
+
+    async fn deliveries(
+        &self,
+        query: &sessiond_core::hooks::DeliveryQuery,
+    ) -> StoreResult<Vec<sessiond_core::hooks::Delivery>> {
+        let sql = &self.db.sql;
+        run!(self, "hooks_list", |c| crate::outbox::list(&c, sql, query)
+            .await)
+    }
+
+    async fn resend(&self, id: sessiond_core::hooks::HookId, now: Timestamp) -> StoreResult<bool> {
+        let sql = &self.db.sql;
+        run!(self, "hooks_resend", |c| crate::outbox::resend(
+            &mut c, sql, id, now
+        )
+        .await)
+    }
+
+    async fn tally(&self) -> StoreResult<sessiond_core::hooks::OutboxCounts> {
+        let sql = &self.db.sql;
+        run!(self, "hooks_tally", |c| crate::outbox::tally(&c, sql).await)
     }
 }

@@ -6,3 +6,4 @@
 mod common;
 
 sessiond_core::conformance_tests!(common::fresh_store());
+sessiond_core::hooks_conformance_tests!(common::fresh_store());
