@@ -182,6 +182,17 @@ impl HookRoutes {
         !self.any.load(Ordering::Acquire)
     }
 
+    /// The apps that have hooks.
+    pub fn apps(&self) -> Vec<Arc<str>> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut apps: Vec<Arc<str>> = map.keys().cloned().collect();
+        apps.sort();
+        apps
+    }
+
     /// The hooks of `app`.
     pub fn of(&self, app: &str) -> Option<Arc<[Route]>> {
         if self.is_empty() {
@@ -485,19 +496,20 @@ pub trait Outbox: Send + Sync {
         until: Timestamp,
         limit: usize,
     ) -> StoreResult<Vec<Delivery>>;
-    /// Records how the try of a delivery claimed until `claimed_until` ended
-    /// ([`Delivery::settled`]).
+    /// Records how the try of delivery `id` of `app`, claimed until `claimed_until`,
+    /// ended ([`Delivery::settled`]).
     async fn settle(
         &self,
+        app: &str,
         id: HookId,
         claimed_until: Timestamp,
         outcome: Settle,
     ) -> StoreResult<()>;
     /// Deliveries, oldest first.
     async fn deliveries(&self, query: &DeliveryQuery) -> StoreResult<Vec<Delivery>>;
-    /// Makes a delivery (dead or not) due at `now` with its tries reset; false if there
-    /// is no such delivery.
-    async fn resend(&self, id: HookId, now: Timestamp) -> StoreResult<bool>;
+    /// Makes delivery `id` of `app` (dead or not) due at `now` with its tries reset;
+    /// false if `app` holds no such delivery.
+    async fn resend(&self, app: &str, id: HookId, now: Timestamp) -> StoreResult<bool>;
     /// How many are pending and dead.
     async fn tally(&self) -> StoreResult<OutboxCounts>;
 }

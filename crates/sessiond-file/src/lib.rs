@@ -554,6 +554,7 @@ impl Outbox for FileStore {
 
     async fn settle(
         &self,
+        _app: &str,
         id: HookId,
         claimed_until: Timestamp,
         outcome: Settle,
@@ -566,8 +567,8 @@ impl Outbox for FileStore {
         Ok(self.writer.shared.read(|| self.mem.hooks_list_now(query)))
     }
 
-    async fn resend(&self, id: HookId, now: Timestamp) -> StoreResult<bool> {
-        let done = self.apply(|m| m.hooks_resend_journaled(id, now))?;
+    async fn resend(&self, app: &str, id: HookId, now: Timestamp) -> StoreResult<bool> {
+        let done = self.apply(|m| m.hooks_resend_journaled(app, id, now))?;
         self.durable(done).await
     }
 

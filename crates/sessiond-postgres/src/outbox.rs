@@ -105,6 +105,7 @@ async fn put(c: &impl GenericClient, sql: &Sql, d: &Delivery) -> PgResult<()> {
 pub(crate) async fn resend(
     c: &mut Object,
     sql: &Sql,
+    app: &str,
     hid: HookId,
     now: Timestamp,
 ) -> PgResult<bool> {
@@ -113,8 +114,12 @@ pub(crate) async fn resend(
         tx.rollback().await?;
         return Ok(false);
     };
-    let d = resent(&decode(&row)?, now);
-    put(&tx, sql, &d).await?;
+    let d = decode(&row)?;
+    if *d.app != *app {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    put(&tx, sql, &resent(&d, now)).await?;
     crate::outcome::commit(async { Ok(tx.commit().await?) }).await?;
     Ok(true)
 }

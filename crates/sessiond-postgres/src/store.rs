@@ -470,6 +470,7 @@ impl sessiond_core::hooks::Outbox for PostgresStore {
 
     async fn settle(
         &self,
+        _app: &str,
         id: sessiond_core::hooks::HookId,
         claimed_until: Timestamp,
         outcome: sessiond_core::hooks::Settle,
@@ -494,10 +495,15 @@ impl sessiond_core::hooks::Outbox for PostgresStore {
             .await)
     }
 
-    async fn resend(&self, id: sessiond_core::hooks::HookId, now: Timestamp) -> StoreResult<bool> {
+    async fn resend(
+        &self,
+        app: &str,
+        id: sessiond_core::hooks::HookId,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
         let sql = &self.db.sql;
         run!(self, "hooks_resend", |c| crate::outbox::resend(
-            &mut c, sql, id, now
+            &mut c, sql, app, id, now
         )
         .await)
     }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::conn::Conn;
-use sessiond_core::{Session, SessionId};
+use sessiond_core::{Session, SessionId, Timestamp};
 
 use crate::error::{Error, Result};
 use crate::keys::AppKeys;
@@ -152,12 +152,18 @@ pub(crate) struct Commit {
     all_or_nothing: bool,
     groups: Vec<String>,
     count: usize,
+    /// When the writes happen: the time of the webhook events they owe.
+    now: Timestamp,
 }
 
 impl Commit {
     /// An empty batch; `all_or_nothing` refuses it whole if any record moved, else stale
     /// groups are skipped and reported.
-    pub fn new(keys: &AppKeys, all_or_nothing: bool) -> Commit {
+    ///
+    /// `now` is when the writes happen: each write of a session owes its app's hooks
+    /// the deliveries [`sessiond_core::hooks::HookRoutes::derive`] says, written by the
+    /// same group (so only if the record's revision checks).
+    pub fn new(keys: &AppKeys, all_or_nothing: bool, now: Timestamp) -> Commit {
         Commit {
             keys: vec![keys.rev()],
             positions: HashMap::new(),
@@ -165,6 +171,7 @@ impl Commit {
             all_or_nothing,
             groups: Vec::new(),
             count: 0,
+            now,
         }
     }
 
@@ -296,6 +303,27 @@ impl Commit {
             ]);
             nops += 1;
         }
+        // An import (`force_bump`) copies a state as it was: it owes no event.
+        if let (false, Some(a)) = (force_bump, after) {
+            let owed = keys
+                .routes()
+                .derive(before.map(|b| &b.session), a, self.now);
+            if !owed.is_empty() {
+                let (hooks, due) = (self.position(keys.hooks()), self.position(keys.hooks_due()));
+                for d in owed {
+                    let id = d.id.to_string();
+                    let json = serde_json::to_string(&d).expect("plain data serialises");
+                    ops.extend(["hs".into(), hooks.to_string(), id.clone(), json]);
+                    ops.extend([
+                        "za".into(),
+                        due.to_string(),
+                        d.due.as_millis().to_string(),
+                        id,
+                    ]);
+                    nops += 2;
+                }
+            }
+        }
         g.push(nops.to_string());
         g.extend(ops);
         self.groups.extend(g);
@@ -367,7 +395,7 @@ impl Commit {
 mod tests {
     use super::*;
     use crate::keys::Keys;
-    use sessiond_core::{Actor, CloseReason, Timestamp};
+    use sessiond_core::{Actor, CloseReason};
 
     fn session() -> Session {
         serde_json::from_value(serde_json::json!({
@@ -407,7 +435,7 @@ mod tests {
         let (keys, before) = stored(3);
         let mut after = before.session.clone();
         after.last_activity_at = Timestamp(2000);
-        let mut c = Commit::new(&keys, true);
+        let mut c = Commit::new(&keys, true, Timestamp(0));
         c.write(&keys, Some(&before), Some(&after)).unwrap();
         // rec position, expected rev, no bump, put, json, 2 ops (due and seated).
         assert_eq!(&c.groups[..4], &["2", "3", "0", "put"]);
@@ -420,7 +448,7 @@ mod tests {
         let (keys, before) = stored(3);
         let mut after = before.session.clone();
         after.version += 1;
-        let mut c = Commit::new(&keys, true);
+        let mut c = Commit::new(&keys, true, Timestamp(0));
         c.write(&keys, Some(&before), Some(&after)).unwrap();
         let (record, expect, json) = c.single_put().expect("a storage write");
         assert_eq!((record, expect), (keys.record(after.id).as_str(), "3"));
@@ -429,17 +457,17 @@ mod tests {
         // Scores to move, an app revision to bump or check, two records: COMMIT.
         let mut touched = after.clone();
         touched.last_activity_at = Timestamp(2000);
-        let mut c = Commit::new(&keys, true);
+        let mut c = Commit::new(&keys, true, Timestamp(0));
         c.write(&keys, Some(&before), Some(&touched)).unwrap();
         assert!(c.single_put().is_none());
-        let mut c = Commit::new(&keys, true);
+        let mut c = Commit::new(&keys, true, Timestamp(0));
         c.overwrite(&keys, Some(&before), Some(&after)).unwrap();
         assert!(c.single_put().is_none());
-        let mut c = Commit::new(&keys, true);
+        let mut c = Commit::new(&keys, true, Timestamp(0));
         c.expect_app_rev(7);
         c.write(&keys, Some(&before), Some(&after)).unwrap();
         assert!(c.single_put().is_none());
-        let mut c = Commit::new(&keys, true);
+        let mut c = Commit::new(&keys, true, Timestamp(0));
         c.write(&keys, Some(&before), Some(&after)).unwrap();
         let other = session();
         c.write(&keys, None, Some(&other)).unwrap();
@@ -513,7 +541,7 @@ mod tests {
         let (keys, before) = stored(1);
         let mut after = before.session.clone();
         after.close(CloseReason::Killed, Actor::Admin, Timestamp(5000));
-        let mut c = Commit::new(&keys, false);
+        let mut c = Commit::new(&keys, false, Timestamp(0));
         c.write(&keys, Some(&before), Some(&after)).unwrap();
         assert_eq!(&c.groups[1..4], &["1", "1", "put"]);
         let zr = c.groups.iter().filter(|a| *a == "zr").count();
@@ -521,7 +549,7 @@ mod tests {
         // Out of open, due, seated, user; into closed, purge.
         assert_eq!((zr, za), (4, 2));
         // A purge deletes the record and its last entries.
-        let mut d = Commit::new(&keys, false);
+        let mut d = Commit::new(&keys, false, Timestamp(0));
         let closed = Stored {
             rev: 2,
             session: after,
@@ -535,11 +563,11 @@ mod tests {
         let (keys, before) = stored(4);
         let mut after = before.session.clone();
         after.version += 1;
-        let mut c = Commit::new(&keys, true);
+        let mut c = Commit::new(&keys, true, Timestamp(0));
         c.overwrite(&keys, Some(&before), Some(&after)).unwrap();
         assert_eq!(&c.groups[..4], &["2", "4", "1", "put"]);
         // A new record: expected to be absent.
-        let mut n = Commit::new(&keys, true);
+        let mut n = Commit::new(&keys, true, Timestamp(0));
         n.overwrite(&keys, None, Some(&after)).unwrap();
         assert_eq!(&n.groups[1..4], &["0", "1", "put"]);
     }

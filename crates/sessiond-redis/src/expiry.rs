@@ -95,7 +95,7 @@ impl RedisStore {
                 // The app's slot is moving: its due work waits for the next sweep.
                 return Ok(());
             }
-            let mut commit = Commit::new(keys, false);
+            let mut commit = Commit::new(keys, false, now);
             // Per group: the session closed, or the (token, id) of the one purged
             // (no token for an unreadable one).
             let mut planned: Vec<Result<Session, (Option<TokenHash>, SessionId)>> = Vec::new();

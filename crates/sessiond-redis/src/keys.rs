@@ -5,6 +5,9 @@
 //! slot and one script may touch any of them. Global keys (known apps, token and id
 //! indexes) carry no app tag and are never passed to a script with an app's keys.
 
+use std::sync::Arc;
+
+use sessiond_core::hooks::HookRoutes;
 use sessiond_core::{SessionId, TokenHash};
 
 use crate::error::{Error, Result};
@@ -13,6 +16,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     prefix: String,
+    /// The webhook routes, which every app's keys carry to the writes built on them.
+    routes: Arc<HookRoutes>,
 }
 
 impl Keys {
@@ -26,7 +31,13 @@ impl Keys {
         }
         Ok(Keys {
             prefix: prefix.to_string(),
+            routes: Arc::default(),
         })
+    }
+
+    /// The webhook routes of this store.
+    pub fn routes(&self) -> &HookRoutes {
+        &self.routes
     }
 
     /// The prefix.
@@ -70,6 +81,7 @@ impl Keys {
         Ok(AppKeys {
             app: app.to_string(),
             base: format!("{}:{{{app}}}:", self.prefix),
+            routes: self.routes.clone(),
         })
     }
 }
@@ -79,6 +91,7 @@ impl Keys {
 pub(crate) struct AppKeys {
     app: String,
     base: String,
+    routes: Arc<HookRoutes>,
 }
 
 impl AppKeys {
@@ -89,6 +102,28 @@ impl AppKeys {
 
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.base)
+    }
+
+    /// The webhook routes every write of this app derives its deliveries with.
+    pub fn routes(&self) -> &HookRoutes {
+        &self.routes
+    }
+
+    /// The app's webhook deliveries: a hash, delivery id → its JSON (the truth, but for
+    /// its due time).
+    pub fn hooks(&self) -> String {
+        self.key("hooks")
+    }
+
+    /// Pending deliveries scored by when each is due in ms (a claim moves the score to
+    /// the end of its lease).
+    pub fn hooks_due(&self) -> String {
+        self.key("hooks:due")
+    }
+
+    /// Dead letters (sorted set, scores 0, so ordered by id).
+    pub fn hooks_dead(&self) -> String {
+        self.key("hooks:dead")
     }
 
     /// The app's revision counter, bumped by every change of who is open.

@@ -187,6 +187,7 @@ mod conn;
 mod error;
 mod expiry;
 mod ghosts;
+mod hooks;
 mod keys;
 mod open;
 mod outcome;
@@ -693,6 +694,83 @@ impl Store for RedisStore {
     }
 
     fn outbox(&self) -> Option<&dyn sessiond_core::hooks::Outbox> {
-        None
+        Some(self)
+    }
+}
+
+/// The webhook outbox: per app, in the app's slot (`hooks.rs`); a session write adds
+/// what it owes in its own `COMMIT` group.
+#[async_trait]
+impl sessiond_core::hooks::Outbox for RedisStore {
+    fn routes(&self) -> &sessiond_core::hooks::HookRoutes {
+        hooks::routes(&self.inner.keys)
+    }
+
+    async fn push(&self, deliveries: Vec<sessiond_core::hooks::Delivery>) -> StoreResult<()> {
+        self.bounded(hooks::push(&mut self.conn(), &self.inner.keys, deliveries))
+            .await
+    }
+
+    async fn claim(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<sessiond_core::hooks::Delivery>> {
+        self.bounded(hooks::claim(
+            &mut self.conn(),
+            &self.inner.keys,
+            now,
+            until,
+            limit,
+        ))
+        .await
+    }
+
+    async fn settle(
+        &self,
+        app: &str,
+        id: sessiond_core::hooks::HookId,
+        claimed_until: Timestamp,
+        outcome: sessiond_core::hooks::Settle,
+    ) -> StoreResult<()> {
+        self.bounded(hooks::settle(
+            &mut self.conn(),
+            &self.inner.keys,
+            app,
+            id,
+            claimed_until,
+            &outcome,
+        ))
+        .await
+    }
+
+    async fn deliveries(
+        &self,
+        query: &sessiond_core::hooks::DeliveryQuery,
+    ) -> StoreResult<Vec<sessiond_core::hooks::Delivery>> {
+        self.bounded(hooks::list(&mut self.conn(), &self.inner.keys, query))
+            .await
+    }
+
+    async fn resend(
+        &self,
+        app: &str,
+        id: sessiond_core::hooks::HookId,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        self.bounded(hooks::resend(
+            &mut self.conn(),
+            &self.inner.keys,
+            app,
+            id,
+            now,
+        ))
+        .await
+    }
+
+    async fn tally(&self) -> StoreResult<sessiond_core::hooks::OutboxCounts> {
+        self.bounded(hooks::tally(&mut self.conn(), &self.inner.keys))
+            .await
     }
 }

@@ -176,7 +176,7 @@ pub(crate) fn plan(
     {
         known.insert(s.session.id, s);
     }
-    let mut commit = Commit::new(keys, true);
+    let mut commit = Commit::new(keys, true, now);
     commit.expect_app_rev(snap.app_rev);
     let mut displaced = Vec::with_capacity(closes.len());
     for close in closes {

@@ -27,7 +27,8 @@ use redis::Script;
 /// then groups of: record key position, expected record rev (`0`: must not exist),
 /// bump (`1` if the group changes who is open, so the app rev must move), action (`put`
 /// followed by the JSON, or `del`), number of index ops, then the ops: `za`, key
-/// position, score, member (ZADD) or `zr`, key position, member (ZREM).
+/// position, score, member (ZADD), `zr`, key position, member (ZREM) or `hs`, key
+/// position, field, value (HSET: a webhook delivery the write owes).
 ///
 /// Returns `{0}` on a conflict of the whole batch, else `{1, applied_1, applied_2, ...}`
 /// with one flag per group.
@@ -51,7 +52,7 @@ while i <= #a do
   g.ops = i + 1
   i = i + 1
   for _ = 1, g.nops do
-    if a[i] == 'za' then i = i + 4 else i = i + 3 end
+    if a[i] == 'za' or a[i] == 'hs' then i = i + 4 else i = i + 3 end
   end
   groups[#groups + 1] = g
 end
@@ -76,6 +77,9 @@ for n, g in ipairs(groups) do
     for _ = 1, g.nops do
       if a[j] == 'za' then
         redis.call('ZADD', KEYS[tonumber(a[j + 1])], a[j + 2], a[j + 3])
+        j = j + 4
+      elseif a[j] == 'hs' then
+        redis.call('HSET', KEYS[tonumber(a[j + 1])], a[j + 2], a[j + 3])
         j = j + 4
       else
         redis.call('ZREM', KEYS[tonumber(a[j + 1])], a[j + 2])
@@ -230,6 +234,114 @@ for i, id in ipairs(ARGV) do
   end
 end
 return dropped
+"#,
+    )
+});
+
+/// Claims an app's due webhook deliveries (`hooks.rs`).
+///
+/// `KEYS`: app rev (routing), deliveries hash, due set. `ARGV`: now (ms), the lease's end
+/// (ms), how many at most. Moves each due delivery's score to the lease's end and
+/// returns their JSON; a due entry whose delivery is gone is dropped.
+pub(crate) static HOOK_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local j = redis.call('HGET', KEYS[2], id)
+  if j then
+    redis.call('ZADD', KEYS[3], ARGV[2], id)
+    out[#out + 1] = j
+  else
+    redis.call('ZREM', KEYS[3], id)
+  end
+end
+return out
+"#,
+    )
+});
+
+/// Records a webhook try's outcome, or an operator's resend.
+///
+/// `KEYS`: app rev (routing), deliveries hash, due set, dead set. `ARGV`: delivery id,
+/// action, the claim's end (ms; checked for `retry` and `dead`: another node's claim
+/// since makes them change nothing), JSON, due (ms). Actions: `del` (delivered:
+/// removed), `retry` (JSON kept, due again at `due`), `dead` (JSON kept, a dead letter),
+/// `resend` (if the delivery is there: JSON kept, due at `due`, no longer dead).
+/// Returns 1 if it changed something.
+pub(crate) static HOOK_SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local id, action = ARGV[1], ARGV[2]
+if action == 'del' then
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[4], id)
+  return 1
+end
+if action == 'resend' then
+  if redis.call('HEXISTS', KEYS[2], id) == 0 then return 0 end
+  redis.call('HSET', KEYS[2], id, ARGV[4])
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZADD', KEYS[3], ARGV[5], id)
+  return 1
+end
+local s = redis.call('ZSCORE', KEYS[3], id)
+if not s or tonumber(s) ~= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[2], id, ARGV[4])
+if action == 'retry' then
+  redis.call('ZADD', KEYS[3], ARGV[5], id)
+else
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZADD', KEYS[4], 0, id)
+end
+return 1
+"#,
+    )
+});
+
+/// Keeps webhook deliveries that report no change (`seats_full`).
+///
+/// `KEYS`: app rev (routing), deliveries hash, due set. `ARGV`: id, JSON, due (ms),
+/// repeated.
+pub(crate) static HOOK_PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 1, #ARGV, 3 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i])
+end
+return 1
+"#,
+    )
+});
+
+/// Reads an app's webhook deliveries for a list.
+///
+/// `KEYS`: app rev (routing), deliveries hash, due set, dead set. `ARGV`: which (`p`
+/// pending, `d` dead, `a` both, anything else none), how many of each at most.
+/// Returns `{flat json, due pairs (due empty for a dead letter), pending, dead}`.
+pub(crate) static HOOK_LIST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+local n = tonumber(ARGV[2])
+if ARGV[1] == 'p' or ARGV[1] == 'a' then
+  local due = redis.call('ZRANGE', KEYS[3], 0, n - 1, 'WITHSCORES')
+  for i = 1, #due, 2 do
+    local j = redis.call('HGET', KEYS[2], due[i])
+    if j then out[#out + 1] = j; out[#out + 1] = due[i + 1] end
+  end
+end
+if ARGV[1] == 'd' or ARGV[1] == 'a' then
+  local dead = redis.call('ZRANGE', KEYS[4], 0, n - 1)
+  for _, id in ipairs(dead) do
+    local j = redis.call('HGET', KEYS[2], id)
+    if j then out[#out + 1] = j; out[#out + 1] = '' end
+  end
+end
+return {out, redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4])}
 "#,
     )
 });

@@ -142,7 +142,7 @@ impl RedisStore {
                     }
                 }
             } else {
-                (Commit::new(&keys, true), Vec::new())
+                (Commit::new(&keys, true, now), Vec::new())
             };
             commit.write(&keys, None, Some(&session))?;
             if !indexed {
@@ -251,7 +251,7 @@ impl RedisStore {
             };
             let wants = admission.map(|adm| (adm, adm.wants(Some(&before.session), &after)));
             let (mut commit, displaced) = match wants.filter(|(_, w)| w.anything()) {
-                None => (Commit::new(&keys, true), Vec::new()),
+                None => (Commit::new(&keys, true, now), Vec::new()),
                 Some((adm, wants)) => {
                     let snap = gather(&mut self.conn(), &keys, adm, &wants, now, 0).await?;
                     for bad in &snap.unreadable {
@@ -342,7 +342,7 @@ impl RedisStore {
             }
             let mut after = before.session.clone();
             after.close(reason, by, now);
-            let mut commit = Commit::new(&keys, true);
+            let mut commit = Commit::new(&keys, true, now);
             commit.write(&keys, Some(&before), Some(&after))?;
             match commit.run(&mut self.conn()).await? {
                 Committed::Applied(_) => {
@@ -363,7 +363,7 @@ impl RedisStore {
     /// record: it points to nothing now and expires by its TTL.
     async fn discard(&self, app: &str, id: SessionId, rev: &str) -> Result<bool> {
         let keys = self.inner.keys.app(app)?;
-        let mut commit = Commit::new(&keys, true);
+        let mut commit = Commit::new(&keys, true, Timestamp::default());
         commit.discard(&keys, id, rev);
         match commit.run(&mut self.conn()).await? {
             Committed::Applied(_) => {
@@ -405,7 +405,7 @@ impl RedisStore {
         let mut attempt = 0;
         loop {
             let before = self.read_record(&keys, id).await?;
-            let mut commit = Commit::new(&keys, true);
+            let mut commit = Commit::new(&keys, true, Timestamp::default());
             commit.overwrite(&keys, before.as_ref(), Some(&session))?;
             match commit.run(&mut self.conn()).await? {
                 Committed::Applied(_) => {
@@ -421,7 +421,7 @@ impl RedisStore {
         let elsewhere = was.filter(|app| *app != *session.app);
         if let Some(old) = elsewhere.and_then(|app| self.inner.keys.app(&app).ok()) {
             while let Some(before) = self.read_record(&old, id).await? {
-                let mut commit = Commit::new(&old, true);
+                let mut commit = Commit::new(&old, true, Timestamp::default());
                 commit.overwrite(&old, Some(&before), None)?;
                 if let Committed::Applied(_) = commit.run(&mut self.conn()).await? {
                     stale.push(before.session.token_hash);
@@ -466,7 +466,7 @@ impl RedisStore {
             let mut pending = batch.to_vec();
             let mut attempt = 0;
             while !pending.is_empty() {
-                let mut commit = Commit::new(&keys, false);
+                let mut commit = Commit::new(&keys, false, now);
                 let mut planned = Vec::new();
                 for before in self
                     .read_records(&keys, &pending)

@@ -114,6 +114,7 @@ async fn fresh_cluster_store() -> Option<TestStore> {
 }
 
 sessiond_core::conformance_tests!(fresh_store());
+sessiond_core::hooks_conformance_tests!(fresh_store());
 
 /// The whole suite again with the read cache on: every answer a node gives from its
 /// memory must be one the server would have given.
@@ -129,6 +130,7 @@ mod over_tls {
 /// The whole suite again, on a three-primary Redis Cluster.
 mod on_cluster {
     sessiond_core::conformance_tests!(super::fresh_cluster_store());
+    sessiond_core::hooks_conformance_tests!(super::fresh_cluster_store());
 }
 
 /// What a test store brings of its own.

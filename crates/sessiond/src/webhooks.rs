@@ -479,7 +479,7 @@ impl Webhooks {
                     dead = retry_at.is_none(), error = %error, "webhook delivery failed"
                 ),
             }
-            if let Err(e) = outbox.settle(d.id, d.due, outcome).await {
+            if let Err(e) = outbox.settle(&d.app, d.id, d.due, outcome).await {
                 tracing::warn!(error = %e, delivery = %d.id, "a webhook delivery's outcome could not be kept; it will be sent again");
             }
         });

@@ -262,17 +262,21 @@ pub async fn deliveries_are_retried_then_dead_then_resent(store: Arc<dyn Store>)
         "all leased"
     );
     let (done, failing) = (&claimed[0], &claimed[1]);
-    out.settle(done.id, lease, Settle::Delivered).await.unwrap();
+    out.settle("app", done.id, lease, Settle::Delivered)
+        .await
+        .unwrap();
     let retry = now.plus_secs(10);
     let fail = |retry_at| Settle::Failed {
         retry_at,
         error: "HTTP 503".into(),
     };
-    out.settle(failing.id, lease, fail(Some(retry)))
+    out.settle("app", failing.id, lease, fail(Some(retry)))
         .await
         .unwrap();
     // A stale claimer's failure changes nothing.
-    out.settle(failing.id, lease, fail(None)).await.unwrap();
+    out.settle("app", failing.id, lease, fail(None))
+        .await
+        .unwrap();
     let list = everything(&store).await;
     assert!(list.iter().all(|d| d.id != done.id), "delivered is gone");
     let f = list.iter().find(|d| d.id == failing.id).unwrap();
@@ -281,7 +285,7 @@ pub async fn deliveries_are_retried_then_dead_then_resent(store: Arc<dyn Store>)
     assert!(out.claim(now, lease, 10).await.unwrap().is_empty());
     let later = out.claim(retry, retry.plus_secs(30), 10).await.unwrap();
     assert_eq!(later.len(), 1);
-    out.settle(failing.id, retry.plus_secs(30), fail(None))
+    out.settle("app", failing.id, retry.plus_secs(30), fail(None))
         .await
         .unwrap();
     let tally = out.tally().await.unwrap();
@@ -303,8 +307,12 @@ pub async fn deliveries_are_retried_then_dead_then_resent(store: Arc<dyn Store>)
         .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!((dead[0].id, dead[0].tries), (failing.id, 2));
-    assert!(out.resend(failing.id, far).await.unwrap());
-    assert!(!out.resend(done.id, far).await.unwrap(), "gone");
+    assert!(
+        !out.resend("other", failing.id, far).await.unwrap(),
+        "not app other's"
+    );
+    assert!(out.resend("app", failing.id, far).await.unwrap());
+    assert!(!out.resend("app", done.id, far).await.unwrap(), "gone");
     let again = out.claim(far, far.plus_secs(30), 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(

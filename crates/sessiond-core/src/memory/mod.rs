@@ -348,10 +348,10 @@ impl MemoryStore {
     }
 
     /// [`Outbox::resend`], with what it appended to the journal.
-    pub fn hooks_resend_journaled(&self, id: HookId, now: Timestamp) -> Journaled<bool> {
+    pub fn hooks_resend_journaled(&self, app: &str, id: HookId, now: Timestamp) -> Journaled<bool> {
         let mut rec = Appended::default();
         let mut out = lock(&self.inner.outbox);
-        let found = match out.get(id) {
+        let found = match out.get(id).filter(|d| *d.app == *app) {
             None => false,
             Some(d) => {
                 let d = resent(d, now);
@@ -1193,6 +1193,7 @@ impl Outbox for MemoryStore {
 
     async fn settle(
         &self,
+        _app: &str,
         id: HookId,
         claimed_until: Timestamp,
         outcome: Settle,
@@ -1205,8 +1206,8 @@ impl Outbox for MemoryStore {
         Ok(self.hooks_list_now(query))
     }
 
-    async fn resend(&self, id: HookId, now: Timestamp) -> StoreResult<bool> {
-        Ok(self.hooks_resend_journaled(id, now).value)
+    async fn resend(&self, app: &str, id: HookId, now: Timestamp) -> StoreResult<bool> {
+        Ok(self.hooks_resend_journaled(app, id, now).value)
     }
 
     async fn tally(&self) -> StoreResult<OutboxCounts> {

@@ -66,6 +66,19 @@ pub struct DeliveryView {
     pub body: serde_json::Value,
 }
 
+/// A delivery made due again (the rest of it is in `GET .../deliveries`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResentView {
+    /// The delivery.
+    pub id: String,
+    /// Tries, from zero again.
+    pub tries: u32,
+    /// Due now (RFC 3339).
+    pub due: String,
+    /// No longer a dead letter.
+    pub dead: bool,
+}
+
 impl From<Delivery> for DeliveryView {
     fn from(d: Delivery) -> Self {
         DeliveryView {
@@ -184,14 +197,14 @@ pub async fn list_deliveries(
     params(("app" = String, Path, description = "App name"), ("id" = String, Path, description = "Delivery id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Due now", body = DeliveryView),
+        (status = 200, description = "Due now", body = ResentView),
         (status = 401, description = "No or unknown credential", body = crate::views::ErrorBody),
         (status = 403, description = "A credential of another app, or a read-only operator", body = crate::views::ErrorBody),
         (status = 404, description = "No such delivery in this app (delivered already, or never)", body = crate::views::ErrorBody)))]
 pub async fn resend(
     AppScope { st, app, .. }: AppScope,
     axum::extract::Path((_, id)): axum::extract::Path<(String, String)>,
-) -> ApiResult<Json<DeliveryView>> {
+) -> ApiResult<Json<ResentView>> {
     let unknown = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -206,28 +219,21 @@ pub async fn resend(
     let Some(outbox) = store.outbox() else {
         return Err(no_outbox(store.kind()));
     };
-    let err = |e| ApiError::from(sessiond_core::Error::from(e));
     // Only a delivery of this app: another app's answers as an unknown one.
-    let mine = |d: &Delivery| d.id == hid && *d.app == *app;
-    let find = || async {
-        let all = outbox
-            .deliveries(&DeliveryQuery {
-                app: Some(app.clone()),
-                dead: None,
-                limit: 1000,
-            })
-            .await
-            .map_err(err)?;
-        Ok::<_, ApiError>(all.into_iter().find(mine))
-    };
-    if find().await?.is_none() {
+    let now = st.manager.now();
+    if !outbox
+        .resend(&app, hid, now)
+        .await
+        .map_err(sessiond_core::Error::from)?
+    {
         return Err(unknown());
     }
-    if !outbox.resend(hid, st.manager.now()).await.map_err(err)? {
-        return Err(unknown());
-    }
-    let d = find().await?.ok_or_else(unknown)?;
-    Ok(Json(d.into()))
+    Ok(Json(ResentView {
+        id: hid.to_string(),
+        tries: 0,
+        due: now.to_rfc3339(),
+        dead: false,
+    }))
 }
 
 fn no_outbox(kind: &str) -> ApiError {
