@@ -660,6 +660,36 @@ impl Shared {
         (!tap.overflowed).then_some(tap.frames)
     }
 
+    /// How many times the journal failed so far.
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Acquire)
+    }
+
+    /// Waits until what memory held when [`Shared::failures`] read `failures_before` and
+    /// [`Shared::last_seq`] read `upto` (both under the gate) is durable: frames up to
+    /// `upto` are durable, or were dropped by a failure healed before that read (memory
+    /// was reloaded without them). A failure since makes it an error: what memory held
+    /// then may have been undone.
+    pub(crate) async fn settled_since(
+        &self,
+        failures_before: u64,
+        upto: u64,
+    ) -> Result<(), StoreError> {
+        let waited = self.wait_durable(upto).await;
+        if self.failures() != failures_before {
+            return Err(StoreError::Unavailable(
+                "a journal write failed meanwhile; the changes may have been undone".into(),
+            ));
+        }
+        match waited {
+            Ok(()) => Ok(()),
+            Err(_) if self.lost_upto.load(Ordering::Acquire) >= upto && self.check().is_ok() => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether a snapshot just copied from memory may be kept: every change it can hold
     /// was appended by now (under the session's lock, before the copy read it), so once
     /// the journal is durable up to here with no failure since the snapshot began,

@@ -538,17 +538,19 @@ impl Outbox for FileStore {
         limit: usize,
     ) -> StoreResult<Vec<Delivery>> {
         let shared = &self.writer.shared;
-        let claimed = {
+        let (claimed, failures, upto) = {
             let _gate = shared.admit()?;
-            self.mem.hooks_claim_now(now, until, limit)
+            let claimed = self.mem.hooks_claim_now(now, until, limit);
+            (claimed, shared.failures(), shared.last_seq())
         };
         if claimed.is_empty() {
             return Ok(claimed);
         }
-        // Every delivery claimed was appended before it could be seen, so before this
-        // position: once it is durable, so are they. If that write fails, the changes
-        // may be undone (the reload puts back what the disk holds) and none is sent.
-        shared.wait_durable(shared.last_seq()).await?;
+        // Every delivery claimed was appended before it could be seen, so at or before
+        // `upto`: once that is durable, so are they. If a write fails meanwhile, the
+        // changes may be undone (the reload puts back what the disk holds) and none is
+        // sent; frames a failure healed before the claim dropped do not hold it up.
+        shared.settled_since(failures, upto).await?;
         Ok(claimed)
     }
 

@@ -313,3 +313,81 @@ fn a_version_seen_before_a_refused_write_never_names_other_data() {
         .expect("writes are accepted");
     record(&after);
 }
+
+/// Webhooks on a disk that fills up: a change the disk refused owes no delivery (none
+/// is ever claimed for it), every acknowledged change's delivery is claimed once the
+/// disk heals, and an idle store's claims are not held up by the frames the failure
+/// dropped.
+#[test]
+fn a_refused_change_is_never_reported_and_claims_go_on_after_the_heal() {
+    use sessiond_core::hooks::{HookKinds, Route};
+    let Some(Disk {
+        _fs,
+        dir,
+        filler,
+        rt,
+    }) = disk("diskfull-hooks")
+    else {
+        return;
+    };
+    let m = open_manager(&dir);
+    let outbox = m.store().outbox().expect("the file store keeps an outbox");
+    outbox.routes().set([(
+        "app".to_string(),
+        vec![Route {
+            hook: "h".into(),
+            kinds: HookKinds::ALL,
+        }],
+    )]);
+    let data = JsonObject::from_value(&json!({ "pad": "x".repeat(24 << 10) })).unwrap();
+    let open = |m: &Manager| {
+        rt.block_on(m.open(
+            "app",
+            OpenRequest {
+                data: Some(data.clone()),
+                ..Default::default()
+            },
+        ))
+    };
+    let mut acknowledged = vec![open(&m).unwrap().session.id];
+    Tmpfs::fill(&filler);
+    loop {
+        match open(&m) {
+            Ok(o) => acknowledged.push(o.session.id),
+            Err(_) => break,
+        }
+        assert!(acknowledged.len() < 1000, "the disk never filled up");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rt.block_on(m.store().ping()).is_err() {
+        assert!(Instant::now() < deadline, "the store did not heal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing was written since the heal: the claim must not wait for a write.
+    let now = m.now();
+    let claimed = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                outbox.claim(now, now.plus_secs(60), 10_000),
+            )
+            .await
+        })
+        .expect("a claim on an idle healed store does not hang")
+        .expect("the claim succeeds");
+    let mut reported: Vec<String> = claimed
+        .iter()
+        .map(|d| {
+            let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+            body["session"].as_str().unwrap().to_string()
+        })
+        .collect();
+    reported.sort();
+    let mut want: Vec<String> = acknowledged.iter().map(|id| id.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        reported, want,
+        "exactly the acknowledged opens are reported"
+    );
+}
