@@ -18,7 +18,7 @@
 //! *dead* after the hook's last try, kept for an operator to [`Outbox::resend`]. Every
 //! delivery of one event carries the same event id, so a receiver drops duplicates.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -44,6 +44,32 @@ impl HookId {
         HookId(Uuid::now_v7())
     }
 
+    /// A fresh id made at `t` (of the caller's clock, so ids and [`HookId::first_at`]
+    /// agree under a test clock too).
+    /// Ids made by one process increase, even within a millisecond, so they sort in
+    /// the order events happened.
+    pub fn at(t: Timestamp) -> HookId {
+        static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+        let ms = t.as_millis();
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ms / 1000,
+            ((ms % 1000) * 1_000_000) as u32,
+        );
+        let fresh = Uuid::new_v7(ts).as_u128();
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        // Within a millisecond the random tail could go down: count up from the last
+        // one instead (62 random bits leave room).
+        let same_ms = (fresh >> 80) == (*last >> 80);
+        let v = if same_ms && fresh <= *last {
+            *last + 1
+        } else {
+            fresh
+        };
+        *last = v;
+        HookId::from_u128(v)
+    }
+
     /// The id as a 128-bit integer.
     pub fn as_u128(&self) -> u128 {
         self.0.as_u128()
@@ -52,6 +78,12 @@ impl HookId {
     /// Rebuilds an id from [`HookId::as_u128`].
     pub fn from_u128(v: u128) -> HookId {
         HookId(Uuid::from_u128(v))
+    }
+
+    /// The lowest id made at `t`: every id made earlier is below it (a UUIDv7 starts
+    /// with its time in milliseconds).
+    pub fn first_at(t: Timestamp) -> HookId {
+        HookId::from_u128(u128::from(t.as_millis().min((1 << 48) - 1)) << 80)
     }
 }
 
@@ -232,7 +264,7 @@ impl HookRoutes {
         };
         let closure = after.closed.filter(|_| kind == HookKind::Closed);
         let payload = Payload {
-            event_id: HookId::new(),
+            event_id: HookId::at(now),
             event: kind,
             app: &after.app,
             session: Some(after.id),
@@ -243,6 +275,7 @@ impl HookRoutes {
             limit: None,
             used: None,
             total: None,
+            refusals: None,
             at: closure.map_or(now, |c| c.at),
         };
         payload.deliveries(&routes, now)
@@ -271,12 +304,14 @@ impl HookRoutes {
     }
 
     /// The deliveries an open of `user` in `app` refused at `now` owes: `seats_full`
-    /// when every seat or every one of the user's slots was taken (`limit` says which).
+    /// when every seat or every one of the user's slots was taken (`limit` says which),
+    /// reporting `refusals` refused opens (this one and those left unreported before).
     pub fn seats_full(
         &self,
         app: &str,
         user: Option<&str>,
         refusal: &Refusal,
+        refusals: u32,
         now: Timestamp,
     ) -> Vec<Delivery> {
         let Some(routes) = self.of(app) else {
@@ -291,7 +326,8 @@ impl HookRoutes {
             limit: Some(limit),
             used,
             total: Some(total),
-            event_id: HookId::new(),
+            refusals: Some(refusals),
+            event_id: HookId::at(now),
             event: HookKind::SeatsFull,
             app,
             session: None,
@@ -330,6 +366,10 @@ struct Payload<'a> {
     /// `seats_full`: seats in all, or the user's slots.
     #[serde(skip_serializing_if = "Option::is_none")]
     total: Option<u32>,
+    /// `seats_full`: the refused opens it reports (at most one event every few seconds
+    /// per app).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusals: Option<u32>,
     at: Timestamp,
 }
 
@@ -349,7 +389,7 @@ impl Payload<'_> {
         wanting
             .into_iter()
             .map(|r| Delivery {
-                id: HookId::new(),
+                id: HookId::at(now),
                 event_id: self.event_id,
                 hook: r.hook.clone(),
                 app: app.clone(),
@@ -512,33 +552,44 @@ pub trait Outbox: Send + Sync {
     async fn resend(&self, app: &str, id: HookId, now: Timestamp) -> StoreResult<bool>;
     /// How many are pending and dead.
     async fn tally(&self) -> StoreResult<OutboxCounts>;
+    /// Removes up to `limit` dead letters of events older than `before`; returns how
+    /// many it removed. Dead letters are kept for an operator, but not forever.
+    async fn forget_dead(&self, before: Timestamp, limit: usize) -> StoreResult<usize>;
 }
 
-/// Deliveries in memory, by id and by due time: the memory store's outbox, and what a
-/// store that keeps its outbox in memory builds on.
+/// Deliveries in memory, by id (in id order, so in order of creation), by due time,
+/// and the dead letters: the memory store's outbox, and what a store that keeps its
+/// outbox in memory builds on.
 #[derive(Debug, Default, Clone)]
 pub struct Deliveries {
-    by_id: HashMap<HookId, Delivery>,
+    by_id: BTreeMap<HookId, Delivery>,
     due: BTreeSet<(Timestamp, HookId)>,
+    dead: BTreeSet<HookId>,
 }
 
 impl Deliveries {
     /// Adds or replaces a delivery.
     pub fn put(&mut self, d: Delivery) {
-        if let Some(old) = self.by_id.get(&d.id) {
-            self.due.remove(&(old.due, old.id));
-        }
-        if !d.dead {
+        self.unindex(d.id);
+        if d.dead {
+            self.dead.insert(d.id);
+        } else {
             self.due.insert((d.due, d.id));
         }
         self.by_id.insert(d.id, d);
     }
 
+    fn unindex(&mut self, id: HookId) {
+        if let Some(old) = self.by_id.get(&id) {
+            self.due.remove(&(old.due, old.id));
+            self.dead.remove(&old.id);
+        }
+    }
+
     /// Removes a delivery.
     pub fn remove(&mut self, id: HookId) -> Option<Delivery> {
-        let d = self.by_id.remove(&id)?;
-        self.due.remove(&(d.due, d.id));
-        Some(d)
+        self.unindex(id);
+        self.by_id.remove(&id)
     }
 
     /// The delivery `id`.
@@ -567,27 +618,37 @@ impl Deliveries {
 
     /// Deliveries matching `q`, oldest first.
     pub fn list(&self, q: &DeliveryQuery) -> Vec<Delivery> {
-        let mut out: Vec<Delivery> = self
-            .by_id
-            .values()
-            .filter(|d| q.matches(d))
-            .cloned()
-            .collect();
-        out.sort_by_key(|d| d.id);
-        out.truncate(q.limit());
-        out
+        let take = |it: &mut dyn Iterator<Item = &Delivery>| -> Vec<Delivery> {
+            it.filter(|d| q.matches(d))
+                .take(q.limit())
+                .cloned()
+                .collect()
+        };
+        match q.dead {
+            Some(true) => take(&mut self.dead.iter().filter_map(|id| self.by_id.get(id))),
+            _ => take(&mut self.by_id.values()),
+        }
     }
 
     /// Pending and dead counts.
     pub fn counts(&self) -> OutboxCounts {
-        let dead = self.by_id.values().filter(|d| d.dead).count() as u64;
         OutboxCounts {
-            pending: self.by_id.len() as u64 - dead,
-            dead,
+            pending: self.due.len() as u64,
+            dead: self.dead.len() as u64,
         }
     }
 
-    /// Every delivery, in no order.
+    /// The ids of up to `limit` dead letters of events older than `before`, oldest
+    /// first (what [`Outbox::forget_dead`] removes).
+    pub fn dead_before(&self, before: Timestamp, limit: usize) -> Vec<HookId> {
+        self.dead
+            .range(..HookId::first_at(before))
+            .take(limit)
+            .copied()
+            .collect()
+    }
+
+    /// Every delivery, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Delivery> {
         self.by_id.values()
     }
@@ -707,7 +768,7 @@ mod tests {
         let r = routes(HookKinds::ALL);
         let mut out = Deliveries::default();
         let full = Refusal::SeatsExhausted { used: 3, total: 3 };
-        for d in r.seats_full("crm", None, &full, Timestamp(10)) {
+        for d in r.seats_full("crm", None, &full, 1, Timestamp(10)) {
             out.put(d);
         }
         assert_eq!(

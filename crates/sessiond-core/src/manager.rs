@@ -129,7 +129,14 @@ pub struct Manager {
     renewed_upto: AtomicU64,
     /// Where the heartbeat clock last restarted (ms since the epoch; 0: never).
     heartbeat_floor: AtomicU64,
+    /// Per app: when its last `seats_full` webhook event was kept, and the refusals
+    /// since (a storm of refused opens makes one event every [`SEATS_FULL_EVERY_MS`],
+    /// not one each).
+    seats_full: std::sync::Mutex<HashMap<Arc<str>, (Timestamp, u32)>>,
 }
+
+/// The least time between two `seats_full` webhook events of one app, in ms.
+pub const SEATS_FULL_EVERY_MS: u64 = 10_000;
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -167,6 +174,7 @@ impl Manager {
             downtimes: AtomicU64::new(0),
             renewed_upto: AtomicU64::new(0),
             heartbeat_floor: AtomicU64::new(0),
+            seats_full: Default::default(),
         }
     }
 
@@ -278,7 +286,21 @@ impl Manager {
         let Some(outbox) = self.store.outbox() else {
             return;
         };
-        let owed = outbox.routes().seats_full(app, user, r, now);
+        if outbox.routes().of(app).is_none() {
+            return;
+        }
+        let refusals = {
+            let mut gate = self.seats_full.lock().unwrap_or_else(|e| e.into_inner());
+            // Only configured apps get here: the map stays as small as the config.
+            let e = gate.entry(Arc::from(app)).or_insert((Timestamp(0), 0));
+            e.1 = e.1.saturating_add(1);
+            if e.0 != Timestamp(0) && now.millis_since(e.0) < SEATS_FULL_EVERY_MS {
+                return;
+            }
+            e.0 = now;
+            std::mem::take(&mut e.1)
+        };
+        let owed = outbox.routes().seats_full(app, user, r, refusals, now);
         if owed.is_empty() {
             return;
         }

@@ -577,4 +577,9 @@ impl Outbox for FileStore {
     async fn tally(&self) -> StoreResult<OutboxCounts> {
         Ok(self.writer.shared.read(|| self.mem.hooks_counts_now()))
     }
+
+    async fn forget_dead(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        let done = self.apply(|m| m.hooks_forget_dead_journaled(before, limit))?;
+        self.durable(done).await
+    }
 }

@@ -143,3 +143,18 @@ pub(crate) async fn tally(c: &Object, sql: &Sql) -> PgResult<OutboxCounts> {
         dead: u64::try_from(dead).unwrap_or(0),
     })
 }
+
+/// [`sessiond_core::hooks::Outbox::forget_dead`]: ids are UUIDv7, so "older than" is
+/// "below the first id of that time".
+pub(crate) async fn forget_dead(
+    c: &Object,
+    sql: &Sql,
+    before: Timestamp,
+    limit: usize,
+) -> PgResult<usize> {
+    let n = i64::try_from(limit).unwrap_or(i64::MAX);
+    let bound = id(HookId::first_at(before));
+    let gone =
+        crate::outcome::commit(rows::execute(c, &sql.hook_forget_dead, &[&bound, &n])).await?;
+    Ok(usize::try_from(gone).unwrap_or(usize::MAX))
+}

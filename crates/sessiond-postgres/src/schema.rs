@@ -163,6 +163,7 @@ pub(crate) struct Sql {
     pub hook_delete: String,
     pub hook_list: String,
     pub hook_tally: String,
+    pub hook_forget_dead: String,
     /// The webhook routes every write derives its deliveries with (set by the server;
     /// kept here because every operation is given the statements).
     pub routes: sessiond_core::hooks::HookRoutes,
@@ -269,6 +270,10 @@ impl Sql {
             ),
             hook_tally: format!(
                 "SELECT count(*) FILTER (WHERE NOT dead), count(*) FILTER (WHERE dead) FROM {d}"
+            ),
+            hook_forget_dead: format!(
+                "DELETE FROM {d} WHERE id IN (SELECT id FROM {d} WHERE dead AND id < $1 \
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)"
             ),
             routes: Default::default(),
             schema: s,

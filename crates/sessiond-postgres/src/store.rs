@@ -512,4 +512,12 @@ impl sessiond_core::hooks::Outbox for PostgresStore {
         let sql = &self.db.sql;
         run!(self, "hooks_tally", |c| crate::outbox::tally(&c, sql).await)
     }
+
+    async fn forget_dead(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        let sql = &self.db.sql;
+        run!(self, "hooks_forget_dead", |c| crate::outbox::forget_dead(
+            &c, sql, before, limit
+        )
+        .await)
+    }
 }

@@ -15,7 +15,7 @@ use sessiond_core::Timestamp;
 use crate::conn::Conn;
 use crate::error::{Error, Result};
 use crate::keys::{AppKeys, Keys};
-use crate::scripts::{HOOK_CLAIM, HOOK_LIST, HOOK_PUSH, HOOK_SETTLE};
+use crate::scripts::{HOOK_CLAIM, HOOK_FORGET_DEAD, HOOK_LIST, HOOK_PUSH, HOOK_SETTLE};
 
 fn decode(json: &str, due: Option<&str>) -> Result<Delivery> {
     let mut d: Delivery = serde_json::from_str(json)
@@ -230,6 +230,32 @@ pub(crate) async fn tally(conn: &mut Conn, keys: &Keys) -> Result<OutboxCounts> 
         t.dead += c.dead;
     }
     Ok(t)
+}
+
+/// [`sessiond_core::hooks::Outbox::forget_dead`]: over the apps with hooks. The dead
+/// set's scores are all 0, so it is in id order, which is time order (UUIDv7).
+pub(crate) async fn forget_dead(
+    conn: &mut Conn,
+    keys: &Keys,
+    before: Timestamp,
+    limit: usize,
+) -> Result<usize> {
+    let bound = format!("({}", HookId::first_at(before));
+    let mut gone = 0;
+    for k in apps(keys, None)? {
+        if gone >= limit {
+            break;
+        }
+        let mut inv = invoke(&HOOK_FORGET_DEAD, &app_keys(&k, true));
+        inv.arg(&bound).arg(limit - gone);
+        let n: usize =
+            crate::outcome::commit(async { Ok(inv.invoke_async::<usize>(conn).await?) }, |_| {
+                true
+            })
+            .await?;
+        gone += n;
+    }
+    Ok(gone)
 }
 
 /// The routes of a store's keys.

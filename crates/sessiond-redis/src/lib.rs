@@ -773,4 +773,14 @@ impl sessiond_core::hooks::Outbox for RedisStore {
         self.bounded(hooks::tally(&mut self.conn(), &self.inner.keys))
             .await
     }
+
+    async fn forget_dead(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        self.bounded(hooks::forget_dead(
+            &mut self.conn(),
+            &self.inner.keys,
+            before,
+            limit,
+        ))
+        .await
+    }
 }

@@ -345,3 +345,21 @@ return {out, redis.call('ZCARD', KEYS[3]), redis.call('ZCARD', KEYS[4])}
 "#,
     )
 });
+
+/// Removes an app's old dead letters.
+///
+/// `KEYS`: app rev (routing), deliveries hash, due set, dead set. `ARGV`: the exclusive
+/// upper bound of the ids to remove, as `ZRANGEBYLEX` takes it (`(<id>`), how many at
+/// most. Returns how many it removed.
+pub(crate) static HOOK_FORGET_DEAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ids = redis.call('ZRANGEBYLEX', KEYS[4], '-', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[4], id)
+end
+return #ids
+"#,
+    )
+});

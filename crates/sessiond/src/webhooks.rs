@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use sessiond_core::hooks::{Delivery, HookKind, HookKinds, Outbox, Route, Settle};
+use sessiond_core::hooks::{Delivery, HookKind, HookKinds, Route, Settle};
 use sessiond_core::{Manager, Store, Timestamp};
 use sha2::Sha256;
 use tokio::sync::watch;
@@ -36,8 +36,14 @@ use crate::config::Secret;
 pub const MAX_RETRY_S: u64 = 3600;
 /// How long a claim keeps a delivery from other nodes: longer than any try.
 const LEASE: Duration = Duration::from_secs(90);
-/// Deliveries claimed at a time, and sent at once.
-const BATCH: usize = 16;
+/// Deliveries claimed at a time, at most.
+const BATCH: usize = 32;
+/// Tries in flight at once on a node.
+const IN_FLIGHT: usize = 64;
+/// How long a dead letter is kept for an operator to send again.
+pub const DEAD_LETTER_DAYS: u64 = 7;
+/// How often the outbox is counted (the metrics' gauge) and rid of old dead letters.
+const TALLY_EVERY: Duration = Duration::from_secs(5);
 /// How often an idle node looks for due deliveries.
 const POLL: Duration = Duration::from_millis(250);
 /// The most of an answer read (for the error text).
@@ -204,6 +210,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
                 || o[0] >= 240)
         }
         IpAddr::V6(a) => {
@@ -211,9 +218,15 @@ pub fn is_public(ip: IpAddr) -> bool {
             !(a.is_loopback()
                 || a.is_unspecified()
                 || a.is_multicast()
+                // IPv4-compatible (::a.b.c.d), deprecated but still routed by some stacks.
+                || s[..6] == [0; 6]
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
+                // Teredo and 6to4 carry an IPv4 address that may be an inside one.
+                || (s[0] == 0x2001 && s[1] == 0)
+                || s[0] == 0x2002
                 || (s[0] == 0x64 && s[1] == 0xff9b))
         }
     }
@@ -384,10 +397,12 @@ impl Webhooks {
             }
             routes.push((app.clone(), r));
         }
+        // The hooks first, then the routes: a delivery for a new hook is never claimed
+        // before its hook is known.
+        *self.hooks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         if let Some(o) = self.manager.store().outbox() {
             o.routes().set(routes);
         }
-        *self.hooks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         Ok(())
     }
 
@@ -408,83 +423,122 @@ impl Webhooks {
         t.get(&(app.to_string(), name.to_string())).cloned()
     }
 
-    /// Sends due deliveries until `stop` turns true.
+    /// Sends due deliveries until `stop` turns true: claims as many as there are free
+    /// sending slots, sends each on its own task (a slow receiver holds its own slots,
+    /// not a batch), and claims again as slots free. Looks at the outbox while any app
+    /// has a hook, or while the last count found deliveries (those of a hook removed
+    /// since, which become dead letters at their turn).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let store: Arc<dyn Store> = self.manager.store().clone();
         let Some(outbox) = store.outbox() else {
             return;
         };
-        let mut last_tally = tokio::time::Instant::now() - Duration::from_secs(60);
+        let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let mut last_tally = tokio::time::Instant::now() - TALLY_EVERY;
         loop {
             if *stop.borrow() {
-                return;
+                break;
             }
-            let mut full = false;
-            if !outbox.routes().is_empty() {
-                full = self.round(outbox).await == BATCH;
-                if last_tally.elapsed() >= Duration::from_secs(5) {
-                    last_tally = tokio::time::Instant::now();
-                    if let Ok(t) = outbox.tally().await {
-                        self.stats.pending.store(t.pending, Ordering::Relaxed);
-                        self.stats.dead.store(t.dead, Ordering::Relaxed);
+            if last_tally.elapsed() >= TALLY_EVERY {
+                last_tally = tokio::time::Instant::now();
+                let cutoff = Timestamp(
+                    self.manager
+                        .now()
+                        .as_millis()
+                        .saturating_sub(DEAD_LETTER_DAYS * 86_400_000),
+                );
+                match outbox.forget_dead(cutoff, 1000).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        removed = n,
+                        days = DEAD_LETTER_DAYS,
+                        "old webhook dead letters removed"
+                    ),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "old dead letters could not be removed; trying again")
+                    }
+                }
+                if let Ok(t) = outbox.tally().await {
+                    self.stats.pending.store(t.pending, Ordering::Relaxed);
+                    self.stats.dead.store(t.dead, Ordering::Relaxed);
+                }
+            }
+            let wanted =
+                !outbox.routes().is_empty() || self.stats.pending.load(Ordering::Relaxed) > 0;
+            let free = slots.available_permits().min(BATCH);
+            let mut more = false;
+            if wanted && free > 0 {
+                let now = self.manager.now();
+                match outbox.claim(now, now.plus(LEASE), free).await {
+                    Ok(claimed) => {
+                        more = claimed.len() == free;
+                        for d in claimed {
+                            let Ok(slot) = slots.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let (me, store) = (self.clone(), store.clone());
+                            tokio::spawn(async move {
+                                me.deliver(&store, d).await;
+                                drop(slot);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook deliveries could not be claimed; trying again")
                     }
                 }
             }
-            if !full {
+            if !more {
                 tokio::select! {
                     () = tokio::time::sleep(POLL) => {}
                     _ = stop.changed() => {}
                 }
             }
         }
+        // Let the tries in flight end (each has its time limit); the server waits a
+        // few seconds for this, then gives up on them (they are sent again later).
+        let _ = slots.acquire_many(IN_FLIGHT as u32).await;
     }
 
-    /// Claims, sends and settles one batch; returns how many were claimed.
-    async fn round(&self, outbox: &dyn Outbox) -> usize {
-        let now = self.manager.now();
-        let until = now.plus(LEASE);
-        let claimed = match outbox.claim(now, until, BATCH).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook deliveries could not be claimed; trying again");
-                return 0;
-            }
+    /// Sends one claimed delivery and records how it went.
+    async fn deliver(&self, store: &Arc<dyn Store>, d: Delivery) {
+        let Some(outbox) = store.outbox() else {
+            return;
         };
-        let n = claimed.len();
-        let sends = claimed.into_iter().map(|d| async move {
-            let outcome = match self.hook(&d.app, &d.hook) {
-                // A hook removed from the configuration: its deliveries wait, dead.
-                None => Settle::Failed {
-                    retry_at: None,
-                    error: "the hook is no longer configured".into(),
+        let outcome = match self.hook(&d.app, &d.hook) {
+            // A hook removed from the configuration: its deliveries wait, dead.
+            None => Settle::Failed {
+                retry_at: None,
+                error: "the hook is no longer configured".into(),
+            },
+            Some(h) => match self.send(&h, &d).await {
+                Ok(()) => Settle::Delivered,
+                Err(e) => Settle::Failed {
+                    retry_at: h.retry_at(d.tries + 1, self.manager.now()),
+                    error: e,
                 },
-                Some(h) => match self.send(&h, &d).await {
-                    Ok(()) => Settle::Delivered,
-                    Err(e) => Settle::Failed {
-                        retry_at: h.retry_at(d.tries + 1, self.manager.now()),
-                        error: e,
-                    },
-                },
-            };
-            let label = match &outcome {
-                Settle::Delivered => "delivered",
-                Settle::Failed { retry_at: Some(_), .. } => "failed",
-                Settle::Failed { retry_at: None, .. } => "dead",
-            };
-            self.stats.count(&d.app, &d.hook, label);
-            match &outcome {
-                Settle::Delivered => tracing::debug!(app = %d.app, hook = %d.hook, event = %d.event_id, "webhook delivered"),
-                Settle::Failed { retry_at, error } => tracing::warn!(
-                    app = %d.app, hook = %d.hook, event = %d.event_id, tries = d.tries + 1,
-                    dead = retry_at.is_none(), error = %error, "webhook delivery failed"
-                ),
+            },
+        };
+        let label = match &outcome {
+            Settle::Delivered => "delivered",
+            Settle::Failed {
+                retry_at: Some(_), ..
+            } => "failed",
+            Settle::Failed { retry_at: None, .. } => "dead",
+        };
+        self.stats.count(&d.app, &d.hook, label);
+        match &outcome {
+            Settle::Delivered => {
+                tracing::debug!(app = %d.app, hook = %d.hook, event = %d.event_id, "webhook delivered")
             }
-            if let Err(e) = outbox.settle(&d.app, d.id, d.due, outcome).await {
-                tracing::warn!(error = %e, delivery = %d.id, "a webhook delivery's outcome could not be kept; it will be sent again");
-            }
-        });
-        futures_util::future::join_all(sends).await;
-        n
+            Settle::Failed { retry_at, error } => tracing::warn!(
+                app = %d.app, hook = %d.hook, event = %d.event_id, tries = d.tries + 1,
+                dead = retry_at.is_none(), error = %error, "webhook delivery failed"
+            ),
+        }
+        if let Err(e) = outbox.settle(&d.app, d.id, d.due, outcome).await {
+            tracing::warn!(error = %e, delivery = %d.id, "a webhook delivery's outcome could not be kept; it will be sent again");
+        }
     }
 
     /// One try.
@@ -533,7 +587,12 @@ impl Webhooks {
                 _ => break,
             }
         }
-        let text = String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
+        // The receiver's words, as one line of printable text (it could try to forge
+        // log lines).
+        let text: String = String::from_utf8_lossy(&text[..text.len().min(200)])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         Err(format!("HTTP {}: {}", status.as_u16(), text.trim()))
     }
 }
@@ -586,6 +645,11 @@ mod tests {
             "::ffff:10.0.0.1",
             "255.255.255.255",
             "224.0.0.1",
+            "::127.0.0.1",
+            "2002:7f00:1::1",
+            "2001:0:4136::1",
+            "fec0::1",
+            "198.18.0.1",
         ] {
             assert!(!is_public(inside.parse().unwrap()), "{inside}");
         }

@@ -113,6 +113,12 @@ pub async fn hooks_owe_each_change_its_events(store: Arc<dyn Store>) {
         matches!(refused, Err(Error::SeatsExhausted { .. })),
         "{refused:?}"
     );
+    // A storm of refusals makes one event every few seconds, counting them.
+    for _ in 0..3 {
+        assert!(m.open("app", user("cid")).await.is_err());
+    }
+    clock.advance(Duration::from_millis(crate::manager::SEATS_FULL_EVERY_MS));
+    assert!(m.open("app", user("cid")).await.is_err());
     // Ann again: her first session is replaced (closed by the system).
     clock.advance(Duration::from_secs(1));
     let ann2 = m.open("app", user("ann")).await.unwrap();
@@ -134,6 +140,7 @@ pub async fn hooks_owe_each_change_its_events(store: Arc<dyn Store>) {
             Opened,
             PrivilegesChanged,
             Opened,
+            SeatsFull,
             SeatsFull,
             Closed,
             Opened,
@@ -168,11 +175,19 @@ pub async fn hooks_owe_each_change_its_events(store: Arc<dyn Store>) {
     let all_closes: Vec<&Delivery> = ds.iter().filter(|d| d.kind == Closed).collect();
     let events: HashSet<_> = all_closes.iter().map(|d| d.event_id).collect();
     assert_eq!((all_closes.len(), events.len()), (6, 3));
-    let full: serde_json::Value =
-        serde_json::from_str(&ds.iter().find(|d| d.kind == SeatsFull).unwrap().body).unwrap();
+    let full: Vec<serde_json::Value> = ds
+        .iter()
+        .filter(|d| d.kind == SeatsFull)
+        .map(|d| serde_json::from_str(&d.body).unwrap())
+        .collect();
     assert_eq!(
-        (full["limit"].as_str(), full["user"].as_str()),
+        (full[0]["limit"].as_str(), full[0]["user"].as_str()),
         (Some("seats"), Some("cid"))
+    );
+    assert_eq!(
+        (full[0]["refusals"].as_u64(), full[1]["refusals"].as_u64()),
+        (Some(1), Some(4)),
+        "the second reports the three held back and its own"
     );
     assert!(ds
         .iter()
@@ -320,6 +335,19 @@ pub async fn deliveries_are_retried_then_dead_then_resent(store: Arc<dyn Store>)
         (failing.id, 0, false)
     );
     assert_eq!(again[0].event_id, failing.event_id, "the same event");
+    // Dead letters are kept for an operator, not forever.
+    out.settle("app", failing.id, far.plus_secs(30), fail(None))
+        .await
+        .unwrap();
+    assert_eq!(out.tally().await.unwrap().dead, 1);
+    assert_eq!(
+        out.forget_dead(T0, 100).await.unwrap(),
+        0,
+        "not older than T0"
+    );
+    assert_eq!(out.forget_dead(T0.plus_secs(1), 100).await.unwrap(), 1);
+    assert_eq!(out.tally().await.unwrap().dead, 0);
+    assert!(!out.resend("app", failing.id, far).await.unwrap(), "gone");
 }
 
 /// Claimers racing over many due deliveries each get distinct ones, and together all.

@@ -368,6 +368,23 @@ impl MemoryStore {
         }
     }
 
+    /// [`Outbox::forget_dead`], with what it appended to the journal.
+    pub fn hooks_forget_dead_journaled(&self, before: Timestamp, limit: usize) -> Journaled<usize> {
+        let mut rec = Appended::default();
+        let mut out = lock(&self.inner.outbox);
+        let gone = out.dead_before(before, limit);
+        for id in &gone {
+            out.remove(*id);
+            if let Some(j) = &self.inner.journal {
+                rec.add(j.unhook(*id));
+            }
+        }
+        Journaled {
+            value: gone.len(),
+            appended: rec,
+        }
+    }
+
     /// [`Outbox::deliveries`], synchronous.
     pub fn hooks_list_now(&self, q: &DeliveryQuery) -> Vec<Delivery> {
         lock(&self.inner.outbox).list(q)
@@ -1212,6 +1229,10 @@ impl Outbox for MemoryStore {
 
     async fn tally(&self) -> StoreResult<OutboxCounts> {
         Ok(self.hooks_counts_now())
+    }
+
+    async fn forget_dead(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        Ok(self.hooks_forget_dead_journaled(before, limit).value)
     }
 }
 

@@ -17,7 +17,8 @@ use crate::error::{ApiError, ApiResult};
 pub struct HookView {
     /// Its name.
     pub name: String,
-    /// Where deliveries go.
+    /// Where deliveries go: the origin only (`https://host:port`, then `/…` when the
+    /// URL has a path or query), since a path or query may hold a secret.
     pub url: String,
     /// The kinds of event it wants.
     pub events: Vec<String>,
@@ -129,7 +130,7 @@ pub async fn list_hooks(AppScope { st, app, .. }: AppScope) -> ApiResult<Json<Ho
         .into_iter()
         .map(|h| HookView {
             name: h.name.clone(),
-            url: h.url.to_string(),
+            url: shown(&h.url),
             events: HookKind::ALL
                 .into_iter()
                 .filter(|k| h.kinds.contains(*k))
@@ -234,6 +235,17 @@ pub async fn resend(
         due: now.to_rfc3339(),
         dead: false,
     }))
+}
+
+/// A hook's URL as the API shows it: its origin, and `/…` for the rest.
+fn shown(url: &reqwest::Url) -> String {
+    let origin = url.origin().ascii_serialization();
+    let rest = url.path() != "/" || url.query().is_some();
+    if rest {
+        format!("{origin}/…")
+    } else {
+        origin
+    }
 }
 
 fn no_outbox(kind: &str) -> ApiError {

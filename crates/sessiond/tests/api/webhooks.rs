@@ -350,6 +350,11 @@ async fn an_unreachable_hook_leaves_a_dead_letter_an_operator_sends_again() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(v["hooks"][0]["name"], "gone");
+    assert_eq!(
+        v["hooks"][0]["url"],
+        format!("http://{nobody}/…"),
+        "the path is not shown"
+    );
     assert!(!v.to_string().contains(SECRET), "no secret is ever shown");
     server.open("desk", ADMIN, json!({ "user": "ann" })).await;
     let mut dead = Vec::new();
