@@ -450,3 +450,86 @@ async fn an_unreachable_hook_leaves_a_dead_letter_an_operator_sends_again() {
     receiver.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Three nodes on one shared store, all sending: every event is delivered, and by one
+/// node only (claims are exclusive), so a receiver that never fails sees each once.
+async fn three_nodes_deliver_each_event_once(kind: &str) {
+    let Some(store) = crate::multinode::shared_store_url(kind).await else {
+        return;
+    };
+    let addr = free_port();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let receiver = Receiver::start(addr, seen.clone(), 0).await;
+    let hooks = format!(
+        r#"
+        [apps.desk.hooks.audit]
+        url = "http://{addr}/hook"
+        secret = "{SECRET}"
+        events = ["opened", "closed"]
+        allow_private = true
+        "#
+    );
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let mut c = crate::multinode::node_config(&store);
+        let parsed = sessiond::Config::from_toml(&format!(
+            "admin_token = \"{ADMIN}\"\n[apps.desk]\n{hooks}"
+        ))
+        .unwrap();
+        c.apps.get_mut("desk").unwrap().hooks = parsed.apps["desk"].hooks.clone();
+        nodes.push(Server::start(c).await);
+    }
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let v = nodes[i % 3]
+            .open("desk", ADMIN, json!({ "user": format!("u{i}") }))
+            .await;
+        ids.push(crate::common::id(&v));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let (status, _) = nodes[(i + 1) % 3]
+            .call(
+                Method::DELETE,
+                &format!("/v1/sessions/{id}"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    wait_until("every event is delivered", || {
+        let s = seen.lock().unwrap();
+        s.deliveries
+            .iter()
+            .map(|(id, _, _)| id)
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= 60
+    })
+    .await;
+    // Time for any second delivery to show up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(s.bad_signatures, 0);
+    let mut per_event: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, _, _) in &s.deliveries {
+        *per_event.entry(id.clone()).or_default() += 1;
+    }
+    assert_eq!(per_event.len(), 60, "30 opens and 30 closes");
+    let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    for n in nodes {
+        n.stop().await;
+    }
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_on_redis_deliver_each_event_once() {
+    three_nodes_deliver_each_event_once("redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_on_postgres_deliver_each_event_once() {
+    three_nodes_deliver_each_event_once("postgres").await;
+}
