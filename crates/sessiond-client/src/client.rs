@@ -433,6 +433,42 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/apps/{app}/hooks`: the app's webhooks (names, origins, events; never
+    /// their secrets).
+    pub async fn hooks(&self, app: &str) -> Result<serde_json::Value, Error> {
+        self.call(Method::GET, &["v1", "apps", app, "hooks"], &[], None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/hooks/deliveries`: the webhook deliveries the store holds for
+    /// the app, oldest first; `state` is `pending`, `dead` or `any`.
+    pub async fn hook_deliveries(
+        &self,
+        app: &str,
+        state: &str,
+        limit: u32,
+    ) -> Result<serde_json::Value, Error> {
+        self.call(
+            Method::GET,
+            &["v1", "apps", app, "hooks", "deliveries"],
+            &[("state", state.to_string()), ("limit", limit.to_string())],
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/apps/{app}/hooks/deliveries/{id}/resend`: makes a delivery (a dead
+    /// letter, say) due now, its tries counted from zero.
+    pub async fn resend_delivery(&self, app: &str, id: &str) -> Result<serde_json::Value, Error> {
+        self.call(
+            Method::POST,
+            &["v1", "apps", app, "hooks", "deliveries", id, "resend"],
+            &[],
+            None::<&()>,
+        )
+        .await
+    }
+
     /// `GET /v1/apps/{app}/events`: the app's event feed (`opened`, `closed`,
     /// `privileges_changed`...) from now on. A dropped connection is made again (with
     /// backoff) and resumed with `Last-Event-ID`: the events missed meanwhile come in

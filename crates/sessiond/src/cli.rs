@@ -245,6 +245,153 @@ pub enum AppsCmd {
     List,
 }
 
+/// `sessiond hooks ...`: an app's webhooks and what is left to deliver (docs/HOOKS.md).
+#[derive(Debug, Subcommand)]
+pub enum HooksCmd {
+    /// List an app's webhooks: name, where they go (origin only), events, retries.
+    #[command(after_help = "Example:\n  sessiond hooks list --app crm")]
+    List {
+        /// The app.
+        #[arg(long, default_value = "default")]
+        app: String,
+    },
+    /// Show the deliveries the store still holds for an app, oldest first: waiting for
+    /// their next try (with the last error) or dead letters.
+    #[command(
+        after_help = "Examples:\n  sessiond hooks deliveries --app crm\n  sessiond hooks deliveries --app crm --dead --json"
+    )]
+    Deliveries {
+        /// The app.
+        #[arg(long, default_value = "default")]
+        app: String,
+        /// Only dead letters (given up on after the hook's last try).
+        #[arg(long, conflicts_with = "pending")]
+        dead: bool,
+        /// Only deliveries still to be tried.
+        #[arg(long)]
+        pending: bool,
+        /// How many at most.
+        #[arg(long, default_value = DEFAULT_LIMIT, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Send a delivery again now (a dead letter, or one waiting for its next try),
+    /// its tries counted from zero. The receiver gets the same event id.
+    #[command(
+        after_help = "Example:\n  sessiond hooks resend --app crm 019af3c1-7a1e-7c2b-9d4e-5f6a7b8c9d0e"
+    )]
+    Resend {
+        /// The app.
+        #[arg(long, default_value = "default")]
+        app: String,
+        /// The delivery id (from `sessiond hooks deliveries`).
+        id: String,
+    },
+}
+
+/// Runs a `hooks` command. Errors as for [`run_sessions`].
+pub async fn run_hooks(remote: &Remote, cmd: HooksCmd) -> anyhow::Result<()> {
+    let client = remote.client()?;
+    let text = hooks(&client, remote.json, cmd)
+        .await
+        .map_err(|e| remote.report(e))?;
+    print(&text)
+}
+
+async fn hooks(client: &Client, json: bool, cmd: HooksCmd) -> Answer {
+    let s = |v: &Value| v.as_str().map_or_else(dash, str::to_string);
+    match cmd {
+        HooksCmd::List { app } => {
+            let v = client.hooks(&app).await?;
+            if json {
+                return Ok(to_json(&v));
+            }
+            let hooks = v["hooks"].as_array().cloned().unwrap_or_default();
+            if hooks.is_empty() {
+                return Ok(format!("app {app} has no webhooks\n"));
+            }
+            let rows: Vec<Vec<String>> = hooks
+                .iter()
+                .map(|h| {
+                    let events: Vec<&str> = h["events"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+                        .unwrap_or_default();
+                    vec![
+                        s(&h["name"]),
+                        s(&h["url"]),
+                        events.join(","),
+                        format!("{}", h["max_tries"]),
+                        format!("{}s", h["first_retry_s"]),
+                    ]
+                })
+                .collect();
+            Ok(table::with_header(
+                &["HOOK", "URL", "EVENTS", "TRIES", "FIRST RETRY"],
+                &rows,
+            ))
+        }
+        HooksCmd::Deliveries {
+            app,
+            dead,
+            pending,
+            limit,
+        } => {
+            let state = match (dead, pending) {
+                (true, _) => "dead",
+                (_, true) => "pending",
+                _ => "any",
+            };
+            let v = client.hook_deliveries(&app, state, limit).await?;
+            if json {
+                return Ok(to_json(&v));
+            }
+            let list = v["deliveries"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                return Ok(format!("no webhook deliveries waiting in app {app}\n"));
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|d| {
+                    let state = if d["dead"].as_bool() == Some(true) {
+                        "dead".to_string()
+                    } else {
+                        format!("next {}", short_time(d["due"].as_str().unwrap_or("")))
+                    };
+                    vec![
+                        s(&d["id"]),
+                        s(&d["hook"]),
+                        s(&d["event"]),
+                        short_time(d["created_at"].as_str().unwrap_or("")),
+                        format!("{}", d["tries"]),
+                        state,
+                        s(&d["error"]),
+                    ]
+                })
+                .collect();
+            Ok(table::with_header(
+                &[
+                    "DELIVERY",
+                    "HOOK",
+                    "EVENT",
+                    "AT",
+                    "TRIES",
+                    "STATE",
+                    "LAST ERROR",
+                ],
+                &rows,
+            ))
+        }
+        HooksCmd::Resend { app, id } => {
+            let v = client.resend_delivery(&app, &id).await?;
+            Ok(if json {
+                to_json(&v)
+            } else {
+                format!("delivery {id} of app {app} is due now\n")
+            })
+        }
+    }
+}
+
 /// Runs a `sessions` command. An API refusal is printed as `error: <message> (<code>)` and
 /// returned as an error wrapping [`sessiond_client::Error::Api`] (already reported).
 pub async fn run_sessions(remote: &Remote, cmd: SessionsCmd) -> anyhow::Result<()> {

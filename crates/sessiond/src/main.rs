@@ -84,6 +84,18 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::AppsCmd,
     },
+    /// Look at an app's webhooks and what is left to deliver; send a dead letter again.
+    #[command(after_help = exit::help(
+        "done",
+        &[Exit::Done, Exit::Failed, Exit::Usage],
+        "Examples:\n  sessiond hooks list --app crm\n  sessiond hooks deliveries --app crm --dead\n  sessiond hooks resend --app crm <delivery-id>\n\nHooks are configured in the configuration file ([apps.<name>.hooks.<hook>], docs/HOOKS.md).",
+    ))]
+    Hooks {
+        #[command(flatten)]
+        remote: cli::Remote,
+        #[command(subcommand)]
+        cmd: cli::HooksCmd,
+    },
     /// Have a running server back up its embedded store, without stopping it.
     ///
     /// The server writes a consistent copy into <data_dir>/backups/<NAME> on its own
@@ -332,6 +344,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Sessions { remote, cmd } => operator(cli::run_sessions(&remote, cmd).await).await,
         Command::Apps { remote, cmd } => operator(cli::run_apps(&remote, cmd).await).await,
+        Command::Hooks { remote, cmd } => operator(cli::run_hooks(&remote, cmd).await).await,
         Command::Reload { remote } => operator(cli::run_reload(&remote).await).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
