@@ -157,3 +157,32 @@ test("log one user out everywhere from the sessions filtered to that user", asyn
   await api("DELETE", `/v1/sessions/${eve.id}`, KEY);
   await page.close();
 });
+
+test("a webhook's dead letters show with their error, and can be sent again", async () => {
+  const shop = process.env.SHOP_KEY;
+  const opened = await api("POST", "/v1/apps/shop/sessions", shop, { user: "hook-user" });
+  assert.equal(opened.status, 201);
+  // Nothing listens on port 9: the one try fails and the delivery is a dead letter.
+  let dead = [];
+  for (let i = 0; i < 50 && !dead.length; i++) {
+    dead = (await api("GET", "/v1/apps/shop/hooks/deliveries?state=dead", ADMIN)).body.deliveries;
+    if (!dead.length) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(dead.length, 1);
+  const page = await signedIn();
+  await page.getByRole("button", { name: "Manage shop" }).click();
+  await page.getByRole("tab", { name: "Webhooks" }).click();
+  const row = page.locator(`#deliveries tr[data-id="${dead[0].id}"]`);
+  await row.waitFor();
+  assert.match(await row.innerText(), /billing\s+opened/);
+  assert.match(await row.locator("td.state").innerText(), /dead letter/);
+  assert.match(await row.locator("td.error").innerText(), /could not connect/);
+  assert.match(await page.locator("#hooks-summary").innerText(), /1 webhook \(billing → http:\/\/127\.0\.0\.1:9\/…\); 0 waiting, 1 dead letter\./);
+  await page.screenshot({ path: `${OUT}/webhooks.png`, fullPage: true });
+  await row.getByRole("button", { name: "Send opened to billing again" }).click();
+  await page.locator("#hooks-status").getByText("The opened event is sent to billing again.").waitFor();
+  const after = (await api("GET", "/v1/apps/shop/hooks/deliveries", ADMIN)).body.deliveries;
+  assert.equal(after.length, 1, "the same delivery, tried again");
+  assert.equal(after[0].event_id, dead[0].event_id);
+  await page.close();
+});

@@ -41,6 +41,13 @@ seats = 5
 heartbeat = { interval_s = 30, grace_s = 60 }
 [apps.shop]
 key = "shop-console-test-key-00001"
+# A webhook nobody answers: its deliveries become dead letters at once.
+[apps.shop.hooks.billing]
+url = "http://127.0.0.1:9/hook"
+secret = "console-test-hook-secret-0001"
+events = ["opened"]
+max_tries = 1
+allow_private = true
 TOML
 log="$data/server.log"
 SESSIOND_LOG=info "$bin" serve --config "$data/sessiond.toml" --listen 127.0.0.1:0 --data-dir "$data" 2>"$log" &
@@ -63,6 +70,7 @@ cd "$here"
 SESSIOND_URL="http://127.0.0.1:$port" \
 ADMIN_TOKEN="console-test-admin-token-0001" \
 APP_KEY="gestan-console-test-key-0001" \
+SHOP_KEY="shop-console-test-key-00001" \
 ARTIFACTS="$root/artifacts/console" \
 SESSIOND_BIN="$bin" \
 REDIS_URL="$redis_url" \

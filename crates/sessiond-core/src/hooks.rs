@@ -6,8 +6,8 @@
 //! app goes through [`HookRoutes::derive`], the one function that says which events a
 //! change from one state to the next makes (`opened`, `closed` with reason and actor,
 //! `privileges_changed`), and the store keeps one [`Delivery`] per event and hook *with*
-//! the change: the memory store's journal frames of both in one batch, PostgreSQL rows
-//! in the same transaction, Redis in the same script. So a change that is acknowledged
+//! the change: the file store's journal frame of both, PostgreSQL rows in the same
+//! transaction, Redis in the same `COMMIT` group. So a change that is acknowledged
 //! has its deliveries kept, and a change that did not happen has none; a restart, a crash
 //! or a receiver that is down loses nothing. `seats_full` reports a refusal, which writes
 //! nothing: it is kept on its own ([`Outbox::push`]).

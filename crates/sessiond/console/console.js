@@ -194,6 +194,34 @@ async function loadHistory() {
   if (!rows.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "empty" }, "Nothing closed yet.")));
 }
 
+// The app's webhooks: what the store still holds for them (docs/HOOKS.md), with the
+// last error of each, and a button to send one again (a dead letter, say).
+async function loadDeliveries() {
+  const app = encodeURIComponent(state.current);
+  const hooks = (await api("GET", `/v1/apps/${app}/hooks`)).hooks;
+  const rows = (await api("GET", `/v1/apps/${app}/hooks/deliveries?state=any&limit=200`)).deliveries;
+  const dead = rows.filter((d) => d.dead).length;
+  document.getElementById("hooks-summary").textContent = hooks.length
+    ? `${hooks.length} webhook${hooks.length === 1 ? "" : "s"} (${hooks.map((h) => `${h.name} → ${h.url}`).join(", ")}); ${rows.length - dead} waiting, ${dead} dead letter${dead === 1 ? "" : "s"}.`
+    : "This app has no webhooks (they are set in the configuration file).";
+  const body = document.querySelector("#deliveries tbody");
+  body.replaceChildren(...rows.map((d) => el("tr", { "data-id": d.id, class: d.dead ? "dead" : "" },
+    el("td", {}, d.hook), el("td", {}, d.event), el("td", {}, fmtTime(d.created_at)), el("td", {}, d.tries),
+    el("td", { class: "state" }, d.dead ? "dead letter" : `next try ${shortTime(d.due)}`),
+    el("td", { class: "error" }, d.error || "–"),
+    el("td", {}, el("button", { class: "quiet", "aria-label": `Send ${d.event} to ${d.hook} again`, onclick: () => resend(d) }, "Send again")))));
+  if (!rows.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "empty" }, "Nothing waiting: every event was delivered.")));
+}
+
+async function resend(d) {
+  const status = document.getElementById("hooks-status");
+  try {
+    await api("POST", `/v1/apps/${encodeURIComponent(state.current)}/hooks/deliveries/${d.id}/resend`);
+    status.textContent = `The ${d.event} event is sent to ${d.hook} again.`;
+  } catch (e) { status.textContent = `Could not send it again: ${e.message}`; }
+  await loadDeliveries();
+}
+
 function confirmDialog(title, body, okText) {
   const d = document.getElementById("confirm");
   document.getElementById("confirm-title").textContent = title;
@@ -264,11 +292,12 @@ function listen(app) {
 }
 
 function selectTab(which) {
-  for (const t of ["open", "history"]) {
+  for (const t of ["open", "history", "hooks"]) {
     document.getElementById(`tab-${t}`).setAttribute("aria-selected", String(t === which));
     document.getElementById(`panel-${t}`).hidden = t !== which;
   }
   if (which === "history") loadHistory();
+  if (which === "hooks") loadDeliveries();
 }
 
 async function showApp(name) {
@@ -304,6 +333,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("logout-user").addEventListener("click", logoutUser);
   document.getElementById("tab-open").addEventListener("click", () => selectTab("open"));
   document.getElementById("tab-history").addEventListener("click", () => selectTab("history"));
+  document.getElementById("tab-hooks").addEventListener("click", () => selectTab("hooks"));
   for (const b of document.querySelectorAll("#sessions th button")) {
     b.addEventListener("click", () => {
       state.sort = { key: b.dataset.sort, dir: state.sort.key === b.dataset.sort ? -state.sort.dir : 1 };

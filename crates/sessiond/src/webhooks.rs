@@ -371,7 +371,7 @@ impl Webhooks {
         let store = self.manager.store();
         if store.outbox().is_none() && config.apps.values().any(|a| !a.hooks.is_empty()) {
             return Err(format!(
-                "webhooks are configured, but the {} store keeps no webhook outbox yet (use the file or memory store)",
+                "webhooks are configured, but the {} store keeps no webhook outbox",
                 store.kind()
             ));
         }
