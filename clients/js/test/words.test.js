@@ -15,7 +15,7 @@ import { VERSION } from '../src/version.js';
 
 // crates/sessiond/src/exit.rs, Exit::closed: the reason each code stands for.
 const CONNECT_EXITS = {
-  killed: 10, closed_all: 11, taken_over: 12, heartbeat_lost: 13, idle_timeout: 14,
+  killed: 10, closed_all: 11, taken_over: 12, heartbeat_lost: 13, lease_expired: 13, idle_timeout: 14,
   absolute_timeout: 15, evicted: 16, replaced: 17, logout: 18, something_new: 19, unknown: 19,
   // Names of Object.prototype are reasons like any other unknown one.
   constructor: 19, ['__proto__']: 19,

@@ -13,7 +13,7 @@ from sessiond_seat.transport import ApiError, SeatsExhausted, Server, api_error
 
 # crates/sessiond/src/exit.rs, Exit::closed: the reason each code stands for.
 CONNECT_EXITS = {
-    "killed": 10, "closed_all": 11, "taken_over": 12, "heartbeat_lost": 13,
+    "killed": 10, "closed_all": 11, "taken_over": 12, "heartbeat_lost": 13, "lease_expired": 13,
     "idle_timeout": 14, "absolute_timeout": 15, "evicted": 16, "replaced": 17,
     "logout": 18, "something_new": 19, "unknown": 19,
 }

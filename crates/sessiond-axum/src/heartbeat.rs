@@ -194,6 +194,8 @@ async fn configure(cfg: &Config, token: &Token, s: Settings, ip: Option<IpAddr>)
         interval_s,
         grace_s: cfg.heartbeat.grace_s,
         active: s.active,
+        // The app's lease stays what the session opened with.
+        lease_s: current.heartbeat.map_or(0, |h| h.lease_s),
     };
     let same = match current.heartbeat {
         Some(h) => h == want || (!h.active && !want.active),

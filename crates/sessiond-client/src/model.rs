@@ -82,6 +82,8 @@ pub enum CloseReason {
     AbsoluteTimeout,
     /// Heartbeats stopped for longer than interval + grace.
     HeartbeatLost,
+    /// Heartbeats stopped, and the seat's lease ran out too.
+    LeaseExpired,
     /// An administrator or the app closed it.
     Killed,
     /// Closed by "disconnect everyone except me".
@@ -106,6 +108,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::AbsoluteTimeout => "absolute_timeout",
             CloseReason::HeartbeatLost => "heartbeat_lost",
+            CloseReason::LeaseExpired => "lease_expired",
             CloseReason::Killed => "killed",
             CloseReason::ClosedAll => "closed_all",
             CloseReason::TakenOver => "taken_over",
@@ -124,6 +127,7 @@ impl From<String> for CloseReason {
             "idle_timeout" => CloseReason::IdleTimeout,
             "absolute_timeout" => CloseReason::AbsoluteTimeout,
             "heartbeat_lost" => CloseReason::HeartbeatLost,
+            "lease_expired" => CloseReason::LeaseExpired,
             "killed" => CloseReason::Killed,
             "closed_all" => CloseReason::ClosedAll,
             "taken_over" => CloseReason::TakenOver,

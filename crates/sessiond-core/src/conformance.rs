@@ -64,7 +64,7 @@ macro_rules! conformance_tests {
             my_other_sessions_are_mine_only, logout_everywhere_closes_one_users_sessions,
             idle_timeout, absolute_lifetime,
             heartbeat_and_activity_are_two_clocks, heartbeat_suspend_and_resume,
-            downtime_is_not_a_lost_heartbeat,
+            downtime_is_not_a_lost_heartbeat, a_lease_holds_a_silent_seat_then_frees_it,
             expiry_sweep_closes_then_purges, seats_reject_with_holders,
             reserved_privileges_skip_seats, privilege_changes_respect_the_user_limit,
             evict_idlest, user_limit_reject,
@@ -402,6 +402,65 @@ pub async fn absolute_lifetime(store: Arc<dyn Store>) {
         closed_reason(m.resolve(&o.token, TOUCH).await),
         CloseReason::AbsoluteTimeout
     );
+}
+
+/// A seat lease: a session whose beats stop keeps its seat for the lease after
+/// interval + grace (away; the house stays full), its own beat brings it back, and once
+/// the lease runs out it closes `lease_expired` (by the sweep, with its event) and the
+/// seat is free.
+pub async fn a_lease_holds_a_silent_seat_then_frees_it(store: Arc<dyn Store>) {
+    let (m, clock) = setup(
+        store,
+        Policy {
+            seats: Some(1),
+            idle_timeout_s: 3600,
+            heartbeat: Some(HeartbeatPolicy {
+                grace_s: 5,
+                lease_s: 60,
+                ..HeartbeatPolicy::every(10)
+            }),
+            ..Default::default()
+        },
+    );
+    let mut events = m.subscribe();
+    let a = m.open("app", user("ann")).await.unwrap();
+    assert_eq!(a.session.heartbeat.map(|h| h.lease_s), Some(60));
+    clock.advance(Duration::from_secs(40));
+    let now = m.now();
+    let away = m.get(a.session.id).await.unwrap();
+    assert!(
+        away.is_open() && away.away_since(now).is_some(),
+        "away, not closed"
+    );
+    assert!(
+        matches!(
+            m.open("app", user("bob")).await,
+            Err(Error::SeatsExhausted { .. })
+        ),
+        "the away seat is held"
+    );
+    m.expire_due(100).await.unwrap();
+    m.heartbeat(&a.token, None)
+        .await
+        .expect("its own beat brings it back");
+    assert_eq!(m.get(a.session.id).await.unwrap().away_since(m.now()), None);
+    // Silent past interval + grace + lease: closed by the sweep as lease_expired.
+    clock.advance(Duration::from_secs(76));
+    let swept = m.expire_due(100).await.unwrap();
+    assert_eq!(swept.closed.len(), 1);
+    let gone = m.get(a.session.id).await.unwrap();
+    assert_eq!(
+        gone.closed.map(|c| c.reason),
+        Some(CloseReason::LeaseExpired)
+    );
+    let mut closes = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.kind == EventKind::Closed {
+            closes.push(e.reason);
+        }
+    }
+    assert_eq!(closes, [Some(CloseReason::LeaseExpired)]);
+    m.open("app", user("bob")).await.expect("the seat is free");
 }
 
 /// A heartbeat never counts as activity; activity never revives a lost heartbeat.

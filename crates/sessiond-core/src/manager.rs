@@ -440,12 +440,16 @@ impl Manager {
                     interval_s: h.interval_s,
                     grace_s,
                     active: true,
+                    // The lease is the app's: a client does not choose how long its
+                    // seat is held for it.
+                    lease_s: default.map_or(0, |d| d.lease_s),
                 })
             }
             (None, Some(d)) => Some(Heartbeat {
                 interval_s: d.interval_s,
                 grace_s: d.grace_s,
                 active: true,
+                lease_s: d.lease_s,
             }),
             (None, None) => None,
         };

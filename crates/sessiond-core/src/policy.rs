@@ -58,7 +58,19 @@ pub struct HeartbeatPolicy {
     /// in an app without seats ([`Policy::heartbeat_suspend_allowed`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_suspend: Option<bool>,
+    /// Seconds a session whose beats stopped keeps its seat after interval + grace,
+    /// *away*, for its own client to resume it (a network cut); then it closes
+    /// `lease_expired`. 0 (the default): no lease, it closes `heartbeat_lost`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_s: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The longest seat lease: a week.
+pub const MAX_LEASE_S: u32 = 7 * 24 * 3600;
 
 impl HeartbeatPolicy {
     /// A heartbeat every `interval_s` seconds, the default grace, no bound of its own.
@@ -68,6 +80,7 @@ impl HeartbeatPolicy {
             grace_s: DEFAULT_HEARTBEAT_GRACE_S,
             max_interval_s: None,
             allow_suspend: None,
+            lease_s: 0,
         }
     }
 }
@@ -161,6 +174,9 @@ impl Policy {
             }
             if h.max_interval_s.is_some_and(|m| m < h.interval_s) {
                 return bad("heartbeat.max_interval_s must be at least heartbeat.interval_s");
+            }
+            if h.lease_s > MAX_LEASE_S {
+                return bad("heartbeat.lease_s must be at most 604800 (a week)");
             }
         }
         if self.seats == Some(0) {

@@ -135,6 +135,14 @@ function sortKey(s, key) {
   return s[key] || "";
 }
 
+// Whether an open session with a seat lease has stopped beating: its seat is held,
+// "away", until the lease ends (expires_at), for its own client to come back.
+function away(s) {
+  const h = s.heartbeat;
+  if (s.status !== "open" || !h || !h.active || !h.lease_s) return false;
+  return Date.now() > Date.parse(s.last_heartbeat_at) + (h.interval_s + h.grace_s) * 1000;
+}
+
 function renderSessions() {
   const { key, dir } = state.sort;
   const rows = [...state.sessions].sort((a, b) => (sortKey(a, key) < sortKey(b, key) ? -dir : sortKey(a, key) > sortKey(b, key) ? dir : 0));
@@ -145,7 +153,7 @@ function renderSessions() {
     el("td", {}, s.client.ip || "–"),
     el("td", {}, fmtTime(s.created_at)),
     el("td", {}, fmtTime(s.last_activity_at)),
-    el("td", {}, fmtTime(s.last_heartbeat_at)),
+    el("td", {}, fmtTime(s.last_heartbeat_at), away(s) ? [" ", el("span", { class: "badge away", title: "Its beats stopped: the seat is held for it until its lease ends" }, "away")] : null),
     el("td", { class: "left", "data-expires": s.expires_at || "" }, s.status === "open" ? timeLeft(s.expires_at) : s.reason),
     el("td", {}, s.privileges.join(", ") || "–"),
     el("td", {}, s.status === "open"

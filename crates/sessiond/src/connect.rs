@@ -19,6 +19,9 @@ fn explain(reason: &CloseReason) -> &'static str {
         CloseReason::ClosedAll => "an administrator disconnected everyone",
         CloseReason::TakenOver => "another client took this seat over",
         CloseReason::HeartbeatLost => "the server stopped hearing from this client",
+        CloseReason::LeaseExpired => {
+            "the server stopped hearing from this client, and its seat's lease ran out"
+        }
         CloseReason::IdleTimeout => "the session was idle too long",
         CloseReason::AbsoluteTimeout => "the session reached its maximum lifetime",
         CloseReason::Evicted => "the session was evicted to make room",

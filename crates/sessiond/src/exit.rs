@@ -92,7 +92,7 @@ impl Exit {
             Exit::Killed => "killed by an administrator",
             Exit::ClosedAll => "closed_all: an administrator disconnected everyone",
             Exit::TakenOver => "taken_over by another client",
-            Exit::HeartbeatLost => "heartbeat_lost",
+            Exit::HeartbeatLost => "heartbeat_lost (or lease_expired)",
             Exit::IdleTimeout => "idle_timeout",
             Exit::AbsoluteTimeout => "absolute_timeout",
             Exit::Evicted => "evicted to make room",
@@ -108,7 +108,8 @@ impl Exit {
             CloseReason::Killed => Exit::Killed,
             CloseReason::ClosedAll => Exit::ClosedAll,
             CloseReason::TakenOver => Exit::TakenOver,
-            CloseReason::HeartbeatLost => Exit::HeartbeatLost,
+            // The same for the client: the server stopped hearing from it.
+            CloseReason::HeartbeatLost | CloseReason::LeaseExpired => Exit::HeartbeatLost,
             CloseReason::IdleTimeout => Exit::IdleTimeout,
             CloseReason::AbsoluteTimeout => Exit::AbsoluteTimeout,
             CloseReason::Evicted => Exit::Evicted,

@@ -31,6 +31,15 @@ pub struct HeartbeatView {
     pub grace_s: u32,
     /// False while suspended.
     pub active: bool,
+    /// Seconds its seat is held, *away*, once beats stop for longer than interval +
+    /// grace (absent: no lease). Away while now is past `last_heartbeat_at` + interval +
+    /// grace; then it closes `lease_expired` at `expires_at`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lease_s: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Open or closed.
@@ -55,6 +64,8 @@ pub enum ReasonView {
     AbsoluteTimeout,
     /// Heartbeats stopped.
     HeartbeatLost,
+    /// Heartbeats stopped and the seat's lease ran out.
+    LeaseExpired,
     /// Closed by an admin or the app.
     Killed,
     /// Disconnect everyone except me.
@@ -76,6 +87,7 @@ impl From<CloseReason> for ReasonView {
             CloseReason::IdleTimeout => ReasonView::IdleTimeout,
             CloseReason::AbsoluteTimeout => ReasonView::AbsoluteTimeout,
             CloseReason::HeartbeatLost => ReasonView::HeartbeatLost,
+            CloseReason::LeaseExpired => ReasonView::LeaseExpired,
             CloseReason::Killed => ReasonView::Killed,
             CloseReason::ClosedAll => ReasonView::ClosedAll,
             CloseReason::TakenOver => ReasonView::TakenOver,
@@ -167,6 +179,7 @@ impl From<&Session> for SessionView {
                 interval_s: h.interval_s,
                 grace_s: h.grace_s,
                 active: h.active,
+                lease_s: h.lease_s,
             }),
             counts_seat: s.counts_seat,
             version: s.version,
@@ -367,6 +380,7 @@ mod tests {
                 interval_s: 30,
                 grace_s: 60,
                 active: true,
+                lease_s: 0,
             }),
             retention_s: 10,
             counts_seat: true,

@@ -28,6 +28,7 @@ struct Cold {
     info: JsonObject,
     client: Client,
     closed: Option<Closure>,
+    heartbeat_lease_s: u32,
 }
 
 /// One stored session.
@@ -70,12 +71,14 @@ impl Record {
             info: s.info,
             client: s.client,
             closed: s.closed,
+            heartbeat_lease_s: s.heartbeat.map_or(0, |h| h.lease_s),
         };
         let empty = cold.user.is_none()
             && cold.privileges.is_empty()
             && cold.info.is_empty()
             && cold.client == Client::default()
-            && cold.closed.is_none();
+            && cold.closed.is_none()
+            && cold.heartbeat_lease_s == 0;
         Record {
             id: s.id,
             token_hash: s.token_hash.0.to_be_bytes(),
@@ -115,6 +118,7 @@ impl Record {
                 interval_s: self.heartbeat_interval_s,
                 grace_s: self.heartbeat_grace_s,
                 active: self.flags & HEARTBEAT_ACTIVE != 0,
+                lease_s: cold.map_or(0, |c| c.heartbeat_lease_s),
             }),
             retention_s: self.retention_s,
             counts_seat: self.flags & COUNTS_SEAT != 0,

@@ -24,12 +24,24 @@ impl Session {
 
     /// [`Session::heartbeat_deadline`], the window counted from `floor` when that is
     /// later than the last beat (see
-    /// [`Conditions::heartbeat_floor`](crate::Conditions::heartbeat_floor)).
+    /// [`Conditions::heartbeat_floor`](crate::Conditions::heartbeat_floor)). With a
+    /// lease, the window ends when the lease does.
     pub fn heartbeat_deadline_after(&self, floor: Option<Timestamp>) -> Option<Timestamp> {
         let from = floor.map_or(self.last_heartbeat_at, |f| f.max(self.last_heartbeat_at));
         self.heartbeat
             .filter(|h| h.active)
-            .map(|h| from.plus_secs(h.interval_s as u64 + h.grace_s as u64))
+            .map(|h| from.plus_secs(h.interval_s as u64 + h.grace_s as u64 + h.lease_s as u64))
+    }
+
+    /// Since when an open session whose heartbeat has a lease is *away* at `now`: its
+    /// beats stopped for longer than interval + grace, and its seat is held for it
+    /// until the lease ends. `None` when it is not away.
+    pub fn away_since(&self, now: Timestamp) -> Option<Timestamp> {
+        let h = self.heartbeat.filter(|h| h.active && h.lease_s > 0)?;
+        let lost = self
+            .last_heartbeat_at
+            .plus_secs(h.interval_s as u64 + h.grace_s as u64);
+        (self.closed.is_none() && now > lost).then_some(lost)
     }
 
     /// The time this session needs attention: for an open session the first timeout,
@@ -69,7 +81,13 @@ impl Session {
         };
         consider(self.absolute_deadline(), CloseReason::AbsoluteTimeout);
         if let Some(h) = self.heartbeat_deadline_after(floor) {
-            consider(h, CloseReason::HeartbeatLost);
+            let leased = self.heartbeat.is_some_and(|h| h.lease_s > 0);
+            let reason = if leased {
+                CloseReason::LeaseExpired
+            } else {
+                CloseReason::HeartbeatLost
+            };
+            consider(h, reason);
         }
         consider(self.idle_deadline(), CloseReason::IdleTimeout);
         due.map(|(_, r)| r)
@@ -105,6 +123,35 @@ mod tests {
             s.due_reason(Timestamp(600_001)),
             Some(CloseReason::IdleTimeout)
         );
+    }
+
+    #[test]
+    fn a_lease_keeps_a_silent_session_away_then_closes_it_as_lease_expired() {
+        let mut s = session();
+        s.idle_timeout_s = 3600;
+        s.heartbeat = Some(crate::session::Heartbeat {
+            interval_s: 10,
+            grace_s: 5,
+            active: true,
+            lease_s: 60,
+        });
+        let beat = s.last_heartbeat_at;
+        let at = |secs: u64| beat.plus_secs(secs);
+        assert_eq!(s.away_since(at(15)), None, "within interval + grace");
+        assert_eq!(s.away_since(at(16)), Some(at(15)));
+        assert_eq!(s.due_reason(at(75)), None, "the lease holds");
+        assert_eq!(s.due_reason(at(76)), Some(CloseReason::LeaseExpired));
+        // A beat while away brings it back.
+        s.step(&Change::Heartbeat, &Conditions::default(), at(40))
+            .unwrap();
+        assert_eq!(s.away_since(at(41)), None);
+        assert_eq!(s.due_reason(at(76)), None);
+        // Without a lease: lost after interval + grace, never away.
+        s.heartbeat = s
+            .heartbeat
+            .map(|h| crate::session::Heartbeat { lease_s: 0, ..h });
+        assert_eq!(s.away_since(at(60)), None);
+        assert_eq!(s.due_reason(at(56)), Some(CloseReason::HeartbeatLost));
     }
 
     #[test]

@@ -111,6 +111,7 @@ mod tests {
                 interval_s: 30,
                 grace_s: 15,
                 active: false,
+                lease_s: 45,
             }),
             counts_seat: false,
             bind_ip: true,

@@ -51,6 +51,7 @@ pub(crate) mod tests {
                 interval_s: 30,
                 grace_s: 60,
                 active: true,
+                lease_s: 0,
             }),
             retention_s: 10,
             counts_seat: true,

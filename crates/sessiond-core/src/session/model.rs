@@ -31,6 +31,8 @@ pub enum CloseReason {
     ClosedAll,
     /// Another client took its seat over.
     TakenOver,
+    /// Heartbeats stopped, and the seat's lease ran out too (`heartbeat.lease_s`).
+    LeaseExpired,
     /// Closed to make room when the app was full (`on_full = evict_idlest`).
     Evicted,
     /// Closed because the same user opened a new session (`replace_oldest`).
@@ -42,11 +44,12 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in a stable order (metrics, docs).
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Logout,
         CloseReason::IdleTimeout,
         CloseReason::AbsoluteTimeout,
         CloseReason::HeartbeatLost,
+        CloseReason::LeaseExpired,
         CloseReason::Killed,
         CloseReason::ClosedAll,
         CloseReason::TakenOver,
@@ -62,6 +65,7 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::AbsoluteTimeout => "absolute_timeout",
             CloseReason::HeartbeatLost => "heartbeat_lost",
+            CloseReason::LeaseExpired => "lease_expired",
             CloseReason::Killed => "killed",
             CloseReason::ClosedAll => "closed_all",
             CloseReason::TakenOver => "taken_over",
@@ -231,7 +235,8 @@ pub struct Client {
 
 /// A session's heartbeat: the client promises a beat every `interval_s`; once
 /// `interval_s + grace_s` pass without one (while `active`), the session is closed
-/// `heartbeat_lost`.
+/// `heartbeat_lost`, or, with a lease, is *away* for `lease_s` more seconds (its seat
+/// held, its own client free to resume it with a beat) and then closed `lease_expired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Seconds between beats.
@@ -241,6 +246,14 @@ pub struct Heartbeat {
     /// False while suspended (say, the user is on an external payment page): then only
     /// the idle timeout and the absolute lifetime apply.
     pub active: bool,
+    /// Seconds a silent session keeps its seat after `interval_s + grace_s` (a network
+    /// cut should not cost a desktop client its seat); 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_s: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A sorted set of privilege names.

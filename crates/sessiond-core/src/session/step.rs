@@ -237,11 +237,13 @@ impl Session {
                     interval_s: *default_interval_s,
                     grace_s: *default_grace_s,
                     active: false,
+                    lease_s: 0,
                 });
                 let next = Heartbeat {
                     interval_s: interval_s.unwrap_or(cur.interval_s).max(1),
                     grace_s: grace_s.unwrap_or(cur.grace_s),
                     active: *active,
+                    lease_s: cur.lease_s,
                 };
                 // Resuming starts a fresh heartbeat window: the client is beating now.
                 if next.active && !cur.active {

@@ -371,3 +371,115 @@ async fn a_kept_id_resumes_a_new_stream() {
     drop(events);
     s.stop().await;
 }
+
+/// A seat with a lease (heartbeat 1 s, grace 1 s, lease 3 s) held by the real `sessiond
+/// connect` behind the balancer: cut off for less than interval + grace + lease, the
+/// client comes back to the same session by itself, its seat held meanwhile (another
+/// open is refused); cut off for longer, the session closes `lease_expired`, the seat is
+/// free, and the client, back on the network, ends with the heartbeat_lost code (13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_cut_off_within_its_lease_resumes_and_after_it_is_freed() {
+    let mut c = config(None);
+    c.expiry_interval_ms = 100;
+    let desk = c.apps.get_mut("desk").unwrap();
+    desk.policy.seats = Some(1);
+    desk.policy.heartbeat = Some(sessiond_core::HeartbeatPolicy {
+        lease_s: 3,
+        grace_s: 1,
+        ..sessiond_core::HeartbeatPolicy::every(1)
+    });
+    let server = Server::start(c).await;
+    let lb = Balancer::start(&server.base).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sessiond"))
+        .args(["connect", "--server", &lb.url(), "--token", DESK_KEY])
+        .args(["--app", "desk", "--user", "ann", "--label", "pos-1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let open_ones = || async {
+        let (_, v) = server
+            .call(Method::GET, "/v1/apps/desk/sessions", Some(DESK_KEY), None)
+            .await;
+        v["sessions"].as_array().cloned().unwrap_or_default()
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..100 {
+        sessions = open_ones().await;
+        if !sessions.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sessions.len(), 1, "connect took the seat");
+    let sid = id(&sessions[0]);
+    assert_eq!(sessions[0]["heartbeat"]["lease_s"], 3);
+    let session = || async {
+        server
+            .call(
+                Method::GET,
+                &format!("/v1/sessions/{sid}"),
+                Some(DESK_KEY),
+                None,
+            )
+            .await
+            .1
+    };
+    let bob = || async {
+        server
+            .call(
+                Method::POST,
+                "/v1/apps/desk/sessions",
+                Some(DESK_KEY),
+                Some(json!({"user": "bob"})),
+            )
+            .await
+            .0
+    };
+
+    // A cut shorter than interval + grace + lease (5 s): away, seat held, then back.
+    lb.point(None);
+    lb.cut();
+    tokio::time::sleep(Duration::from_millis(2800)).await;
+    let away = session().await;
+    assert_eq!(away["status"], "open", "{away}");
+    assert_eq!(bob().await, 409, "the away seat is still held");
+    lb.point(Some(&server.base));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let back = session().await;
+    assert_eq!(back["status"], "open", "{back}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "connect is still running"
+    );
+    assert!(
+        back["last_heartbeat_at"].as_str() > away["last_heartbeat_at"].as_str(),
+        "it beats again: {away} then {back}"
+    );
+
+    // A cut longer than the lease: closed lease_expired, the seat free.
+    lb.point(None);
+    lb.cut();
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let gone = session().await;
+    assert_eq!(
+        (gone["status"].as_str(), gone["reason"].as_str()),
+        (Some("closed"), Some("lease_expired")),
+        "{gone}"
+    );
+    assert_eq!(bob().await, 201, "the seat is free");
+    lb.point(Some(&server.base));
+    let mut code = None;
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = status.code();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(code, Some(13), "connect ends as for a lost heartbeat");
+    server.stop().await;
+}
