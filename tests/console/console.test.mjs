@@ -186,3 +186,23 @@ test("a webhook's dead letters show with their error, and can be sent again", as
   assert.equal(after[0].event_id, dead[0].event_id);
   await page.close();
 });
+
+test("a seat whose beats stopped shows as away while its lease holds it", async () => {
+  const key = process.env.FIELD_KEY;
+  const opened = await api("POST", "/v1/apps/field/sessions", key, { user: "roaming", client: { label: "laptop" } });
+  assert.equal(opened.status, 201);
+  assert.equal(opened.body.heartbeat.lease_s, 60);
+  const page = await signedIn();
+  await page.getByRole("button", { name: "Manage field" }).click();
+  const row = page.locator(`tr[data-id="${opened.body.id}"]`);
+  await row.waitFor();
+  // Interval 1 s + grace 1 s without a beat: away, and still open.
+  await row.locator(".badge.away").waitFor({ state: "visible", timeout: 10000 });
+  await page.screenshot({ path: `${OUT}/away.png` });
+  assert.equal((await api("GET", `/v1/sessions/${opened.body.id}`, key)).body.status, "open");
+  // Its own beat brings it back: same session, open.
+  const beat = await api("POST", "/v1/session/heartbeat", opened.body.token);
+  assert.equal(beat.status, 200);
+  assert.equal(beat.body.status, "open");
+  await page.close();
+});

@@ -39,6 +39,9 @@ expiry_interval_ms = 200
 key = "gestan-console-test-key-0001"
 seats = 5
 heartbeat = { interval_s = 30, grace_s = 60 }
+[apps.field]
+key = "field-console-test-key-0001"
+heartbeat = { interval_s = 1, grace_s = 1, lease_s = 60 }
 [apps.shop]
 key = "shop-console-test-key-00001"
 # A webhook nobody answers: its deliveries become dead letters at once.
@@ -71,6 +74,7 @@ SESSIOND_URL="http://127.0.0.1:$port" \
 ADMIN_TOKEN="console-test-admin-token-0001" \
 APP_KEY="gestan-console-test-key-0001" \
 SHOP_KEY="shop-console-test-key-00001" \
+FIELD_KEY="field-console-test-key-0001" \
 ARTIFACTS="$root/artifacts/console" \
 SESSIOND_BIN="$bin" \
 REDIS_URL="$redis_url" \

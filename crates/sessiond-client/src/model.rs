@@ -234,6 +234,14 @@ pub struct Heartbeat {
     pub grace_s: u32,
     /// False while the heartbeat is suspended (only the idle timeout applies then).
     pub active: bool,
+    /// Seconds the seat is held, *away*, after interval + grace without a beat; 0: no
+    /// lease (the session closes `heartbeat_lost` at once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_s: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A session as the API shows it. Never carries the token.

@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             idle_timeout, absolute_lifetime,
             heartbeat_and_activity_are_two_clocks, heartbeat_suspend_and_resume,
             downtime_is_not_a_lost_heartbeat, a_lease_holds_a_silent_seat_then_frees_it,
+            a_downtime_gives_no_new_lease,
             expiry_sweep_closes_then_purges, seats_reject_with_holders,
             reserved_privileges_skip_seats, privilege_changes_respect_the_user_limit,
             evict_idlest, user_limit_reject,
@@ -461,6 +462,48 @@ pub async fn a_lease_holds_a_silent_seat_then_frees_it(store: Arc<dyn Store>) {
     }
     assert_eq!(closes, [Some(CloseReason::LeaseExpired)]);
     m.open("app", user("bob")).await.expect("the seat is free");
+}
+
+/// A downtime (a restart, a store outage) gives an away session interval + grace from
+/// its end to beat again, not a new lease: a store that blips every few minutes must
+/// not keep an away seat held for ever.
+pub async fn a_downtime_gives_no_new_lease(store: Arc<dyn Store>) {
+    let policy = Policy {
+        seats: Some(3),
+        idle_timeout_s: 3600,
+        heartbeat: Some(HeartbeatPolicy {
+            grace_s: 5,
+            lease_s: 60,
+            ..HeartbeatPolicy::every(10)
+        }),
+        ..Default::default()
+    };
+    let (m, clock) = setup(store.clone(), policy.clone());
+    let away = m.open("app", user("ann")).await.unwrap();
+    // Away from T0 + 15 s; its lease ends at T0 + 75 s. The server goes down at T0 + 50 s
+    // and is back at T0 + 70 s.
+    clock.advance(Duration::from_secs(50));
+    drop(m);
+    clock.advance(Duration::from_secs(20));
+    let m = Arc::new(Manager::with_clock(store, clock.clone()));
+    m.set_policy("app", policy).unwrap();
+    m.mark_downtime();
+    m.renew_heartbeats().await.unwrap();
+    // Interval + grace from the restart (T0 + 85 s), not T0 + 70 s + the lease.
+    clock.advance(Duration::from_secs(14));
+    m.expire_due(100).await.unwrap();
+    assert!(
+        m.get(away.session.id).await.unwrap().is_open(),
+        "still within the window"
+    );
+    clock.advance(Duration::from_secs(2));
+    m.expire_due(100).await.unwrap();
+    let s = m.get(away.session.id).await.unwrap();
+    assert_eq!(
+        s.closed.map(|c| c.reason),
+        Some(CloseReason::LeaseExpired),
+        "{s:?}"
+    );
 }
 
 /// A heartbeat never counts as activity; activity never revives a lost heartbeat.

@@ -137,10 +137,15 @@ function sortKey(s, key) {
 
 // Whether an open session with a seat lease has stopped beating: its seat is held,
 // "away", until the lease ends (expires_at), for its own client to come back.
-function away(s) {
+// (Times are the server's; the browser's clock is trusted to be near it.)
+function awayAfter(s) {
   const h = s.heartbeat;
-  if (s.status !== "open" || !h || !h.active || !h.lease_s) return false;
-  return Date.now() > Date.parse(s.last_heartbeat_at) + (h.interval_s + h.grace_s) * 1000;
+  if (s.status !== "open" || !h || !h.active || !h.lease_s) return "";
+  return String(Date.parse(s.last_heartbeat_at) + (h.interval_s + h.grace_s) * 1000);
+}
+function away(s) {
+  const t = awayAfter(s);
+  return t !== "" && Date.now() > Number(t);
 }
 
 function renderSessions() {
@@ -153,7 +158,7 @@ function renderSessions() {
     el("td", {}, s.client.ip || "–"),
     el("td", {}, fmtTime(s.created_at)),
     el("td", {}, fmtTime(s.last_activity_at)),
-    el("td", {}, fmtTime(s.last_heartbeat_at), away(s) ? [" ", el("span", { class: "badge away", title: "Its beats stopped: the seat is held for it until its lease ends" }, "away")] : null),
+    el("td", { class: "beat", "data-away-after": awayAfter(s) }, fmtTime(s.last_heartbeat_at), " ", el("span", { class: "badge away", title: "Its beats stopped: the seat is held for it until its lease ends", hidden: !away(s) }, "away")),
     el("td", { class: "left", "data-expires": s.expires_at || "" }, s.status === "open" ? timeLeft(s.expires_at) : s.reason),
     el("td", {}, s.privileges.join(", ") || "–"),
     el("td", {}, s.status === "open"
@@ -351,6 +356,11 @@ document.addEventListener("DOMContentLoaded", async () => {
   setInterval(() => {
     for (const td of document.querySelectorAll("#sessions td.left[data-expires]")) {
       if (td.dataset.expires) td.textContent = timeLeft(td.dataset.expires);
+    }
+    // A session goes away with no event: the badge follows the clock.
+    for (const td of document.querySelectorAll("#sessions td.beat[data-away-after]")) {
+      const badge = td.querySelector(".badge.away");
+      if (badge) badge.hidden = !(td.dataset.awayAfter && Date.now() > Number(td.dataset.awayAfter));
     }
   }, 1000);
   window.addEventListener("hashchange", route);

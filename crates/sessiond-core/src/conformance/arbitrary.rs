@@ -365,7 +365,8 @@ pub fn policy() -> impl Strategy<Value = Policy> {
     (
         select(vec![60u32, 3600]),
         select(vec![120u32, 43_200]),
-        option::of(select(vec![10u32, 30])),
+        // An interval, and a seat lease or none.
+        option::of((select(vec![10u32, 30]), select(vec![0u32, 45]))),
         option::of(1..4u32),
         any::<bool>(),
         option::of(1..3u32),
@@ -377,7 +378,10 @@ pub fn policy() -> impl Strategy<Value = Policy> {
             |(idle, lifetime, beat, seats, evict, per_user, replace, bind_ip, retention)| Policy {
                 idle_timeout_s: idle,
                 absolute_lifetime_s: lifetime,
-                heartbeat: beat.map(HeartbeatPolicy::every),
+                heartbeat: beat.map(|(interval, lease_s)| HeartbeatPolicy {
+                    lease_s,
+                    ..HeartbeatPolicy::every(interval)
+                }),
                 seats,
                 on_full: if evict {
                     OnFull::EvictIdlest

@@ -22,15 +22,17 @@ impl Session {
         self.heartbeat_deadline_after(None)
     }
 
-    /// [`Session::heartbeat_deadline`], the window counted from `floor` when that is
-    /// later than the last beat (see
+    /// [`Session::heartbeat_deadline`], with interval + grace counted from `floor` at
+    /// the least (see
     /// [`Conditions::heartbeat_floor`](crate::Conditions::heartbeat_floor)). With a
-    /// lease, the window ends when the lease does.
+    /// lease, the window ends when the lease does; a downtime gives the client
+    /// interval + grace from its end to beat again, never a new lease.
     pub fn heartbeat_deadline_after(&self, floor: Option<Timestamp>) -> Option<Timestamp> {
-        let from = floor.map_or(self.last_heartbeat_at, |f| f.max(self.last_heartbeat_at));
-        self.heartbeat
-            .filter(|h| h.active)
-            .map(|h| from.plus_secs(h.interval_s as u64 + h.grace_s as u64 + h.lease_s as u64))
+        self.heartbeat.filter(|h| h.active).map(|h| {
+            let window = h.interval_s as u64 + h.grace_s as u64;
+            let leased = self.last_heartbeat_at.plus_secs(window + h.lease_s as u64);
+            floor.map_or(leased, |f| leased.max(f.plus_secs(window)))
+        })
     }
 
     /// Since when an open session whose heartbeat has a lease is *away* at `now`: its

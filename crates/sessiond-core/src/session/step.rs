@@ -140,7 +140,10 @@ pub enum ChangeError {
 
 impl Session {
     /// For [`Change::RenewHeartbeat`]: an active heartbeat that missed a beat (the last
-    /// one is more than an interval old) counts from `now`. Returns whether it did.
+    /// one is more than an interval old) gets a fresh interval + grace from `now`. A
+    /// lease is not renewed: a session away before the downtime keeps the end of its
+    /// lease when that is later (the window counts from `now - lease_s`, or from its
+    /// last beat if later). Returns whether it changed anything.
     fn renew_heartbeat(&mut self, now: Timestamp) -> bool {
         match self.heartbeat {
             Some(h)
@@ -148,8 +151,12 @@ impl Session {
                     && now.millis_since(self.last_heartbeat_at)
                         > u64::from(h.interval_s) * 1000 =>
             {
-                self.last_heartbeat_at = now;
-                true
+                let lease_ms = u64::from(h.lease_s) * 1000;
+                let from =
+                    Timestamp(now.as_millis().saturating_sub(lease_ms)).max(self.last_heartbeat_at);
+                let renewed = from != self.last_heartbeat_at;
+                self.last_heartbeat_at = from;
+                renewed
             }
             _ => false,
         }
